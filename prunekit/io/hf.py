@@ -1,0 +1,129 @@
+"""Loading Hugging Face models and tokenizers safely (safetensors only, no remote code by default)."""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+from torch import nn
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PretrainedConfig,
+    PreTrainedTokenizerBase,
+)
+
+from prunekit.assets import resolve_model
+from prunekit.errors import PrunekitError
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+_GENERIC_LABEL = re.compile(r"^LABEL_(\d+)$")
+
+
+def locate(spec: str) -> str:
+    """A local folder, a built-in asset name, or a hub id; anything else is a clear error."""
+    resolved = resolve_model(spec)
+    path = Path(resolved).expanduser()
+    if path.exists():
+        if not path.is_dir() or not (path / "config.json").exists():
+            raise PrunekitError(f"model {spec!r}: {path} is not a Hugging Face model folder (no config.json)")
+        return str(path)
+    if spec.startswith((".", "/", "~")) or not _HUB_ID.match(spec):
+        raise PrunekitError(f"model {spec!r}: no such folder")
+    return spec  # a hub id: transformers fetches it when online
+
+
+def load_config(spec: str, trust_remote_code: bool = False) -> tuple[str, PretrainedConfig]:
+    where = locate(spec)
+    try:
+        config = AutoConfig.from_pretrained(where, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise PrunekitError(f"model {spec!r}: cannot read its config ({first})") from err
+    return where, config
+
+
+def label_names_of(config: PretrainedConfig) -> list[str]:
+    """The model's label names in id order; generic ``LABEL_i`` names mean plain integer labels."""
+    names = [str(config.id2label[i]) for i in range(len(config.id2label))]
+    return [m.group(1) if (m := _GENERIC_LABEL.match(n)) else n for n in names]
+
+
+def has_classification_head(config: PretrainedConfig) -> bool:
+    return any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
+
+
+def load_tokenizer(where: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    try:
+        return AutoTokenizer.from_pretrained(where, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise PrunekitError(f"model {where!r}: cannot load its tokenizer ({str(err).splitlines()[0]})") from err
+
+
+def load_classifier(
+    spec: str, label_names: list[str] | None = None, trust_remote_code: bool = False
+) -> tuple[nn.Module, PreTrainedTokenizerBase, bool]:
+    """A sequence classifier, its tokenizer, and whether its head is new (must be trained first).
+
+    A folder saved with a classification head keeps its labels; a bare encoder gets a fresh head
+    sized to ``label_names``, whose names are stored in the config so predictions stay readable.
+    """
+    where, config = load_config(spec, trust_remote_code)
+    head_is_new = not has_classification_head(config)
+    if head_is_new:
+        if not label_names:
+            raise PrunekitError(f"model {spec!r} has no classification head; give data so one can be trained")
+        config.num_labels = len(label_names)
+        config.id2label = dict(enumerate(label_names))
+        config.label2id = {n: i for i, n in enumerate(label_names)}
+    # transformers warns loudly about the freshly initialised head; prunekit says it once itself.
+    logger = logging.getLogger("transformers.modeling_utils")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            where, config=config, trust_remote_code=trust_remote_code, use_safetensors=_safetensors_only(where)
+        )
+    except ValueError as err:
+        raise PrunekitError(
+            f"model {spec!r}: prunekit cannot build a sequence classifier for model_type "
+            f"{config.model_type!r} ({str(err).splitlines()[0]})"
+        ) from err
+    except OSError as err:
+        raise PrunekitError(f"model {spec!r}: cannot load weights ({str(err).splitlines()[0]})") from err
+    finally:
+        logger.setLevel(level)
+    return model, load_tokenizer(where, trust_remote_code), head_is_new
+
+
+def load_any(spec: str, trust_remote_code: bool = False) -> nn.Module:
+    """Whatever the folder holds: a classifier, a causal LM, or a bare encoder."""
+    where, config = load_config(spec, trust_remote_code)
+    archs = config.architectures or []
+    if any(a.endswith("ForSequenceClassification") for a in archs):
+        cls = AutoModelForSequenceClassification
+    elif any(a.endswith("ForCausalLM") or a.endswith("LMHeadModel") for a in archs):
+        cls = AutoModelForCausalLM
+    else:
+        cls = AutoModel
+    try:
+        return cls.from_pretrained(where, trust_remote_code=trust_remote_code, use_safetensors=_safetensors_only(where))
+    except (OSError, ValueError) as err:
+        raise PrunekitError(f"model {spec!r}: cannot load ({str(err).splitlines()[0]})") from err
+
+
+def _safetensors_only(where: str) -> bool | None:
+    """Local folders must hold safetensors: never unpickle an untrusted ``pytorch_model.bin``."""
+    path = Path(where)
+    if not path.exists():
+        return True
+    if not any(path.glob("*.safetensors")):
+        raise PrunekitError(
+            f"model folder {where} has no .safetensors weights; prunekit does not unpickle .bin files "
+            "(convert them once with transformers' save_pretrained(safe_serialization=True))"
+        )
+    return True

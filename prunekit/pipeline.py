@@ -1,0 +1,408 @@
+"""The evaluate → prune → recover → test loop, and the commands built on it.
+
+This is the one place that wires data, model, criterion, masks, schedule, training and reporting
+together; the CLI and the Python API both call these functions.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoModelForSequenceClassification, PreTrainedTokenizerBase
+
+from prunekit.arch import prunable_modules
+from prunekit.config import DataOptions, PruneSettings, TrainOptions
+from prunekit.data import ClassificationData, load_classification
+from prunekit.errors import PrunekitError
+from prunekit.importance import Importance, make_importance
+from prunekit.io.atomic import atomic_output_dir, check_output_dir
+from prunekit.io.hf import label_names_of, load_classifier
+from prunekit.prune import MaskSet, compute_masks
+from prunekit.report.measure import measure_latency, sparsity_by_module, stage_record
+from prunekit.report.metrics import classification_metrics
+from prunekit.report.render import package_versions, print_stage_table, write_report
+from prunekit.runtime import default_device, is_main_process, seed_everything
+from prunekit.schedule import cubic_sparsity, iterative_targets
+from prunekit.tasks.classification import EncodedSplit, encode, latency_inputs, predict
+from prunekit.train import DistillConfig, TrainConfig, backward_passes, train
+
+
+def log(msg: str) -> None:
+    if is_main_process():
+        print(f"[prunekit] {msg}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Workbench:
+    """A model with its tokenizer and the tokenised splits it is measured on."""
+
+    model: nn.Module
+    tokenizer: PreTrainedTokenizerBase
+    data: ClassificationData
+    train: EncodedSplit
+    validation: EncodedSplit
+    test: EncodedSplit
+    head_is_new: bool
+    model_spec: str
+    notes: list[str] = field(default_factory=list)
+
+    def evaluate(self, split: str = "test") -> tuple[dict[str, float], np.ndarray]:
+        enc = getattr(self, split)
+        logits = predict(self.model, enc, self.tokenizer, desc=f"evaluate {split}")
+        labels = np.asarray(enc.labels)
+        loss = float(F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels)).item())
+        return classification_metrics(labels, logits.argmax(-1), loss), logits
+
+
+def open_workbench(
+    model: str, data: DataOptions, seed: int = 0, trust_remote_code: bool = False
+) -> Workbench:
+    """Load data and model, align their labels, and tokenise every split once."""
+    seed_everything(seed)
+    ds = load_classification(data.data, data.text_columns, data.label_column)
+    m, tok, head_is_new = load_classifier(model, ds.label_names, trust_remote_code)
+    if not head_is_new:
+        ds = ds.with_labels(label_names_of(m.config))
+    if data.max_train_samples:
+        ds.train = ds.train.subset(data.max_train_samples, seed=0)
+    if data.max_eval_samples:
+        ds.validation = ds.validation.subset(data.max_eval_samples, seed=0)
+        ds.test = ds.test.subset(data.max_eval_samples, seed=0)
+    m.to(default_device())
+    enc = {s: encode(getattr(ds, s), tok, data.max_length) for s in ("train", "validation", "test")}
+    log(
+        f"{model}: {m.config.model_type}, {len(ds.label_names)} labels; data {ds.source}: "
+        f"{len(ds.train)} train / {len(ds.validation)} validation / {len(ds.test)} test"
+    )
+    return Workbench(m, tok, ds, enc["train"], enc["validation"], enc["test"], head_is_new, model)
+
+
+def _latency(wb: Workbench, seq_len: int) -> dict[str, float]:
+    make = latency_inputs(wb.tokenizer, wb.model.config.vocab_size, default_device())
+    return measure_latency(wb.model, make, seq_len=seq_len, min_seconds=0.5)
+
+
+def measure_stage(
+    wb: Workbench, name: str, seconds: float, *, latency_seq_len: int | None = 128,
+    prunable: list[str] | None = None, extra: dict[str, Any] | None = None,
+) -> tuple[dict[str, Any], np.ndarray]:
+    """One report stage: test metrics (validation metrics beside them), size, latency, time."""
+    val, _ = wb.evaluate("validation")
+    test, logits = wb.evaluate("test")
+    latency = _latency(wb, latency_seq_len) if latency_seq_len else None
+    more = {"validation_metrics": val, **(extra or {})}
+    if prunable is not None:
+        more["prunable_modules"] = prunable
+    record = stage_record(name, metrics=test, model=wb.model, seconds=seconds, latency=latency, extra=more)
+    log(f"{name}: test accuracy {100 * test['accuracy']:.2f} %, sparsity {100 * record['sparsity']:.1f} %")
+    return record, logits
+
+
+# ---------------------------------------------------------------------------------------------------
+# finetune / evaluate
+# ---------------------------------------------------------------------------------------------------
+
+
+def finetune(
+    model: str, data: DataOptions, out: str | Path, train_opts: TrainOptions | None = None, *,
+    seed: int = 0, force: bool = False, trust_remote_code: bool = False, latency: bool = True,
+) -> dict[str, Any]:
+    """Train a classifier (a fresh head on a bare encoder, or further training) and save it."""
+    check_output_dir(out, force)
+    opts = train_opts or TrainOptions()
+    wb = open_workbench(model, data, seed, trust_remote_code)
+    start = time.perf_counter()
+    result = train(wb.model, wb.train, wb.tokenizer, TrainConfig(epochs=opts.epochs, lr=opts.lr,
+                   batch_size=opts.batch_size, seed=seed), desc="fine-tune")
+    record, logits = measure_stage(wb, "final", time.perf_counter() - start,
+                                   latency_seq_len=128 if latency else None)
+    report = _report("finetune", wb, {"train": vars(opts), "data": vars(data)}, seed, [record])
+    report["training"] = {"steps": result.steps, "seconds": result.seconds}
+    _save(wb, out, force, report, logits)
+    return report
+
+
+def evaluate(model: str, data: DataOptions, split: str = "test", *, seed: int = 0,
+             trust_remote_code: bool = False) -> dict[str, float]:
+    """accuracy, f1_macro, precision, recall and loss of a classifier on one split."""
+    wb = open_workbench(model, data, seed, trust_remote_code)
+    if wb.head_is_new:
+        raise PrunekitError(f"model {model!r} has no trained classification head; run `prunekit finetune` first")
+    return wb.evaluate(split)[0]
+
+
+# ---------------------------------------------------------------------------------------------------
+# prune
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Loop:
+    """State shared by the schedules: masks, criterion, baseline quality and the stage records."""
+
+    wb: Workbench
+    settings: PruneSettings
+    seed: int
+    params: dict[str, nn.Parameter]
+    masks: MaskSet
+    importance: Importance
+    baseline_val: float
+    teacher: nn.Module | None
+    stages: list[dict[str, Any]] = field(default_factory=list)
+    stopped: dict[str, Any] | None = None
+    target: float = 0.0
+
+    def train_config(self, epochs: float, seed_offset: int = 0) -> TrainConfig:
+        s = self.settings
+        return TrainConfig(epochs=epochs, lr=s.lr, batch_size=s.batch_size, seed=self.seed + seed_offset)
+
+    def distill(self) -> DistillConfig | None:
+        s = self.settings
+        return DistillConfig(s.distill_alpha, s.temperature) if self.teacher is not None else None
+
+    def prune_to(self, target: float | None, optimizer=None) -> None:
+        s = self.settings
+        if self.importance.uses_gradients and not self.importance.state():
+            backward_passes(self.wb.model, self.wb.train, self.wb.tokenizer, self.importance, self.params,
+                            s.calib_batches, s.batch_size, self.seed)
+        scores = self.importance.scores(self.params)
+        new = compute_masks(scores, target, scope=s.scope, threshold=s.threshold if target is None else None,
+                            previous=self.masks.masks or None)
+        self.masks.update(new, optimizer)
+        if self.importance.reset_after_prune:
+            self.importance.reset()
+        self.target = target if target is not None else self.masks.sparsity()
+
+    def stage(self, name: str, seconds: float, **extra: Any) -> dict[str, Any]:
+        record, _ = measure_stage(
+            self.wb, name, seconds, latency_seq_len=self.settings.latency_seq_len if self.settings.latency else None,
+            prunable=list(self.params), extra={"target_sparsity": self.target, **extra},
+        )
+        self.stages.append(record)
+        return record
+
+    def too_far(self, record: dict[str, Any], step: int) -> bool:
+        """--max-drop: is this step's validation accuracy more than P points below the baseline?"""
+        if self.settings.max_drop is None:
+            return False
+        acc = 100 * record["validation_metrics"]["accuracy"]
+        drop = self.baseline_val - acc
+        if drop <= self.settings.max_drop:
+            return False
+        self.stopped = {
+            "step": step,
+            "sparsity": record["sparsity"],
+            "reason": (
+                f"step {step} (sparsity {100 * record['sparsity']:.1f} %) took validation accuracy to "
+                f"{acc:.2f} %, {drop:.2f} points below the baseline {self.baseline_val:.2f} % "
+                f"(more than --max-drop {self.settings.max_drop}); kept the model from the step before"
+            ),
+        }
+        log(self.stopped["reason"])
+        return True
+
+
+def _snapshot(model: nn.Module, masks: MaskSet) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    return ({k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}, masks.state_dict())
+
+
+def _restore(model: nn.Module, masks: MaskSet, snap) -> None:
+    model.load_state_dict(snap[0])
+    masks.masks = {k: v.to(masks.params[k].device) for k, v in snap[1].items()}
+
+
+def _run_stepwise(loop: _Loop) -> None:
+    """oneshot and iterative: prune to the next target, recover, measure; K times."""
+    s = loop.settings
+    targets = [None] * s.steps if s.sparsity is None else iterative_targets(s.sparsity, s.steps)
+    epochs_per_step = s.finetune_epochs / s.steps
+    for k, target in enumerate(targets, start=1):
+        snap = _snapshot(loop.wb.model, loop.masks) if s.max_drop is not None else None
+        t0 = time.perf_counter()
+        loop.prune_to(target)
+        if s.schedule == "oneshot" and epochs_per_step > 0:
+            loop.stage("pruned", time.perf_counter() - t0, step=k, note="before recovery fine-tuning")
+            t0 = time.perf_counter()
+        train(loop.wb.model, loop.wb.train, loop.wb.tokenizer, loop.train_config(epochs_per_step, k),
+              masks=loop.masks, teacher=loop.teacher, distill=loop.distill(), desc=f"recover step {k}/{s.steps}")
+        name = "final" if k == s.steps else f"step_{k}"
+        record = loop.stage(name, time.perf_counter() - t0, step=k)
+        if loop.too_far(record, k):
+            loop.stages.pop()
+            _restore(loop.wb.model, loop.masks, snap)
+            break
+
+
+def _run_gradual(loop: _Loop) -> None:
+    """Zhu & Gupta: sparsity follows a cubic ramp while fine-tuning; K evaluation checkpoints."""
+    s = loop.settings
+    state: dict[str, Any] = {"snap": None, "t0": time.perf_counter(), "checkpoint": 0}
+    if s.max_drop is not None:
+        state["snap"] = _snapshot(loop.wb.model, loop.masks)
+
+    def on_step(step: int, total: int, optimizer) -> bool:
+        every = s.prune_every or max(1, total // 64)
+        target = cubic_sparsity(step, total, s.sparsity, end=s.ramp_end)
+        if target > loop.target + 1e-9 and (step % every == 0 or step >= s.ramp_end * total):
+            loop.prune_to(target, optimizer)
+        checkpoints = [math.ceil(total * (k + 1) / s.steps) for k in range(s.steps - 1)]
+        if step in checkpoints:
+            k = checkpoints.index(step) + 1
+            record = loop.stage(f"step_{k}", time.perf_counter() - state["t0"], step=k, train_step=step)
+            state["t0"] = time.perf_counter()
+            if loop.too_far(record, k):
+                loop.stages.pop()
+                _restore(loop.wb.model, loop.masks, state["snap"])
+                return True
+            if s.max_drop is not None:
+                state["snap"] = _snapshot(loop.wb.model, loop.masks)
+        return False
+
+    result = train(loop.wb.model, loop.wb.train, loop.wb.tokenizer, loop.train_config(s.finetune_epochs, 1),
+                   masks=loop.masks, importance=loop.importance, on_step=on_step, teacher=loop.teacher,
+                   distill=loop.distill(), desc="gradual prune + recover")
+    if result.stopped:
+        loop.stage("final", time.perf_counter() - state["t0"], note="restored the last good checkpoint")
+        return
+    record = loop.stage("final", time.perf_counter() - state["t0"], step=s.steps)
+    if loop.too_far(record, s.steps):
+        loop.stages.pop()
+        _restore(loop.wb.model, loop.masks, state["snap"])
+        loop.stage("final", 0.0, note="restored the last good checkpoint")
+
+
+def prune(
+    model: str, data: DataOptions, out: str | Path, settings: PruneSettings | None = None, *,
+    seed: int = 0, force: bool = False, trust_remote_code: bool = False, command: str = "prune",
+) -> dict[str, Any]:
+    """Evaluate → prune → recover → test, repeated per the schedule; save the model and a report."""
+    s = (settings or PruneSettings()).validate()
+    check_output_dir(out, force)
+    wb = open_workbench(model, data, seed, trust_remote_code)
+    params = {name: mod.weight for name, mod in prunable_modules(wb.model, s.prunable, s.exclude).items()}
+    stages: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+    if wb.head_is_new:
+        log(f"{model} has no trained classification head: training one for {s.baseline_epochs} epoch(s) first")
+        train(wb.model, wb.train, wb.tokenizer, TrainConfig(epochs=s.baseline_epochs, seed=seed), desc="baseline")
+        wb.notes.append(f"baseline: classification head trained by prunekit for {s.baseline_epochs} epoch(s)")
+    baseline, _ = measure_stage(wb, "baseline", time.perf_counter() - t0,
+                                latency_seq_len=s.latency_seq_len if s.latency else None,
+                                prunable=list(params), extra={"target_sparsity": 0.0})
+    stages.append(baseline)
+    teacher = copy.deepcopy(wb.model).eval() if s.distill else None
+    loop = _Loop(wb, s, seed, params, MaskSet(params), make_importance(s.method, seed),
+                 100 * baseline["validation_metrics"]["accuracy"], teacher, stages)
+    log(f"pruning {len(params)} weight tensors ({sum(p.numel() for p in params.values()):,} weights), "
+        f"{s.method} / {s.scope} / {s.schedule}, target "
+        + (f"{100 * s.sparsity:.0f} %" if s.sparsity is not None else f"|score| < {s.threshold}"))
+    (_run_gradual if s.schedule == "gradual" else _run_stepwise)(loop)
+    if loop.stages[-1]["name"] != "final":  # stopped before any step held: the baseline is final
+        loop.stage("final", 0.0, note="no pruning step stayed within --max-drop")
+    _, final_logits = wb.evaluate("test")
+    report = _report(command, wb, {"prune": s.to_dict(), "data": vars(data)}, seed, loop.stages)
+    report["stopped"] = loop.stopped
+    report["layer_sparsity"] = sparsity_by_module(wb.model, list(params))
+    _save(wb, out, force, report, final_logits)
+    return report
+
+
+# ---------------------------------------------------------------------------------------------------
+# saving and reporting
+# ---------------------------------------------------------------------------------------------------
+
+
+def _report(command: str, wb: Workbench, settings: dict, seed: int, stages: list[dict]) -> dict[str, Any]:
+    return {
+        "command": command,
+        "model": {"source": wb.model_spec, "model_type": wb.model.config.model_type,
+                  "labels": wb.data.label_names},
+        "data": {"source": wb.data.source, "train": len(wb.train), "validation": len(wb.validation),
+                 "test": len(wb.test), "text_columns": list(wb.data.text_columns),
+                 "label_column": wb.data.label_column},
+        "settings": settings,
+        "seed": seed,
+        "versions": package_versions(),
+        "notes": wb.notes,
+        "stages": stages,
+    }
+
+
+def _save(wb: Workbench, out: str | Path, force: bool, report: dict[str, Any], logits: np.ndarray) -> None:
+    """Write model + tokenizer + report atomically, after checking the saved model reloads with plain
+    transformers and predicts exactly what was measured."""
+    if not is_main_process():
+        return
+    with atomic_output_dir(out, force) as tmp:
+        wb.model.save_pretrained(tmp, safe_serialization=True)
+        wb.tokenizer.save_pretrained(tmp)
+        reloaded = AutoModelForSequenceClassification.from_pretrained(tmp).to(default_device())
+        again = predict(reloaded, wb.test, wb.tokenizer, desc="reload check")
+        report["reload_check"] = {
+            "max_abs_logit_diff": float(np.abs(again - logits).max()) if len(logits) else 0.0,
+            "same_predictions": bool((again.argmax(-1) == logits.argmax(-1)).all()),
+        }
+        if not report["reload_check"]["same_predictions"]:
+            raise PrunekitError("the saved model does not reproduce the measured predictions; nothing written")
+        write_report(tmp, report)
+    log(f"wrote {out}")
+    print_stage_table(report["stages"])
+
+
+# ---------------------------------------------------------------------------------------------------
+# inspect
+# ---------------------------------------------------------------------------------------------------
+
+
+def inspect(model: str | nn.Module, trust_remote_code: bool = False) -> dict[str, Any]:
+    """Parameters per top-level part and per transformer layer, and sparsity of every Linear."""
+    from prunekit.io.hf import load_any
+    from prunekit.report.measure import count_params
+
+    m = load_any(model, trust_remote_code) if isinstance(model, str) else model
+    total, nonzero = count_params(m)
+    parts: dict[str, dict[str, int]] = {}
+    for name, child in _parts(m):
+        t, nz = count_params(child)
+        parts[name] = {"params": t, "nonzero": nz}
+    return {
+        "model_type": getattr(getattr(m, "config", None), "model_type", type(m).__name__),
+        "params_total": total,
+        "params_nonzero": nonzero,
+        "modules": parts,
+        "layer_sparsity": sparsity_by_module(m),
+    }
+
+
+def _parts(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Embeddings, each transformer block, and the rest, in model order (falls back to children)."""
+    from prunekit.arch import transformer_layers
+
+    try:
+        prefix, layers = transformer_layers(model)
+    except PrunekitError:
+        return list(model.named_children())
+    out: list[tuple[str, nn.Module]] = []
+
+    def walk(module: nn.Module, name: str) -> None:
+        for child_name, child in module.named_children():
+            full = f"{name}.{child_name}" if name else child_name
+            if full == prefix:
+                out.extend((f"{full}.{i}", block) for i, block in enumerate(layers))
+            elif prefix.startswith(full + "."):
+                walk(child, full)
+            else:
+                out.append((full, child))
+
+    walk(model, "")
+    return out

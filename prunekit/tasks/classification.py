@@ -1,0 +1,108 @@
+"""Sequence classification: tokenise a split once, batch it, and measure a model on it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
+
+from prunekit.data import Split
+from prunekit.report.metrics import classification_metrics
+
+
+@dataclass
+class EncodedSplit(Dataset):
+    """Token ids of one split (unpadded) plus labels; padding happens per batch."""
+
+    features: list[dict[str, list[int]]]
+    labels: list[int]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict:
+        return {**self.features[i], "labels": self.labels[i]}
+
+
+def encode(split: Split, tokenizer: PreTrainedTokenizerBase, max_length: int) -> EncodedSplit:
+    columns = list(zip(*split.texts, strict=True)) if split.texts else [[]]
+    enc = tokenizer(*[list(c) for c in columns], truncation=True, max_length=max_length)
+    keys = [k for k in enc if k in tokenizer.model_input_names]
+    features = [{k: enc[k][i] for k in keys} for i in range(len(split))]
+    return EncodedSplit(features, list(split.labels))
+
+
+def make_loader(
+    data: EncodedSplit, tokenizer: PreTrainedTokenizerBase, batch_size: int, *, shuffle: bool, seed: int = 0
+) -> DataLoader:
+    gen = torch.Generator().manual_seed(seed)
+    return DataLoader(
+        data,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        generator=gen if shuffle else None,
+        collate_fn=DataCollatorWithPadding(tokenizer),
+    )
+
+
+def _length_sorted_batches(data: EncodedSplit, batch_size: int) -> Iterator[list[int]]:
+    # Sorting by length before batching cuts padding, so evaluation costs what the text costs.
+    order = sorted(range(len(data)), key=lambda i: len(next(iter(data.features[i].values()))))
+    for start in range(0, len(order), batch_size):
+        yield order[start : start + batch_size]
+
+
+@torch.inference_mode()
+def predict(
+    model: nn.Module,
+    data: EncodedSplit,
+    tokenizer: PreTrainedTokenizerBase,
+    batch_size: int = 64,
+    desc: str | None = None,
+) -> np.ndarray:
+    """Logits for every example, in the split's order."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    collate = DataCollatorWithPadding(tokenizer)
+    logits = np.zeros((len(data), model.config.num_labels), dtype=np.float32)
+    batches = list(_length_sorted_batches(data, batch_size))
+    for idx in tqdm(batches, desc=desc or "evaluate", leave=False, disable=desc is False):
+        batch = collate([data.features[i] for i in idx])
+        out = model(**{k: v.to(device) for k, v in batch.items()})
+        logits[idx] = out.logits.float().cpu().numpy()
+    model.train(was_training)
+    return logits
+
+
+def evaluate(
+    model: nn.Module, data: EncodedSplit, tokenizer: PreTrainedTokenizerBase, batch_size: int = 64, desc=None
+) -> dict[str, float]:
+    """accuracy, f1_macro, precision, recall and mean cross-entropy loss."""
+    logits = predict(model, data, tokenizer, batch_size, desc)
+    labels = np.asarray(data.labels)
+    loss = float(F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels)).item())
+    return classification_metrics(labels, logits.argmax(-1), loss)
+
+
+def latency_inputs(tokenizer: PreTrainedTokenizerBase, vocab_size: int, device: torch.device):
+    """A ``make_inputs(batch, seq_len)`` for latency: random ids of the model's own input names."""
+
+    def make(batch: int, seq_len: int) -> dict[str, torch.Tensor]:
+        gen = torch.Generator().manual_seed(0)
+        inputs = {"input_ids": torch.randint(0, vocab_size, (batch, seq_len), generator=gen)}
+        names = tokenizer.model_input_names
+        if "attention_mask" in names:
+            inputs["attention_mask"] = torch.ones(batch, seq_len, dtype=torch.long)
+        if "token_type_ids" in names:
+            inputs["token_type_ids"] = torch.zeros(batch, seq_len, dtype=torch.long)
+        return {k: v.to(device) for k, v in inputs.items()}
+
+    return make

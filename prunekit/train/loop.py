@@ -1,0 +1,149 @@
+"""The recovery/fine-tuning loop, on `accelerate` so `accelerate launch` scales it out unchanged.
+
+Pruning plugs in through three hooks, so training never knows why weights are removed:
+``masks`` are re-applied after every optimizer step, ``importance`` sees every gradient, and
+``on_step`` may install new masks (gradual schedule) or stop the run (quality checkpoints).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase, get_linear_schedule_with_warmup
+
+from prunekit.importance import Importance
+from prunekit.prune import MaskSet
+from prunekit.runtime import accelerator
+from prunekit.tasks.classification import EncodedSplit, make_loader
+from prunekit.train.distill import DistillConfig, distill_loss
+
+
+@dataclass
+class TrainConfig:
+    epochs: float = 1.0
+    lr: float = 5e-5
+    batch_size: int = 32
+    weight_decay: float = 0.01
+    warmup: float = 0.06
+    max_grad_norm: float = 1.0
+    seed: int = 0
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    seconds: float
+    loss: float
+    stopped: bool = False
+
+
+#: on_step(step, total_steps, optimizer) -> True to stop training
+StepHook = Callable[[int, int, torch.optim.Optimizer], bool | None]
+
+
+def train(
+    model: nn.Module,
+    data: EncodedSplit,
+    tokenizer: PreTrainedTokenizerBase,
+    cfg: TrainConfig,
+    *,
+    masks: MaskSet | None = None,
+    importance: Importance | None = None,
+    on_step: StepHook | None = None,
+    teacher: nn.Module | None = None,
+    distill: DistillConfig | None = None,
+    desc: str = "fine-tune",
+) -> TrainResult:
+    """Fine-tune ``model`` in place for ``cfg.epochs`` (fractions allowed) of ``data``."""
+    acc = accelerator()
+    start = time.perf_counter()
+    loader = make_loader(data, tokenizer, cfg.batch_size, shuffle=True, seed=cfg.seed)
+    total = max(1, math.ceil(cfg.epochs * len(loader)))
+    if cfg.epochs <= 0:
+        return TrainResult(steps=0, seconds=0.0, loss=float("nan"))
+    decay = [p for n, p in model.named_parameters() if p.ndim > 1 and "norm" not in n.lower()]
+    no_decay = [p for n, p in model.named_parameters() if not (p.ndim > 1 and "norm" not in n.lower())]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr,
+    )
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup * total), total)
+    wrapped, optimizer, loader, scheduler = acc.prepare(model, optimizer, loader, scheduler)
+    if teacher is not None:
+        teacher = teacher.to(acc.device).eval()
+    tracked = masks.params if masks is not None else {}
+    model.train()
+    step, running, stopped = 0, float("nan"), False
+    bar = tqdm(total=total, desc=desc, leave=False, disable=not acc.is_local_main_process)
+    epoch = 0
+    while step < total and not stopped:
+        if hasattr(loader, "set_epoch"):
+            loader.set_epoch(epoch)
+        for batch in loader:
+            out = wrapped(**batch)
+            loss = out.loss
+            if teacher is not None:
+                with torch.no_grad():
+                    t_logits = teacher(**{k: v for k, v in batch.items() if k != "labels"}).logits
+                loss = distill_loss(out.logits, t_logits, batch["labels"], distill or DistillConfig())
+            acc.backward(loss)
+            if importance is not None and importance.uses_gradients:
+                importance.accumulate(tracked)
+            if cfg.max_grad_norm:
+                acc.clip_grad_norm_(wrapped.parameters(), cfg.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            if masks is not None:
+                masks.apply()
+            step += 1
+            running = loss.item() if math.isnan(running) else 0.95 * running + 0.05 * loss.item()
+            bar.update(1)
+            bar.set_postfix(loss=f"{running:.3f}")
+            if on_step is not None and on_step(step, total, optimizer):
+                stopped = True
+            if step >= total or stopped:
+                break
+        epoch += 1
+    bar.close()
+    acc.wait_for_everyone()
+    # Drop the optimizer's references so its state (2x the model) is freed between stages.
+    acc.free_memory()
+    model.eval()
+    return TrainResult(steps=step, seconds=time.perf_counter() - start, loss=running, stopped=stopped)
+
+
+def backward_passes(
+    model: nn.Module,
+    data: EncodedSplit,
+    tokenizer: PreTrainedTokenizerBase,
+    importance: Importance,
+    params: dict[str, nn.Parameter],
+    batches: int,
+    batch_size: int = 32,
+    seed: int = 0,
+) -> None:
+    """Calibration for gradient criteria: ``batches`` forward/backward passes, no weight update.
+
+    The model runs through the same accelerator as training, so with several processes the
+    gradients are averaged before they are scored and every rank ranks the same numbers.
+    """
+    acc = accelerator()
+    loader = make_loader(data, tokenizer, batch_size, shuffle=True, seed=seed + 7919)
+    wrapped, loader = acc.prepare(model, loader)
+    model.eval()  # no dropout: score the network that will be measured
+    for i, batch in enumerate(tqdm(loader, total=min(batches, len(loader)), desc="calibrate", leave=False,
+                                   disable=not acc.is_local_main_process)):
+        if i >= batches:
+            break
+        wrapped.zero_grad(set_to_none=True)
+        acc.backward(wrapped(**batch).loss)
+        importance.accumulate(params)
+    wrapped.zero_grad(set_to_none=True)
+    acc.free_memory()

@@ -1,0 +1,77 @@
+"""Shared fixtures: a tiny but real BERT classifier and a tiny learnable sentiment dataset, all offline."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from transformers import BertConfig, BertForSequenceClassification, BertModel, BertTokenizerFast
+
+POS = ["good", "great", "fine", "superb", "lovely", "fun", "bright", "warm"]
+NEG = ["bad", "awful", "dull", "poor", "boring", "ugly", "grim", "cold"]
+FILL = ["the", "movie", "was", "a", "plot", "story", "acting", "really", "very", "quite"]
+
+
+def tiny_rows(n: int = 240, seed: int = 0) -> pd.DataFrame:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = "positive" if i % 2 else "negative"
+        words = rng.sample(FILL, 4) + rng.sample(POS if label == "positive" else NEG, 2)
+        rng.shuffle(words)
+        rows.append({"text": " ".join(words), "label": label})
+    return pd.DataFrame(rows)
+
+
+def _tokenizer(folder: Path) -> BertTokenizerFast:
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *POS, *NEG, *FILL, "neutral", "meh"]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    return BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
+
+
+def _config(vocab_size: int) -> BertConfig:
+    return BertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                      intermediate_size=64, max_position_embeddings=64)
+
+
+@pytest.fixture()
+def tiny_csv(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.csv"
+    tiny_rows().to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture()
+def tiny_encoder(tmp_path: Path) -> Path:
+    """A bare BERT encoder folder (no classification head), like all-MiniLM-L6-v2 but tiny."""
+    folder = tmp_path / "tiny-encoder"
+    folder.mkdir()
+    tok = _tokenizer(folder)
+    torch.manual_seed(0)
+    BertModel(_config(tok.vocab_size)).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture()
+def tiny_classifier(tmp_path: Path) -> Path:
+    """A BERT classifier folder with labels negative/positive (untrained weights)."""
+    folder = tmp_path / "tiny-classifier"
+    folder.mkdir()
+    tok = _tokenizer(folder)
+    cfg = _config(tok.vocab_size)
+    cfg.id2label = {0: "negative", 1: "positive"}
+    cfg.label2id = {"negative": 0, "positive": 1}
+    torch.manual_seed(0)
+    BertForSequenceClassification(cfg).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture()
+def tiny_model() -> BertForSequenceClassification:
+    torch.manual_seed(0)
+    return BertForSequenceClassification(_config(40)).eval()
