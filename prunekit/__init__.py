@@ -7,22 +7,23 @@ from prunekit.errors import PrunekitError
 
 __version__ = "0.1.0"
 
+_API = {
+    "prune": ("prunekit.pipeline", "prune"),
+    "finetune": ("prunekit.pipeline", "finetune"),
+    "evaluate": ("prunekit.pipeline", "evaluate"),
+    "inspect": ("prunekit.pipeline", "inspect"),
+    "load": ("prunekit.io.hf", "load_any"),
+}
+
 
 def __getattr__(name: str):
     # Lazy: `import prunekit` stays fast and does not import torch until the API is used.
-    from prunekit import pipeline
-    from prunekit.io import hf
+    if name not in _API:
+        raise AttributeError(f"module 'prunekit' has no attribute {name!r}")
+    import importlib
 
-    api = {
-        "prune": pipeline.prune,
-        "finetune": pipeline.finetune,
-        "evaluate": pipeline.evaluate,
-        "inspect": pipeline.inspect,
-        "load": hf.load_any,
-    }
-    if name in api:
-        return api[name]
-    raise AttributeError(f"module 'prunekit' has no attribute {name!r}")
+    module, attr = _API[name]
+    return getattr(importlib.import_module(module), attr)
 
 
 __all__ = ["PrunekitError", "evaluate", "finetune", "inspect", "load", "prune"]

@@ -89,6 +89,7 @@ def open_workbench(
 
 def _latency(wb: Workbench, seq_len: int) -> dict[str, float]:
     make = latency_inputs(wb.tokenizer, wb.model.config.vocab_size, default_device())
+    seq_len = min(seq_len, getattr(wb.model.config, "max_position_embeddings", seq_len))
     return measure_latency(wb.model, make, seq_len=seq_len, min_seconds=0.5)
 
 
@@ -294,7 +295,8 @@ def prune(
     t0 = time.perf_counter()
     if wb.head_is_new:
         log(f"{model} has no trained classification head: training one for {s.baseline_epochs} epoch(s) first")
-        train(wb.model, wb.train, wb.tokenizer, TrainConfig(epochs=s.baseline_epochs, seed=seed), desc="baseline")
+        cfg = TrainConfig(epochs=s.baseline_epochs, lr=s.lr, batch_size=s.batch_size, seed=seed)
+        train(wb.model, wb.train, wb.tokenizer, cfg, desc="baseline")
         wb.notes.append(f"baseline: classification head trained by prunekit for {s.baseline_epochs} epoch(s)")
     baseline, _ = measure_stage(wb, "baseline", time.perf_counter() - t0,
                                 latency_seq_len=s.latency_seq_len if s.latency else None,

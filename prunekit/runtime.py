@@ -21,7 +21,9 @@ def accelerator():
     if _ACCELERATOR is None:
         from accelerate import Accelerator
 
-        _ACCELERATOR = Accelerator()
+        # Without a GPU, say so explicitly: only then does accelerate join a multi-process CPU
+        # group (gloo) when started by `accelerate launch`/torchrun.
+        _ACCELERATOR = Accelerator(cpu=not torch.cuda.is_available())
     return _ACCELERATOR
 
 

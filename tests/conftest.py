@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from transformers import BertConfig, BertForSequenceClassification, BertModel, BertTokenizerFast
+from transformers import BertConfig, BertForSequenceClassification, BertModel, BertTokenizer
 
 POS = ["good", "great", "fine", "superb", "lovely", "fun", "bright", "warm"]
 NEG = ["bad", "awful", "dull", "poor", "boring", "ugly", "grim", "cold"]
@@ -26,10 +26,9 @@ def tiny_rows(n: int = 240, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _tokenizer(folder: Path) -> BertTokenizerFast:
+def _tokenizer(folder: Path) -> BertTokenizer:
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *POS, *NEG, *FILL, "neutral", "meh"]
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    return BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
+    return BertTokenizer(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=True)
 
 
 def _config(vocab_size: int) -> BertConfig:
@@ -75,3 +74,23 @@ def tiny_classifier(tmp_path: Path) -> Path:
 def tiny_model() -> BertForSequenceClassification:
     torch.manual_seed(0)
     return BertForSequenceClassification(_config(40)).eval()
+
+
+@pytest.fixture(scope="session")
+def trained_tiny(tmp_path_factory) -> tuple[Path, Path]:
+    """(classifier folder, csv) — the tiny classifier fine-tuned once by prunekit itself."""
+    from prunekit.config import DataOptions, TrainOptions
+    from prunekit.pipeline import finetune
+
+    root = tmp_path_factory.mktemp("trained")
+    csv = root / "tiny.csv"
+    tiny_rows().to_csv(csv, index=False)
+    enc = root / "enc"
+    enc.mkdir()
+    tok = _tokenizer(enc)
+    torch.manual_seed(0)
+    BertModel(_config(tok.vocab_size)).save_pretrained(enc)
+    tok.save_pretrained(enc)
+    out = root / "clf"
+    finetune(str(enc), DataOptions(str(csv)), out, TrainOptions(epochs=6, lr=2e-3, batch_size=16), latency=False)
+    return out, csv

@@ -20,6 +20,10 @@ from transformers import (
 from prunekit.assets import resolve_model
 from prunekit.errors import PrunekitError
 
+# transformers 5 logs a long "layers were not sharded" list on every load once `accelerate` has set up
+# its process state; it is not actionable for a single-device model, so keep it out of the user's way.
+logging.getLogger("transformers.distributed.tensor_parallel").setLevel(logging.ERROR)
+
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _GENERIC_LABEL = re.compile(r"^LABEL_(\d+)$")
 

@@ -91,8 +91,10 @@ class MaskSet:
 
     @torch.no_grad()
     def apply(self) -> None:
+        # masked_fill, not mul: w * 0 gives -0.0 for negative w, which is a different bit pattern
+        # and would defeat packed storage (and bit-exact mask checks).
         for name, mask in self.masks.items():
-            self.params[name].mul_(mask)
+            self.params[name].masked_fill_(~mask, 0.0)
 
     @torch.no_grad()
     def zero_optimizer_state(self, optimizer: torch.optim.Optimizer) -> None:

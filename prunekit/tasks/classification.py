@@ -12,6 +12,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from prunekit.data import Split
 from prunekit.report.metrics import classification_metrics
@@ -42,14 +43,15 @@ def encode(split: Split, tokenizer: PreTrainedTokenizerBase, max_length: int) ->
 def make_loader(
     data: EncodedSplit, tokenizer: PreTrainedTokenizerBase, batch_size: int, *, shuffle: bool, seed: int = 0
 ) -> DataLoader:
+    """Training order: shuffled, but grouped by length (as HF's ``group_by_length``) so batches carry
+    little padding: on short texts this roughly halves the cost of an epoch on CPU."""
+    collate = DataCollatorWithPadding(tokenizer)
+    if not shuffle:
+        return DataLoader(data, batch_size=batch_size, collate_fn=collate)
     gen = torch.Generator().manual_seed(seed)
-    return DataLoader(
-        data,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        generator=gen if shuffle else None,
-        collate_fn=DataCollatorWithPadding(tokenizer),
-    )
+    lengths = [len(next(iter(f.values()))) for f in data.features]
+    sampler = LengthGroupedSampler(batch_size, lengths=lengths, generator=gen)
+    return DataLoader(data, batch_size=batch_size, sampler=sampler, collate_fn=collate)
 
 
 def _length_sorted_batches(data: EncodedSplit, batch_size: int) -> Iterator[list[int]]:

@@ -82,3 +82,11 @@ def test_masks_hold_through_optimizer_steps_with_momentum_and_weight_decay(opt_c
     assert ms.sparsity() == pytest.approx(0.6, abs=1 / 256)
     # and the kept weights did train
     assert torch.any(layer.weight[~pruned] != 0)
+
+
+def test_pruned_weights_are_positive_zero():
+    """-0.0 has a non-zero bit pattern: packed storage would keep it, so masks must write +0.0."""
+    w = nn.Parameter(-torch.ones(4, 4))
+    ms = MaskSet({"w": w})
+    ms.update({"w": torch.zeros(4, 4, dtype=torch.bool)})
+    assert torch.all(w.detach().view(torch.int32) == 0)

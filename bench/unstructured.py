@@ -1,0 +1,132 @@
+"""Benchmark: unstructured pruning of MiniLM on movie reviews, prunekit vs torch.nn.utils.prune.
+
+Same fine-tuned baseline, same prunable weights (the encoder's Linear layers), same recovery budget
+(one epoch, same optimiser and learning rate) for every row, all in one run. Writes
+bench/results/unstructured.{md,json}; the README quotes the Markdown table.
+
+    python bench/unstructured.py [--sparsities 0.5,0.7,0.9] [--epochs 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from torch.nn.utils import prune as torch_prune
+
+from prunekit import assets
+from prunekit.arch import prunable_modules
+from prunekit.config import DataOptions, PruneSettings, TrainOptions
+from prunekit.pipeline import finetune, measure_stage, open_workbench, prune
+from prunekit.report.render import package_versions
+from prunekit.train import TrainConfig, train
+
+ROOT = Path(__file__).resolve().parent
+WORK = ROOT / "work"
+RESULTS = ROOT / "results"
+
+
+def baseline_model(data: DataOptions, seed: int) -> Path:
+    """The demo's fine-tuned MiniLM (1 epoch), cached; built here if missing."""
+    path = assets.cache_dir() / "runs" / f"minilm-movie-reviews-seed{seed}"
+    if not (path / "config.json").exists():
+        finetune("all-MiniLM-L6-v2", data, path, TrainOptions(epochs=1.0), seed=seed, force=True, latency=False)
+    return path
+
+
+def torch_prune_row(model: Path, data: DataOptions, sparsity: float, epochs: float, lr: float, seed: int) -> dict:
+    """torch.nn.utils.prune.global_unstructured (L1) one-shot, then the same recovery fine-tuning."""
+    wb = open_workbench(str(model), data, seed)
+    modules = prunable_modules(wb.model)
+    start = time.perf_counter()
+    torch_prune.global_unstructured([(m, "weight") for m in modules.values()],
+                                    pruning_method=torch_prune.L1Unstructured, amount=sparsity)
+    # the reparametrisation (weight = weight_orig * mask) keeps pruned weights at zero while training
+    train(wb.model, wb.train, wb.tokenizer, TrainConfig(epochs=epochs, lr=lr, seed=seed), desc="torch prune recover")
+    for m in modules.values():
+        torch_prune.remove(m, "weight")
+        with torch.no_grad():  # weight_orig * mask leaves -0.0 where w < 0; count those as zeros too
+            m.weight.masked_fill_(m.weight == 0, 0.0)
+    seconds = time.perf_counter() - start
+    record, _ = measure_stage(wb, "final", seconds, latency_seq_len=None, prunable=list(modules))
+    return record
+
+
+def prunekit_row(model: Path, data: DataOptions, sparsity: float, epochs: float, lr: float, seed: int,
+                 **kw) -> dict:
+    out = WORK / f"prunekit-{sparsity}-{'-'.join(f'{k}{v}' for k, v in kw.items()) or 'default'}"
+    shutil.rmtree(out, ignore_errors=True)
+    settings = PruneSettings(sparsity=sparsity, finetune_epochs=epochs, lr=lr, latency=False, **kw)
+    start = time.perf_counter()
+    report = prune(str(model), data, out, settings, seed=seed)
+    final = report["stages"][-1]
+    final["seconds"] = time.perf_counter() - start - report["stages"][0]["seconds"]
+    return final
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sparsities", default="0.5,0.7,0.9")
+    ap.add_argument("--epochs", type=float, default=1.0)
+    ap.add_argument("--lr", type=float, default=5e-5)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--max-train-samples", type=int, default=None, help="quick smoke runs only")
+    args = ap.parse_args()
+    torch.set_num_threads(torch.get_num_threads())
+    data = DataOptions("movie-reviews", max_length=64, max_train_samples=args.max_train_samples)
+    model = baseline_model(DataOptions("movie-reviews", max_length=64), args.seed)
+    wb = open_workbench(str(model), data, args.seed)
+    dense, _ = measure_stage(wb, "dense", 0.0, latency_seq_len=None, prunable=list(prunable_modules(wb.model)))
+    del wb
+    rows = [{"sparsity": 0.0, "method": "dense baseline", **_cols(dense)}]
+    variants = [
+        ("prunekit gradual magnitude", {"schedule": "gradual"}),
+        ("prunekit gradual magnitude + distillation", {"schedule": "gradual", "distill": True}),
+    ]
+    for s in [float(x) for x in args.sparsities.split(",")]:
+        rec = torch_prune_row(model, data, s, args.epochs, args.lr, args.seed)
+        rows.append({"sparsity": s, "method": "torch.nn.utils.prune global L1 (one-shot)", **_cols(rec)})
+        for label, kw in variants:
+            rec = prunekit_row(model, data, s, args.epochs, args.lr, args.seed, **kw)
+            rows.append({"sparsity": s, "method": label, **_cols(rec)})
+        _write(rows, args, dense)
+    _write(rows, args, dense)
+
+
+def _cols(rec: dict) -> dict:
+    return {"accuracy": rec["metrics"]["accuracy"], "f1_macro": rec["metrics"]["f1_macro"],
+            "achieved_sparsity": rec["sparsity"], "seconds": rec["seconds"],
+            "size_bytes": rec["size_bytes"], "size_compressed_bytes": rec["size_compressed_bytes"]}
+
+
+def _write(rows: list[dict], args, dense: dict) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    base = dense["metrics"]["accuracy"]
+    lines = [
+        "# Unstructured pruning: MiniLM (all-MiniLM-L6-v2) on movie reviews",
+        "",
+        f"Test split ({dense['metrics'] and 1057} snippets), baseline fine-tuned 1 epoch; pruned: the encoder's "
+        f"Linear weights; recovery: {args.epochs:g} epoch(s), AdamW lr {args.lr:g}, batch 32, max length 64, "
+        f"seed {args.seed}. One run; `python bench/unstructured.py`.",
+        "",
+        "| sparsity | method | accuracy % | Δ points | macro-F1 % | prune + recovery s | compressed MB |",
+        "| --: | --- | --: | --: | --: | --: | --: |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {100 * r['sparsity']:.0f} % | {r['method']} | {100 * r['accuracy']:.2f} | "
+            f"{100 * (r['accuracy'] - base):+.2f} | {100 * r['f1_macro']:.2f} | {r['seconds']:.0f} | "
+            f"{r['size_compressed_bytes'] / 1e6:.1f} |"
+        )
+    lines += ["", f"Versions: {json.dumps(package_versions())}", ""]
+    (RESULTS / "unstructured.md").write_text("\n".join(lines))
+    (RESULTS / "unstructured.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

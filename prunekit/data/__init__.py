@@ -1,0 +1,10 @@
+"""Data loading: text-classification datasets from built-in names, files, folders or saved datasets."""
+
+from prunekit.data.classification import (
+    ClassificationData,
+    Split,
+    load_classification,
+    stratified_split,
+)
+
+__all__ = ["ClassificationData", "Split", "load_classification", "stratified_split"]

@@ -1,0 +1,184 @@
+"""What a pruned model costs: parameter counts, sparsity, file sizes and forward latency."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+from transformers.pytorch_utils import Conv1D
+
+from prunekit.errors import PrunekitError
+from prunekit.io.packed import dense_size_bytes, packed_size_bytes
+
+# GPT-2 style models use transformers' Conv1D: a Linear with a transposed weight.
+LINEAR_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, Conv1D)
+MakeInputs = Callable[[int, int], dict[str, torch.Tensor]]
+MAX_REPEATS, MIN_REPEATS = 50, 3
+
+
+def _unique(tensors: Iterable[torch.Tensor]) -> list[torch.Tensor]:
+    """Drop tensors that alias one already seen, so tied weights count once."""
+    seen: set[tuple[int, int, tuple[int, ...]]] = set()
+    out = []
+    for t in tensors:
+        key = (t.data_ptr(), t.numel(), tuple(t.shape))
+        if key not in seen:
+            seen.add(key)
+            out.append(t)
+    return out
+
+
+def _count(tensors: Iterable[torch.Tensor]) -> tuple[int, int]:
+    tensors = _unique(tensors)
+    total = sum(t.numel() for t in tensors)
+    nonzero = sum(int(torch.count_nonzero(t.detach())) for t in tensors)
+    return total, nonzero
+
+
+def count_params(model: nn.Module) -> tuple[int, int]:
+    """(total, nonzero) parameters, each tied/shared parameter counted once."""
+    return _count(model.parameters())
+
+
+def _linear_weights(model: nn.Module, names: Iterable[str] | None) -> dict[str, torch.Tensor]:
+    if names is None:
+        return {n: m.weight for n, m in model.named_modules() if isinstance(m, LINEAR_TYPES)}
+    weights = {}
+    for name in names:
+        try:
+            weight = model.get_submodule(name).weight
+        except AttributeError as err:
+            raise PrunekitError(f"model has no module {name!r} with a weight") from err
+        weights[name] = weight
+    return weights
+
+
+def sparsity_by_module(model: nn.Module, names: Iterable[str] | None = None) -> dict[str, float]:
+    """Fraction of exact zeros in each module's weight, in model order (default: all Linear/Conv1D)."""
+    return {
+        name: 1.0 - int(torch.count_nonzero(w.detach())) / max(w.numel(), 1)
+        for name, w in _linear_weights(model, names).items()
+    }
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Device of the model's first parameter (CPU for parameter-free modules)."""
+    return next(model.parameters(), torch.empty(0)).device
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def bert_like_inputs(
+    vocab_size: int, device: torch.device | str | None = None, token_type_ids: bool = True, seed: int = 0
+) -> MakeInputs:
+    """Build a ``make_inputs(batch, seq_len)`` giving the same random token ids on every call."""
+
+    def make_inputs(batch: int, seq_len: int) -> dict[str, torch.Tensor]:
+        gen = torch.Generator().manual_seed(seed)
+        ids = torch.randint(0, vocab_size, (batch, seq_len), generator=gen)
+        inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+        if token_type_ids:
+            inputs["token_type_ids"] = torch.zeros_like(ids)
+        return {k: v.to(device) for k, v in inputs.items()} if device is not None else inputs
+
+    return make_inputs
+
+
+def measure_latency(
+    model: nn.Module,
+    make_inputs: MakeInputs,
+    batch_sizes: Iterable[int] = (1, 32),
+    seq_len: int = 128,
+    warmup: int = 2,
+    repeats: int | None = None,
+    min_seconds: float = 1.0,
+    threads: int | None = None,
+) -> dict[str, float]:
+    """Median forward time in ms per batch size, as ``{"batch_1": ms, ...}``.
+
+    Without ``repeats``, each batch size runs until ``min_seconds`` are spent (3 to 50 runs), so
+    fast models get enough samples and slow ones do not take forever.
+    """
+    device = model_device(model)
+    was_training, old_threads = model.training, torch.get_num_threads()
+    torch.set_num_threads(threads or _cores())
+    model.eval()
+    result: dict[str, float] = {}
+    try:
+        with torch.inference_mode():
+            for batch in batch_sizes:
+                inputs = {k: v.to(device) for k, v in make_inputs(batch, seq_len).items()}
+                for _ in range(warmup):
+                    model(**inputs)
+                _sync(device)
+                times: list[float] = []
+                while True:
+                    start = time.perf_counter()
+                    model(**inputs)
+                    _sync(device)
+                    times.append(time.perf_counter() - start)
+                    if repeats is not None:
+                        done = len(times) >= repeats
+                    else:
+                        enough = len(times) >= MIN_REPEATS and sum(times) >= min_seconds
+                        done = enough or len(times) >= MAX_REPEATS
+                    if done:
+                        break
+                result[f"batch_{batch}"] = statistics.median(times) * 1000.0
+    finally:
+        torch.set_num_threads(old_threads)
+        model.train(was_training)
+    return result
+
+
+def stage_record(
+    name: str,
+    *,
+    metrics: Mapping[str, float],
+    model: nn.Module,
+    seconds: float,
+    latency: Mapping[str, float] | None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One ``report.json`` stage entry.
+
+    ``extra["prunable_modules"]`` (module names), if given, makes ``sparsity`` cover just those
+    weights (what pruning targets) instead of all parameters; it is not copied into the record.
+    Other ``extra`` keys are merged in.
+    """
+    extra = dict(extra or {})
+    prunable = extra.pop("prunable_modules", None)
+    total, nonzero = count_params(model)
+    if prunable is not None:
+        sparse_total, sparse_nonzero = _count(_linear_weights(model, prunable).values())
+    else:
+        sparse_total, sparse_nonzero = total, nonzero
+    state = model.state_dict()
+    record: dict[str, Any] = {
+        "name": name,
+        "metrics": dict(metrics),
+        "params_total": total,
+        "params_nonzero": nonzero,
+        "sparsity": 1.0 - sparse_nonzero / sparse_total if sparse_total else 0.0,
+        "size_bytes": dense_size_bytes(state),
+        "size_compressed_bytes": packed_size_bytes(state),
+        "latency_ms": dict(latency) if latency is not None else None,
+        "seconds": float(seconds),
+    }
+    clash = record.keys() & extra.keys()
+    if clash:
+        raise ValueError(f"extra keys {sorted(clash)} would overwrite stage fields")
+    record.update(extra)
+    return record

@@ -1,0 +1,64 @@
+"""The command layer: help with examples on every command, one-line errors, real runs on a tiny model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from prunekit.cli import app
+
+runner = CliRunner()
+COMMANDS = ["assets", "finetune", "evaluate", "prune", "inspect", "demo"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help_with_examples_and_seed(command):
+    result = runner.invoke(app, [command, "--help"], terminal_width=200)
+    assert result.exit_code == 0
+    assert "Examples" in result.output
+    if command != "assets":
+        assert "--seed" in result.output
+
+
+def test_prune_help_lists_the_public_flags():
+    out = runner.invoke(app, ["prune", "--help"], terminal_width=200).output
+    for flag in ["--model", "--data", "--sparsity", "--out", "--method", "--scope", "--schedule", "--steps",
+                 "--finetune-epochs", "--threshold", "--max-drop", "--seed"]:
+        assert flag in out
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path, tiny_csv):
+    result = runner.invoke(app, ["prune", "-m", str(tmp_path / "missing"), "-d", str(tiny_csv), "--out",
+                                 str(tmp_path / "o")])
+    assert result.exit_code == 2
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "no such folder" in lines[0]
+    assert not (tmp_path / "o").exists()
+
+
+def test_sparsity_out_of_range_from_cli(trained_tiny, tmp_path):
+    clf, csv = trained_tiny
+    result = runner.invoke(app, ["prune", "-m", str(clf), "-d", str(csv), "--out", str(tmp_path / "o"),
+                                 "--sparsity", "1.2"])
+    assert result.exit_code == 2 and "[0, 1)" in result.output
+
+
+def test_prune_evaluate_inspect_round_trip(trained_tiny, tmp_path):
+    clf, csv = trained_tiny
+    out = tmp_path / "pruned"
+    result = runner.invoke(app, ["prune", "-m", str(clf), "-d", str(csv), "--out", str(out), "--sparsity", "0.6",
+                                 "--schedule", "iterative", "--steps", "2", "--lr", "1e-3", "--no-latency",
+                                 "--seed", "1"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["settings"]["prune"]["schedule"] == "iterative" and report["seed"] == 1
+    measured = report["stages"][-1]["metrics"]
+    result = runner.invoke(app, ["evaluate", "-m", str(out), "-d", str(csv), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output[result.output.index("{"):]) == pytest.approx(measured, abs=1e-6)
+    result = runner.invoke(app, ["inspect", str(out), "--json"])
+    info = json.loads(result.output[result.output.index("{"):])
+    assert info["layer_sparsity"]["bert.encoder.layer.0.attention.self.query"] > 0.3
+    assert runner.invoke(app, ["inspect", str(out)], terminal_width=200).exit_code == 0

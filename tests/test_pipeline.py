@@ -1,0 +1,192 @@
+"""The evaluate → prune → recover → test loop on a tiny real BERT, end to end through the public API."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from prunekit.config import DataOptions, PruneSettings
+from prunekit.errors import PrunekitError
+from prunekit.pipeline import evaluate, inspect, prune
+
+STAGE_KEYS = {"name", "metrics", "params_total", "params_nonzero", "size_bytes", "size_compressed_bytes",
+              "latency_ms", "seconds"}
+METRIC_KEYS = {"accuracy", "f1_macro", "precision", "recall", "loss"}
+
+
+def _settings(**kw) -> PruneSettings:
+    base = dict(sparsity=0.5, finetune_epochs=1, lr=1e-3, batch_size=16, latency=False)
+    return PruneSettings(**(base | kw))
+
+
+def _tree_hash(folder: Path) -> str:
+    h = hashlib.sha256()
+    for f in sorted(folder.rglob("*")):
+        if f.is_file():
+            h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()
+
+
+def test_baseline_is_trained(trained_tiny):
+    clf, csv = trained_tiny
+    assert evaluate(str(clf), DataOptions(str(csv)))["accuracy"] >= 0.9
+
+
+def test_gradual_prune_report_and_reload(trained_tiny, tmp_path):
+    clf, csv = trained_tiny
+    before = _tree_hash(clf)
+    out = tmp_path / "out"
+    report = prune(str(clf), DataOptions(str(csv)), out, _settings(latency=True, steps=2))
+    assert _tree_hash(clf) == before, "the input model must stay untouched"
+    names = [s["name"] for s in report["stages"]]
+    assert names == ["baseline", "step_1", "final"]
+    for stage in report["stages"]:
+        assert stage.keys() >= STAGE_KEYS and stage["metrics"].keys() >= METRIC_KEYS
+        assert set(stage["latency_ms"]) == {"batch_1", "batch_32"}
+    final = report["stages"][-1]
+    assert final["sparsity"] == pytest.approx(0.5, abs=0.002)
+    assert final["size_compressed_bytes"] < report["stages"][0]["size_compressed_bytes"]
+    assert final["metrics"]["accuracy"] >= 0.85
+    on_disk = json.loads((out / "report.json").read_text())
+    assert on_disk["stages"][-1]["metrics"] == final["metrics"] and on_disk["versions"]["torch"]
+    assert (out / "report.md").read_text().count("final") >= 1
+    assert (out / "layer_sparsity.png").stat().st_size > 1000
+    # plain transformers reloads it and reproduces the measured test accuracy exactly
+    assert report["reload_check"]["same_predictions"] and report["reload_check"]["max_abs_logit_diff"] < 1e-5
+    model = AutoModelForSequenceClassification.from_pretrained(out).eval()
+    assert model.config.id2label == {0: "negative", 1: "positive"}
+    tok = AutoTokenizer.from_pretrained(out)
+    df = pd.read_csv(csv)
+    w = load_file(str(out / "model.safetensors"))
+    zeros = sum(int((w[f"{n}.weight"] == 0).sum()) for n in report["layer_sparsity"])
+    total = sum(w[f"{n}.weight"].numel() for n in report["layer_sparsity"])
+    assert zeros / total == pytest.approx(final["sparsity"])
+    with torch.no_grad():
+        logits = model(**tok(list(df.text[:8]), return_tensors="pt", padding=True)).logits
+    assert logits.shape == (8, 2)
+
+
+@pytest.mark.parametrize(
+    ("kw", "names"),
+    [
+        ({"schedule": "oneshot", "method": "magnitude", "scope": "local"}, ["baseline", "pruned", "final"]),
+        ({"schedule": "oneshot", "method": "taylor", "calib_batches": 4}, ["baseline", "pruned", "final"]),
+        ({"schedule": "iterative", "steps": 3, "method": "random"}, ["baseline", "step_1", "step_2", "final"]),
+        ({"schedule": "gradual", "method": "movement", "sparsity": 0.7}, ["baseline", "final"]),
+        ({"schedule": "gradual", "method": "taylor", "scope": "local"}, ["baseline", "final"]),
+    ],
+)
+def test_methods_scopes_schedules_reach_target(trained_tiny, tmp_path, kw, names):
+    clf, csv = trained_tiny
+    s = _settings(**kw)
+    report = prune(str(clf), DataOptions(str(csv)), tmp_path / "out", s)
+    assert [st["name"] for st in report["stages"]] == names
+    assert report["stages"][-1]["sparsity"] == pytest.approx(s.sparsity, abs=0.002)
+    if s.scope == "local":
+        assert all(v == pytest.approx(s.sparsity, abs=0.01) for v in report["layer_sparsity"].values())
+
+
+def test_threshold_prunes_small_weights(trained_tiny, tmp_path):
+    clf, csv = trained_tiny
+    report = prune(str(clf), DataOptions(str(csv)), tmp_path / "out",
+                   _settings(schedule="oneshot", threshold=0.02, finetune_epochs=0))
+    w = load_file(str(tmp_path / "out" / "model.safetensors"))
+    ref = load_file(str(clf / "model.safetensors"))
+    for name in report["layer_sparsity"]:
+        orig = ref[f"{name}.weight"]
+        assert torch.equal(w[f"{name}.weight"] == 0, orig.abs() < 0.02)
+    assert 0 < report["stages"][-1]["sparsity"] < 1
+
+
+def test_max_drop_stops_and_keeps_last_good_model(trained_tiny, tmp_path):
+    clf, csv = trained_tiny
+    s = _settings(schedule="iterative", steps=3, sparsity=0.99, method="random", max_drop=0.0, finetune_epochs=0.3)
+    report = prune(str(clf), DataOptions(str(csv)), tmp_path / "out", s)
+    stopped = report["stopped"]
+    assert stopped is not None and "max-drop" in stopped["reason"]
+    final = report["stages"][-1]
+    assert final["name"] == "final" and final["sparsity"] < 0.99 - 1e-3
+    assert "stopped" in (tmp_path / "out" / "report.md").read_text().lower()
+    baseline_val = report["stages"][0]["validation_metrics"]["accuracy"]
+    assert final["validation_metrics"]["accuracy"] >= baseline_val - 1e-9
+
+
+def test_same_seed_same_masks_and_metrics(trained_tiny, tmp_path):
+    clf, csv = trained_tiny
+    runs = [prune(str(clf), DataOptions(str(csv)), tmp_path / f"o{i}", _settings(method="taylor"), seed=3)
+            for i in range(2)]
+    assert runs[0]["stages"][-1]["metrics"] == runs[1]["stages"][-1]["metrics"]
+    a, b = (load_file(str(tmp_path / f"o{i}" / "model.safetensors")) for i in range(2))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_inspect_counts_params_and_sparsity(trained_tiny, tmp_path):
+    clf, csv = trained_tiny
+    prune(str(clf), DataOptions(str(csv)), tmp_path / "out", _settings(sparsity=0.3, schedule="oneshot"))
+    info = inspect(str(tmp_path / "out"))
+    assert info["params_total"] == sum(v["params"] for v in info["modules"].values())
+    assert "bert.encoder.layer.1" in info["modules"]
+    enc = [v for k, v in info["layer_sparsity"].items() if "encoder" in k]
+    assert np.mean(enc) == pytest.approx(0.3, abs=0.05)
+    assert info["layer_sparsity"]["classifier"] == 0.0
+
+
+# --- bad input: one clear error, nothing written, the input untouched ------------------------------
+
+
+def _expect_error(match, model, data, out, **kw):
+    existed = Path(out).exists()
+    with pytest.raises(PrunekitError, match=match):
+        prune(str(model), DataOptions(str(data), **kw.pop("data_kw", {})), out, _settings(**kw))
+    assert existed or not Path(out).exists()
+    assert not list(Path(out).parent.glob(f".{Path(out).name}.tmp-*"))
+
+
+def test_bad_inputs(trained_tiny, tmp_path):
+    clf, csv = trained_tiny
+    before = _tree_hash(clf)
+    out = tmp_path / "out"
+    _expect_error("no such folder", tmp_path / "nope", csv, out)
+    _expect_error("does not exist|no such", clf, tmp_path / "missing.csv", out)
+    _expect_error(r"\[0, 1\)", clf, csv, out, sparsity=1.0)
+    _expect_error(r"\[0, 1\)", clf, csv, out, sparsity=-0.2)
+    _expect_error("column", clf, csv, out, data_kw={"label_column": "stars"})
+    one = tmp_path / "one.csv"
+    pd.DataFrame({"text": ["a b", "c d", "e f"] * 5, "label": ["positive"] * 15}).to_csv(one, index=False)
+    _expect_error("class", clf, one, out)
+    empty = tmp_path / "empty.csv"
+    empty.write_text("text,label\n")
+    _expect_error("empty|no rows", clf, empty, out)
+    odd = tmp_path / "odd.csv"
+    rows = pd.concat([pd.read_csv(csv), pd.DataFrame({"text": ["meh meh"] * 30, "label": ["neutral"] * 30})])
+    rows.to_csv(odd, index=False)
+    _expect_error("neutral", clf, odd, out)
+    _expect_error("gradual", clf, csv, out, method="movement", schedule="oneshot")
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "keep.txt").write_text("precious")
+    _expect_error("not empty", clf, csv, full)
+    assert (full / "keep.txt").read_text() == "precious"
+    assert _tree_hash(clf) == before
+
+
+def test_unsupported_model_type_and_pickle_weights(tmp_path, tiny_csv):
+    odd = tmp_path / "odd-model"
+    odd.mkdir()
+    (odd / "config.json").write_text(json.dumps({"model_type": "no-such-architecture"}))
+    with pytest.raises(PrunekitError, match="odd-model"):
+        prune(str(odd), DataOptions(str(tiny_csv)), tmp_path / "o", _settings())
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    (pickled / "config.json").write_text(json.dumps({"model_type": "bert", "architectures": ["BertModel"]}))
+    (pickled / "pytorch_model.bin").write_bytes(b"not really a pickle")
+    with pytest.raises(PrunekitError, match="safetensors"):
+        prune(str(pickled), DataOptions(str(tiny_csv)), tmp_path / "o", _settings())
