@@ -1,4 +1,4 @@
-"""Two CPU processes (gloo) under torchrun, as `accelerate launch` starts them: masks and weights stay identical across ranks."""
+"""Two CPU processes (gloo) under torchrun, as `accelerate launch` starts them: masks and weights agree."""
 
 from __future__ import annotations
 
