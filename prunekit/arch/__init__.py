@@ -4,6 +4,13 @@ Everything else in prunekit asks this table instead of testing ``isinstance(Bert
 family is one entry in :mod:`prunekit.arch.families`.
 """
 
-from prunekit.arch.families import FAMILIES, Family, family_for, prunable_modules, transformer_layers
+from prunekit.arch.families import (
+    FAMILIES,
+    Family,
+    family_for,
+    family_for_config,
+    prunable_modules,
+    transformer_layers,
+)
 
-__all__ = ["FAMILIES", "Family", "family_for", "prunable_modules", "transformer_layers"]
+__all__ = ["FAMILIES", "Family", "family_for", "family_for_config", "prunable_modules", "transformer_layers"]

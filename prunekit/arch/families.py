@@ -35,6 +35,18 @@ class Family:
     embeddings: str = "embeddings.word_embeddings"
     num_heads_attr: str = "num_attention_heads"
     num_kv_heads_attr: str | None = None
+    # --- structured pruning: where the rest of the residual stream lives (paths as above) ---
+    attn: str = "attention.self"  # the attention module that holds head_dim/scaling/head counts
+    head_dim_attr: str = "attention_head_size"  # its head-size attribute
+    ffn_config_attr: str = "intermediate_size"  # config key for the FFN width
+    embed_extra: tuple[str, ...] = ()  # position/token-type embeddings added to the word embeddings
+    embed_norm: str | None = None  # LayerNorm right after the embeddings (post-LN encoders)
+    embed_project: str | None = None  # ELECTRA: Linear from embedding_size into the hidden width
+    final_norm: str | None = None  # norm after the last block (pre-LN decoders)
+    # Modules after the blocks, relative to the top model (or the base model), used if present:
+    head_in: tuple[str, ...] = ()  # read the hidden state: only their input width follows hidden pruning
+    head_inout: tuple[str, ...] = ()  # hidden -> hidden (pooler, classifier.dense): both widths follow
+    head_norms: tuple[str, ...] = ()  # norms inside the head (MLM transforms)
 
 
 FAMILIES: tuple[Family, ...] = (
@@ -50,6 +62,14 @@ FAMILIES: tuple[Family, ...] = (
         ffn_down="output.dense",
         attn_norm="attention.output.LayerNorm",
         ffn_norm="output.LayerNorm",
+        embed_extra=("embeddings.position_embeddings", "embeddings.token_type_embeddings"),
+        embed_norm="embeddings.LayerNorm",
+        embed_project="embeddings_project",
+        head_in=("classifier", "classifier.out_proj", "qa_outputs", "cls.predictions.decoder", "cls.seq_relationship",
+                 "lm_head.decoder", "discriminator_predictions.dense_prediction", "generator_predictions.dense"),
+        head_inout=("pooler.dense", "classifier.dense", "cls.predictions.transform.dense", "lm_head.dense",
+                    "discriminator_predictions.dense"),
+        head_norms=("cls.predictions.transform.LayerNorm", "lm_head.layer_norm"),
     ),
     Family(
         name="distilbert",
@@ -64,6 +84,13 @@ FAMILIES: tuple[Family, ...] = (
         attn_norm="sa_layer_norm",
         ffn_norm="output_layer_norm",
         num_heads_attr="n_heads",
+        attn="attention",
+        ffn_config_attr="hidden_dim",
+        embed_extra=("embeddings.position_embeddings",),
+        embed_norm="embeddings.LayerNorm",
+        head_in=("classifier", "qa_outputs", "vocab_projector"),
+        head_inout=("pre_classifier", "vocab_transform"),
+        head_norms=("vocab_layer_norm",),
     ),
     Family(
         name="gpt2",
@@ -80,6 +107,12 @@ FAMILIES: tuple[Family, ...] = (
         ffn_norm="ln_2",
         embeddings="wte",
         num_heads_attr="n_head",
+        attn="attn",
+        head_dim_attr="head_dim",
+        ffn_config_attr="n_inner",
+        embed_extra=("wpe",),
+        final_norm="ln_f",
+        head_in=("lm_head", "score", "classifier", "qa_outputs", "multiple_choice_head.summary"),
     ),
     Family(
         name="llama",
@@ -96,13 +129,22 @@ FAMILIES: tuple[Family, ...] = (
         ffn_norm="post_attention_layernorm",
         embeddings="embed_tokens",
         num_kv_heads_attr="num_key_value_heads",
+        attn="self_attn",
+        head_dim_attr="head_dim",
+        final_norm="norm",
+        head_in=("lm_head", "score", "qa_outputs"),
     ),
 )
 
 
 def family_for(model: nn.Module) -> Family:
     """The table entry for a Hugging Face model; a clear error names what is missing."""
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    return family_for_config(getattr(model, "config", None))
+
+
+def family_for_config(config: object) -> Family:
+    """The table entry for a config (loaders need the family before a model exists)."""
+    model_type = getattr(config, "model_type", None)
     for fam in FAMILIES:
         if model_type in fam.model_types:
             return fam

@@ -282,7 +282,6 @@ def render_markdown(report: Mapping[str, Any], images: Collection[str] = ()) -> 
     parts = ["# prunekit report", ""]
     if report.get("command"):
         parts += [f"`{report['command']}`", ""]
-    parts += [_settings_md(report.get("settings") or {}, report.get("seed")), ""]
     parts += ["## Stages", "", _md_table(*stage_table(stages)), ""]
     if delta := delta_summary(stages):
         parts += [f"**Δ vs baseline** — {delta}", ""]
@@ -294,6 +293,8 @@ def render_markdown(report: Mapping[str, Any], images: Collection[str] = ()) -> 
         parts += ["## Sparsity per layer", "", _layer_summary(layer_sparsity), ""]
         if LAYERS_PNG in images:
             parts += [f"![Sparsity per layer]({LAYERS_PNG})", ""]
+    # Settings last: people come for the outcome; the exact settings are there to reproduce it.
+    parts += ["## Settings", "", _settings_md(report.get("settings") or {}, report.get("seed")), ""]
     if versions := report.get("versions"):
         parts += ["<sub>" + " · ".join(f"{k} {v}" for k, v in versions.items()) + "</sub>", ""]
     return "\n".join(parts)

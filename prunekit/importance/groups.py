@@ -1,0 +1,315 @@
+"""Importance of whole groups (heads, key/value groups, FFN neurons, hidden dims, layers).
+
+The same criteria as for single weights, summed over a group's slices (see
+:func:`prunekit.prune.structured.head_groups` and friends for which slices form a group):
+
+- ``l1`` Σ|w| and ``l2`` sqrt(Σw²) over the group's weights (biases are left out, as in the
+  unstructured criteria);
+- ``taylor`` Σ|w·∂L/∂w| over the group (Molchanov et al. 2019), from calibration batches or from
+  per-weight tensors you already accumulated (e.g. ``prunekit.importance.Taylor().state()``);
+- ``activation`` mean |activation| on calibration data: a head's output (the input of ``o``), a
+  neuron's (the input of ``down``), a hidden dim's value in the residual stream entering each block;
+- ``random``: seeded, the control.
+
+Layers are ranked by :func:`layer_scores`: by default the damage of skipping the layer on calibration
+data (mean squared change of the logits), else the sum of its head and FFN scores.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from prunekit.errors import PrunekitError
+from prunekit.importance.taylor import Taylor
+from prunekit.prune.structured import (
+    GroupScores,
+    GroupSet,
+    attn_site,
+    ffn_groups,
+    ffn_site,
+    head_groups,
+    hidden_groups,
+    num_layers,
+    skip_layer,
+)
+from prunekit.prune.surgery import layer_list
+
+CRITERIA = ("l1", "l2", "taylor", "activation", "random")
+LAYER_SCORES = ("skip", "groups")
+
+Batch = Mapping[str, Tensor]
+LossFn = Callable[[nn.Module, Batch], Tensor]
+
+
+def group_scores(
+    model: nn.Module,
+    criterion: str = "l2",
+    *,
+    batches: Sequence[Batch] | None = None,
+    loss_fn: LossFn | None = None,
+    weight_scores: Mapping[str, Tensor] | None = None,
+    hidden: bool = True,
+    layers: str | None = None,
+    seed: int = 0,
+) -> GroupScores:
+    """Scores for every group of ``model`` under ``criterion``.
+
+    ``batches`` are model inputs (dicts of tensors); ``taylor`` and ``activation`` need them unless
+    ``weight_scores`` (per-weight |w·g| sums keyed by parameter name, or by module name for a
+    module's weight) is given for ``taylor``. ``loss_fn(model, batch)`` defaults to the model's own
+    loss (the batch then needs ``labels``). ``layers``: ``"skip"`` or ``"groups"`` (see
+    :func:`layer_scores`); default ``"skip"`` when batches are given, else ``"groups"``; with
+    ``random`` the layer scores are random too.
+    """
+    if criterion not in CRITERIA:
+        raise PrunekitError(f"unknown group criterion {criterion!r}; choose one of {', '.join(CRITERIA)}")
+    if criterion == "random":
+        out = random_scores(model, seed)
+    elif criterion == "activation":
+        out = activation_scores(model, _need_batches(batches, "activation"), hidden=hidden)
+    else:
+        if criterion == "taylor" and weight_scores is None:
+            weight_scores = taylor_weights(model, _need_batches(batches, "taylor"), loss_fn)
+        out = weight_group_scores(model, criterion, weight_scores, hidden=hidden)
+    if criterion != "random":
+        how = layers or ("skip" if batches else "groups")
+        out.layers = layer_scores(model, how, batches=batches, scores=out)
+    return out
+
+
+def _need_batches(batches: Sequence[Batch] | None, what: str) -> Sequence[Batch]:
+    if not batches:
+        raise PrunekitError(f"{what} group scores need calibration batches")
+    return batches
+
+
+# ----------------------------------------------------------------------------------------------
+# Weight-based: l1, l2, taylor
+# ----------------------------------------------------------------------------------------------
+
+
+def reduce_groups(model: nn.Module, gs: GroupSet, elementwise: Callable[[str, Tensor], Tensor | None]) -> Tensor:
+    """Sum a per-weight score over each group of ``gs`` (biases skipped; a tied weight counted once).
+
+    ``elementwise(param_name, param)`` returns a tensor shaped like the parameter, or None when it
+    has no score for it (that part is then left out).
+    """
+    total = torch.zeros(gs.count)
+    seen: set[tuple[int, int, int]] = set()
+    cache: dict[tuple[int, int], Tensor] = {}
+    found = False
+    for part in gs.parts:
+        if part.param.endswith(".bias"):
+            continue
+        p = model.get_parameter(part.param)
+        if (id(p), part.dim, part.offset) in seen:
+            continue
+        seen.add((id(p), part.dim, part.offset))
+        if (id(p), part.dim) not in cache:
+            t = elementwise(part.param, p)
+            if t is None:
+                continue
+            if t.shape != p.shape:
+                raise PrunekitError(f"score for {part.param} has shape {tuple(t.shape)}, weight {tuple(p.shape)}")
+            cache[(id(p), part.dim)] = t.detach().float().movedim(part.dim, 0).reshape(p.shape[part.dim], -1).sum(1)
+        vec = cache[(id(p), part.dim)].cpu()
+        total += vec[part.offset:part.offset + gs.count * part.size].view(gs.count, part.size).sum(1)
+        found = True
+    if not found:
+        where = f"layer {gs.layer} " if gs.layer is not None else ""
+        raise PrunekitError(f"no per-weight scores cover any weight of the {where}{gs.kind} groups")
+    return total
+
+
+def weight_group_scores(
+    model: nn.Module, criterion: str, weight_scores: Mapping[str, Tensor] | None = None, hidden: bool = True
+) -> GroupScores:
+    """l1 / l2 of the weights, or taylor from already-accumulated per-weight |w·g| tensors."""
+    if criterion == "l1":
+        def elem(name: str, p: Tensor) -> Tensor:
+            return p.detach().abs()
+    elif criterion == "l2":
+        def elem(name: str, p: Tensor) -> Tensor:
+            return p.detach().float().pow(2)
+    elif criterion == "taylor":
+        if weight_scores is None:
+            raise PrunekitError("taylor group scores need per-weight scores or calibration batches")
+        ws = weight_scores
+
+        def elem(name: str, p: Tensor) -> Tensor | None:
+            return ws.get(name, ws.get(name.removesuffix(".weight")) if name.endswith(".weight") else None)
+    else:
+        raise PrunekitError(f"{criterion!r} is not a weight-based group criterion (l1, l2, taylor)")
+    post = torch.sqrt if criterion == "l2" else (lambda t: t)
+    out = GroupScores()
+    for hg in head_groups(model):
+        out.heads[hg.layer] = post(reduce_groups(model, hg.heads, elem))
+        out.kv[hg.layer] = post(reduce_groups(model, hg.kv, elem))
+    for gs in ffn_groups(model):
+        out.ffn[gs.layer] = post(reduce_groups(model, gs, elem))
+    if hidden:
+        out.hidden = post(reduce_groups(model, hidden_groups(model), elem))
+    return out
+
+
+def _default_loss(model: nn.Module, batch: Batch) -> Tensor:
+    loss = getattr(model(**batch), "loss", None)
+    if loss is None:
+        raise PrunekitError("calibration batches need labels (or pass loss_fn) for gradient-based scores")
+    return loss
+
+
+def taylor_weights(model: nn.Module, batches: Iterable[Batch], loss_fn: LossFn | None = None) -> dict[str, Tensor]:
+    """Per-weight Σ|w·∂L/∂w| over ``batches`` (eval mode, no update), keyed by parameter name."""
+    loss_fn = loss_fn or _default_loss
+    crit = Taylor()
+    params = dict(model.named_parameters())
+    was_training = model.training
+    model.eval()  # no dropout: score the network that will be measured
+    try:
+        for batch in batches:
+            model.zero_grad(set_to_none=True)
+            loss_fn(model, batch).backward()
+            crit.accumulate(params)
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+    return dict(crit.state())
+
+
+# ----------------------------------------------------------------------------------------------
+# Activation
+# ----------------------------------------------------------------------------------------------
+
+
+def _token_weights(batch: Batch, x: Tensor) -> Tensor:
+    """Weight per position: the attention mask when the batch has one and it fits, else all ones."""
+    mask = batch.get("attention_mask")
+    if mask is not None and mask.shape == x.shape[:-1]:
+        return mask.to(x.dtype)
+    return torch.ones(x.shape[:-1], dtype=x.dtype, device=x.device)
+
+
+@torch.no_grad()
+def activation_scores(model: nn.Module, batches: Iterable[Batch], hidden: bool = True) -> GroupScores:
+    """Mean |activation| per head, kv group (mean of its query heads), neuron and hidden dim."""
+    n = num_layers(model)
+    sums: dict[tuple[str, int], Tensor] = {}
+    counts: dict[tuple[str, int], float] = {}
+    current: dict[str, Batch] = {}
+
+    def collect(key: tuple[str, int]) -> Callable:
+        def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            x = args[0] if args else kwargs["hidden_states"]
+            w = _token_weights(current["batch"], x)
+            s = (x.detach().float().abs() * w[..., None]).reshape(-1, x.shape[-1]).sum(0).cpu()
+            sums[key] = sums[key] + s if key in sums else s
+            counts[key] = counts.get(key, 0.0) + float(w.sum())
+        return hook
+
+    handles = []
+    blocks = layer_list(model)[2]
+    for i in range(n):
+        handles.append(attn_site(model, i).o.register_forward_pre_hook(collect(("heads", i)), with_kwargs=True))
+        handles.append(ffn_site(model, i).down.register_forward_pre_hook(collect(("ffn", i)), with_kwargs=True))
+        if hidden:
+            handles.append(blocks[i].register_forward_pre_hook(collect(("hidden", i)), with_kwargs=True))
+    was_training = model.training
+    model.eval()
+    try:
+        for batch in batches:
+            current["batch"] = batch
+            model(**{k: v for k, v in batch.items() if k != "labels"})
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    if not counts:
+        raise PrunekitError("activation scores saw no calibration batch")
+    out = GroupScores()
+    for i in range(n):
+        s = attn_site(model, i)
+        per_dim = sums[("heads", i)] / counts[("heads", i)]
+        out.heads[i] = per_dim.view(s.n_q, s.head_dim).mean(1)
+        out.kv[i] = out.heads[i].view(s.n_kv, s.per_group).mean(1)
+        out.ffn[i] = sums[("ffn", i)] / counts[("ffn", i)]
+    if hidden:
+        out.hidden = torch.stack([sums[("hidden", i)] / counts[("hidden", i)] for i in range(n)]).mean(0)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Random and layers
+# ----------------------------------------------------------------------------------------------
+
+
+def random_scores(model: nn.Module, seed: int = 0) -> GroupScores:
+    """Uniform scores from one generator per (kind, layer): the same on every run and process."""
+
+    def draw(tag: str, size: int) -> Tensor:
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(tag.encode()))
+        return torch.rand(size, generator=gen)
+
+    out = GroupScores()
+    n = num_layers(model)
+    for i in range(n):
+        s = attn_site(model, i)
+        out.heads[i], out.kv[i] = draw(f"heads.{i}", s.n_q), draw(f"kv.{i}", s.n_kv)
+        out.ffn[i] = draw(f"ffn.{i}", ffn_site(model, i).width)
+    out.hidden = draw("hidden", hidden_groups(model).count)
+    out.layers = draw("layers", n)
+    return out
+
+
+def layer_scores(
+    model: nn.Module, how: str = "skip", *, batches: Sequence[Batch] | None = None, scores: GroupScores | None = None
+) -> Tensor:
+    """One score per layer (higher = keep).
+
+    - ``"skip"``: mean squared change of the output logits on ``batches`` when the layer alone is
+      skipped (its input passed through). Measures what removing it costs, needs no labels, and
+      costs one forward pass per layer and batch.
+    - ``"groups"``: the sum of the layer's key/value-group (head) and FFN scores in ``scores``.
+    """
+    if how not in LAYER_SCORES:
+        raise PrunekitError(f"unknown layer score {how!r}; choose skip or groups")
+    n = num_layers(model)
+    if how == "groups":
+        if scores is None:
+            raise PrunekitError("layer scores from groups need group scores")
+        return torch.stack([scores.kv.get(i, scores.heads.get(i)).sum() + scores.ffn[i].sum() for i in range(n)])
+    batches = _need_batches(batches, "layer skip")
+    return _skip_scores(model, batches)
+
+
+@torch.no_grad()
+def _skip_scores(model: nn.Module, batches: Sequence[Batch]) -> Tensor:
+    inputs = [{k: v for k, v in b.items() if k != "labels"} for b in batches]
+    was_training = model.training
+    model.eval()
+    try:
+        full = [_logits(model, b) for b in inputs]
+        blocks = layer_list(model)[2]
+        out = torch.zeros(len(blocks))
+        for i, block in enumerate(blocks):
+            handle = skip_layer(block)
+            try:
+                diffs = [float((_logits(model, b) - f).pow(2).mean()) for b, f in zip(inputs, full, strict=True)]
+                out[i] = sum(diffs) / len(diffs)
+            finally:
+                handle.remove()
+    finally:
+        model.train(was_training)
+    return out
+
+
+def _logits(model: nn.Module, batch: Batch) -> Tensor:
+    out = model(**batch)
+    t = getattr(out, "logits", None)
+    if t is None:
+        t = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+    return t.float()

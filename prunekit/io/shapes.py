@@ -1,0 +1,233 @@
+"""Saving and loading structurally pruned models, whose per-layer widths may be uneven.
+
+transformers 5 rebuilds every layer from one global config (and has no ``pruned_heads``), so a
+model whose layers differ cannot come back through ``from_pretrained``. :func:`save_pruned` writes
+the usual ``save_pretrained`` folder (safetensors) plus ``prunekit_shapes.json`` with the true shapes;
+:func:`load` builds the model from its config, cuts every layer to the saved shapes, then loads the
+weights strictly.
+
+Plain ``from_pretrained`` also works whenever the result fits a vanilla config: that is checked by
+building the vanilla model on the meta device and comparing every weight shape and the attention
+scaling, and recorded as ``vanilla_from_pretrained`` in the manifest. It holds for whole-layer
+removal, FFN and hidden pruning with uniform widths, and uniform head pruning of LLaMA-style models
+(explicit ``head_dim``). It does *not* hold for uniformly head-pruned BERT/DistilBERT/GPT-2 models
+(unless the hidden width shrank in proportion): their head size is derived as
+``hidden_size / num_attention_heads``, so fewer heads at the same width means bigger heads, and
+there is no config key for the head size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+from safetensors.torch import load_file
+from torch import nn
+from transformers import AutoConfig, PretrainedConfig, PreTrainedTokenizerBase
+
+from prunekit.arch import family_for, family_for_config
+from prunekit.errors import PrunekitError
+from prunekit.io.atomic import atomic_output_dir, write_json_atomic
+from prunekit.prune.structured import attn_site, ffn_site, find_module, is_uniform, model_shapes, sync_config
+from prunekit.prune.surgery import reshape_blank
+
+MANIFEST = "prunekit_shapes.json"
+FORMAT = "prunekit-structured"
+FORMAT_VERSION = 1
+
+
+def save_pruned(
+    model: nn.Module, tokenizer: PreTrainedTokenizerBase | None, out_dir: str | Path, force: bool = False
+) -> dict[str, Any]:
+    """Write ``model`` (safetensors + config), its tokenizer and ``prunekit_shapes.json``; returns the manifest.
+
+    The folder appears atomically (see :func:`prunekit.io.atomic.atomic_output_dir`).
+    """
+    sync_config(model)
+    shapes = model_shapes(model)
+    manifest = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "architecture": type(model).__name__,
+        **shapes,
+        "embed_project": _embed_project(model),
+        "vanilla_from_pretrained": is_uniform(shapes) and _vanilla_matches(model),
+    }
+    with atomic_output_dir(out_dir, force) as tmp:
+        model.save_pretrained(tmp)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        write_json_atomic(Path(tmp) / MANIFEST, manifest)
+    return manifest
+
+
+def _embed_project(model: nn.Module) -> list[int] | None:
+    """ELECTRA's embedding projection as [in, out]: a config only builds it while the widths differ."""
+    found = find_module(model, family_for(model).embed_project)
+    if found is None or not isinstance(found[1], nn.Linear):
+        return None
+    return [found[1].in_features, found[1].out_features]
+
+
+def _vanilla_matches(model: nn.Module) -> bool:
+    """Would ``type(model)(model.config)`` have exactly this model's shapes and attention layout?"""
+    try:
+        config = type(model.config).from_dict(model.config.to_dict())
+        with torch.device("meta"):
+            vanilla = type(model)(config)
+    except Exception:  # noqa: BLE001 - e.g. hidden_size not a multiple of the heads: not vanilla
+        return False
+    got = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    want = {k: tuple(v.shape) for k, v in vanilla.state_dict().items()}
+    if got != want:
+        return False
+    return _layout(model) == _layout(vanilla)
+
+
+_LAYOUT_ATTRS = ("scaling", "head_dim", "attention_head_size", "num_key_value_groups", "split_size")
+
+
+def _layout(model: nn.Module) -> list[tuple]:
+    """What attention computes beyond weight shapes: head sizes, kv sharing, score scaling."""
+    return [tuple(getattr(m, a, None) for a in _LAYOUT_ATTRS) for m in model.modules()]
+
+
+def _weights(folder: Path) -> dict[str, torch.Tensor]:
+    """The folder's safetensors state dict (single file or shards); never unpickles anything."""
+    index = folder / "model.safetensors.index.json"
+    if index.exists():
+        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    elif (folder / "model.safetensors").exists():
+        files = ["model.safetensors"]
+    else:
+        raise PrunekitError(
+            f"model folder {folder} has no .safetensors weights; prunekit does not unpickle .bin files"
+        )
+    state: dict[str, torch.Tensor] = {}
+    for name in files:
+        state.update(load_file(str(folder / name)))
+    return state
+
+
+def load(path: str | Path, trust_remote_code: bool = False) -> nn.Module:
+    """Rebuild a model saved by :func:`save_pruned`, ready for eval.
+
+    Anything without ``prunekit_shapes.json`` (an ordinary folder, a built-in name, a hub id) goes
+    to :func:`prunekit.io.hf.load_any` unchanged, so this can stand in for it as ``prunekit.load``.
+    """
+    folder = Path(path).expanduser()
+    if not (folder / MANIFEST).is_file():
+        from prunekit.io.hf import load_any
+
+        return load_any(str(path), trust_remote_code)
+    if not (folder / "config.json").exists():
+        raise PrunekitError(f"{folder} has {MANIFEST} but no config.json")
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except json.JSONDecodeError as err:
+        raise PrunekitError(f"{folder / MANIFEST} is not valid JSON ({err})") from err
+    if manifest.get("format") != FORMAT or manifest.get("version") != FORMAT_VERSION:
+        raise PrunekitError(f"{folder / MANIFEST}: unsupported format {manifest.get('format')!r} "
+                            f"version {manifest.get('version')!r} (this prunekit reads {FORMAT} {FORMAT_VERSION})")
+    state = _weights(folder)
+    config = AutoConfig.from_pretrained(folder)
+    fam = family_for_config(config)
+    if fam.name != manifest["family"] or len(manifest["layers"]) != config.num_hidden_layers:
+        raise PrunekitError(f"{folder}: config.json and {MANIFEST} disagree (family or layer count)")
+    model = _build(config, manifest, state)
+    _apply_shapes(model, manifest)
+    _load_strict(model, state, folder)
+    return model.eval()
+
+
+def _build(config: PretrainedConfig, manifest: dict[str, Any], state: dict[str, torch.Tensor]) -> nn.Module:
+    """An instance of the saved class from its config, built with one head per layer (any head
+    count would fail some architectures' divisibility checks); real shapes are applied next."""
+    name = manifest.get("architecture") or (config.architectures or [None])[0]
+    cls = getattr(transformers, name or "", None)
+    if not (isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel)):
+        raise PrunekitError(f"unknown model class {name!r} in {MANIFEST}; prunekit loads transformers classes only")
+    fam = family_for_config(config)
+    saved = {"num_attention_heads": config.num_attention_heads}
+    if fam.num_kv_heads_attr:
+        saved[fam.num_kv_heads_attr] = getattr(config, fam.num_kv_heads_attr)
+    for key in saved:
+        setattr(config, key, 1)
+    floats = [t.dtype for t in state.values() if t.is_floating_point()]
+    dtype = max(set(floats), key=floats.count) if floats else torch.float32
+    try:
+        with _no_init():
+            model = cls._from_config(config, dtype=dtype)
+    finally:
+        for key, value in saved.items():
+            setattr(config, key, value)
+    for key, value in saved.items():  # _from_config may have copied the config
+        setattr(model.config, key, value)
+    model.tie_weights()  # transformers 5's no_init_weights also skips tying the LM head
+    return model
+
+
+def _no_init() -> contextlib.AbstractContextManager:
+    """Skip random initialisation (the weights are about to be loaded); a no-op if unavailable."""
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:  # pragma: no cover - older/newer transformers
+        return contextlib.nullcontext()
+    return no_init_weights()
+
+
+def _apply_shapes(model: nn.Module, manifest: dict[str, Any]) -> None:
+    fam = family_for(model)
+    project = manifest.get("embed_project")
+    if project and fam.embed_project and find_module(model, fam.embed_project) is None:
+        # hidden pruning made hidden_size == embedding_size, so the config no longer builds it
+        base = getattr(model, "base_model", model)
+        setattr(base, fam.embed_project, nn.Linear(*project))
+    for i, layer in enumerate(manifest["layers"]):
+        site = attn_site(model, i)
+        d, nq, nkv = int(layer["head_dim"]), int(layer["q_heads"]), int(layer["kv_heads"])
+        if fam.qkv_fused:
+            reshape_blank(site.q, n_out=3 * nq * d)
+        else:
+            reshape_blank(site.q, n_out=nq * d)
+            reshape_blank(site.k, n_out=nkv * d)
+            reshape_blank(site.v, n_out=nkv * d)
+        reshape_blank(site.o, n_in=nq * d)
+        attn = site.attn
+        setattr(attn, fam.head_dim_attr, d)
+        for attr, value in (("num_attention_heads", nq), ("num_heads", nq), ("n_heads", nq), ("n_head", nq),
+                            ("all_head_size", nq * d), ("split_size", nq * d), ("num_key_value_heads", nkv),
+                            ("num_key_value_groups", nq // nkv)):
+            if hasattr(attn, attr):
+                setattr(attn, attr, value)
+        if layer.get("scaling") is not None:
+            attn.scaling = float(layer["scaling"])
+        f = ffn_site(model, i)
+        reshape_blank(f.up, n_out=int(layer["ffn"]))
+        if f.gate is not None:
+            reshape_blank(f.gate, n_out=int(layer["ffn"]))
+        reshape_blank(f.down, n_in=int(layer["ffn"]))
+        parent = model.get_submodule(f.names["up"].rpartition(".")[0])
+        if hasattr(parent, "intermediate_size"):
+            parent.intermediate_size = int(layer["ffn"])
+
+
+def _load_strict(model: nn.Module, state: dict[str, torch.Tensor], folder: Path) -> None:
+    """Load every tensor; the only keys allowed to be absent are aliases of a tied parameter."""
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:
+        lines = str(err).strip().splitlines()
+        detail = lines[1].strip() if len(lines) > 1 else lines[0]
+        raise PrunekitError(f"{folder}: weights do not match {MANIFEST} ({detail})") from err
+    params = dict(model.named_parameters(remove_duplicate=False))
+    loaded = {id(params[k]) for k in state if k in params}
+    missing = [k for k in missing if not (k in params and id(params[k]) in loaded)]
+    if missing or unexpected:
+        raise PrunekitError(
+            f"{folder}: weights and model disagree (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )

@@ -1,0 +1,207 @@
+"""Physical surgery: shrink one module in place. These functions know *what* to cut, never *why*.
+
+Every function replaces the module's parameters with new, smaller ones (same dtype, device and
+``requires_grad``) and updates the attributes its ``forward`` reads (``out_features``, GPT-2's
+``nf``/``nx``, ``embedding_dim``, ``normalized_shape``). Indices are checked before anything changes,
+so a bad call leaves the module untouched. Optimizers holding the old parameters must be rebuilt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from prunekit.errors import PrunekitError
+
+Index = Sequence[int] | Tensor
+
+
+def is_conv1d(module: nn.Module) -> bool:
+    """transformers' GPT-2 ``Conv1D``: a Linear whose weight is stored transposed as (in, out)."""
+    return type(module).__name__ == "Conv1D"
+
+
+def is_linear(module: nn.Module) -> bool:
+    return isinstance(module, nn.Linear) or is_conv1d(module)
+
+
+def is_norm(module: nn.Module) -> bool:
+    """LayerNorm, torch RMSNorm, or an HF RMSNorm (a module with a 1-D ``weight`` and an epsilon)."""
+    if isinstance(module, (nn.LayerNorm, getattr(nn, "RMSNorm", nn.LayerNorm))):
+        return True
+    w = getattr(module, "weight", None)
+    return (isinstance(w, Tensor) and w.dim() == 1 and "norm" in type(module).__name__.lower())
+
+
+def out_dim(module: nn.Module) -> int:
+    """The weight dimension that indexes output features (0 for Linear, 1 for Conv1D)."""
+    return 1 if is_conv1d(module) else 0
+
+
+def in_dim(module: nn.Module) -> int:
+    return 0 if is_conv1d(module) else 1
+
+
+def out_features(module: nn.Module) -> int:
+    return module.weight.shape[out_dim(module)]
+
+
+def in_features(module: nn.Module) -> int:
+    return module.weight.shape[in_dim(module)]
+
+
+def as_index(idx: Index, size: int, what: str) -> Tensor:
+    """Sorted, unique, in-range, non-empty long indices; a clear error otherwise."""
+    t = torch.as_tensor(idx, dtype=torch.long).flatten()
+    if t.numel() == 0:
+        raise PrunekitError(f"{what}: nothing would be kept (an empty width is not a valid layer)")
+    if int(t.min()) < 0 or int(t.max()) >= size:
+        raise PrunekitError(f"{what}: indices must be in [0, {size}), got {int(t.min())}..{int(t.max())}")
+    if t.unique().numel() != t.numel():
+        raise PrunekitError(f"{what}: indices must not repeat")
+    return t.sort().values
+
+
+def _swap(module: nn.Module, name: str, value: Tensor) -> None:
+    old = getattr(module, name)
+    setattr(module, name, nn.Parameter(value.contiguous(), requires_grad=old.requires_grad))
+
+
+@torch.no_grad()
+def keep_out_features(linear: nn.Module, idx: Index) -> nn.Module:
+    """Keep only output features ``idx`` (weight rows; Conv1D columns) and their bias entries."""
+    if not is_linear(linear):
+        raise TypeError(f"keep_out_features needs a Linear or Conv1D, got {type(linear).__name__}")
+    dim = out_dim(linear)
+    i = as_index(idx, linear.weight.shape[dim], "output features").to(linear.weight.device)
+    _swap(linear, "weight", linear.weight.index_select(dim, i))
+    if linear.bias is not None:
+        _swap(linear, "bias", linear.bias.index_select(0, i))
+    if is_conv1d(linear):
+        linear.nf = i.numel()
+    else:
+        linear.out_features = i.numel()
+    return linear
+
+
+@torch.no_grad()
+def keep_in_features(linear: nn.Module, idx: Index) -> nn.Module:
+    """Keep only input features ``idx`` (weight columns; Conv1D rows). The bias is per output: unchanged."""
+    if not is_linear(linear):
+        raise TypeError(f"keep_in_features needs a Linear or Conv1D, got {type(linear).__name__}")
+    dim = in_dim(linear)
+    i = as_index(idx, linear.weight.shape[dim], "input features").to(linear.weight.device)
+    _swap(linear, "weight", linear.weight.index_select(dim, i))
+    if is_conv1d(linear):
+        linear.nx = i.numel()
+    else:
+        linear.in_features = i.numel()
+    return linear
+
+
+@torch.no_grad()
+def keep_embedding_dims(emb: nn.Embedding, idx: Index) -> nn.Embedding:
+    """Keep embedding dimensions ``idx`` (columns); the vocabulary is untouched."""
+    i = as_index(idx, emb.weight.shape[1], "embedding dims").to(emb.weight.device)
+    _swap(emb, "weight", emb.weight.index_select(1, i))
+    emb.embedding_dim = i.numel()
+    return emb
+
+
+@torch.no_grad()
+def keep_norm(norm: nn.Module, idx: Index) -> nn.Module:
+    """Keep channels ``idx`` of a LayerNorm (weight and bias) or an RMSNorm (weight only).
+
+    A norm without affine parameters has nothing to cut, but its ``normalized_shape`` still shrinks.
+    """
+    size = norm.weight.shape[0] if getattr(norm, "weight", None) is not None else norm.normalized_shape[0]
+    i = as_index(idx, size, "norm channels")
+    for name in ("weight", "bias"):
+        p = getattr(norm, name, None)
+        if isinstance(p, Tensor):
+            _swap(norm, name, p.index_select(0, i.to(p.device)))
+    if hasattr(norm, "normalized_shape"):
+        norm.normalized_shape = (i.numel(),)
+    return norm
+
+
+def layer_list(model: nn.Module) -> tuple[nn.Module, str, nn.ModuleList]:
+    """(parent module, attribute name, ModuleList) of the transformer blocks, from the arch table."""
+    from prunekit.arch import family_for
+
+    fam = family_for(model)
+    base = getattr(model, "base_model", model)
+    parent_path, _, attr = fam.layers.rpartition(".")
+    parent = base.get_submodule(parent_path) if parent_path else base
+    return parent, attr, getattr(parent, attr)
+
+
+def remove_layers(model: nn.Module, keep: Index) -> nn.Module:
+    """Keep only blocks ``keep`` (in their order) and renumber them.
+
+    Caches find a block's keys/values by its ``layer_idx``, so every ``layer_idx`` attribute inside a
+    kept block is set to its new position; ``config.num_hidden_layers`` and ``config.layer_types``
+    (per-layer attention kinds of Qwen2/Mistral-style configs) follow.
+    """
+    parent, attr, layers = layer_list(model)
+    i = as_index(keep, len(layers), "layers").tolist()
+    setattr(parent, attr, nn.ModuleList([layers[k] for k in i]))
+    for new, layer in enumerate(getattr(parent, attr)):
+        for sub in layer.modules():
+            if isinstance(getattr(sub, "layer_idx", None), int):
+                sub.layer_idx = new
+    for count_attr in ("n_layers", "num_layers"):  # DistilBERT's Transformer keeps its own count
+        if isinstance(getattr(parent, count_attr, None), int):
+            setattr(parent, count_attr, len(i))
+    config = getattr(model, "config", None)
+    if config is not None:
+        types = getattr(config, "layer_types", None)
+        if types is not None:
+            config.layer_types = [types[k] for k in i]
+        config.num_hidden_layers = len(i)
+    return model
+
+
+def tied_groups(model: nn.Module) -> list[list[tuple[nn.Module, str]]]:
+    """Every parameter shared by several modules (a tied LM head), as ``(module, attr)`` lists."""
+    seen: dict[int, list[tuple[nn.Module, str]]] = {}
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            seen.setdefault(id(p), []).append((module, name))
+    return [group for group in seen.values() if len(group) > 1]
+
+
+def retie(groups: list[list[tuple[nn.Module, str]]]) -> None:
+    """Make each group share one parameter again after surgery replaced them one by one."""
+    for (first, name), *rest in groups:
+        shared = getattr(first, name)
+        for module, attr in rest:
+            if getattr(module, attr).shape != shared.shape:
+                raise RuntimeError(f"tied parameters diverged in shape: {tuple(shared.shape)} vs "
+                                   f"{tuple(getattr(module, attr).shape)}")
+            setattr(module, attr, shared)
+
+
+@torch.no_grad()
+def reshape_blank(module: nn.Module, n_out: int | None = None, n_in: int | None = None) -> nn.Module:
+    """Give a Linear/Conv1D new *uninitialised* parameters of the given size.
+
+    Only for loaders: the values are about to be overwritten from a checkpoint, so a module built
+    from a config can take the saved (possibly larger) shape without an index to select.
+    """
+    if not is_linear(module):
+        raise TypeError(f"reshape_blank needs a Linear or Conv1D, got {type(module).__name__}")
+    n_out = out_features(module) if n_out is None else n_out
+    n_in = in_features(module) if n_in is None else n_in
+    shape = (n_in, n_out) if is_conv1d(module) else (n_out, n_in)
+    w = module.weight
+    _swap(module, "weight", torch.empty(shape, dtype=w.dtype, device=w.device))
+    if module.bias is not None:
+        _swap(module, "bias", torch.zeros(n_out, dtype=module.bias.dtype, device=module.bias.device))
+    if is_conv1d(module):
+        module.nf, module.nx = n_out, n_in
+    else:
+        module.out_features, module.in_features = n_out, n_in
+    return module
