@@ -12,7 +12,7 @@ _API = {
     "finetune": ("prunekit.pipeline", "finetune"),
     "evaluate": ("prunekit.pipeline", "evaluate"),
     "inspect": ("prunekit.pipeline", "inspect"),
-    "load": ("prunekit.io.hf", "load_any"),
+    "load": ("prunekit.io.shapes", "load"),
 }
 
 

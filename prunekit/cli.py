@@ -131,14 +131,27 @@ def evaluate(
     "  prunekit prune -m runs/minilm-mr -d movie-reviews --sparsity 0.9 --schedule iterative --steps 3 "
     "--finetune-epochs 3 --max-drop 2 --out runs/p90\n\n"
     "  prunekit prune -m runs/minilm-mr -d movie-reviews --method movement --sparsity 0.8 --out runs/mv\n\n"
-    "  prunekit prune -m runs/minilm-mr -d movie-reviews --schedule oneshot --threshold 0.02 --out runs/tau"))
+    "  prunekit prune -m runs/minilm-mr -d movie-reviews --schedule oneshot --threshold 0.02 --out runs/tau\n\n"
+    "  prunekit prune -m runs/minilm-mr -d movie-reviews --heads 0.5 --ffn 0.5 --importance taylor --distill "
+    "--out runs/half"))
 @_fail_cleanly
 def prune(
     model: Model, data: Data,
     out: Annotated[Path, typer.Option(help="Output folder (must not exist or be empty).")],
-    sparsity: Annotated[float | None, typer.Option(help="Fraction of prunable weights to remove, in [0, 1).")] = 0.5,
+    sparsity: Annotated[float | None, typer.Option(help="Unstructured: fraction of prunable weights to remove, "
+                                                    "in [0, 1) (default 0.5 unless a structured ratio is given).")]
+    = None,
+    heads: Annotated[float, typer.Option(help="Structured: fraction of attention heads to remove.")] = 0.0,
+    ffn: Annotated[float, typer.Option(help="Structured: fraction of FFN neurons to remove.")] = 0.0,
+    layers: Annotated[int, typer.Option(help="Structured: number of whole layers to remove (least important).")]
+    = 0,
+    hidden: Annotated[float, typer.Option(help="Structured: fraction of the hidden width to remove.")] = 0.0,
+    round_to: Annotated[int, typer.Option(help="Structured: keep FFN/hidden widths multiples of N.")] = 1,
+    importance: Annotated[str, typer.Option(help="Structured group criterion: l1 | l2 | taylor | activation | "
+                                             "random")] = "l2",
     method: Annotated[str, typer.Option(help="magnitude | random | taylor | movement")] = "magnitude",
-    scope: Annotated[str, typer.Option(help="global (one ranking) | local (same ratio per layer)")] = "global",
+    scope: Annotated[str | None, typer.Option(help="global (one ranking) | local (same ratio per layer); "
+                                               "default global for unstructured, local for structured")] = None,
     schedule: Annotated[str, typer.Option(help="oneshot | iterative | gradual (cubic, during fine-tuning)")]
     = "gradual",
     steps: Annotated[int, typer.Option(help="iterative: prune→recover rounds; gradual: quality checkpoints")] = 1,
@@ -168,6 +181,7 @@ def prune(
         sparsity=sparsity, threshold=threshold, method=method, scope=scope, schedule=schedule, steps=steps,
         finetune_epochs=finetune_epochs, lr=lr, batch_size=batch_size, max_drop=max_drop,
         calib_batches=calib_batches, prunable=prunable, exclude=exclude, distill=distill, latency=latency,
+        heads=heads, ffn=ffn, layers=layers, hidden=hidden, round_to=round_to, importance=importance,
     )
     run(model, _data(data, text_column, label_column, max_train_samples, max_eval_samples, max_length), out,
         settings, seed=seed, force=force, trust_remote_code=trust_remote_code, command=" ".join(sys.argv))

@@ -33,10 +33,10 @@ class TrainOptions:
 class PruneSettings:
     """Everything that decides what gets pruned and how it recovers (see ``prunekit prune --help``)."""
 
-    sparsity: float | None = 0.5
+    sparsity: float | None = None  # unstructured target; 0.5 when nothing else is asked for
     threshold: float | None = None
     method: str = "magnitude"
-    scope: str = "global"
+    scope: str | None = None  # global for unstructured, local for structured
     schedule: str = "gradual"
     steps: int = 1
     finetune_epochs: float = 1.0
@@ -54,8 +54,24 @@ class PruneSettings:
     baseline_epochs: float = 1.0
     latency: bool = True
     latency_seq_len: int = 128
+    # structured pruning: fractions removed (layers: a count), ranked by a group criterion
+    heads: float = 0.0
+    ffn: float = 0.0
+    layers: int = 0
+    hidden: float = 0.0
+    round_to: int = 1
+    importance: str = "l2"
+    gqa: str = "groups"
+
+    @property
+    def structured(self) -> bool:
+        return bool(self.heads or self.ffn or self.layers or self.hidden)
 
     def validate(self) -> PruneSettings:
+        if self.scope is None:
+            self.scope = "local" if self.structured else "global"
+        if self.structured:
+            return self._validate_structured()
         if self.method not in METHODS:
             raise PrunekitError(f"unknown pruning method {self.method!r}; choose one of {', '.join(METHODS)}")
         if self.scope not in SCOPES:
@@ -68,7 +84,8 @@ class PruneSettings:
                 raise PrunekitError("--threshold works with --schedule oneshot or iterative, not gradual")
             self.sparsity = None
         elif self.sparsity is None:
-            raise PrunekitError("give --sparsity S (or --threshold TAU)")
+            self.sparsity = 0.5
+            check_sparsity(self.sparsity)
         else:
             check_sparsity(self.sparsity)
         if self.steps < 1:
@@ -81,6 +98,30 @@ class PruneSettings:
             raise PrunekitError(f"--max-drop is in points and must be >= 0, got {self.max_drop}")
         if not 0.0 < self.ramp_end <= 1.0:
             raise PrunekitError(f"ramp_end must be in (0, 1], got {self.ramp_end}")
+        return self
+
+    def _validate_structured(self) -> PruneSettings:
+        from prunekit.importance.groups import CRITERIA
+
+        if self.sparsity is not None or self.threshold is not None:
+            raise PrunekitError("combine structured ratios (--heads/--ffn/--layers/--hidden) with --sparsity "
+                                "or --threshold in two runs: prune structurally first, then unstructured")
+        for name in ("heads", "ffn", "hidden"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise PrunekitError(f"--{name} is the fraction removed and must be in [0, 1), got {value}")
+        if self.layers < 0:
+            raise PrunekitError(f"--layers is the number of layers to remove and must be >= 0, got {self.layers}")
+        if self.importance not in CRITERIA:
+            raise PrunekitError(f"unknown --importance {self.importance!r}; choose one of {', '.join(CRITERIA)}")
+        if self.scope not in SCOPES:
+            raise PrunekitError(f"unknown scope {self.scope!r}; choose global or local")
+        if self.round_to < 1:
+            raise PrunekitError(f"--round-to must be a positive integer, got {self.round_to}")
+        if self.steps < 1:
+            raise PrunekitError(f"--steps must be at least 1, got {self.steps}")
+        if self.finetune_epochs < 0:
+            raise PrunekitError(f"--finetune-epochs must be >= 0, got {self.finetune_epochs}")
         return self
 
     def to_dict(self) -> dict:

@@ -25,15 +25,19 @@ from prunekit.config import DataOptions, PruneSettings, TrainOptions
 from prunekit.data import ClassificationData, load_classification
 from prunekit.errors import PrunekitError
 from prunekit.importance import Importance, make_importance
+from prunekit.importance.groups import group_scores
 from prunekit.io.atomic import atomic_output_dir, check_output_dir
 from prunekit.io.hf import label_names_of, load_classifier
+from prunekit.io.shapes import load as load_shaped
+from prunekit.io.shapes import write_pruned
 from prunekit.prune import MaskSet, compute_masks
-from prunekit.report.measure import measure_latency, sparsity_by_module, stage_record
+from prunekit.prune.structured import apply_plan, model_shapes, num_layers, plan_from_ratios
+from prunekit.report.measure import macs_per_token, measure_latency, sparsity_by_module, stage_record
 from prunekit.report.metrics import classification_metrics
 from prunekit.report.render import package_versions, print_stage_table, write_report
 from prunekit.runtime import default_device, is_main_process, seed_everything
 from prunekit.schedule import cubic_sparsity, iterative_targets
-from prunekit.tasks.classification import EncodedSplit, encode, latency_inputs, predict
+from prunekit.tasks.classification import EncodedSplit, encode, latency_inputs, make_loader, predict
 from prunekit.train import DistillConfig, TrainConfig, backward_passes, train
 
 
@@ -101,7 +105,8 @@ def measure_stage(
     val, _ = wb.evaluate("validation")
     test, logits = wb.evaluate("test")
     latency = _latency(wb, latency_seq_len) if latency_seq_len else None
-    more = {"validation_metrics": val, **(extra or {})}
+    more = {"validation_metrics": val, "macs_per_token": macs_per_token(wb.model, latency_seq_len or 128),
+            **(extra or {})}
     if prunable is not None:
         more["prunable_modules"] = prunable
     record = stage_record(name, metrics=test, model=wb.model, seconds=seconds, latency=latency, extra=more)
@@ -290,6 +295,8 @@ def prune(
     s = (settings or PruneSettings()).validate()
     check_output_dir(out, force)
     wb = open_workbench(model, data, seed, trust_remote_code)
+    if s.structured:
+        return _prune_structured(wb, data, out, s, seed=seed, force=force, command=command)
     params = {name: mod.weight for name, mod in prunable_modules(wb.model, s.prunable, s.exclude).items()}
     stages: list[dict[str, Any]] = []
     t0 = time.perf_counter()
@@ -341,24 +348,105 @@ def _report(command: str, wb: Workbench, settings: dict, seed: int, stages: list
 
 
 def _save(wb: Workbench, out: str | Path, force: bool, report: dict[str, Any], logits: np.ndarray) -> None:
-    """Write model + tokenizer + report atomically, after checking the saved model reloads with plain
-    transformers and predicts exactly what was measured."""
+    """Write model + tokenizer + report atomically, after checking that the saved model reloads and
+    predicts exactly what was measured: with plain transformers whenever its shapes fit a vanilla config,
+    else with :func:`prunekit.load` (uneven per-layer widths)."""
     if not is_main_process():
         return
     with atomic_output_dir(out, force) as tmp:
-        wb.model.save_pretrained(tmp, safe_serialization=True)
-        wb.tokenizer.save_pretrained(tmp)
-        reloaded = AutoModelForSequenceClassification.from_pretrained(tmp).to(default_device())
-        again = predict(reloaded, wb.test, wb.tokenizer, desc="reload check")
+        try:  # shapes manifest too, so models with uneven widths (from this or an earlier run) reload
+            vanilla = write_pruned(wb.model, wb.tokenizer, tmp)["vanilla_from_pretrained"]
+        except PrunekitError:  # a family without an architecture entry: a plain transformers folder
+            wb.model.save_pretrained(tmp, safe_serialization=True)
+            wb.tokenizer.save_pretrained(tmp)
+            vanilla = True
+        reloaded = AutoModelForSequenceClassification.from_pretrained(tmp) if vanilla else load_shaped(tmp)
+        again = predict(reloaded.to(default_device()), wb.test, wb.tokenizer, desc="reload check")
         report["reload_check"] = {
+            "loader": "transformers.AutoModelForSequenceClassification" if vanilla else "prunekit.load",
             "max_abs_logit_diff": float(np.abs(again - logits).max()) if len(logits) else 0.0,
             "same_predictions": bool((again.argmax(-1) == logits.argmax(-1)).all()),
         }
-        if not report["reload_check"]["same_predictions"]:
+        if not report["reload_check"]["same_predictions"] or report["reload_check"]["max_abs_logit_diff"] > 1e-4:
             raise PrunekitError("the saved model does not reproduce the measured predictions; nothing written")
         write_report(tmp, report)
     log(f"wrote {out}")
     print_stage_table(report["stages"])
+
+
+# ---------------------------------------------------------------------------------------------------
+# structured pruning: remove heads, FFN neurons, layers, hidden width — physically
+# ---------------------------------------------------------------------------------------------------
+
+
+def _calibration_batches(wb: Workbench, n: int, batch_size: int, seed: int) -> list[dict[str, torch.Tensor]]:
+    loader = make_loader(wb.train, wb.tokenizer, batch_size, shuffle=True, seed=seed + 7919)
+    device = default_device()
+    out = []
+    for batch in loader:
+        out.append({k: v.to(device) for k, v in batch.items()})
+        if len(out) >= n:
+            break
+    return out
+
+
+def _step_fraction(total: float, k: int, steps: int) -> float:
+    """Fraction of what is *left* to remove at step k so that k steps together remove ``total``."""
+    before, after = 1 - total * (k - 1) / steps, 1 - total * k / steps
+    return 1 - after / before
+
+
+def _prune_structured(wb: Workbench, data: DataOptions, out: str | Path, s: PruneSettings, *, seed: int,
+                      force: bool, command: str) -> dict[str, Any]:
+    """Rank groups (heads, neurons, layers, hidden dims), cut them out, recover, measure each stage."""
+    seq = s.latency_seq_len if s.latency else None
+    t0 = time.perf_counter()
+    if wb.head_is_new:
+        log(f"{wb.model_spec} has no trained classification head: training one for {s.baseline_epochs} epoch(s)")
+        train(wb.model, wb.train, wb.tokenizer,
+              TrainConfig(epochs=s.baseline_epochs, lr=s.lr, batch_size=s.batch_size, seed=seed), desc="baseline")
+        wb.notes.append(f"baseline: classification head trained by prunekit for {s.baseline_epochs} epoch(s)")
+    stages = [measure_stage(wb, "baseline", time.perf_counter() - t0, latency_seq_len=seq)[0]]
+    teacher = copy.deepcopy(wb.model).eval() if s.distill else None
+    distill = DistillConfig(s.distill_alpha, s.temperature) if teacher is not None else None
+    n_layers = num_layers(wb.model)
+    if s.layers >= n_layers:
+        raise PrunekitError(f"--layers {s.layers} would remove every one of the {n_layers} layers")
+    plans = []
+    for k in range(1, s.steps + 1):
+        t0 = time.perf_counter()
+        batches = _calibration_batches(wb, s.calib_batches, s.batch_size, seed + k)
+        scores = group_scores(wb.model, s.importance, batches=batches, seed=seed + k)
+        plan = plan_from_ratios(
+            wb.model, scores,
+            heads=_step_fraction(s.heads, k, s.steps), ffn=_step_fraction(s.ffn, k, s.steps),
+            hidden=_step_fraction(s.hidden, k, s.steps),
+            layers=(s.layers / n_layers) if k == 1 else 0.0,
+            scope=s.scope, round_to=s.round_to, gqa=s.gqa,
+        )
+        apply_plan(wb.model, plan)
+        plans.append(plan.to_dict())
+        shapes = model_shapes(wb.model)
+        log(f"step {k}/{s.steps}: {shapes['num_layers']} layers, heads per layer "
+            f"{[layer['q_heads'] for layer in shapes['layers']]}, FFN {[layer['ffn'] for layer in shapes['layers']]}, "
+            f"hidden {shapes['hidden_size']}")
+        if s.finetune_epochs > 0 and k == 1:
+            stages.append(measure_stage(wb, "pruned", time.perf_counter() - t0, latency_seq_len=seq,
+                                        extra={"step": k, "note": "before recovery fine-tuning"})[0])
+            t0 = time.perf_counter()
+        cfg = TrainConfig(epochs=s.finetune_epochs / s.steps, lr=s.lr, batch_size=s.batch_size, seed=seed + k)
+        train(wb.model, wb.train, wb.tokenizer, cfg, teacher=teacher, distill=distill,
+              desc=f"recover step {k}/{s.steps}")
+        name = "final" if k == s.steps else f"step_{k}"
+        stages.append(measure_stage(wb, name, time.perf_counter() - t0, latency_seq_len=seq,
+                                    extra={"step": k, "shapes": shapes})[0])
+    _, final_logits = wb.evaluate("test")
+    report = _report(command, wb, {"prune": s.to_dict(), "data": vars(data)}, seed, stages)
+    report["stopped"] = None
+    report["plans"] = plans
+    report["shapes"] = model_shapes(wb.model)
+    _save(wb, out, force, report, final_logits)
+    return report
 
 
 # ---------------------------------------------------------------------------------------------------

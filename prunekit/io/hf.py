@@ -77,6 +77,12 @@ def load_classifier(
     sized to ``label_names``, whose names are stored in the config so predictions stay readable.
     """
     where, config = load_config(spec, trust_remote_code)
+    from prunekit.io.shapes import MANIFEST, load
+
+    if (Path(where) / MANIFEST).is_file():  # structurally pruned by prunekit: uneven shapes need its loader
+        if not has_classification_head(config):
+            raise PrunekitError(f"model {spec!r} is a pruned model without a classification head")
+        return load(where, trust_remote_code), load_tokenizer(where, trust_remote_code), False
     head_is_new = not has_classification_head(config)
     if head_is_new:
         if not label_names:

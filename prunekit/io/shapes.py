@@ -47,6 +47,12 @@ def save_pruned(
 
     The folder appears atomically (see :func:`prunekit.io.atomic.atomic_output_dir`).
     """
+    with atomic_output_dir(out_dir, force) as tmp:
+        return write_pruned(model, tokenizer, tmp)
+
+
+def write_pruned(model: nn.Module, tokenizer: PreTrainedTokenizerBase | None, folder: str | Path) -> dict[str, Any]:
+    """The non-atomic core of :func:`save_pruned`, for callers that already own a temp output folder."""
     sync_config(model)
     shapes = model_shapes(model)
     manifest = {
@@ -57,11 +63,10 @@ def save_pruned(
         "embed_project": _embed_project(model),
         "vanilla_from_pretrained": is_uniform(shapes) and _vanilla_matches(model),
     }
-    with atomic_output_dir(out_dir, force) as tmp:
-        model.save_pretrained(tmp)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(tmp)
-        write_json_atomic(Path(tmp) / MANIFEST, manifest)
+    model.save_pretrained(folder)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(folder)
+    write_json_atomic(Path(folder) / MANIFEST, manifest)
     return manifest
 
 

@@ -24,6 +24,7 @@ from prunekit.prune.surgery import (
     keep_out_features,
     remove_layers,
 )
+from prunekit.prune.vocab import always_kept_ids, check_vocab_mapping, corpus_token_ids, prune_vocab
 
 __all__ = [
     "SCOPES",
@@ -31,9 +32,12 @@ __all__ = [
     "GroupSet",
     "MaskSet",
     "StructuredPlan",
+    "always_kept_ids",
     "apply_plan",
     "check_sparsity",
+    "check_vocab_mapping",
     "compute_masks",
+    "corpus_token_ids",
     "ffn_groups",
     "head_groups",
     "hidden_groups",
@@ -47,6 +51,7 @@ __all__ = [
     "prune_heads",
     "prune_hidden",
     "prune_layers",
+    "prune_vocab",
     "remove_layers",
     "structured_masks",
 ]

@@ -96,6 +96,30 @@ def bert_like_inputs(
     return make_inputs
 
 
+def median_ms(
+    run: Callable[[], Any], warmup: int = 2, repeats: int | None = None, min_seconds: float = 1.0
+) -> float:
+    """Median wall time of ``run()`` in ms: the one timing loop behind every latency prunekit reports
+    (torch here, onnxruntime in :mod:`prunekit.io.onnx`), so the numbers are comparable.
+
+    Without ``repeats`` it runs until ``min_seconds`` are spent (3 to 50 runs), so fast models get
+    enough samples and slow ones do not take forever.
+    """
+    for _ in range(warmup):
+        run()
+    times: list[float] = []
+    while True:
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+        if repeats is not None:
+            done = len(times) >= repeats
+        else:
+            done = (len(times) >= MIN_REPEATS and sum(times) >= min_seconds) or len(times) >= MAX_REPEATS
+        if done:
+            return statistics.median(times) * 1000.0
+
+
 def measure_latency(
     model: nn.Module,
     make_inputs: MakeInputs,
@@ -120,23 +144,12 @@ def measure_latency(
         with torch.inference_mode():
             for batch in batch_sizes:
                 inputs = {k: v.to(device) for k, v in make_inputs(batch, seq_len).items()}
-                for _ in range(warmup):
-                    model(**inputs)
-                _sync(device)
-                times: list[float] = []
-                while True:
-                    start = time.perf_counter()
+
+                def run(inputs: dict[str, torch.Tensor] = inputs) -> None:
                     model(**inputs)
                     _sync(device)
-                    times.append(time.perf_counter() - start)
-                    if repeats is not None:
-                        done = len(times) >= repeats
-                    else:
-                        enough = len(times) >= MIN_REPEATS and sum(times) >= min_seconds
-                        done = enough or len(times) >= MAX_REPEATS
-                    if done:
-                        break
-                result[f"batch_{batch}"] = statistics.median(times) * 1000.0
+
+                result[f"batch_{batch}"] = median_ms(run, warmup=warmup, repeats=repeats, min_seconds=min_seconds)
     finally:
         torch.set_num_threads(old_threads)
         model.train(was_training)
@@ -182,3 +195,21 @@ def stage_record(
         raise ValueError(f"extra keys {sorted(clash)} would overwrite stage fields")
     record.update(extra)
     return record
+
+
+def macs_per_token(model: nn.Module, seq_len: int = 128) -> int:
+    """Multiply-accumulates per token of one forward pass, the yardstick a measured speedup is held to.
+
+    Every Linear (and GPT-2 Conv1D) once per token, plus attention's scores and weighted sum,
+    2 · seq_len · heads · head_dim per layer (from the architecture table, so uneven pruned layers
+    count right). Embedding lookups and norms are not counted: they are not multiply-bound.
+    """
+    from prunekit.errors import PrunekitError
+    from prunekit.prune.structured import model_shapes
+
+    total = sum(int(m.weight.numel()) for m in model.modules() if isinstance(m, LINEAR_TYPES))
+    try:
+        layers = model_shapes(model)["layers"]
+    except (PrunekitError, AttributeError, KeyError):
+        layers = []
+    return total + sum(2 * seq_len * layer["q_heads"] * layer["head_dim"] for layer in layers)

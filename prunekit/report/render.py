@@ -72,6 +72,8 @@ def stage_table(stages: Sequence[Stage]) -> tuple[list[str], list[list[str]]]:
     # "\n" marks where terminal headers break (report.md uses a space), keeping the table narrow
     headers = ["Stage", "Accuracy\n%", "Macro-F1\n%", "Loss", "Params\nnonzero / total", "Sparsity\n%"]
     headers += ["Dense\nMB", "Compressed\nMB"]
+    macs = any(_is_num(s.get("macs_per_token")) for s in stages)
+    headers += ["MMACs\n/token"] if macs else []
     headers += [f"Latency\n{k.replace('batch_', 'b')} ms" for k in lat_keys] + ["Seconds"]
     rows = []
     for s in stages:
@@ -86,6 +88,7 @@ def stage_table(stages: Sequence[Stage]) -> tuple[list[str], list[list[str]]]:
                 _fmt(s.get("sparsity"), ".1f", 100),
                 _fmt(s.get("size_bytes"), ".2f", 1e-6),
                 _fmt(s.get("size_compressed_bytes"), ".2f", 1e-6),
+                *([_fmt(s.get("macs_per_token"), ".2f", 1e-6)] if macs else []),
                 *[_fmt(lat.get(k), ".1f") for k in lat_keys],
                 _fmt(s.get("seconds"), ".1f"),
             ]
@@ -114,7 +117,9 @@ def delta_summary(stages: Sequence[Stage]) -> str | None:
         if _is_num(lat0[k]) and _is_num(lat1.get(k)) and lat1[k] > 0
     ]
     if speedups:
-        parts.append("latency speedup " + ", ".join(speedups))
+        macs0, macs1 = base.get("macs_per_token"), final.get("macs_per_token")
+        bound = f" (MACs ratio {macs0 / macs1:.2f}×)" if _is_num(macs0) and _is_num(macs1) and macs1 > 0 else ""
+        parts.append("latency speedup " + ", ".join(speedups) + bound)
     if not parts:
         return None
     return f"{final.get('name', 'final')} vs {base.get('name', 'baseline')}: " + " · ".join(parts)
