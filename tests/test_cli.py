@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from prunekit.cli import app
 
 runner = CliRunner()
-COMMANDS = ["assets", "finetune", "evaluate", "prune", "inspect", "demo"]
+COMMANDS = ["assets", "finetune", "evaluate", "prune", "inspect", "export", "demo"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

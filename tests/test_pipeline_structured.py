@@ -85,3 +85,24 @@ def test_structured_model_can_be_pruned_again(trained_tiny, tmp_path):
     assert report["stages"][-1]["sparsity"] == pytest.approx(0.5, abs=0.01)
     with torch.no_grad():
         assert prunekit.load(tmp_path / "second").bert.encoder.layer[0].attention.self.query.out_features == 16
+
+
+def test_vocabulary_pruning_keeps_predictions_and_tokenizer(trained_tiny, tmp_path):
+    clf, csv = trained_tiny
+    corpus = tmp_path / "corpus.txt"
+    import pandas as pd
+
+    corpus.write_text("\n\n".join(pd.read_csv(csv).text))
+    out = tmp_path / "vocab"
+    report = prune(str(clf), DataOptions(str(csv)), out, _settings(vocab_corpus=str(corpus), finetune_epochs=0,
+                                                                   distill=True))
+    base, final = report["stages"][0], report["stages"][-1]
+    assert final["params_total"] < base["params_total"]
+    assert final["metrics"] == pytest.approx(base["metrics"], abs=1e-6)  # same text, same outputs
+    assert any("vocabulary" in n for n in report["notes"])
+    assert AutoModelForSequenceClassification.from_pretrained(out).config.vocab_size < 40
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n")
+    with pytest.raises(PrunekitError, match="empty"):
+        prune(str(clf), DataOptions(str(csv)), tmp_path / "o", _settings(vocab_corpus=str(empty)))
+    assert not (tmp_path / "o").exists()

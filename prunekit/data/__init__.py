@@ -6,5 +6,6 @@ from prunekit.data.classification import (
     load_classification,
     stratified_split,
 )
+from prunekit.data.text import read_texts
 
-__all__ = ["ClassificationData", "Split", "load_classification", "stratified_split"]
+__all__ = ["ClassificationData", "Split", "load_classification", "read_texts", "stratified_split"]

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from prunekit.assets import resolve_model
 from prunekit.errors import PrunekitError
 from prunekit.io.atomic import _sibling
 from prunekit.io.shapes import load
@@ -170,7 +171,7 @@ def _input_names(model: nn.Module, model_dir: str | Path, causal: bool) -> list[
     names = ["input_ids", "attention_mask"]
     if causal or "token_type_ids" not in inspect.signature(model.forward).parameters:
         return names
-    tokenizer_inputs = _tokenizer_inputs(Path(model_dir).expanduser())
+    tokenizer_inputs = _tokenizer_inputs(Path(resolve_model(str(model_dir))).expanduser())
     if tokenizer_inputs is not None:
         uses = "token_type_ids" in tokenizer_inputs
     else:

