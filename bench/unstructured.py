@@ -18,24 +18,15 @@ from pathlib import Path
 import torch
 from torch.nn.utils import prune as torch_prune
 
-from prunekit import assets
 from prunekit.arch import prunable_modules
-from prunekit.config import DataOptions, PruneSettings, TrainOptions
-from prunekit.pipeline import finetune, measure_stage, open_workbench, prune
+from prunekit.config import DataOptions, PruneSettings
+from prunekit.pipeline import default_baseline, measure_stage, open_workbench, prune
 from prunekit.report.render import package_versions
 from prunekit.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parent
 WORK = ROOT / "work"
 RESULTS = ROOT / "results"
-
-
-def baseline_model(data: DataOptions, seed: int) -> Path:
-    """The demo's fine-tuned MiniLM (1 epoch), cached; built here if missing."""
-    path = assets.cache_dir() / "runs" / f"minilm-movie-reviews-seed{seed}"
-    if not (path / "config.json").exists():
-        finetune("all-MiniLM-L6-v2", data, path, TrainOptions(epochs=1.0), seed=seed, force=True, latency=False)
-    return path
 
 
 def torch_prune_row(model: Path, data: DataOptions, sparsity: float, epochs: float, lr: float, seed: int) -> dict:
@@ -78,7 +69,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(torch.get_num_threads())
     data = DataOptions("movie-reviews", max_length=64, max_train_samples=args.max_train_samples)
-    model = baseline_model(DataOptions("movie-reviews", max_length=64), args.seed)
+    model = default_baseline(args.seed)
     wb = open_workbench(str(model), data, args.seed)
     dense, _ = measure_stage(wb, "dense", 0.0, latency_seq_len=None, prunable=list(prunable_modules(wb.model)))
     del wb

@@ -7,11 +7,13 @@ inputs of shapes the export never saw before the file appears. :func:`onnx_laten
 with the same loop as :func:`prunekit.report.measure.measure_latency`, so both latencies can sit side
 by side in a report.
 
-Exporter: torch's ``torch.export``-based exporter (``dynamo=True``, needs ``onnxscript``) by default;
-the deprecated TorchScript tracer (``dynamo=False``) is used when ``onnxscript`` is missing or when
-asked for, because it is several times faster to export. Both give the same graphs numerically for
-BERT- and LLaMA-style models in transformers 5; the tracer bakes Python branches into the graph,
-which is one more reason the verification below always runs on shapes other than the traced one.
+Exporter: torch's ``torch.export``-based exporter (``dynamo=True``, needs ``onnxscript``) by default.
+With torch 2.13 and transformers 5 both it and the deprecated TorchScript tracer (``dynamo=False``)
+reproduce BERT-, RoBERTa-, DistilBERT-, ELECTRA-, GPT-2- and LLaMA-style models (GQA, uneven heads)
+to float32 precision, but the tracer stores tied weights twice (SmolLM2-135M: 653 MB instead of
+542 MB), bakes Python branches into the graph and is slated for removal. It is 3-10x faster to
+export, though, so it stays available (``exporter="torchscript"``) and is used when onnxscript is
+missing. Either way the graph is checked on shapes other than the traced one.
 """
 
 from __future__ import annotations
@@ -74,17 +76,22 @@ def export_onnx(
     opset: int | None = None,
     verify: bool = True,
     atol: float = 1e-4,
+    rtol: float = 3e-5,
     force: bool = False,
     exporter: Exporter | None = None,
 ) -> dict[str, Any]:
     """Export the classifier or causal LM in ``model_dir`` to ``path`` (float32, dynamic batch and sequence).
 
     ``seq_len`` is the traced length and the longest one verified; ``opset`` None takes the exporter's
-    default. With ``verify``, onnxruntime must match torch within ``atol`` on two random batches of
-    other shapes, or nothing is written. The file appears atomically (built and checked in a hidden
-    sibling folder, then renamed); an existing file is refused unless ``force``. ``exporter`` None means
-    ``"dynamo"`` when onnxscript is installed, else ``"torchscript"``. Models over ~1.8 GB (float32)
-    need the dynamo exporter and get their weights in ``<path>.data`` beside the graph.
+    default. With ``verify``, onnxruntime must match torch on two random batches of other shapes, or
+    nothing is written: every logit within ``atol + rtol * max|logit|`` of torch's. The ``rtol`` term
+    is float32 noise that grows with the logits' scale (SmolLM2-135M, 30 layers, logits near 33:
+    ~3e-4, and torch itself is as far from a float64 run); real export bugs differ by far more.
+
+    The file appears atomically (built and checked in a hidden sibling folder, then renamed); an
+    existing file is refused unless ``force``. ``exporter`` None means ``"dynamo"`` when onnxscript is
+    installed, else ``"torchscript"``. Models over ~1.8 GB (float32) need the dynamo exporter and get
+    their weights in ``<path>.data`` beside the graph.
 
     Returns ``{"path", "size_bytes", "max_abs_diff", "opset", "inputs", "seconds", "exporter"}``;
     ``size_bytes`` includes the external data file, ``max_abs_diff`` is None without ``verify``.
@@ -111,7 +118,7 @@ def export_onnx(
         staged = work / out.name
         example = _random_inputs(model, names, [(2, seq_len)], seed=0)[0]
         _export(wrapper, example, staged, names, causal, opset, exporter, external)
-        max_diff = _verify(wrapper, staged, model, names, seq_len, atol) if verify else None
+        max_diff = _verify(wrapper, staged, model, names, seq_len, atol, rtol) if verify else None
         used_opset = _opset_of(staged)
         _check_target(out, force)  # something may have appeared while we worked
         size = _move_into_place(work, out)
@@ -284,11 +291,12 @@ def _first_line(err: BaseException) -> str:
 
 
 def _verify(
-    wrapper: _Logits, staged: Path, model: nn.Module, names: list[str], seq_len: int, atol: float
+    wrapper: _Logits, staged: Path, model: nn.Module, names: list[str], seq_len: int, atol: float, rtol: float
 ) -> float:
-    """Largest |onnxruntime - torch| over batches of 1 x seq_len/2 and 3 x seq_len (the trace was 2 x seq_len)."""
+    """Largest |onnxruntime - torch| over batches of 1 x seq_len/2 and 3 x seq_len (the trace was 2 x seq_len);
+    fails unless it is within ``atol + rtol * max|torch logits|``."""
     session = onnx_session(staged, threads=torch.get_num_threads())
-    worst = 0.0
+    worst, scale = 0.0, 0.0
     for inputs in _random_inputs(model, names, [(1, max(1, seq_len // 2)), (3, seq_len)], seed=1):
         with torch.inference_mode():
             want = wrapper(*(inputs[n] for n in names)).float().numpy()
@@ -297,9 +305,11 @@ def _verify(
             raise PrunekitError(f"ONNX check failed: onnxruntime gave shape {got.shape} "
                                 f"(finite: {bool(np.isfinite(got).all())}), torch {want.shape}")
         worst = max(worst, float(np.abs(got - want).max()))
-    if worst > atol:
-        raise PrunekitError(f"ONNX check failed: onnxruntime differs from torch by {worst:.3g} > atol {atol:g}; "
-                            "nothing was written")
+        scale = max(scale, float(np.abs(want).max()))
+    allowed = atol + rtol * scale
+    if not worst <= allowed:
+        raise PrunekitError(f"ONNX check failed: onnxruntime differs from torch by {worst:.3g} > {allowed:.3g} "
+                            f"(atol {atol:g} + rtol {rtol:g} x max|logit| {scale:.3g}); nothing was written")
     return worst
 
 

@@ -155,7 +155,7 @@ def test_refuses_to_overwrite_unless_forced(llama, tmp_path):
 def test_failed_check_writes_nothing(llama, tmp_path):
     model_dir = Path(llama[1]["path"]).parents[1] / "model"
     with pytest.raises(PrunekitError, match="nothing was written"):
-        export_onnx(model_dir, tmp_path / "out.onnx", seq_len=8, exporter="torchscript", atol=-1.0)
+        export_onnx(model_dir, tmp_path / "out.onnx", seq_len=8, exporter="torchscript", atol=0.0, rtol=-1.0)
     assert list(tmp_path.iterdir()) == []
 
 
