@@ -305,6 +305,16 @@ def _run_gradual(loop: _Loop) -> None:
         loop.stage("final", 0.0, note="restored the last good checkpoint")
 
 
+def _train_new_head(wb: Workbench, s: PruneSettings, seed: int) -> None:
+    """A bare encoder has no baseline to compare against until its new head is trained."""
+    if not wb.head_is_new:
+        return
+    log(f"{wb.model_spec} has no trained classification head: training one for {s.baseline_epochs} epoch(s) first")
+    cfg = TrainConfig(epochs=s.baseline_epochs, lr=s.lr, batch_size=s.batch_size, seed=seed)
+    train(wb.model, wb.train, wb.tokenizer, cfg, desc="baseline")
+    wb.notes.append(f"baseline: classification head trained by prunekit for {s.baseline_epochs} epoch(s)")
+
+
 def prune(
     model: str, data: DataOptions, out: str | Path, settings: PruneSettings | None = None, *,
     seed: int = 0, force: bool = False, trust_remote_code: bool = False, command: str = "prune",
@@ -318,11 +328,7 @@ def prune(
     params = {name: mod.weight for name, mod in prunable_modules(wb.model, s.prunable, s.exclude).items()}
     stages: list[dict[str, Any]] = []
     t0 = time.perf_counter()
-    if wb.head_is_new:
-        log(f"{model} has no trained classification head: training one for {s.baseline_epochs} epoch(s) first")
-        cfg = TrainConfig(epochs=s.baseline_epochs, lr=s.lr, batch_size=s.batch_size, seed=seed)
-        train(wb.model, wb.train, wb.tokenizer, cfg, desc="baseline")
-        wb.notes.append(f"baseline: classification head trained by prunekit for {s.baseline_epochs} epoch(s)")
+    _train_new_head(wb, s, seed)
     baseline, _ = measure_stage(wb, "baseline", time.perf_counter() - t0,
                                 latency_seq_len=s.latency_seq_len if s.latency else None,
                                 prunable=list(params), extra={"target_sparsity": 0.0})
@@ -440,11 +446,7 @@ def _prune_structured(wb: Workbench, data: DataOptions, out: str | Path, s: Prun
     """Rank groups (heads, neurons, layers, hidden dims), cut them out, recover, measure each stage."""
     seq = s.latency_seq_len if s.latency else None
     t0 = time.perf_counter()
-    if wb.head_is_new:
-        log(f"{wb.model_spec} has no trained classification head: training one for {s.baseline_epochs} epoch(s)")
-        train(wb.model, wb.train, wb.tokenizer,
-              TrainConfig(epochs=s.baseline_epochs, lr=s.lr, batch_size=s.batch_size, seed=seed), desc="baseline")
-        wb.notes.append(f"baseline: classification head trained by prunekit for {s.baseline_epochs} epoch(s)")
+    _train_new_head(wb, s, seed)
     stages = [measure_stage(wb, "baseline", time.perf_counter() - t0, latency_seq_len=seq)[0]]
     teacher = copy.deepcopy(wb.model).eval() if s.distill else None
     distill = DistillConfig(s.distill_alpha, s.temperature) if teacher is not None else None

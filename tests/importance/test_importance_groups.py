@@ -1,9 +1,7 @@
 """Group importance: the criteria sum over exactly the slices that structured pruning removes together."""
 
-import importlib.util
-import sys
-from pathlib import Path
 
+import _structured_zoo as zoo  # tests/ is on pytest's pythonpath
 import pytest
 import torch
 
@@ -19,17 +17,6 @@ from prunekit.importance.groups import (
 )
 from prunekit.prune import plan_from_ratios
 
-
-def _zoo():
-    if "_structured_zoo" not in sys.modules:
-        path = Path(__file__).parents[1] / "_structured_zoo.py"
-        spec = importlib.util.spec_from_file_location("_structured_zoo", path)
-        sys.modules["_structured_zoo"] = module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return sys.modules["_structured_zoo"]
-
-
-zoo = _zoo()
 one_thread = zoo.one_thread  # autouse fixture
 D = zoo.HIDDEN // zoo.HEADS  # head size 8
 

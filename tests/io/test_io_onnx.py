@@ -5,7 +5,6 @@ under a second, so each model is exported once (module fixtures) and the two exp
 """
 
 import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,21 +16,12 @@ from prunekit.errors import PrunekitError
 from prunekit.prune import StructuredPlan, apply_plan
 
 pytest.importorskip("onnxruntime")
+import _structured_zoo as zoo  # tests/ is on pytest's pythonpath
+
 from prunekit.io.onnx import export_onnx, onnx_latency, onnx_session  # noqa: E402
 from prunekit.io.shapes import save_pruned  # noqa: E402
 from prunekit.report.measure import bert_like_inputs  # noqa: E402
 
-
-def _zoo():
-    if "_structured_zoo" not in sys.modules:
-        path = Path(__file__).parents[1] / "_structured_zoo.py"
-        spec = importlib.util.spec_from_file_location("_structured_zoo", path)
-        sys.modules["_structured_zoo"] = module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return sys.modules["_structured_zoo"]
-
-
-zoo = _zoo()
 one_thread = zoo.one_thread  # autouse fixture
 needs_onnxscript = pytest.mark.skipif(importlib.util.find_spec("onnxscript") is None, reason="onnxscript missing")
 SEQ = 16  # traced as 2 x 16 and verified inside export_onnx at 1 x 8 and 3 x 16

@@ -1,11 +1,9 @@
 """Saving and reloading structurally pruned models: prunekit's loader always, vanilla transformers when it can."""
 
 import copy
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
+import _structured_zoo as zoo  # tests/ is on pytest's pythonpath
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, BertTokenizer
@@ -14,17 +12,6 @@ from prunekit.errors import PrunekitError
 from prunekit.io.shapes import MANIFEST, load, save_pruned
 from prunekit.prune import StructuredPlan, apply_plan, structured_masks
 
-
-def _zoo():
-    if "_structured_zoo" not in sys.modules:
-        path = Path(__file__).parents[1] / "_structured_zoo.py"
-        spec = importlib.util.spec_from_file_location("_structured_zoo", path)
-        sys.modules["_structured_zoo"] = module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return sys.modules["_structured_zoo"]
-
-
-zoo = _zoo()
 one_thread = zoo.one_thread  # autouse fixture
 AUTO = {"gpt2": AutoModelForCausalLM, "llama": AutoModelForCausalLM}
 

@@ -1,10 +1,8 @@
 """Structured pruning: the physically pruned model computes exactly what the masked model computes."""
 
 import copy
-import importlib.util
-import sys
-from pathlib import Path
 
+import _structured_zoo as zoo  # tests/ is on pytest's pythonpath
 import pytest
 import torch
 
@@ -23,17 +21,6 @@ from prunekit.prune import (
 )
 from prunekit.prune.structured import KeptDimsLayerNorm
 
-
-def _zoo():
-    if "_structured_zoo" not in sys.modules:
-        path = Path(__file__).parents[1] / "_structured_zoo.py"
-        spec = importlib.util.spec_from_file_location("_structured_zoo", path)
-        sys.modules["_structured_zoo"] = module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return sys.modules["_structured_zoo"]
-
-
-zoo = _zoo()
 one_thread = zoo.one_thread  # autouse fixture
 TOL = 1e-4
 

@@ -1,9 +1,7 @@
 """Low-level surgery: each function shrinks one module in place and keeps what it computes for the kept part."""
 
-import importlib.util
-import sys
-from pathlib import Path
 
+import _structured_zoo as zoo  # tests/ is on pytest's pythonpath
 import pytest
 import torch
 from torch import nn
@@ -14,17 +12,6 @@ from prunekit.errors import PrunekitError
 from prunekit.prune import keep_embedding_dims, keep_in_features, keep_norm, keep_out_features, remove_layers
 from prunekit.prune.surgery import reshape_blank, tied_groups
 
-
-def _zoo():
-    if "_structured_zoo" not in sys.modules:
-        path = Path(__file__).parents[1] / "_structured_zoo.py"
-        spec = importlib.util.spec_from_file_location("_structured_zoo", path)
-        sys.modules["_structured_zoo"] = module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return sys.modules["_structured_zoo"]
-
-
-zoo = _zoo()
 one_thread = zoo.one_thread  # autouse fixture
 KEEP = [0, 2, 3, 6]
 

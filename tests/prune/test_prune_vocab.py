@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import _structured_zoo as zoo  # tests/ is on pytest's pythonpath
 import pytest
 import torch
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
@@ -36,12 +37,7 @@ ODD = ["Ünïcödé naïve café — 日本語の映画 🙂🎬", "zxqvbnm qwrt
        "x" * 150]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+one_thread = zoo.one_thread  # autouse fixture
 
 
 def _asset(name: str) -> Path:
