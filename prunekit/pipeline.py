@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModelForSequenceClassification, PreTrainedTokenizerBase
 
@@ -33,11 +32,11 @@ from prunekit.io.shapes import write_pruned
 from prunekit.prune import MaskSet, compute_masks
 from prunekit.prune.structured import apply_plan, model_shapes, num_layers, plan_from_ratios
 from prunekit.report.measure import macs_per_token, measure_latency, sparsity_by_module, stage_record
-from prunekit.report.metrics import classification_metrics
 from prunekit.report.render import package_versions, print_stage_table, write_report
 from prunekit.runtime import default_device, is_main_process, seed_everything
 from prunekit.schedule import cubic_sparsity, iterative_targets
 from prunekit.tasks.classification import EncodedSplit, encode, latency_inputs, make_loader, predict
+from prunekit.tasks.classification import evaluate as evaluate_split
 from prunekit.train import DistillConfig, TrainConfig, backward_passes, train
 
 
@@ -61,11 +60,7 @@ class Workbench:
     notes: list[str] = field(default_factory=list)
 
     def evaluate(self, split: str = "test") -> tuple[dict[str, float], np.ndarray]:
-        enc = getattr(self, split)
-        logits = predict(self.model, enc, self.tokenizer, desc=f"evaluate {split}")
-        labels = np.asarray(enc.labels)
-        loss = float(F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels)).item())
-        return classification_metrics(labels, logits.argmax(-1), loss), logits
+        return evaluate_split(self.model, getattr(self, split), self.tokenizer, desc=f"evaluate {split}")
 
 
 def open_workbench(

@@ -86,12 +86,12 @@ def predict(
 
 def evaluate(
     model: nn.Module, data: EncodedSplit, tokenizer: PreTrainedTokenizerBase, batch_size: int = 64, desc=None
-) -> dict[str, float]:
-    """accuracy, f1_macro, precision, recall and mean cross-entropy loss."""
+) -> tuple[dict[str, float], np.ndarray]:
+    """accuracy, f1_macro, precision, recall and mean cross-entropy loss, plus the logits they came from."""
     logits = predict(model, data, tokenizer, batch_size, desc)
     labels = np.asarray(data.labels)
     loss = float(F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels)).item())
-    return classification_metrics(labels, logits.argmax(-1), loss)
+    return classification_metrics(labels, logits.argmax(-1), loss), logits
 
 
 def latency_inputs(tokenizer: PreTrainedTokenizerBase, vocab_size: int, device: torch.device):
