@@ -165,7 +165,8 @@ def evaluate(
     "--out runs/half\n\n"
     "  prunekit prune --task lm -m smollm2-135m -d wikipedia --method sparsegpt --sparsity 0.5 --out runs/lm50\n\n"
     "  prunekit prune --task lm -m smollm2-135m -d wikipedia --method wanda --pattern 2:4 --calib-samples 64 "
-    "--seq-len 512 --out runs/lm24"))
+    "--seq-len 512 --out runs/lm24\n\n"
+    "  prunekit prune --task lm -m smollm2-135m -d wikipedia --heads 0.33 --ffn 0.25 --round-to 64 --out runs/lm-s"))
 @_fail_cleanly
 def prune(
     model: Model, data: Data,
@@ -217,6 +218,8 @@ def prune(
     layer_ratios: Annotated[str, typer.Option(help="lm, unstructured: owl (outlier-aware per-block sparsity, "
                                               "same total) | uniform")] = "owl",
     damp: Annotated[float, typer.Option(help="lm sparsegpt: Hessian dampening, × mean diagonal.")] = 0.01,
+    reconstruct: Annotated[bool, typer.Option(help="lm, structured: refit o_proj/down_proj by least squares on "
+                                              "calibration activations after removing heads/neurons.")] = True,
     save: Annotated[str, typer.Option(help="lm: packed (non-zeros + bitmask, smaller file; reload with "
                                         "prunekit.load) | dense (plain save_pretrained)")] = "packed",
     seed: Seed = 0, force: Force = False, trust_remote_code: Remote = False,
@@ -228,19 +231,21 @@ def prune(
 
     _check_task(task)
     if task == "lm":
-        from prunekit.pipeline_lm import prune_lm
+        from prunekit.pipeline_lm import StructuredLM, prune_lm
         from prunekit.prune.oneshot import OneShotSettings
 
-        if heads or ffn or layers or hidden or vocab_corpus:
-            raise PrunekitError("--task lm prunes unstructured or N:M; --heads/--ffn/--layers/--hidden/--vocab-corpus "
-                                "are for classifiers")
+        if hidden or vocab_corpus:
+            raise PrunekitError("--task lm: --hidden and --vocab-corpus are not supported for LMs yet; "
+                                "use --heads/--ffn/--layers")
+        structured = StructuredLM(heads=heads, ffn=ffn, layers=layers, round_to=round_to, reconstruct=reconstruct,
+                                  latency=latency) if (heads or ffn or layers) else None
         settings = OneShotSettings(method=method or "sparsegpt", sparsity=0.5 if sparsity is None else sparsity,
                                    pattern=pattern, layer_ratios=layer_ratios, damp=damp)
         if pattern and sparsity is None:
             settings.sparsity = settings.target
         prune_lm(model, data, out, settings, calib_samples=calib_samples, seq_len=seq_len, eval_samples=eval_samples,
                  stride=stride, calib_data=calib_data, save=save, seed=seed, force=force,
-                 trust_remote_code=trust_remote_code)
+                 trust_remote_code=trust_remote_code, structured=structured)
         return
     if pattern:
         raise PrunekitError("--pattern N:M is for --task lm")

@@ -6,7 +6,8 @@ perplexity on text that calibration never saw.
 
 from __future__ import annotations
 
-from dataclasses import asdict
+import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,18 @@ import torch
 from prunekit.errors import PrunekitError
 from prunekit.io.atomic import atomic_output_dir, check_output_dir
 from prunekit.io.hf import load_causal_lm
-from prunekit.io.shapes import PACKED_WEIGHTS, load, save_sparse
+from prunekit.io.shapes import PACKED_WEIGHTS, load, save_sparse, write_pruned
 from prunekit.prune.oneshot import OneShotSettings, check_patterns, prune_oneshot
-from prunekit.report.measure import PeakMemory, stage_record
+from prunekit.prune.reconstruct import calibrated_scores, plan_lm, reconstruct
+from prunekit.prune.structured import GroupScores, StructuredPlan, apply_plan
+from prunekit.report.measure import (
+    PeakMemory,
+    bert_like_inputs,
+    macs_per_token,
+    measure_latency,
+    model_device,
+    stage_record,
+)
 from prunekit.report.render import package_versions, print_stage_table, write_report
 from prunekit.runtime import default_device, seed_everything
 from prunekit.tasks.lm import calibration_windows, evaluation_windows, load_lm_text, perplexity
@@ -51,66 +61,135 @@ def prune_lm(
     model: str, data: str, out: str | Path, settings: OneShotSettings | None = None, *,
     calib_samples: int = 128, seq_len: int = 512, eval_samples: int | None = 32, stride: int | None = None,
     calib_data: str | None = None, save: str = "packed", seed: int = 0, force: bool = False,
-    trust_remote_code: bool = False,
+    trust_remote_code: bool = False, structured: StructuredLM | None = None,
 ) -> dict[str, Any]:
-    """Evaluate → prune once (calibrated) → evaluate → save, with a report; never touches ``model``."""
+    """Evaluate → prune once (calibrated) → evaluate → save, with a report; never touches ``model``.
+
+    ``settings`` drives unstructured / N:M pruning; ``structured`` (heads, FFN neurons, whole blocks)
+    removes groups physically instead, with least-squares reconstruction (:mod:`prunekit.prune.reconstruct`).
+    """
     settings = settings or OneShotSettings()
     settings.check()
-    if save not in SAVE_FORMATS:
+    if structured is not None:
+        structured.check()
+        save = "structured"
+    elif save not in SAVE_FORMATS:
         raise PrunekitError(f"--save must be one of {', '.join(SAVE_FORMATS)}, got {save!r}")
     check_output_dir(out, force)
     seed_everything(seed)
     device = default_device()
     lm, tokenizer = load_causal_lm(model, trust_remote_code)
-    check_patterns(lm, settings)
+    if structured is None:
+        check_patterns(lm, settings)
     text = load_lm_text(tokenizer, data, calib_data)
     eval_ids = evaluation_windows(text, seq_len, eval_samples, stride)
-    calib_ids = calibration_windows(text, calib_samples, seq_len, seed) if settings.uses_calibration else None
+    needs_calib = structured is not None or settings.uses_calibration
+    calib_ids = calibration_windows(text, calib_samples, seq_len, seed) if needs_calib else None
     lm.to(device)
 
     _log(f"dense: perplexity on {len(eval_ids)} × {seq_len} evaluation tokens")
     dense_ppl = perplexity(lm, eval_ids, stride)
     _log(f"dense: perplexity {dense_ppl['perplexity']:.2f}")
-    prunable = None
-    stages = [stage_record("dense", metrics=dense_ppl, model=lm, seconds=0.0, latency=None)]
+    latency = _latency(lm) if structured is not None and structured.latency else None
+    stages = [stage_record("dense", metrics=dense_ppl, model=lm, seconds=0.0, latency=latency,
+                           extra={"macs_per_token": macs_per_token(lm)})]
 
     def progress(what: str, i: int, n: int) -> None:
         if i == n or i % max(1, n // 6) == 0:
-            _log(f"{settings.method}: {what} {i}/{n}")
+            _log(f"{what} {i}/{n}")
 
+    extra: dict[str, Any] = {}
     with PeakMemory() as memory:
-        result = prune_oneshot(lm, calib_ids, settings, device=device, progress=progress)
-    prunable = list(result.layer_sparsity)
+        if structured is None:
+            result = prune_oneshot(lm, calib_ids, settings, device=device,
+                                   progress=lambda w, i, n: progress(f"{settings.method}: {w}", i, n))
+            seconds, name = result.seconds, settings.method + (f" {settings.pattern}" if settings.nm else "")
+            extra = {"prunable_modules": list(result.layer_sparsity)}
+        else:
+            seconds, plan, scores = _prune_structured_lm(lm, calib_ids, structured, device, progress)
+            name = structured.name
     pruned_ppl = perplexity(lm, eval_ids, stride)
-    _log(f"{settings.method}: perplexity {pruned_ppl['perplexity']:.2f} "
-         f"({pruned_ppl['perplexity'] / dense_ppl['perplexity']:.2f}× dense), pruned in {result.seconds:.1f} s")
-    stages.append(stage_record(
-        settings.method if settings.nm is None else f"{settings.method} {settings.pattern}",
-        metrics=pruned_ppl, model=lm, seconds=result.seconds, latency=None,
-        extra={"prunable_modules": prunable, "peak_memory": memory.record()},
-    ))
+    _log(f"{name}: perplexity {pruned_ppl['perplexity']:.2f} "
+         f"({pruned_ppl['perplexity'] / dense_ppl['perplexity']:.2f}× dense), pruned in {seconds:.1f} s")
+    latency = _latency(lm) if structured is not None and structured.latency else None
+    stages.append(stage_record(name, metrics=pruned_ppl, model=lm, seconds=seconds, latency=latency,
+                               extra={**extra, "peak_memory": memory.record(), "macs_per_token": macs_per_token(lm)}))
     report: dict[str, Any] = {
         "command": "prune --task lm",
         "model": {"source": model, "model_type": lm.config.model_type,
-                  "params": sum(p.numel() for p in lm.parameters())},
+                  "params": stages[0]["params_total"]},
         "data": {"source": data, "calibration_data": calib_data, "split_rule": text.split_rule,
                  "calibration_tokens_available": len(text.calibration),
                  "evaluation_tokens_available": len(text.evaluation)},
-        "settings": {"oneshot": asdict(settings), "calib_samples": calib_samples if calib_ids is not None else 0,
+        "settings": {"calib_samples": calib_samples if calib_ids is not None else 0,
                      "seq_len": seq_len, "eval_samples": len(eval_ids), "stride": stride or seq_len, "save": save},
         "seed": seed,
         "versions": package_versions(),
         "stages": stages,
         "perplexity": {"dense": dense_ppl["perplexity"], "pruned": pruned_ppl["perplexity"],
                        "ratio": pruned_ppl["perplexity"] / dense_ppl["perplexity"]},
-        "prune_seconds": result.seconds,
-        "peak_memory": {**memory.record(), "model_fp32_bytes": 4 * sum(p.numel() for p in lm.parameters())},
-        "layer_sparsity": result.layer_sparsity,
-        "block_sparsity_targets": result.block_targets,
-        "owl_outlier_ratios": result.owl_outlier_ratios,
+        "prune_seconds": seconds,
+        "peak_memory": {**memory.record(), "model_fp32_bytes": 4 * stages[0]["params_total"]},
     }
+    if structured is None:
+        report["settings"]["oneshot"] = asdict(settings)
+        report["layer_sparsity"] = result.layer_sparsity
+        report["block_sparsity_targets"] = result.block_targets
+        report["owl_outlier_ratios"] = result.owl_outlier_ratios
+    else:
+        report["settings"]["structured"] = asdict(structured)
+        report["plan"] = plan.to_dict()
+        report["layer_influence"] = scores.layers.tolist() if scores.layers is not None else None
     _save_lm(lm, tokenizer, out, force, save, report, eval_ids[:2])
     return report
+
+
+@dataclass
+class StructuredLM:
+    """Structured pruning of a decoder LM: fractions of heads (or GQA groups) and FFN neurons, whole blocks."""
+
+    heads: float = 0.0
+    ffn: float = 0.0
+    layers: int = 0
+    round_to: int = 1
+    gqa: str = "groups"
+    reconstruct: bool = True
+    damp: float = 0.01
+    latency: bool = True
+
+    def check(self) -> None:
+        for key in ("heads", "ffn"):
+            if not 0 <= getattr(self, key) < 1:
+                raise PrunekitError(f"--{key} must be in [0, 1), got {getattr(self, key)}")
+        if self.layers < 0:
+            raise PrunekitError(f"--layers must be ≥ 0, got {self.layers}")
+        if not (self.heads or self.ffn or self.layers):
+            raise PrunekitError("structured pruning needs --heads, --ffn or --layers")
+
+    @property
+    def name(self) -> str:
+        parts = [f"heads {self.heads:g}" if self.heads else "", f"ffn {self.ffn:g}" if self.ffn else "",
+                 f"-{self.layers} layers" if self.layers else ""]
+        return " + ".join(p for p in parts if p) + (" + LS" if self.reconstruct else "")
+
+
+def _prune_structured_lm(lm: torch.nn.Module, calib_ids: torch.Tensor, s: StructuredLM, device: torch.device,
+                         progress) -> tuple[float, StructuredPlan, GroupScores]:
+    start = time.perf_counter()
+    scores = calibrated_scores(lm, calib_ids, device=device)
+    plan = plan_lm(lm, scores, heads=s.heads, ffn=s.ffn, layers=s.layers, round_to=s.round_to, gqa=s.gqa)
+    if s.reconstruct:
+        reconstruct(lm, calib_ids, plan, damp=s.damp, device=device,
+                    progress=lambda i, n: progress("least squares: blocks", i, n))
+    apply_plan(lm, plan)
+    lm.to(device)
+    return time.perf_counter() - start, plan, scores
+
+
+def _latency(lm: torch.nn.Module) -> dict[str, float]:
+    """Forward latency at batch 1 and 8 × 128 tokens (the full logits over the vocabulary included)."""
+    make = bert_like_inputs(lm.config.vocab_size, model_device(lm), token_type_ids=False)
+    return measure_latency(lm, make, batch_sizes=(1, 8), seq_len=128)
 
 
 def _save_lm(lm: torch.nn.Module, tokenizer, out: str | Path, force: bool, save: str, report: dict[str, Any],
@@ -121,12 +200,15 @@ def _save_lm(lm: torch.nn.Module, tokenizer, out: str | Path, force: bool, save:
         expected = lm(input_ids=check_ids.to(device)).logits.float().cpu()
     lm.to("cpu")
     with atomic_output_dir(out, force) as tmp:
-        save_sparse(lm, tokenizer, tmp, packed=save == "packed")
+        if save == "structured":
+            write_pruned(lm, tokenizer, tmp)
+        else:
+            save_sparse(lm, tokenizer, tmp, packed=save == "packed")
         reloaded = load(tmp).to(device)
         with torch.no_grad():
             again = reloaded(input_ids=check_ids.to(device)).logits.float().cpu()
         diff = float((again - expected).abs().max())
-        report["reload_check"] = {"loader": "prunekit.load" if save == "packed" else "transformers",
+        report["reload_check"] = {"loader": "transformers" if save == "dense" else "prunekit.load",
                                   "max_abs_logit_diff": diff}
         if diff > 1e-4:
             raise PrunekitError(f"the saved model does not reproduce its logits (max diff {diff:.2e}); nothing written")

@@ -100,7 +100,7 @@ def lm_text(n_sentences: int = 400, seed: int = 0) -> str:
     """Paragraphs of the tiny vocabulary with some structure, so an LM's perplexity means something."""
     rng = random.Random(seed)
     paras = []
-    for p in range(n_sentences // 8):
+    for _ in range(n_sentences // 8):
         sents = []
         for _ in range(8):
             pool = POS if rng.random() < 0.5 else NEG

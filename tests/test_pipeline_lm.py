@@ -110,3 +110,23 @@ def test_cli_prune_and_evaluate_lm(tiny_lm, tiny_text, tmp_path):
                               str(tmp_path / "bad"), "--pattern", "2:4", "--sparsity", "0.7"])
     assert bad.exit_code == 2 and "fixes the sparsity" in bad.output
     assert not (tmp_path / "bad").exists()
+
+
+def test_structured_lm_is_smaller_reloads_and_least_squares_helps(tiny_lm, tiny_text, tmp_path):
+    from prunekit.pipeline_lm import StructuredLM
+
+    kw = {"calib_samples": 16, "seq_len": 32, "eval_samples": 4}
+    plain = prune_lm(str(tiny_lm), str(tiny_text), tmp_path / "plain", None,
+                     structured=StructuredLM(heads=0.5, ffn=0.5, reconstruct=False, latency=False), **kw)
+    fitted = prune_lm(str(tiny_lm), str(tiny_text), tmp_path / "ls", None,
+                      structured=StructuredLM(heads=0.5, ffn=0.5, reconstruct=True, latency=False), **kw)
+    assert fitted["plan"] == plain["plan"]  # same groups removed; only the refit differs
+    assert fitted["stages"][1]["params_total"] < 0.8 * fitted["stages"][0]["params_total"]
+    assert fitted["perplexity"]["pruned"] < plain["perplexity"]["pruned"]
+    model = prunekit.load(tmp_path / "ls")
+    assert model.model.layers[0].mlp.down_proj.in_features == 24
+    assert fitted["reload_check"]["max_abs_logit_diff"] <= 1e-4
+    dropped = prune_lm(str(tiny_lm), str(tiny_text), tmp_path / "layers", None,
+                       structured=StructuredLM(layers=1, latency=False), **kw)
+    assert len(dropped["plan"]["layers"]) == 1
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "layers").config.num_hidden_layers == 1

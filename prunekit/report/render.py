@@ -70,7 +70,10 @@ def stage_table(stages: Sequence[Stage]) -> tuple[list[str], list[list[str]]]:
     """Headers and formatted rows of the stage table (shared by report.md and the terminal)."""
     lat_keys = _latency_keys(stages)
     # "\n" marks where terminal headers break (report.md uses a space), keeping the table narrow
-    headers = ["Stage", "Accuracy\n%", "Macro-F1\n%", "Loss", "Params\nnonzero / total", "Sparsity\n%"]
+    has = {k: any(_is_num((s.get("metrics") or {}).get(k)) for s in stages) for k in ("accuracy", "perplexity")}
+    quality = ["Accuracy\n%", "Macro-F1\n%"] if has["accuracy"] or not has["perplexity"] else []
+    quality += ["Perplexity"] if has["perplexity"] else []
+    headers = ["Stage", *quality, "Loss", "Params\nnonzero / total", "Sparsity\n%"]
     headers += ["Dense\nMB", "Compressed\nMB"]
     macs = any(_is_num(s.get("macs_per_token")) for s in stages)
     headers += ["MMACs\n/token"] if macs else []
@@ -81,8 +84,9 @@ def stage_table(stages: Sequence[Stage]) -> tuple[list[str], list[list[str]]]:
         rows.append(
             [
                 str(s.get("name", "?")),
-                _fmt(m.get("accuracy"), ".2f", 100),
-                _fmt(m.get("f1_macro"), ".2f", 100),
+                *([_fmt(m.get("accuracy"), ".2f", 100), _fmt(m.get("f1_macro"), ".2f", 100)]
+                  if "Accuracy\n%" in quality else []),
+                *([_fmt(m.get("perplexity"), ".2f")] if has["perplexity"] else []),
                 _fmt(m.get("loss"), ".4f"),
                 f"{_count(s.get('params_nonzero'))} / {_count(s.get('params_total'))}",
                 _fmt(s.get("sparsity"), ".1f", 100),
@@ -106,6 +110,9 @@ def delta_summary(stages: Sequence[Stage]) -> str | None:
     if _is_num(acc0) and _is_num(acc1):
         points = f"{100 * (acc1 - acc0):+.2f}".replace("-", "−")
         parts.append(f"accuracy {points} points")
+    ppl0, ppl1 = ((s.get("metrics") or {}).get("perplexity") for s in (base, final))
+    if _is_num(ppl0) and _is_num(ppl1) and ppl0 > 0:
+        parts.append(f"perplexity {ppl0:.2f} → {ppl1:.2f} ({ppl1 / ppl0:.2f}× dense)")
     dense0, packed1 = base.get("size_bytes"), final.get("size_compressed_bytes")
     if _is_num(dense0) and _is_num(packed1) and packed1 > 0:
         mb = f"{dense0 / 1e6:.2f} MB dense → {packed1 / 1e6:.2f} MB compressed"
@@ -205,17 +212,27 @@ def plot_stages(stages: Sequence[Stage], path: Path) -> None:
         return np.array([v if _is_num(v := get(s)) else np.nan for s in stages], dtype=float)
 
     acc = 100 * col(lambda s: (s.get("metrics") or {}).get("accuracy"))
+    ppl = col(lambda s: (s.get("metrics") or {}).get("perplexity"))
+    show_ppl = bool(np.isnan(acc).all() and not np.isnan(ppl).all())
     dense = col(lambda s: s.get("size_bytes")) / 1e6
     packed = col(lambda s: s.get("size_compressed_bytes")) / 1e6
     fig = Figure(figsize=(min(max(8.0, 0.9 * len(stages) + 4), 20.0), 3.6), layout="constrained")
     ax_acc, ax_size = fig.subplots(1, 2)
-    bars = ax_acc.bar(x, acc, color="#4C72B0", width=0.6)
-    ax_acc.bar_label(bars, labels=[_fmt(a, ".1f") + "%" if _is_num(a) else "" for a in acc], padding=2, fontsize=8)
-    ax_acc.set_ylim(0, 110)
-    ax_acc.set_yticks(range(0, 101, 20))
-    ax_acc.yaxis.set_major_formatter(PercentFormatter())
-    ax_acc.set_ylabel("accuracy")
-    ax_acc.set_title("Accuracy per stage")
+    if show_ppl:  # language models: lower is better
+        bars = ax_acc.bar(x, ppl, color="#C44E52", width=0.6)
+        ax_acc.bar_label(bars, labels=[_fmt(p, ".1f") for p in ppl], padding=2, fontsize=8)
+        ax_acc.set_ylim(0, np.nanmax(ppl) * 1.2)
+        ax_acc.set_ylabel("perplexity (lower is better)")
+        ax_acc.set_title("Perplexity per stage")
+    else:
+        bars = ax_acc.bar(x, acc, color="#4C72B0", width=0.6)
+        ax_acc.bar_label(bars, labels=[_fmt(a, ".1f") + "%" if _is_num(a) else "" for a in acc], padding=2,
+                         fontsize=8)
+        ax_acc.set_ylim(0, 110)
+        ax_acc.set_yticks(range(0, 101, 20))
+        ax_acc.yaxis.set_major_formatter(PercentFormatter())
+        ax_acc.set_ylabel("accuracy")
+        ax_acc.set_title("Accuracy per stage")
     w = 0.38
     ax_size.bar(x - w / 2, dense, width=w, color="#C7C7C7", label="dense")
     bars = ax_size.bar(x + w / 2, packed, width=w, color="#55A868", label="compressed")

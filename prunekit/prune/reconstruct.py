@@ -1,0 +1,121 @@
+"""Structured pruning of decoder LMs without training: calibrated group importance, then least squares.
+
+1. **Rank** (one dense pass over the calibration windows): a head or FFN neuron matters as much as it
+   writes into the residual stream — Σ over its input columns c of the output projection of
+   ‖X_c‖² · ‖W_:,c‖² (Wanda's |W|·‖X‖ carried to whole groups, on real activations). A block matters
+   as much as it changes its input: 1 − cos(input, output) (ShortGPT's block influence).
+2. **Plan** with :func:`prunekit.prune.structured.plan_from_ratios` (GQA, round-to, local/global — the
+   same rules as classifier pruning).
+3. **Reconstruct** block by block on the already-pruned model's activations: the output projections
+   (o_proj, down_proj) get the kept columns W' minimising ‖X_keep W'ᵀ − X Wᵀ‖², i.e.
+   (H_kk + λI) W'ᵀ = H_k: Wᵀ with H = XᵀX — the removed groups' contribution is re-expressed by the
+   kept ones, which is how quality comes back without fine-tuning.
+4. **Remove** physically with :func:`prunekit.prune.structured.apply_plan`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from prunekit.arch import family_for, transformer_layers
+from prunekit.prune.calibration import as_rows, capture_block_inputs, collect_stats, run_block
+from prunekit.prune.structured import GroupScores, StructuredPlan, attn_site, plan_from_ratios
+
+
+def _column_energy(module: nn.Module, sq_norms: Tensor) -> Tensor:
+    """‖X_c‖² · ‖W_:,c‖² per input column c of an output projection."""
+    w = as_rows(module).detach().float()
+    return sq_norms.float().cpu() * w.pow(2).sum(0).cpu()
+
+
+@torch.no_grad()
+def calibrated_scores(model: nn.Module, windows: Tensor, *, batch_size: int = 8,
+                      device: torch.device | None = None) -> GroupScores:
+    """Group scores (heads, kv groups, FFN neurons, layers) from the dense model's calibration activations."""
+    device = device or next(model.parameters()).device
+    fam = family_for(model)
+    _, layers = transformer_layers(model)
+    inputs = capture_block_inputs(model, windows, batch_size, device, torch.device("cpu"))
+    scores = GroupScores()
+    influence = []
+    for i, block in enumerate(layers):
+        block.to(device)
+        stats = collect_stats(block, [fam.o, fam.ffn_down], inputs, device, hessian=False)
+        site = attn_site(model, i)
+        per_col = _column_energy(site.o, stats[fam.o].sq_norms)
+        heads = per_col.view(site.n_q, site.head_dim).sum(1)
+        scores.heads[i] = heads
+        scores.kv[i] = heads.view(site.n_kv, site.per_group).sum(1)
+        scores.ffn[i] = _column_energy(block.get_submodule(fam.ffn_down), stats[fam.ffn_down].sq_norms)
+        outputs = run_block(block, inputs, device)
+        cos = [nn.functional.cosine_similarity(a.float(), b.float(), dim=-1).mean() for a, b in
+               zip(inputs.hidden, outputs, strict=True)]
+        influence.append(1.0 - float(torch.stack(cos).mean()))
+        inputs.hidden = outputs
+        block.to("cpu")
+    scores.layers = torch.tensor(influence)
+    return scores
+
+
+def _kept_columns(plan: StructuredPlan, layer: int, module: nn.Module, head_dim: int, which: str) -> Tensor | None:
+    keep = plan.heads.get(layer) if which == "o" else plan.ffn.get(layer)
+    if keep is None:
+        return None
+    idx = torch.tensor(keep)
+    return (idx[:, None] * head_dim + torch.arange(head_dim)).flatten() if which == "o" else idx
+
+
+def least_squares_columns(weight: Tensor, xtx: Tensor, keep: Tensor, damp: float = 0.01) -> Tensor:
+    """Kept-column weights W' (out, k) minimising ‖X_k W'ᵀ − X Wᵀ‖² given H = XᵀX (in, in).
+
+    ``damp`` · mean(diag H_kk) on the diagonal keeps the solve stable when kept inputs are collinear.
+    """
+    w = weight.detach().double()
+    h = xtx.double()
+    h_kk = h[keep][:, keep]
+    lam = damp * torch.diag(h_kk).mean().clamp_min(1e-12)
+    rhs = h[keep] @ w.t()  # (k, out)
+    sol = torch.linalg.solve(h_kk + lam * torch.eye(len(keep), dtype=h.dtype, device=h.device), rhs)
+    return sol.t().to(weight.dtype)
+
+
+@torch.no_grad()
+def reconstruct(model: nn.Module, windows: Tensor, plan: StructuredPlan, *, batch_size: int = 8, damp: float = 0.01,
+                device: torch.device | None = None, progress: Callable[[int, int], None] | None = None) -> None:
+    """Zero the removed groups' columns of o/down and refit the kept ones by least squares, block by block
+    on the activations of the already-reconstructed blocks before (removed blocks are skipped)."""
+    device = device or next(model.parameters()).device
+    fam = family_for(model)
+    _, layers = transformer_layers(model)
+    kept_layers = set(plan.layers if plan.layers is not None else range(len(layers)))
+    inputs = capture_block_inputs(model, windows, batch_size, device, torch.device("cpu"))
+    for i, block in enumerate(layers):
+        if i not in kept_layers:
+            continue  # a removed block passes its input on unchanged
+        block.to(device)
+        site = attn_site(model, i)
+        for which, name in (("o", fam.o), ("down", fam.ffn_down)):
+            module = block.get_submodule(name)
+            keep = _kept_columns(plan, i, module, site.head_dim, which)
+            if keep is None:
+                continue
+            stats = collect_stats(block, [name], inputs, device, hessian=True)
+            rows = as_rows(module)
+            new = least_squares_columns(rows, stats[name].xtx, keep.to(rows.device), damp)
+            rows.zero_()
+            rows[:, keep.to(rows.device)] = new
+        inputs.hidden = run_block(block, inputs, device)
+        block.to("cpu")
+        if progress is not None:
+            progress(i + 1, len(layers))
+
+
+def plan_lm(model: nn.Module, scores: GroupScores, *, heads: float = 0.0, ffn: float = 0.0, layers: int = 0,
+            round_to: int = 1, scope: str = "local", gqa: str = "groups") -> StructuredPlan:
+    """The plan for ``heads``/``ffn`` fractions and ``layers`` whole blocks (least influential first)."""
+    n = len(transformer_layers(model)[1])
+    return plan_from_ratios(model, scores, heads=heads, ffn=ffn, layers=layers / n if layers else 0.0,
+                            scope=scope, round_to=round_to, gqa=gqa)
