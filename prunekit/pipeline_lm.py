@@ -61,12 +61,14 @@ def prune_lm(
     model: str, data: str, out: str | Path, settings: OneShotSettings | None = None, *,
     calib_samples: int = 128, seq_len: int = 512, eval_samples: int | None = 32, stride: int | None = None,
     calib_data: str | None = None, save: str = "packed", seed: int = 0, force: bool = False,
-    trust_remote_code: bool = False, structured: StructuredLM | None = None,
+    trust_remote_code: bool = False, structured: StructuredLM | None = None, baseline: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Evaluate → prune once (calibrated) → evaluate → save, with a report; never touches ``model``.
 
     ``settings`` drives unstructured / N:M pruning; ``structured`` (heads, FFN neurons, whole blocks)
     removes groups physically instead, with least-squares reconstruction (:mod:`prunekit.prune.reconstruct`).
+    ``baseline``: the dense model's :func:`perplexity` result on the same windows, if already measured
+    (benchmarks pruning one model many ways); it is then not measured again.
     """
     settings = settings or OneShotSettings()
     settings.check()
@@ -88,7 +90,7 @@ def prune_lm(
     lm.to(device)
 
     _log(f"dense: perplexity on {len(eval_ids)} × {seq_len} evaluation tokens")
-    dense_ppl = perplexity(lm, eval_ids, stride)
+    dense_ppl = dict(baseline) if baseline is not None else perplexity(lm, eval_ids, stride)
     _log(f"dense: perplexity {dense_ppl['perplexity']:.2f}")
     latency = _latency(lm) if structured is not None and structured.latency else None
     stages = [stage_record("dense", metrics=dense_ppl, model=lm, seconds=0.0, latency=latency,
@@ -99,6 +101,8 @@ def prune_lm(
             _log(f"{what} {i}/{n}")
 
     extra: dict[str, Any] = {}
+    if device.type != "cpu":
+        lm.to("cpu")  # blocks visit the accelerator one at a time: a model larger than it still prunes
     with PeakMemory() as memory:
         if structured is None:
             result = prune_oneshot(lm, calib_ids, settings, device=device,
@@ -108,6 +112,7 @@ def prune_lm(
         else:
             seconds, plan, scores = _prune_structured_lm(lm, calib_ids, structured, device, progress)
             name = structured.name
+    lm.to(device)
     pruned_ppl = perplexity(lm, eval_ids, stride)
     _log(f"{name}: perplexity {pruned_ppl['perplexity']:.2f} "
          f"({pruned_ppl['perplexity'] / dense_ppl['perplexity']:.2f}× dense), pruned in {seconds:.1f} s")

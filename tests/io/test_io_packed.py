@@ -86,3 +86,17 @@ def test_load_rejects_plain_safetensors(tmp_path):
     save_file({"w": torch.zeros(3)}, str(tmp_path / "plain.safetensors"))
     with pytest.raises(PrunekitError, match="prunekit-packed-1"):
         load_packed(tmp_path / "plain.safetensors")
+
+
+def test_tied_weights_are_written_once_and_come_back_tied(tmp_path):
+    emb = torch.nn.Embedding(64, 32)
+    head = torch.nn.Linear(32, 64, bias=False)
+    head.weight = emb.weight
+    sd = torch.nn.Sequential(emb, head).state_dict()
+    single = {"0.weight": sd["0.weight"]}
+    assert dense_size_bytes(sd) < dense_size_bytes(single) + 200  # not twice
+    assert packed_size_bytes(sd) < packed_size_bytes(single) + 200
+    save_packed(sd, tmp_path / "p.safetensors")
+    back = load_packed(tmp_path / "p.safetensors")
+    assert back["1.weight"] is back["0.weight"]
+    assert torch.equal(back["1.weight"], sd["1.weight"])

@@ -141,3 +141,16 @@ def test_stage_record_fields():
     assert overall == pytest.approx(1 - rec["params_nonzero"] / rec["params_total"]) and 0 < overall < 0.5
     with pytest.raises(ValueError):
         stage_record("x", metrics=metrics, model=model, seconds=0, latency=None, extra={"sparsity": 1})
+
+
+def test_peak_memory_sees_a_temporary_allocation():
+    import time
+
+    from prunekit.report.measure import PeakMemory
+
+    with PeakMemory(interval=0.005) as mem:
+        big = torch.ones(64 * 1024 * 1024 // 4)  # 64 MB, touched
+        time.sleep(0.05)
+        del big
+    assert mem.extra_bytes >= 32 * 1024 * 1024
+    assert mem.record()["peak_rss_bytes"] >= mem.start_bytes

@@ -1,0 +1,163 @@
+"""Benchmark: one-shot pruning of SmolLM2-135M — magnitude, Wanda, SparseGPT at 50 % and 2:4 — plus
+structured rows (heads + FFN neurons, with and without least-squares reconstruction).
+
+Calibration windows come from the Wikipedia asset's calibration articles, evaluation windows from its
+evaluation articles (disjoint). Every row runs in a fresh process (so peak memory is that row's own)
+through the same Python API the CLI calls, against one dense perplexity measured once.
+Writes bench/results/lm_oneshot.{md,json}.
+
+    python bench/lm_oneshot.py [--calib 128] [--eval 32] [--seq-len 512] [--only wanda-50,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+WORK = ROOT / "work" / "lm"
+RESULTS = ROOT / "results"
+MODEL, DATA = "smollm2-135m", "wikipedia"
+
+# name -> settings; "published" rows use the algorithms' published settings (uniform per-layer sparsity,
+# every Linear of a block calibrated on the block's dense activations), the others prunekit's defaults.
+ROWS: dict[str, dict] = {
+    "magnitude-50": {"method": "magnitude", "sparsity": 0.5, "layer_ratios": "uniform"},
+    "magnitude-2:4": {"method": "magnitude", "pattern": "2:4", "sparsity": 0.5, "layer_ratios": "uniform"},
+    "wanda-50-published": {"method": "wanda", "sparsity": 0.5, "layer_ratios": "uniform", "true_sequential": False},
+    "wanda-50": {"method": "wanda", "sparsity": 0.5},
+    "wanda-2:4": {"method": "wanda", "pattern": "2:4", "sparsity": 0.5},
+    "sparsegpt-50-published": {"method": "sparsegpt", "sparsity": 0.5, "layer_ratios": "uniform",
+                               "true_sequential": False},
+    "sparsegpt-50": {"method": "sparsegpt", "sparsity": 0.5},
+    "sparsegpt-2:4-published": {"method": "sparsegpt", "pattern": "2:4", "sparsity": 0.5, "true_sequential": False},
+    "sparsegpt-2:4": {"method": "sparsegpt", "pattern": "2:4", "sparsity": 0.5},
+    "structured-plain": {"structured": {"heads": 0.34, "ffn": 0.25, "reconstruct": False}},
+    "structured-ls": {"structured": {"heads": 0.34, "ffn": 0.25, "reconstruct": True}},
+}
+
+
+def run_row(name: str, args: argparse.Namespace, baseline: dict) -> dict:
+    """One row in this process (called in a child process by :func:`main`)."""
+    import torch
+
+    from prunekit.pipeline_lm import StructuredLM, prune_lm
+    from prunekit.prune.oneshot import OneShotSettings
+
+    torch.set_num_threads(args.threads)
+    spec = dict(ROWS[name])
+    structured = StructuredLM(**spec.pop("structured"), latency=True) if "structured" in spec else None
+    settings = OneShotSettings(**spec) if structured is None else None
+    out = WORK / name.replace(":", "_")
+    report = prune_lm(MODEL, DATA, out, settings, calib_samples=args.calib, seq_len=args.seq_len,
+                      eval_samples=args.eval, seed=args.seed, force=True, structured=structured, baseline=baseline)
+    final = report["stages"][-1]
+    row = {
+        "row": name,
+        "perplexity": report["perplexity"]["pruned"],
+        "ratio": report["perplexity"]["ratio"],
+        "sparsity": final["sparsity"],
+        "params_total": final["params_total"],
+        "prune_seconds": report["prune_seconds"],
+        "peak_rss_bytes": report["peak_memory"]["peak_rss_bytes"],
+        "peak_extra_bytes": report["peak_memory"]["peak_extra_bytes"],
+        "model_fp32_bytes": report["peak_memory"]["model_fp32_bytes"],
+        "disk_bytes": report["disk"]["weights_bytes"],
+        "dense_disk_bytes": report["stages"][0]["size_bytes"],
+        "latency_ms": final.get("latency_ms"),
+        "dense_latency_ms": report["stages"][0].get("latency_ms"),
+        "settings": ROWS[name],
+    }
+    shutil.rmtree(out, ignore_errors=True)
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--calib", type=int, default=128, help="calibration windows")
+    ap.add_argument("--eval", type=int, default=32, help="evaluation windows")
+    ap.add_argument("--seq-len", type=int, default=512)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--only", default=None, help="comma-separated row names")
+    ap.add_argument("--append", action="store_true", help="keep earlier rows of results/lm_oneshot.json")
+    ap.add_argument("--row", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--baseline", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.row:
+        print("ROW " + json.dumps(run_row(args.row, args, json.loads(args.baseline))), flush=True)
+        return
+
+    import torch
+
+    from prunekit.pipeline_lm import evaluate_lm
+
+    torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    dense = evaluate_lm(MODEL, DATA, seq_len=args.seq_len, eval_samples=args.eval)
+    print(f"dense perplexity {dense['perplexity']:.3f} on {dense['tokens']} tokens ({dense['seconds']:.0f} s)",
+          flush=True)
+    baseline = {k: dense[k] for k in ("perplexity", "loss", "tokens", "windows", "seconds")}
+    names = args.only.split(",") if args.only else list(ROWS)
+    path = RESULTS / "lm_oneshot.json"
+    rows = json.loads(path.read_text())["rows"] if args.append and path.exists() else []
+    rows = [r for r in rows if r["row"] not in names]
+    for name in names:
+        cmd = [sys.executable, __file__, "--row", name, "--baseline", json.dumps(baseline), "--calib", str(args.calib),
+               "--eval", str(args.eval), "--seq-len", str(args.seq_len), "--seed", str(args.seed),
+               "--threads", str(args.threads)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("ROW ")]
+        if proc.returncode or not lines:
+            print(f"{name}: failed\n{proc.stderr[-2000:]}", flush=True)
+            continue
+        row = json.loads(lines[-1][4:])
+        rows.append(row)
+        print(f"{name:26s} ppl {row['perplexity']:8.2f} ({row['ratio']:.2f}× dense)  {row['prune_seconds']:6.1f} s  "
+              f"peak {row['peak_rss_bytes'] / 1e9:.2f} GB  disk {row['disk_bytes'] / 1e6:.0f} MB", flush=True)
+    order = {n: i for i, n in enumerate(ROWS)}
+    rows.sort(key=lambda r: order.get(r["row"], 99))
+    write(rows, dense, args, time.perf_counter() - start)
+
+
+def write(rows: list[dict], dense: dict, args: argparse.Namespace, seconds: float) -> None:
+    from prunekit.report.render import package_versions
+
+    RESULTS.mkdir(exist_ok=True)
+    fp32 = rows[0]["model_fp32_bytes"] if rows else None
+    lines = [
+        "# One-shot pruning of SmolLM2-135M (bench/lm_oneshot.py)",
+        "",
+        f"Calibration: {args.calib} × {args.seq_len} tokens from the Wikipedia asset's calibration articles; "
+        f"evaluation: {args.eval} × {args.seq_len} tokens, evenly spaced over its evaluation articles (disjoint). "
+        f"Seed {args.seed}, {args.threads} threads. Dense perplexity **{dense['perplexity']:.2f}**.",
+        "",
+        "| Row | Perplexity | × dense | Sparsity | Params | Prune s | Peak RSS GB (× fp32 model) | Disk MB |"
+        " Latency b1 / b8 ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| dense | {dense['perplexity']:.2f} | 1.00 | 0 % | – | – | – | "
+        f"{rows[0]['dense_disk_bytes'] / 1e6:.0f} | "
+        + (" / ".join(f"{v:.0f}" for v in rows[-1]["dense_latency_ms"].values())
+           if rows and rows[-1].get("dense_latency_ms") else "–") + " |",
+    ]
+    for r in rows:
+        lat = " / ".join(f"{v:.0f}" for v in r["latency_ms"].values()) if r.get("latency_ms") else "–"
+        lines.append(
+            f"| {r['row']} | {r['perplexity']:.2f} | {r['ratio']:.2f} | {100 * r['sparsity']:.0f} % | "
+            f"{r['params_total'] / 1e6:.1f} M | {r['prune_seconds']:.0f} | {r['peak_rss_bytes'] / 1e9:.2f} "
+            f"({r['peak_rss_bytes'] / fp32:.2f}×) | {r['disk_bytes'] / 1e6:.0f} | {lat} |"
+        )
+    lines += ["", f"Total bench time {seconds / 60:.1f} min. Versions: {json.dumps(package_versions())}", ""]
+    (RESULTS / "lm_oneshot.md").write_text("\n".join(lines))
+    (RESULTS / "lm_oneshot.json").write_text(json.dumps({"args": vars(args), "dense": dense, "rows": rows},
+                                                        indent=2))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
