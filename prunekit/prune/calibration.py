@@ -10,6 +10,7 @@ on the ``offload`` device, so a model larger than the accelerator still prunes.
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,8 +41,9 @@ class InputStats:
     tokens: int = 0
     sq_norms: Tensor | None = None
     xtx: Tensor | None = None
+    xtd: Tensor | None = None  # Xᵀ X_dense: the same tokens' inputs in the unpruned model (dense targets)
 
-    def add(self, x: Tensor) -> None:
+    def add(self, x: Tensor, dense: Tensor | None = None) -> None:
         x = x.detach().reshape(-1, x.shape[-1]).float()
         if self.sq_norms is None:
             self.sq_norms = torch.zeros(self.width, device=x.device)
@@ -50,6 +52,11 @@ class InputStats:
             if self.xtx is None:
                 self.xtx = torch.zeros(self.width, self.width, device=x.device)
             self.xtx.addmm_(x.t(), x)
+        if dense is not None:
+            d = dense.detach().reshape(-1, dense.shape[-1]).float().to(x.device)
+            if self.xtd is None:
+                self.xtd = torch.zeros(self.width, self.width, device=x.device)
+            self.xtd.addmm_(x.t(), d)
         self.tokens += x.shape[0]
 
     @property
@@ -141,40 +148,47 @@ def run_block(block: nn.Module, inputs: BlockInputs, device: torch.device) -> li
     return outs
 
 
+def _first_inputs(block: nn.Module, names: Sequence[str], hidden: Tensor, args: tuple, kwargs: dict,
+                  device: torch.device) -> dict[str, Tensor]:
+    """The inputs each named Linear receives when the block runs on ``hidden``; stops as soon as all are seen."""
+    seen: dict[str, Tensor] = {}
+    handles = []
+    for name in names:
+
+        def hook(_m: nn.Module, a: tuple, name: str = name) -> None:
+            seen.setdefault(name, a[0].detach())
+            if len(seen) == len(names):
+                raise _Caught
+
+        handles.append(block.get_submodule(name).register_forward_pre_hook(hook))
+    try:
+        with torch.no_grad(), contextlib.suppress(_Caught):
+            block(hidden.to(device), *_move(args, device), **_move(kwargs, device))
+    finally:
+        for h in handles:
+            h.remove()
+    if len(seen) != len(names):
+        raise PrunekitError(f"calibration: {sorted(set(names) - set(seen))} never ran in the block's forward pass")
+    return seen
+
+
 def collect_stats(
-    block: nn.Module, names: Sequence[str], inputs: BlockInputs, device: torch.device, hessian: bool
+    block: nn.Module, names: Sequence[str], inputs: BlockInputs, device: torch.device, hessian: bool,
+    dense: tuple[nn.Module, BlockInputs] | None = None,
 ) -> dict[str, InputStats]:
     """Run the block over the calibration batches, recording the inputs of the named Linears.
 
     The block stops as soon as every named Linear has seen its input, so collecting q/k/v statistics
-    costs almost nothing and only the last group needs most of the block.
+    costs almost nothing and only the last group needs most of the block. With ``dense`` (the unpruned
+    block and the unpruned model's hidden states) the cross term XᵀX_dense is recorded too.
     """
-    stats: dict[str, InputStats] = {}
-    handles = []
-    pending: set[str] = set()
-    for name in names:
-        module = block.get_submodule(name)
-        stats[name] = InputStats(as_rows(module).shape[1], hessian)
-
-        def hook(_m: nn.Module, args: tuple, name: str = name) -> None:
-            if name in pending:
-                stats[name].add(args[0])
-                pending.discard(name)
-            if not pending:
-                raise _Caught
-
-        handles.append(module.register_forward_pre_hook(hook))
-    try:
-        with torch.no_grad():
-            for hidden, args, kwargs in zip(inputs.hidden, inputs.args, inputs.kwargs, strict=True):
-                pending.update(names)
-                with contextlib.suppress(_Caught):
-                    block(hidden.to(device), *_move(args, device), **_move(kwargs, device))
-                if pending:
-                    raise PrunekitError(f"calibration: {sorted(pending)} never ran in the block's forward pass")
-    finally:
-        for h in handles:
-            h.remove()
+    stats = {n: InputStats(as_rows(block.get_submodule(n)).shape[1], hessian) for n in names}
+    batches = zip(inputs.hidden, inputs.args, inputs.kwargs, strict=True)
+    for b, (hidden, args, kwargs) in enumerate(batches):
+        seen = _first_inputs(block, names, hidden, args, kwargs, device)
+        ref = _first_inputs(dense[0], names, dense[1].hidden[b], args, kwargs, device) if dense else {}
+        for name in names:
+            stats[name].add(seen[name], ref.get(name))
     return stats
 
 
@@ -209,6 +223,7 @@ def sequential(
     *,
     hessian: bool,
     true_sequential: bool = True,
+    dense_targets: bool = False,
     batch_size: int = 8,
     device: torch.device | None = None,
     offload: torch.device | None = None,
@@ -220,21 +235,32 @@ def sequential(
     ``true_sequential`` re-collects statistics after each sublayer group, so o_proj is calibrated on
     the outputs of the already-pruned q/k/v and down_proj on the pruned gate/up (one extra block pass
     per group); otherwise every Linear of a block sees the block's dense activations.
+
+    ``dense_targets`` also runs an unpruned copy of each block on the unpruned model's hidden states, so
+    a pruner can aim at what the *dense* model computes (XᵀX_dense in the stats) rather than at what
+    the pruned layer would compute on already-distorted inputs: earlier blocks' error gets corrected,
+    not just carried along. It costs a second stream of activations and about twice the block passes.
     """
     device = device or next(model.parameters()).device
     offload = offload or torch.device("cpu")
     _, layers = transformer_layers(model)
     inputs = capture_block_inputs(model, windows, batch_size, device, offload)
+    dense_inputs = BlockInputs(list(inputs.hidden), inputs.args, inputs.kwargs) if dense_targets else None
     for index, block in enumerate(layers):
         block.to(device)
+        original = copy.deepcopy(block) if dense_targets else None
         groups = sublayer_groups(model, block)
         if not true_sequential:
             groups = [[n for g in groups for n in g]]
         for group in groups:
-            stats = collect_stats(block, group, inputs, device, hessian)
+            dense = (original, dense_inputs) if original is not None else None
+            stats = collect_stats(block, group, inputs, device, hessian, dense)
             for name in group:
                 prune_linear(index, name, block.get_submodule(name), stats.pop(name))
         inputs.hidden = run_block(block, inputs, device)
+        if original is not None:
+            dense_inputs.hidden = run_block(original, dense_inputs, device)
+            del original
         block.to(offload)
         if progress is not None:
             progress(index + 1, len(layers))

@@ -37,6 +37,7 @@ class OneShotSettings:
     owl_lambda: float = 0.08  # the largest deviation of a block's sparsity from the target
     owl_multiple: float = 5.0  # a score counts as an outlier above this × the block mean
     true_sequential: bool = True
+    dense_targets: bool = False  # sparsegpt: aim each layer at the unpruned model's output (corrects drift)
     damp: float = 0.01
     block_size: int = 128
     batch_size: int = 8
@@ -100,6 +101,17 @@ def owl_block_ratios(outliers: list[float], target: float, lam: float) -> list[f
     return [float(np.clip(1 - k, 0.0, 0.99)) for k in keep]
 
 
+def corrected_target(weight: Tensor, xtx: Tensor, xtd: Tensor, damp: float) -> Tensor:
+    """The dense weight W̃ whose output on the pruned model's inputs X best matches the unpruned model's
+    output on its own inputs X_d: W̃ = argmin ‖X W̃ᵀ − X_d Wᵀ‖² = W X_dᵀX (XᵀX + λI)⁻¹. Pruning W̃ under
+    H = XᵀX then minimises the error against the dense model, up to a constant."""
+    h = xtx.double()
+    lam = damp * torch.diag(h).mean().clamp_min(1e-12)
+    sol = torch.linalg.solve(h + lam * torch.eye(len(h), dtype=h.dtype, device=h.device), xtd.double() @
+                             weight.detach().double().t().to(h.device))
+    return sol.t().to(weight.dtype).to(weight.device)
+
+
 def _mask(settings: OneShotSettings, scores: Tensor, sparsity: float) -> Tensor:
     nm = settings.nm
     if nm is not None:
@@ -147,7 +159,8 @@ def prune_oneshot(
         rows = as_rows(module)
         sparsity = targets[index]
         if settings.method == "sparsegpt":
-            new, keep = sparsegpt_prune(rows, stats.hessian, sparsity=sparsity, pattern=settings.nm,
+            target = rows if stats.xtd is None else corrected_target(rows, stats.xtx, stats.xtd, settings.damp)
+            new, keep = sparsegpt_prune(target, stats.hessian, sparsity=sparsity, pattern=settings.nm,
                                         block_size=settings.block_size, damp=settings.damp)
             rows.copy_(new)
         else:
@@ -165,6 +178,7 @@ def prune_oneshot(
             sequential(
                 model, calibration, prune_linear, hessian=settings.method == "sparsegpt",
                 true_sequential=settings.true_sequential, batch_size=settings.batch_size, device=device,
+                dense_targets=settings.dense_targets and settings.method == "sparsegpt",
                 progress=(lambda i, n: progress("blocks", i, n)) if progress else None,
             )
     result.seconds = time.perf_counter() - start
