@@ -13,6 +13,8 @@ _API = {
     "evaluate": ("prunekit.pipeline", "evaluate"),
     "inspect": ("prunekit.pipeline", "inspect"),
     "load": ("prunekit.io.shapes", "load"),
+    "prune_lm": ("prunekit.pipeline_lm", "prune_lm"),
+    "evaluate_lm": ("prunekit.pipeline_lm", "evaluate_lm"),
 }
 
 
@@ -26,4 +28,4 @@ def __getattr__(name: str):
     return getattr(importlib.import_module(module), attr)
 
 
-__all__ = ["PrunekitError", "evaluate", "finetune", "inspect", "load", "prune"]
+__all__ = ["PrunekitError", "evaluate", "evaluate_lm", "finetune", "inspect", "load", "prune", "prune_lm"]
