@@ -224,6 +224,18 @@ def _rss_bytes() -> int:
         return 0
 
 
+def _release_free_memory() -> None:
+    """Hand freed heap pages back to the OS (glibc keeps them), so RSS shows live memory only."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 class PeakMemory:
     """Peak memory while the block runs: process RSS sampled every ``interval`` s on CPU, and
     ``torch.cuda.max_memory_allocated`` on CUDA. ``peak_bytes`` is the process total;
@@ -238,6 +250,7 @@ class PeakMemory:
     def __enter__(self) -> PeakMemory:
         import threading
 
+        _release_free_memory()
         self.start_bytes = self.peak_bytes = _rss_bytes()
         self._stop = threading.Event()
 

@@ -298,6 +298,29 @@ def _layer_summary(layer_sparsity: Mapping[str, float]) -> str:
     )
 
 
+def _costs_md(report: Mapping[str, Any]) -> str:
+    """Wall time, peak memory and bytes on disk of a one-shot run (LM pruning), as a short list."""
+    lines = []
+    if _is_num(sec := report.get("prune_seconds")):
+        lines.append(f"- Pruning took **{sec:.1f} s** (calibration included).")
+    mem = report.get("peak_memory") or {}
+    if _is_num(peak := mem.get("peak_rss_bytes")) and peak:
+        model = mem.get("model_fp32_bytes")
+        rel = f" ({peak / model:.2f}× the fp32 model)" if _is_num(model) and model else ""
+        extra = mem.get("peak_extra_bytes")
+        more = f"; {extra / 1e9:.2f} GB above what was resident before pruning" if _is_num(extra) else ""
+        lines.append(f"- Peak memory: **{peak / 1e9:.2f} GB** process RSS{rel}{more}.")
+    if _is_num(cuda := mem.get("cuda_peak_bytes")):
+        lines.append(f"- Peak accelerator memory: {cuda / 1e9:.2f} GB.")
+    disk = report.get("disk") or {}
+    if _is_num(w := disk.get("weights_bytes")) and _is_num(d := disk.get("dense_bytes")):
+        lines.append(f"- On disk: **{w / 1e6:.1f} MB** of weights (`{disk.get('weights_file')}`, {disk.get('format')}) "
+                     f"vs {d / 1e6:.1f} MB as a dense checkpoint.")
+    if check := report.get("reload_check"):
+        lines.append(f"- Reload check ({check.get('loader')}): max |Δ logit| {check.get('max_abs_logit_diff', 0):.1e}.")
+    return "\n".join(lines)
+
+
 def render_markdown(report: Mapping[str, Any], images: Collection[str] = ()) -> str:
     """report.md text; ``images`` names the PNG files already written next to it."""
     stages = report.get("stages") or []
@@ -310,7 +333,9 @@ def render_markdown(report: Mapping[str, Any], images: Collection[str] = ()) -> 
     if stopped := report.get("stopped"):
         parts += [f"**Stopped early** at step {stopped.get('step', '?')}: {stopped.get('reason', '?')}", ""]
     if STAGES_PNG in images:
-        parts += [f"![Accuracy and size per stage]({STAGES_PNG})", ""]
+        parts += [f"![Quality and size per stage]({STAGES_PNG})", ""]
+    if costs := _costs_md(report):
+        parts += ["## What pruning cost", "", costs, ""]
     if layer_sparsity := report.get("layer_sparsity"):
         parts += ["## Sparsity per layer", "", _layer_summary(layer_sparsity), ""]
         if LAYERS_PNG in images:
