@@ -9,21 +9,29 @@ from prunekit.assets import resolve_data
 from prunekit.errors import PrunekitError
 
 
-def read_texts(spec: str) -> list[str]:
-    """Non-empty texts of a corpus: paragraphs of text files, or every text cell of a dataset."""
+def read_texts(spec: str, text_column: str | None = None) -> list[str]:
+    """Non-empty texts of a corpus: paragraphs of text files, or every text cell of a table or dataset
+    (CSV/JSONL/Parquet/``save_to_disk`` folder; labels optional; column ``text`` unless told)."""
     path = Path(resolve_data(spec)).expanduser()
     if path.is_file() and path.suffix in (".txt", ".text", ".md"):
         files = [path]
     elif path.is_dir() and not any(path.glob("train.*")) and any(path.glob("*.txt")):
         files = sorted(path.glob("*.txt"))
     else:
-        from prunekit.data.classification import load_classification
+        from prunekit.data.classification import _read
 
-        if not path.exists() and not Path(spec).exists() and resolve_data(spec) == spec:
+        if not path.exists():
             raise PrunekitError(f"text corpus {spec!r} does not exist")
-        ds = load_classification(spec)
-        texts = [t for split in (ds.train, ds.validation, ds.test) for row in split.texts for t in row]
-        return [t for t in texts if t.strip()]
+        frames = _read(path)
+        column = text_column or next((c for c in ("text", "sentence", "content", "document")
+                                      if all(c in f.columns for f in frames.values())), None)
+        if column is None or any(column not in f.columns for f in frames.values()):
+            cols = ", ".join(map(str, next(iter(frames.values())).columns))
+            raise PrunekitError(f"no text column {column or 'text'!r} in {spec!r} (columns: {cols})")
+        texts = [str(t) for f in frames.values() for t in f[column].tolist() if isinstance(t, str) and t.strip()]
+        if not texts:
+            raise PrunekitError(f"text corpus {spec!r} is empty")
+        return texts
     texts: list[str] = []
     for f in files:
         texts += [p.strip() for p in f.read_text(encoding="utf-8", errors="replace").split("\n\n") if p.strip()]
