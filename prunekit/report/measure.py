@@ -226,14 +226,13 @@ def _rss_bytes() -> int:
 
 def _release_free_memory() -> None:
     """Hand freed heap pages back to the OS (glibc keeps them), so RSS shows live memory only."""
+    import contextlib
     import ctypes
     import gc
 
     gc.collect()
-    try:
+    with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 class PeakMemory:
