@@ -21,8 +21,6 @@ from prunekit.models.vocab import build_vocab_tokenizer
 ARCHS: dict[str, tuple[str, bool]] = {"lstm": ("lstm", False), "bilstm": ("lstm", True), "gru": ("gru", False),
                                       "bigru": ("gru", True), "rnn": ("rnn", False), "birnn": ("rnn", True),
                                       "textcnn": ("textcnn", False)}
-#: fine-tuning and recovery learning rate for these models (trained from scratch; transformers use 5e-5)
-TEXTNET_LR = 2e-3
 
 
 @dataclass
@@ -70,5 +68,5 @@ def new_text_model(opts: TextNetOptions, data: ClassificationData) -> tuple[Text
     return build_model(config), tokenizer
 
 
-__all__ = ["ARCHS", "MODEL_TYPES", "RECURRENT_TYPES", "TEXTNET_LR", "RecurrentClassifier", "TextCNN", "TextNet",
+__all__ = ["ARCHS", "MODEL_TYPES", "RECURRENT_TYPES", "RecurrentClassifier", "TextCNN", "TextNet",
            "TextNetConfig", "TextNetOptions", "build_model", "build_vocab_tokenizer", "new_text_model"]
