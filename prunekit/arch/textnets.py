@@ -87,8 +87,10 @@ def text_layout(model: nn.Module) -> TextLayout:
     """The table entry's modules for a built-in model, else the traced layout of a custom module."""
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     fam = next((f for f in TEXT_FAMILIES if model_type in f.model_types), None)
-    layout = _from_family(model, fam) if fam is not None else _trace(model)
+    layout = _from_family(model, fam) if fam is not None else _classify(model)
     _check_widths(layout)
+    if fam is None:
+        _check_call_order(model, layout)
     return layout
 
 
@@ -116,8 +118,8 @@ def _refuse(name: str, module: nn.Module, why: str) -> PrunekitError:
     return PrunekitError(f"prunekit cannot trace layer {name!r} ({type(module).__name__}): {why}. {EXPECTED}")
 
 
-def _trace(model: nn.Module) -> TextLayout:
-    """Classify a custom module's layers by type, then check one forward pass calls them in that order."""
+def _classify(model: nn.Module) -> TextLayout:
+    """A custom module's layers by type (:func:`_check_call_order` then checks a forward pass)."""
     embeddings, linears, recurrent, convs = [], [], [], []
     for name, module in model.named_modules():
         if isinstance(module, nn.Embedding):
@@ -146,9 +148,25 @@ def _trace(model: nn.Module) -> TextLayout:
         if linears:
             raise _refuse(*linears[0], "only one Linear (the classifier, last) is supported")
         raise PrunekitError(f"the model has no Linear classifier. {EXPECTED}")
-    layout = TextLayout("traced", embeddings[0], linears[0], recurrent, convs)
-    _check_call_order(model, layout)
-    return layout
+    return TextLayout("traced", embeddings[0], linears[0], recurrent, convs)
+
+
+def probe(model: nn.Module, layout: TextLayout) -> torch.Tensor:
+    """Output of ``model(input_ids)`` on a fixed small batch of token ids (eval mode, no grad): how a custom
+    module is run to trace it. A clear error if the module cannot be called like that."""
+    emb = layout.embedding[1]
+    ids = torch.randint(0, emb.num_embeddings, (2, 8), generator=torch.Generator().manual_seed(0))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(ids.to(emb.weight.device))
+    except Exception as err:  # noqa: BLE001 - any failure means prunekit cannot follow the data flow
+        raise PrunekitError(f"prunekit could not trace {type(model).__name__}: calling it on token ids failed "
+                            f"({type(err).__name__}: {err}). {EXPECTED}") from err
+    finally:
+        model.train(was_training)
+    return getattr(out, "logits", out)
 
 
 def _check_call_order(model: nn.Module, layout: TextLayout) -> None:
@@ -156,20 +174,11 @@ def _check_call_order(model: nn.Module, layout: TextLayout) -> None:
     calls: list[str] = []
     named = [layout.embedding, *layout.recurrent, *layout.convs, layout.classifier]
     handles = [m.register_forward_hook(lambda *_, n=n: calls.append(n)) for n, m in named]
-    emb = layout.embedding[1]
-    ids = torch.randint(0, emb.num_embeddings, (2, 8), generator=torch.Generator().manual_seed(0))
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
-            model(ids.to(emb.weight.device))
-    except Exception as err:  # noqa: BLE001 - any failure means prunekit cannot follow the data flow
-        raise PrunekitError(f"prunekit could not trace {type(model).__name__}: calling it on token ids failed "
-                            f"({type(err).__name__}: {err}). {EXPECTED}") from err
+        probe(model, layout)
     finally:
         for h in handles:
             h.remove()
-        model.train(was_training)
     for name, module in named:
         if calls.count(name) != 1:
             raise _refuse(name, module, f"it ran {calls.count(name)} times in one forward pass (expected once)")

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from prunekit.arch.textnets import TextLayout, rnn_directions, text_layout
+from prunekit.arch.textnets import EXPECTED, TextLayout, probe, rnn_directions, text_layout
 from prunekit.errors import PrunekitError
 from prunekit.prune.structured import GroupSet, Part, _check_ratio, _keep_counts, _round_keep, _top
 from prunekit.prune.surgery import (
@@ -191,8 +191,36 @@ def _checked(model: nn.Module, plan: TextPlan) -> tuple[TextLayout, list[TextGro
 
 
 def apply_text_plan(model: nn.Module, plan: TextPlan) -> nn.Module:
-    """Physically remove everything the plan does not keep (in place); returns the model."""
+    """Physically remove everything the plan does not keep (in place); returns the model.
+
+    A custom module (traced, not from the table) is first pruned as a copy and must give the same outputs
+    as :func:`text_masks` on a probe batch: that catches a forward pass that uses a layer's output in a
+    way the layout does not describe (sliced, reused, added elsewhere), and leaves the model untouched.
+    """
     layout, groups, keep = _checked(model, plan)
+    if layout.family == "traced":
+        _verify_on_copy(model, plan, layout)
+    _apply(model, layout, groups, keep)
+    return model
+
+
+def _verify_on_copy(model: nn.Module, plan: TextPlan, layout: TextLayout) -> None:
+    expected = probe(text_masks(model, plan), layout)
+    trial = copy.deepcopy(model)
+    t_layout, t_groups, t_keep = _checked(trial, plan)
+    _apply(trial, t_layout, t_groups, t_keep)
+    try:
+        got = probe(trial, t_layout)
+    except PrunekitError as err:
+        raise PrunekitError(f"after removing units/filters/dims, {err}") from None
+    diff = float((got.float() - expected.float()).abs().max()) if got.shape == expected.shape else float("inf")
+    if diff > 1e-4 * (1.0 + float(expected.abs().max())):
+        raise PrunekitError(f"prunekit cannot trace {type(model).__name__}: removing groups changed its outputs beyond "
+                            f"zeroing them (max diff {diff:.3g}), so its forward uses some layer's output in a way "
+                            f"{EXPECTED.removeprefix('prunekit prunes ')} does not describe")
+
+
+def _apply(model: nn.Module, layout: TextLayout, groups: list[TextGroup], keep: dict[str, Tensor]) -> None:
     ename, emb = layout.embedding
     e = keep["embedding"]
     if e.numel() < emb.embedding_dim:
@@ -226,7 +254,6 @@ def apply_text_plan(model: nn.Module, plan: TextPlan) -> nn.Module:
     sync = getattr(model, "sync_config", None)
     if callable(sync):
         sync()
-    return model
 
 
 def _removed(keep: Tensor, size: int) -> Tensor:
