@@ -135,8 +135,9 @@ def write(rows: list[dict], args) -> None:
         r["delta_points"] = 100 * (r["accuracy"] - d["accuracy"])
         r["speedup"] = {k: lat0[k] / lat[k] for k in lat}
         before = f"{100 * r['accuracy_before_recovery']:.2f}" if r["accuracy_before_recovery"] is not None else "—"
+        removed = f"{100 * r['removed']:.0f} % {r['what']}" if r["removed"] else "dense"
         lines.append(
-            f"| {r['model']} | {f'{100 * r['removed']:.0f} % {r['what']}' if r['removed'] else 'dense'} | "
+            f"| {r['model']} | {removed} | "
             f"{r['widths']} | {100 * r['accuracy']:.2f} | {r['delta_points']:+.2f} | {before} | "
             f"{r['params'] / 1e6:.2f} | {d['macs_per_token'] / r['macs_per_token']:.2f}× | "
             f"{r['speedup']['batch_1']:.2f}× | {r['speedup']['batch_32']:.2f}× | "
