@@ -102,6 +102,7 @@ def finetune(
     lr: Annotated[float | None, typer.Option(help="Peak learning rate (AdamW, linear decay); default 5e-5, "
                                              "or 2e-3 with --arch.")] = None,
     batch_size: Annotated[int, typer.Option(help="Batch size per process.")] = 32,
+    latency: Annotated[bool, typer.Option(help="Measure latency at batch 1 and 32.")] = True,
     text_column: TextCol = None, label_column: LabelCol = None,
     max_train_samples: MaxTrain = None, max_eval_samples: MaxEval = None, max_length: MaxLen = 128,
     seed: Seed = 0, force: Force = False, trust_remote_code: Remote = False,
@@ -117,7 +118,7 @@ def finetune(
     new = TextNetOptions(arch, tokenizer, embed_dim, width, num_layers) if arch else None
     run(model, _data(data, text_column, label_column, max_train_samples, max_eval_samples, max_length), out,
         TrainOptions(epochs, lr, batch_size), seed=seed, force=force, trust_remote_code=trust_remote_code,
-        arch=new)
+        latency=latency, arch=new)
 
 
 @app.command(epilog="Examples:\n\n  prunekit evaluate -m runs/minilm-mr -d movie-reviews\n\n"

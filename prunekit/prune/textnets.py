@@ -163,8 +163,11 @@ def text_plan_from_ratios(
 
 def check_text_ratios(model: nn.Module, units: float = 0.0, filters: float = 0.0, embedding: float = 0.0,
                       scope: str = "local", round_to: int = 1) -> None:
-    """Fail before any work if the ratios cannot apply to this model (e.g. they remove every unit)."""
-    scores = {g.name: torch.zeros(g.count) for g in text_groups(model)}
+    """Fail before any work if the ratios cannot apply to this model (e.g. they remove every unit).
+
+    Uses evenly spread stand-in scores, so a global ranking spreads like a local one; real scores can
+    still empty a layer under ``scope="global"``, which the plan then reports."""
+    scores = {g.name: (torch.arange(g.count) + 1) / g.count for g in text_groups(model)}
     text_plan_from_ratios(model, scores, units, filters, embedding, scope, round_to)
 
 
