@@ -246,7 +246,9 @@ def inspect(
         sp = 1 - v["nonzero"] / v["params"] if v["params"] else 0.0
         t.add_row(name, f"{v['params']:,}", f"{v['nonzero']:,}", f"{100 * sp:.1f} %")
     console.print(t)
-    if info.get("shapes"):
+    if (info.get("shapes") or {}).get("widths"):  # LSTM/GRU/RNN/TextCNN: units, filters, embedding dims
+        typer.echo("widths: " + ", ".join(f"{k} {v}" for k, v in info["shapes"]["widths"].items()))
+    elif info.get("shapes"):
         sh = info["shapes"]
         t3 = Table(title=f"shapes: {sh['num_layers']} layers, hidden {sh['hidden_size']}")
         for col in ("layer", "query heads", "kv heads", "head dim", "FFN width"):

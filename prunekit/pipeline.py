@@ -566,7 +566,7 @@ def inspect(model: str | nn.Module, trust_remote_code: bool = False) -> dict[str
         t, nz = count_params(child)
         parts[name] = {"params": t, "nonzero": nz}
     try:
-        shapes = model_shapes(m)
+        shapes = text_shapes(m) if is_text_model(m) else model_shapes(m)
     except (PrunekitError, AttributeError):
         shapes = None
     return {

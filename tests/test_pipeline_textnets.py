@@ -58,6 +58,8 @@ def test_prune_units_then_reload_and_evaluate_match(trained, tmp_path):
     assert final["params_total"] < base["params_total"] / 2 and final["macs_per_token"] < base["macs_per_token"] / 2
     model = prunekit.load(out)
     assert model.rnn.hidden_size == 6 and model.rnn.num_layers == 2 and model.classifier.in_features == 12
+    result = runner.invoke(app, ["inspect", str(out)], terminal_width=200)
+    assert result.exit_code == 0 and "rnn.l1_reverse 6" in result.output and "rnn.weight_hh_l1" in result.output
     result = runner.invoke(app, ["evaluate", "-m", str(out), "-d", str(trained["csv"]), "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output[result.output.index("{"):]) == pytest.approx(final["metrics"], abs=1e-6)
