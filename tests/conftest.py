@@ -94,3 +94,40 @@ def trained_tiny(tmp_path_factory) -> tuple[Path, Path]:
     out = root / "clf"
     finetune(str(enc), DataOptions(str(csv)), out, TrainOptions(epochs=6, lr=2e-3, batch_size=16), latency=False)
     return out, csv
+
+
+def lm_text(n_sentences: int = 400, seed: int = 0) -> str:
+    """Paragraphs of the tiny vocabulary with some structure, so an LM's perplexity means something."""
+    rng = random.Random(seed)
+    paras = []
+    for _ in range(n_sentences // 8):
+        sents = []
+        for _ in range(8):
+            pool = POS if rng.random() < 0.5 else NEG
+            sents.append(" ".join(["the", "movie", "was", rng.choice(["very", "really", "quite"]), rng.choice(pool)]))
+        paras.append(" . ".join(sents) + " .")
+    return "\n\n".join(paras) + "\n"
+
+
+@pytest.fixture()
+def tiny_lm(tmp_path: Path) -> Path:
+    """A LLaMA-style causal LM folder (GQA: 4 query heads share 2 kv heads, tied head), random weights."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    folder = tmp_path / "tiny-lm"
+    folder.mkdir()
+    tok = _tokenizer(folder)
+    cfg = LlamaConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, intermediate_size=48, tie_word_embeddings=True,
+                      max_position_embeddings=128, pad_token_id=0, bos_token_id=2, eos_token_id=3)
+    torch.manual_seed(0)
+    LlamaForCausalLM(cfg).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture()
+def tiny_text(tmp_path: Path) -> Path:
+    path = tmp_path / "corpus.txt"
+    path.write_text(lm_text())
+    return path

@@ -141,3 +141,31 @@ def _safetensors_only(where: str) -> bool | None:
             "(convert them once with transformers' save_pretrained(safe_serialization=True))"
         )
     return True
+
+
+def is_causal_lm(config: PretrainedConfig) -> bool:
+    return any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in (config.architectures or []))
+
+
+def load_causal_lm(spec: str, trust_remote_code: bool = False) -> tuple[nn.Module, PreTrainedTokenizerBase]:
+    """A decoder language model and its tokenizer; anything else (an encoder, a classifier) is a clear error.
+
+    prunekit's own sparse folders (``model.packed.safetensors``) load through :func:`prunekit.load`.
+    """
+    where, config = load_config(spec, trust_remote_code)
+    if not is_causal_lm(config):
+        archs = ", ".join(config.architectures or []) or config.model_type
+        raise PrunekitError(f"model {spec!r} is not a causal language model ({archs}); --task lm needs a decoder "
+                            "LM such as GPT-2, LLaMA, Qwen or SmolLM2")
+    from prunekit.io.shapes import PACKED_WEIGHTS, load
+
+    if Path(where, PACKED_WEIGHTS).is_file() or Path(where, "prunekit_shapes.json").is_file():
+        model = load(where)
+    else:
+        try:
+            model = AutoModelForCausalLM.from_pretrained(where, trust_remote_code=trust_remote_code,
+                                                         use_safetensors=_safetensors_only(where), dtype="auto")
+        except (OSError, ValueError) as err:
+            raise PrunekitError(f"model {spec!r}: cannot load ({str(err).splitlines()[0]})") from err
+    tokenizer = load_tokenizer(where, trust_remote_code)
+    return model.eval(), tokenizer

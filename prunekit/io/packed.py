@@ -38,14 +38,29 @@ def _packed_nbytes(numel: int, nonzero: int, itemsize: int) -> int:
     return nonzero * itemsize + (numel + 7) // 8 + _HEADER_OVERHEAD
 
 
+def _identity(t: torch.Tensor) -> tuple:
+    return (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride(), t.dtype)
+
+
 def _pack(sd: Mapping[str, torch.Tensor], min_sparsity: float) -> tuple[dict[str, torch.Tensor], dict]:
-    """Return the tensors to write and the metadata describing the packed ones."""
+    """Return the tensors to write and the metadata describing the packed and aliased ones.
+
+    A tensor that *is* an earlier one (tied weights: same storage, offset, shape and strides) is written
+    once and recorded as an alias, like ``save_pretrained`` does; partial overlaps are cloned.
+    """
     out: dict[str, torch.Tensor] = {}
     layout: dict[str, dict] = {}
+    aliases: dict[str, str] = {}
+    first: dict[tuple, str] = {}
     seen_storage: set[int] = set()
     for name, tensor in sd.items():
         if _VALUES in name or _BITMASK in name:
             raise PrunekitError(f"tensor name {name!r} clashes with the packed format's '::' suffixes")
+        if tensor.numel() and _identity(tensor) in first:
+            aliases[name] = first[_identity(tensor)]
+            continue
+        if tensor.numel():
+            first[_identity(tensor)] = name
         t = tensor.detach().cpu().contiguous()
         if t.is_floating_point() and t.numel() > 0:
             bits = _as_bits(t)
@@ -59,7 +74,7 @@ def _pack(sd: Mapping[str, torch.Tensor], min_sparsity: float) -> tuple[dict[str
                 layout[name] = {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")}
                 continue
         out[name] = _unshared(t, seen_storage)
-    return out, layout
+    return out, {"packed": layout, "aliases": aliases}
 
 
 def _unshared(t: torch.Tensor, seen_storage: set[int]) -> torch.Tensor:
@@ -79,7 +94,7 @@ def pack_state_dict(sd: Mapping[str, torch.Tensor], min_sparsity: float = 0.0) -
 def save_packed(sd: Mapping[str, torch.Tensor], path: str | Path, min_sparsity: float = 0.0) -> None:
     """Write ``sd`` as a packed safetensors file (loadable with :func:`load_packed`)."""
     tensors, layout = _pack(sd, min_sparsity)
-    meta = {"format": "pt", _META_KEY: json.dumps({"version": FORMAT_VERSION, "packed": layout})}
+    meta = {"format": "pt", _META_KEY: json.dumps({"version": FORMAT_VERSION, **layout})}
     save_file(tensors, str(path), metadata=meta)
 
 
@@ -92,6 +107,7 @@ def load_packed(path: str | Path) -> dict[str, torch.Tensor]:
             raise PrunekitError(f"{path} is not a {FORMAT_VERSION} file (found {info.get('version')!r})")
         stored = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is not a dict
     layout: dict[str, dict] = info["packed"]
+    aliases: dict[str, str] = info.get("aliases", {})
     sd: dict[str, torch.Tensor] = {}
     for key, t in stored.items():
         if key.endswith(_BITMASK):
@@ -107,6 +123,8 @@ def load_packed(path: str | Path) -> dict[str, torch.Tensor]:
         bits = torch.zeros(numel, dtype=_BITS_DTYPE[t.element_size()])
         bits[torch.from_numpy(mask.astype(bool))] = _as_bits(t)
         sd[name] = bits.view(dtype).reshape(spec["shape"])
+    for name, target in aliases.items():
+        sd[name] = sd[target]  # tied: the same tensor again
     return sd
 
 
@@ -123,7 +141,13 @@ def packed_size_bytes(sd: Mapping[str, torch.Tensor], min_sparsity: float = 0.0)
 
 
 def dense_size_bytes(sd: Mapping[str, torch.Tensor]) -> int:
-    """Bytes of a plain safetensors file of ``sd`` (tied tensors written once per name, as cloned)."""
+    """Bytes of a plain safetensors file of ``sd``; tied tensors count once, as ``save_pretrained`` writes them."""
     seen: set[int] = set()
-    tensors = {k: _unshared(v.detach().cpu().contiguous(), seen) for k, v in sd.items()}
+    first: set[tuple] = set()
+    tensors = {}
+    for k, v in sd.items():
+        if v.numel() and _identity(v) in first:
+            continue
+        first.add(_identity(v))
+        tensors[k] = _unshared(v.detach().cpu().contiguous(), seen)
     return _written_size(lambda path: save_file(tensors, path, metadata={"format": "pt"}))

@@ -37,6 +37,7 @@ from prunekit.prune.structured import attn_site, ffn_site, find_module, is_unifo
 from prunekit.prune.surgery import reshape_blank
 
 MANIFEST = "prunekit_shapes.json"
+PACKED_WEIGHTS = "model.packed.safetensors"  # unstructured / N:M sparse weights, zeros not stored
 FORMAT = "prunekit-structured"
 FORMAT_VERSION = 1
 
@@ -105,6 +106,10 @@ def _layout(model: nn.Module) -> list[tuple]:
 def _weights(folder: Path) -> dict[str, torch.Tensor]:
     """The folder's safetensors state dict (single file or shards); never unpickles anything."""
     index = folder / "model.safetensors.index.json"
+    if (folder / PACKED_WEIGHTS).exists() and not (folder / "model.safetensors").exists():
+        from prunekit.io.packed import load_packed
+
+        return load_packed(folder / PACKED_WEIGHTS)
     if index.exists():
         files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
     elif (folder / "model.safetensors").exists():
@@ -129,6 +134,8 @@ def load(path: str | Path, trust_remote_code: bool = False) -> nn.Module:
     folder = Path(path).expanduser()
     if is_textnet_dir(folder):  # an LSTM/GRU/RNN or TextCNN classifier
         return load_textnet(folder)
+    if not (folder / MANIFEST).is_file() and (folder / PACKED_WEIGHTS).is_file():
+        return _load_packed_folder(folder)
     if not (folder / MANIFEST).is_file():
         from prunekit.io.hf import load_any
 
@@ -149,6 +156,43 @@ def load(path: str | Path, trust_remote_code: bool = False) -> nn.Module:
         raise PrunekitError(f"{folder}: config.json and {MANIFEST} disagree (family or layer count)")
     model = _build(config, manifest, state)
     _apply_shapes(model, manifest)
+    _load_strict(model, state, folder)
+    return model.eval()
+
+
+def save_sparse(model: nn.Module, tokenizer: PreTrainedTokenizerBase | None, folder: str | Path,
+                packed: bool = True) -> None:
+    """Write a masked (unstructured / N:M) model into ``folder``: config, tokenizer and either
+    ``model.packed.safetensors`` (non-zeros + bitmask, so the file shrinks with sparsity; read back by
+    :func:`load`) or, with ``packed=False``, the plain ``save_pretrained`` weights."""
+    from prunekit.io.packed import save_packed
+
+    folder = Path(folder)
+    if packed:
+        model.config.save_pretrained(folder)
+        if getattr(model, "generation_config", None) is not None:
+            model.generation_config.save_pretrained(folder)
+        save_packed(model.state_dict(), folder / PACKED_WEIGHTS)
+    else:
+        model.save_pretrained(folder)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(folder)
+
+
+def _load_packed_folder(folder: Path) -> nn.Module:
+    """A model written by :func:`save_sparse`: built from its config, weights from the packed file."""
+    if not (folder / "config.json").exists():
+        raise PrunekitError(f"{folder} has {PACKED_WEIGHTS} but no config.json")
+    state = _weights(folder)
+    config = AutoConfig.from_pretrained(folder)
+    name = (config.architectures or [None])[0]
+    cls = getattr(transformers, name or "", None)
+    if not (isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel)):
+        raise PrunekitError(f"{folder}: unknown model class {name!r}; prunekit loads transformers classes only")
+    floats = [t.dtype for t in state.values() if t.is_floating_point()]
+    with _no_init():
+        model = cls._from_config(config, dtype=max(set(floats), key=floats.count) if floats else torch.float32)
+    model.tie_weights()
     _load_strict(model, state, folder)
     return model.eval()
 

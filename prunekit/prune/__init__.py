@@ -1,6 +1,14 @@
 """Removing weights: masks (unstructured) and physical surgery (structured), side by side."""
 
-from prunekit.prune.masks import SCOPES, MaskSet, check_sparsity, compute_masks
+from prunekit.prune.masks import (
+    SCOPES,
+    MaskSet,
+    check_sparsity,
+    compute_masks,
+    keep_n_of_m,
+    keep_per_row,
+    parse_pattern,
+)
 from prunekit.prune.structured import (
     GroupScores,
     GroupSet,
@@ -43,9 +51,12 @@ __all__ = [
     "hidden_groups",
     "keep_embedding_dims",
     "keep_in_features",
+    "keep_n_of_m",
     "keep_norm",
     "keep_out_features",
+    "keep_per_row",
     "model_shapes",
+    "parse_pattern",
     "plan_from_ratios",
     "prune_ffn",
     "prune_heads",

@@ -74,6 +74,41 @@ def _keep_top(scores: Tensor, sparsity: float) -> Tensor:
     return keep
 
 
+def parse_pattern(pattern: str | None) -> tuple[int, int] | None:
+    """``"2:4"`` → (2, 4): keep at most N of every M consecutive weights along the input dimension."""
+    if pattern is None or pattern in ("", "none", "unstructured"):
+        return None
+    try:
+        n, m = (int(x) for x in pattern.split(":"))
+    except ValueError:
+        raise PrunekitError(f"--pattern must look like N:M (e.g. 2:4), got {pattern!r}") from None
+    if not 0 < n < m:
+        raise PrunekitError(f"--pattern {pattern}: need 0 < N < M")
+    return n, m
+
+
+def keep_per_row(scores: Tensor, sparsity: float) -> Tensor:
+    """Keep-mask pruning the same number of lowest scores in every output row (Wanda's comparison group)."""
+    check_sparsity(sparsity)
+    n_prune = int(round(sparsity * scores.shape[1]))
+    keep = torch.ones_like(scores, dtype=torch.bool)
+    if n_prune:
+        idx = torch.topk(scores.float(), n_prune, dim=1, largest=False, sorted=False).indices
+        keep.scatter_(1, idx, False)
+    return keep
+
+
+def keep_n_of_m(scores: Tensor, n: int, m: int) -> Tensor:
+    """N:M keep-mask: in each row, the N highest scores of every M consecutive input columns."""
+    rows, cols = scores.shape
+    if cols % m:
+        raise PrunekitError(f"N:M pattern {n}:{m} needs the input width to be a multiple of {m}, got {cols}")
+    groups = scores.float().reshape(rows, cols // m, m)
+    idx = torch.topk(groups, m - n, dim=2, largest=False, sorted=False).indices
+    keep = torch.ones_like(groups, dtype=torch.bool).scatter_(2, idx, False)
+    return keep.reshape(rows, cols)
+
+
 class MaskSet:
     """Masks for a set of named weights, applied in place and kept through optimizer steps."""
 

@@ -228,3 +228,55 @@ def macs_per_token(model: nn.Module, seq_len: int = 128) -> int:
     except (PrunekitError, AttributeError, KeyError):
         layers = []
     return total + sum(2 * seq_len * layer["q_heads"] * layer["head_dim"] for layer in layers)
+
+
+def _rss_bytes() -> int:
+    """Resident set size of this process now (Linux /proc; 0 where unavailable)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+class PeakMemory:
+    """Peak memory while the block runs: process RSS sampled every ``interval`` s on CPU, and
+    ``torch.cuda.max_memory_allocated`` on CUDA. ``peak_bytes`` is the process total;
+    ``extra_bytes`` what the block added on top of what was resident when it started."""
+
+    def __init__(self, interval: float = 0.02) -> None:
+        self.interval = interval
+        self.start_bytes = self.peak_bytes = 0
+        self.cuda_peak_bytes: int | None = None
+        self._stop = None
+
+    def __enter__(self) -> PeakMemory:
+        import threading
+
+        self.start_bytes = self.peak_bytes = _rss_bytes()
+        self._stop = threading.Event()
+
+        def sample() -> None:
+            while not self._stop.wait(self.interval):
+                self.peak_bytes = max(self.peak_bytes, _rss_bytes())
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak_bytes = max(self.peak_bytes, _rss_bytes())
+        if torch.cuda.is_available():
+            self.cuda_peak_bytes = int(torch.cuda.max_memory_allocated())
+
+    @property
+    def extra_bytes(self) -> int:
+        return max(0, self.peak_bytes - self.start_bytes)
+
+    def record(self) -> dict[str, int | None]:
+        return {"peak_rss_bytes": self.peak_bytes, "peak_extra_bytes": self.extra_bytes,
+                "cuda_peak_bytes": self.cuda_peak_bytes}

@@ -1,0 +1,260 @@
+"""Sequential, block-by-block calibration of a decoder LM — how one-shot pruning sees its data.
+
+The calibration windows enter the model once, up to the first transformer block; from then on each
+block runs alone on the hidden states the *already pruned* blocks before it produced, so the error
+of earlier blocks is what later blocks are calibrated on. Only one block's inputs and outputs are
+held at a time, and only the block being worked on needs to be on the accelerator: the others wait
+on the ``offload`` device, so a model larger than the accelerator still prunes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from prunekit.arch import family_for, transformer_layers
+from prunekit.errors import PrunekitError
+
+
+def as_rows(module: nn.Module) -> Tensor:
+    """A Linear's weight as (out, in); GPT-2's Conv1D stores it transposed."""
+    w = module.weight
+    return w.t() if type(module).__name__ == "Conv1D" else w
+
+
+@dataclass
+class InputStats:
+    """Running statistics of one Linear's inputs over the calibration tokens.
+
+    ``sq_norms`` (Σ x_j²) is all Wanda needs; ``hessian`` (2/n · XᵀX) is SparseGPT's H, kept only
+    when asked because it costs in² memory.
+    """
+
+    width: int
+    hessian_wanted: bool = False
+    tokens: int = 0
+    sq_norms: Tensor | None = None
+    xtx: Tensor | None = None
+
+    def add(self, x: Tensor) -> None:
+        x = x.detach().reshape(-1, x.shape[-1]).float()
+        if self.sq_norms is None:
+            self.sq_norms = torch.zeros(self.width, device=x.device)
+        self.sq_norms += (x * x).sum(0)
+        if self.hessian_wanted:
+            if self.xtx is None:
+                self.xtx = torch.zeros(self.width, self.width, device=x.device)
+            self.xtx.addmm_(x.t(), x)
+        self.tokens += x.shape[0]
+
+    @property
+    def hessian(self) -> Tensor:
+        if self.xtx is None:
+            raise PrunekitError("internal: Hessian requested but not collected")
+        return self.xtx * (2.0 / max(self.tokens, 1))
+
+
+@dataclass
+class BlockInputs:
+    """What the first block was called with, per calibration batch (hidden states change, the rest not)."""
+
+    hidden: list[Tensor] = field(default_factory=list)
+    args: list[tuple] = field(default_factory=list)
+    kwargs: list[dict[str, Any]] = field(default_factory=list)
+
+
+class _Caught(Exception):
+    pass
+
+
+def _move(value: Any, device: torch.device) -> Any:
+    if isinstance(value, Tensor):
+        return value.to(device)
+    if isinstance(value, tuple):
+        return tuple(_move(v, device) for v in value)
+    if isinstance(value, list):
+        return [_move(v, device) for v in value]
+    if isinstance(value, dict):
+        return {k: _move(v, device) for k, v in value.items()}
+    return value
+
+
+def _move_outside_blocks(model: nn.Module, layers: nn.ModuleList, device: torch.device) -> None:
+    """Move every parameter and buffer not inside a block (embeddings, rotary tables, head)."""
+    inside = {id(m) for m in layers.modules()}
+    for module in model.modules():
+        if id(module) in inside:
+            continue
+        for _, p in module.named_parameters(recurse=False):
+            p.data = p.data.to(device)  # in place: tied parameters stay tied
+        for name, b in module.named_buffers(recurse=False):
+            module._buffers[name] = b.to(device)
+
+
+@torch.no_grad()
+def capture_block_inputs(
+    model: nn.Module, windows: Tensor, batch_size: int, device: torch.device, offload: torch.device
+) -> BlockInputs:
+    """Run the windows up to the first block and keep exactly what it receives."""
+    _, layers = transformer_layers(model)
+    _move_outside_blocks(model, layers, device)
+    captured = BlockInputs()
+
+    def grab(_module: nn.Module, args: tuple, kwargs: dict) -> None:
+        if args:
+            hidden, rest = args[0], args[1:]
+        else:
+            kwargs = dict(kwargs)
+            hidden, rest = kwargs.pop("hidden_states"), ()
+        # Activations are small next to the blocks: they stay on the compute device.
+        captured.hidden.append(hidden.detach())
+        captured.args.append(rest)
+        captured.kwargs.append({k: v for k, v in kwargs.items() if k != "hidden_states"})
+        raise _Caught
+
+    handle = layers[0].register_forward_pre_hook(grab, with_kwargs=True)
+    try:
+        for i in range(0, len(windows), batch_size):
+            with contextlib.suppress(_Caught):
+                model(input_ids=windows[i : i + batch_size].to(device), use_cache=False)
+    finally:
+        handle.remove()
+        _move_outside_blocks(model, layers, offload)
+    if len(captured.hidden) != (len(windows) + batch_size - 1) // batch_size:
+        raise PrunekitError("could not capture the first block's inputs (does the model call its blocks in order?)")
+    return captured
+
+
+def run_block(block: nn.Module, inputs: BlockInputs, device: torch.device) -> list[Tensor]:
+    """The block's outputs for every calibration batch (the next block's inputs)."""
+    outs = []
+    with torch.no_grad():
+        for hidden, args, kwargs in zip(inputs.hidden, inputs.args, inputs.kwargs, strict=True):
+            out = block(hidden.to(device), *_move(args, device), **_move(kwargs, device))
+            out = out[0] if isinstance(out, tuple) else out
+            outs.append(out.detach().to(hidden.device))
+    return outs
+
+
+def collect_stats(
+    block: nn.Module, names: Sequence[str], inputs: BlockInputs, device: torch.device, hessian: bool
+) -> dict[str, InputStats]:
+    """Run the block over the calibration batches, recording the inputs of the named Linears.
+
+    The block stops as soon as every named Linear has seen its input, so collecting q/k/v statistics
+    costs almost nothing and only the last group needs most of the block.
+    """
+    stats: dict[str, InputStats] = {}
+    handles = []
+    pending: set[str] = set()
+    for name in names:
+        module = block.get_submodule(name)
+        stats[name] = InputStats(as_rows(module).shape[1], hessian)
+
+        def hook(_m: nn.Module, args: tuple, name: str = name) -> None:
+            if name in pending:
+                stats[name].add(args[0])
+                pending.discard(name)
+            if not pending:
+                raise _Caught
+
+        handles.append(module.register_forward_pre_hook(hook))
+    try:
+        with torch.no_grad():
+            for hidden, args, kwargs in zip(inputs.hidden, inputs.args, inputs.kwargs, strict=True):
+                pending.update(names)
+                with contextlib.suppress(_Caught):
+                    block(hidden.to(device), *_move(args, device), **_move(kwargs, device))
+                if pending:
+                    raise PrunekitError(f"calibration: {sorted(pending)} never ran in the block's forward pass")
+    finally:
+        for h in handles:
+            h.remove()
+    return stats
+
+
+def sublayer_groups(model: nn.Module, block: nn.Module) -> list[list[str]]:
+    """The block's Linears in the order data flows through them, grouped by shared input
+    (q/k/v, then o, then gate/up, then down), from the architecture table."""
+    fam = family_for(model)
+    order = [[fam.q, fam.k, fam.v], [fam.o], [fam.ffn_gate, fam.ffn_up], [fam.ffn_down]]
+    groups = []
+    for group in order:
+        names = list(dict.fromkeys(n for n in group if n))
+        for n in names:
+            try:
+                block.get_submodule(n)
+            except AttributeError as err:
+                raise PrunekitError(f"{fam.name} entry: a block has no '{n}' module") from err
+        groups.append(names)
+    linear = {n for n, m in block.named_modules() if isinstance(m, nn.Linear) or type(m).__name__ == "Conv1D"}
+    extra = sorted(linear - {n for g in groups for n in g})
+    if extra:
+        groups.append(extra)
+    return groups
+
+
+Pruner = Callable[[int, str, nn.Module, InputStats], None]
+
+
+def sequential(
+    model: nn.Module,
+    windows: Tensor,
+    prune_linear: Pruner,
+    *,
+    hessian: bool,
+    true_sequential: bool = True,
+    batch_size: int = 8,
+    device: torch.device | None = None,
+    offload: torch.device | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> None:
+    """Calibrate and prune block by block: ``prune_linear(block_index, name, module, stats)`` changes
+    each Linear in place.
+
+    ``true_sequential`` re-collects statistics after each sublayer group, so o_proj is calibrated on
+    the outputs of the already-pruned q/k/v and down_proj on the pruned gate/up (one extra block pass
+    per group); otherwise every Linear of a block sees the block's dense activations.
+    """
+    device = device or next(model.parameters()).device
+    offload = offload or torch.device("cpu")
+    _, layers = transformer_layers(model)
+    inputs = capture_block_inputs(model, windows, batch_size, device, offload)
+    for index, block in enumerate(layers):
+        block.to(device)
+        groups = sublayer_groups(model, block)
+        if not true_sequential:
+            groups = [[n for g in groups for n in g]]
+        for group in groups:
+            stats = collect_stats(block, group, inputs, device, hessian)
+            for name in group:
+                prune_linear(index, name, block.get_submodule(name), stats.pop(name))
+        inputs.hidden = run_block(block, inputs, device)
+        block.to(offload)
+        if progress is not None:
+            progress(index + 1, len(layers))
+
+
+def block_outlier_stats(
+    model: nn.Module, windows: Tensor, score: Callable[[nn.Module, InputStats], Tensor], *,
+    batch_size: int = 8, device: torch.device | None = None, offload: torch.device | None = None,
+) -> list[list[Tensor]]:
+    """Per block, ``score(linear, stats)`` of every Linear on the dense model's activations (no pruning)."""
+    device = device or next(model.parameters()).device
+    offload = offload or torch.device("cpu")
+    _, layers = transformer_layers(model)
+    inputs = capture_block_inputs(model, windows, batch_size, device, offload)
+    out = []
+    for block in layers:
+        block.to(device)
+        names = [n for g in sublayer_groups(model, block) for n in g]
+        stats = collect_stats(block, names, inputs, device, hessian=False)
+        out.append([score(block.get_submodule(n), stats[n]).cpu() for n in names])
+        inputs.hidden = run_block(block, inputs, device)
+        block.to(offload)
+    return out

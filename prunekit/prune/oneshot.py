@@ -1,0 +1,171 @@
+"""One-shot pruning of decoder LMs without retraining: magnitude, Wanda and SparseGPT, unstructured or N:M.
+
+The criterion decides the mask (importance/wanda.py, |W|), SparseGPT also rewrites the kept weights
+(prune/sparsegpt.py), and prune/calibration.py feeds every block the activations of the already
+pruned blocks before it. Per-layer ratios may be uniform or outlier-aware (OWL, Yin et al. 2024):
+blocks whose Wanda scores hold more outliers keep more weights, at the same total sparsity.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from prunekit.arch import transformer_layers
+from prunekit.errors import PrunekitError
+from prunekit.importance.wanda import outlier_ratio, wanda_scores
+from prunekit.prune.calibration import InputStats, as_rows, block_outlier_stats, sequential, sublayer_groups
+from prunekit.prune.masks import check_sparsity, keep_n_of_m, keep_per_row, parse_pattern
+from prunekit.prune.sparsegpt import sparsegpt_prune
+
+ONESHOT_METHODS = ("magnitude", "wanda", "sparsegpt")
+
+
+@dataclass
+class OneShotSettings:
+    """Everything that decides a one-shot LM pruning run (defaults are prunekit's recommended ones)."""
+
+    method: str = "sparsegpt"
+    sparsity: float = 0.5
+    pattern: str | None = None  # "2:4", "4:8"; None = unstructured
+    layer_ratios: str = "owl"  # uniform | owl (unstructured only; N:M is uniform by definition)
+    owl_lambda: float = 0.08  # the largest deviation of a block's sparsity from the target
+    owl_multiple: float = 5.0  # a score counts as an outlier above this × the block mean
+    true_sequential: bool = True
+    damp: float = 0.01
+    block_size: int = 128
+    batch_size: int = 8
+
+    def check(self) -> None:
+        if self.method not in ONESHOT_METHODS:
+            raise PrunekitError(f"unknown one-shot method {self.method!r}; choose {', '.join(ONESHOT_METHODS)}")
+        check_sparsity(self.sparsity)
+        nm = parse_pattern(self.pattern)
+        if nm is not None and self.sparsity and abs(self.sparsity - (1 - nm[0] / nm[1])) > 1e-9:
+            raise PrunekitError(f"--pattern {self.pattern} fixes the sparsity at {1 - nm[0] / nm[1]:.2f}; "
+                                f"drop --sparsity {self.sparsity} or make them agree")
+        if self.layer_ratios not in ("uniform", "owl"):
+            raise PrunekitError(f"--layer-ratios must be uniform or owl, got {self.layer_ratios!r}")
+        if not 0 < self.damp < 10:
+            raise PrunekitError(f"--damp must be in (0, 10), got {self.damp}")
+
+    @property
+    def nm(self) -> tuple[int, int] | None:
+        return parse_pattern(self.pattern)
+
+    @property
+    def target(self) -> float:
+        nm = self.nm
+        return 1 - nm[0] / nm[1] if nm else self.sparsity
+
+    @property
+    def uses_calibration(self) -> bool:
+        return self.method != "magnitude" or (self.layer_ratios == "owl" and self.nm is None)
+
+
+@dataclass
+class OneShotResult:
+    layer_sparsity: dict[str, float] = field(default_factory=dict)  # per Linear, achieved
+    block_targets: list[float] = field(default_factory=list)  # per block, asked
+    seconds: float = 0.0
+    owl_outlier_ratios: list[float] | None = None
+
+
+def check_patterns(model: nn.Module, settings: OneShotSettings) -> None:
+    """N:M needs every pruned Linear's input width divisible by M: fail before any work."""
+    nm = settings.nm
+    if nm is None:
+        return
+    prefix, layers = transformer_layers(model)
+    for index, block in enumerate(layers):
+        for name in (n for g in sublayer_groups(model, block) for n in g):
+            width = as_rows(block.get_submodule(name)).shape[1]
+            if width % nm[1]:
+                raise PrunekitError(f"--pattern {settings.pattern}: {prefix}.{index}.{name} has input width {width}, "
+                                    f"not a multiple of {nm[1]}")
+
+
+def owl_block_ratios(outliers: list[float], target: float, lam: float) -> list[float]:
+    """OWL: block sparsity = target − (scaled outlier ratio − its mean), within target ± lam."""
+    d = np.asarray(outliers, dtype=np.float64)
+    if d.max() - d.min() < 1e-12:
+        return [target] * len(d)
+    scaled = (d - d.min()) / (d.max() - d.min()) * 2 * lam
+    keep = scaled - scaled.mean() + (1 - target)
+    return [float(np.clip(1 - k, 0.0, 0.99)) for k in keep]
+
+
+def _mask(settings: OneShotSettings, scores: Tensor, sparsity: float) -> Tensor:
+    nm = settings.nm
+    if nm is not None:
+        return keep_n_of_m(scores, *nm)
+    if settings.method == "magnitude":
+        # magnitude compares within the whole matrix (the classic baseline); Wanda within rows
+        flat = scores.flatten()
+        k = int(round(sparsity * flat.numel()))
+        keep = torch.ones_like(flat, dtype=torch.bool)
+        if k:
+            keep[torch.topk(flat, k, largest=False, sorted=False).indices] = False
+        return keep.view_as(scores)
+    return keep_per_row(scores, sparsity)
+
+
+def prune_oneshot(
+    model: nn.Module,
+    calibration: Tensor | None,
+    settings: OneShotSettings,
+    *,
+    device: torch.device | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> OneShotResult:
+    """Prune every Linear inside the blocks of ``model`` in place; ``calibration`` is (n, seq_len) token ids."""
+    settings.check()
+    check_patterns(model, settings)
+    if settings.uses_calibration and calibration is None:
+        raise PrunekitError(f"--method {settings.method} needs calibration text")
+    start = time.perf_counter()
+    prefix, layers = transformer_layers(model)
+    result = OneShotResult()
+    targets = [settings.target] * len(layers)
+    if settings.layer_ratios == "owl" and settings.nm is None and settings.target > 0:
+        per_block = block_outlier_stats(
+            model, calibration, lambda m, s: wanda_scores(as_rows(m), s.sq_norms),
+            batch_size=settings.batch_size, device=device,
+        )
+        result.owl_outlier_ratios = [outlier_ratio(scores, settings.owl_multiple) for scores in per_block]
+        targets = owl_block_ratios(result.owl_outlier_ratios, settings.target, settings.owl_lambda)
+        if progress:
+            progress("outlier ratios", 1, 1)
+    result.block_targets = targets
+
+    def prune_linear(index: int, name: str, module: nn.Module, stats: InputStats | None) -> None:
+        rows = as_rows(module)
+        sparsity = targets[index]
+        if settings.method == "sparsegpt":
+            new, keep = sparsegpt_prune(rows, stats.hessian, sparsity=sparsity, pattern=settings.nm,
+                                        block_size=settings.block_size, damp=settings.damp)
+            rows.copy_(new)
+        else:
+            scores = rows.abs().float() if settings.method == "magnitude" else wanda_scores(rows, stats.sq_norms)
+            keep = _mask(settings, scores, sparsity)
+            rows.masked_fill_(~keep.to(rows.device), 0.0)
+        result.layer_sparsity[f"{prefix}.{index}.{name}"] = 1.0 - float(keep.float().mean())
+
+    with torch.no_grad():
+        if settings.method == "magnitude":
+            for index, block in enumerate(layers):
+                for name in (n for g in sublayer_groups(model, block) for n in g):
+                    prune_linear(index, name, block.get_submodule(name), None)
+        else:
+            sequential(
+                model, calibration, prune_linear, hessian=settings.method == "sparsegpt",
+                true_sequential=settings.true_sequential, batch_size=settings.batch_size, device=device,
+                progress=(lambda i, n: progress("blocks", i, n)) if progress else None,
+            )
+    result.seconds = time.perf_counter() - start
+    return result

@@ -1,0 +1,157 @@
+"""One-shot LM pruning: the sequential calibration engine, Wanda, SparseGPT, N:M and OWL ratios."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from _structured_zoo import VOCAB, build, one_thread  # noqa: F401 - fixture
+
+from prunekit.arch import transformer_layers
+from prunekit.errors import PrunekitError
+from prunekit.prune.calibration import as_rows, capture_block_inputs, run_block, sequential
+from prunekit.prune.masks import keep_n_of_m, keep_per_row, parse_pattern
+from prunekit.prune.oneshot import OneShotSettings, owl_block_ratios, prune_oneshot
+from prunekit.prune.sparsegpt import sparsegpt_prune
+
+CPU = torch.device("cpu")
+
+
+def windows(n: int = 6, seq_len: int = 12, seed: int = 0) -> torch.Tensor:
+    return torch.randint(1, VOCAB, (n, seq_len), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_blocks_see_exactly_what_the_model_feeds_them(family: str) -> None:
+    model = build(family)
+    ids = windows()
+    inputs = capture_block_inputs(model, ids, batch_size=4, device=CPU, offload=CPU)
+    with torch.no_grad():
+        expected = model(input_ids=ids, output_hidden_states=True).hidden_states
+    _, layers = transformer_layers(model)
+    for i, block in enumerate(layers):
+        got = torch.cat(inputs.hidden)
+        assert torch.allclose(got, expected[i], atol=1e-5), f"block {i} inputs differ"
+        inputs.hidden = run_block(block, inputs, CPU)
+
+
+def test_masks_per_row_and_n_of_m() -> None:
+    scores = torch.rand(5, 16)
+    keep = keep_per_row(scores, 0.25)
+    assert (keep.sum(1) == 12).all()
+    assert (scores[~keep].max() <= scores.max())
+    keep = keep_n_of_m(scores, 2, 4)
+    assert (keep.view(5, 4, 4).sum(2) == 2).all()
+    kept_min = scores.view(5, 4, 4).masked_fill(~keep.view(5, 4, 4), 9).min(2).values
+    dropped_max = scores.view(5, 4, 4).masked_fill(keep.view(5, 4, 4), -9).max(2).values
+    assert (kept_min >= dropped_max).all()
+    assert parse_pattern("4:8") == (4, 8)
+    for bad in ("2-4", "4:2", "0:4"):
+        with pytest.raises(PrunekitError):
+            parse_pattern(bad)
+    with pytest.raises(PrunekitError, match="multiple of 4"):
+        keep_n_of_m(torch.rand(3, 10), 2, 4)
+
+
+def _correlated_inputs(n: int, width: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    mix = torch.randn(width, width, generator=g) / width**0.5
+    scale = torch.exp(torch.randn(width, generator=g))  # uneven channel norms, as in LLMs
+    return (torch.randn(n, width, generator=g) @ mix) * scale
+
+
+@pytest.mark.parametrize("pattern", [None, (2, 4)])
+def test_sparsegpt_reconstructs_better_than_masking(pattern) -> None:
+    x = _correlated_inputs(512, 64)
+    w = torch.randn(24, 64)
+    h = 2 * x.t() @ x / len(x)
+    new, keep = sparsegpt_prune(w, h, sparsity=0.5, pattern=pattern, block_size=32)
+    assert torch.equal(new == 0, ~keep) or (new[~keep] == 0).all()
+    assert abs(float(keep.float().mean()) - 0.5) < 1e-6
+    if pattern:
+        assert (keep.view(24, 16, 4).sum(2) == 2).all()
+    norms = (x * x).sum(0)
+    scores = w.abs() * norms.sqrt()
+    wanda_keep = keep_n_of_m(scores, *pattern) if pattern else keep_per_row(scores, 0.5)
+    err_sparsegpt = (x @ new.t() - x @ w.t()).pow(2).sum()
+    err_wanda = (x @ (w * wanda_keep).t() - x @ w.t()).pow(2).sum()
+    err_magnitude = (x @ (w * keep_per_row(w.abs(), 0.5)).t() - x @ w.t()).pow(2).sum()
+    assert err_sparsegpt < err_wanda < err_magnitude
+
+
+def test_sparsegpt_at_zero_sparsity_changes_nothing() -> None:
+    x = _correlated_inputs(256, 32)
+    w = torch.randn(8, 32)
+    new, keep = sparsegpt_prune(w, 2 * x.t() @ x / 256, sparsity=0.0)
+    assert keep.all() and torch.allclose(new, w, atol=1e-5)
+
+
+def test_owl_ratios_keep_the_average_and_the_band() -> None:
+    ratios = owl_block_ratios([0.01, 0.05, 0.02, 0.10], target=0.5, lam=0.08)
+    assert abs(sum(ratios) / 4 - 0.5) < 1e-9
+    assert max(ratios) - min(ratios) == pytest.approx(0.16)
+    assert ratios[3] == min(ratios)  # most outliers → least pruned
+    assert owl_block_ratios([0.2, 0.2], 0.5, 0.08) == [0.5, 0.5]
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+@pytest.mark.parametrize("method", ["magnitude", "wanda", "sparsegpt"])
+@pytest.mark.parametrize("pattern", [None, "2:4"])
+def test_prune_oneshot_hits_the_target_everywhere(family: str, method: str, pattern: str | None) -> None:
+    model = build(family)
+    settings = OneShotSettings(method=method, sparsity=0.5, pattern=pattern, layer_ratios="uniform", batch_size=4)
+    result = prune_oneshot(model, windows(), settings)
+    prefix, layers = transformer_layers(model)
+    linears = {f"{prefix}.{i}.{n}": as_rows(m) for i, b in enumerate(layers) for n, m in b.named_modules()
+               if isinstance(m, torch.nn.Linear) or type(m).__name__ == "Conv1D"}
+    assert set(result.layer_sparsity) == set(linears)
+    for name, w in linears.items():
+        zero = float((w == 0).float().mean())
+        assert zero == pytest.approx(0.5, abs=0.02), name
+        assert result.layer_sparsity[name] == pytest.approx(zero, abs=1e-6)
+        if pattern:
+            assert ((w != 0).view(w.shape[0], -1, 4).sum(2) <= 2).all(), name
+
+
+def test_wanda_and_sparsegpt_beat_magnitude_on_the_calibration_loss() -> None:
+    ids = windows(8, 16, seed=3)
+
+    def loss(method: str) -> float:
+        model = build("llama")
+        prune_oneshot(model, ids, OneShotSettings(method=method, sparsity=0.6, layer_ratios="uniform"))
+        with torch.no_grad():
+            out = model(input_ids=ids)
+            dense = build("llama")(input_ids=ids)
+        return float((out.logits - dense.logits).pow(2).mean())
+
+    assert loss("sparsegpt") < loss("magnitude")
+    assert loss("wanda") < loss("magnitude")
+
+
+def test_owl_changes_block_ratios_but_not_the_total() -> None:
+    model = build("llama")
+    result = prune_oneshot(model, windows(), OneShotSettings(method="wanda", sparsity=0.5, layer_ratios="owl",
+                                                           owl_lambda=0.1))
+    assert result.owl_outlier_ratios is not None and len(result.block_targets) == 3
+    assert sum(result.block_targets) / 3 == pytest.approx(0.5, abs=1e-6)
+    assert len(set(round(t, 6) for t in result.block_targets)) > 1
+
+
+def test_sequential_without_true_sequential_runs_each_block_once_for_stats() -> None:
+    model = build("llama")
+    seen: list[tuple[int, str]] = []
+    sequential(model, windows(), lambda i, n, m, s: seen.append((i, n)), hessian=False, true_sequential=False)
+    assert [i for i, _ in seen] == sorted(i for i, _ in seen) and len(seen) == 3 * 7
+
+
+def test_bad_settings_fail_before_any_change() -> None:
+    model = build("llama")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    for settings, match in [
+        (OneShotSettings(method="obs"), "unknown one-shot method"),
+        (OneShotSettings(sparsity=1.0), r"\[0, 1\)"),
+        (OneShotSettings(pattern="2:4", sparsity=0.7), "fixes the sparsity"),
+        (OneShotSettings(pattern="3:7", sparsity=0.0), "multiple of 7"),
+    ]:
+        with pytest.raises(PrunekitError, match=match):
+            prune_oneshot(model, windows(), settings)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

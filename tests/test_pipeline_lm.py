@@ -1,0 +1,112 @@
+"""The LM path end to end on a tiny LLaMA: evaluate → one-shot prune → save (packed or dense) → reload."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+from typer.testing import CliRunner
+
+import prunekit
+from prunekit.cli import app
+from prunekit.errors import PrunekitError
+from prunekit.pipeline_lm import evaluate_lm, prune_lm
+from prunekit.prune.oneshot import OneShotSettings
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _digest(folder: Path) -> str:
+    h = hashlib.sha256()
+    for f in sorted(folder.rglob("*")):
+        if f.is_file():
+            h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()
+
+
+def _run(tiny_lm, tiny_text, out, **kw):
+    kw.setdefault("settings", OneShotSettings(method="sparsegpt", sparsity=0.5))
+    return prune_lm(str(tiny_lm), str(tiny_text), out, calib_samples=8, seq_len=32, eval_samples=4, **kw)
+
+
+def test_prune_lm_writes_a_smaller_packed_model_that_reloads_identically(tiny_lm, tiny_text, tmp_path):
+    before = _digest(tiny_lm)
+    out = tmp_path / "pruned"
+    report = _run(tiny_lm, tiny_text, out)
+    assert _digest(tiny_lm) == before  # the input model is never touched
+    assert (out / "model.packed.safetensors").exists() and not (out / "model.safetensors").exists()
+    saved = json.loads((out / "report.json").read_text())
+    for key in ("perplexity", "prune_seconds", "peak_memory", "layer_sparsity", "disk", "stages", "reload_check"):
+        assert key in saved, key
+    assert saved["reload_check"]["max_abs_logit_diff"] == 0.0
+    assert saved["disk"]["weights_bytes"] < saved["disk"]["dense_bytes"]
+    assert saved["stages"][1]["sparsity"] == pytest.approx(0.5, abs=0.01)
+    assert report["perplexity"]["pruned"] == saved["stages"][1]["metrics"]["perplexity"]
+    assert (out / "report.md").exists() and (out / "layer_sparsity.png").exists()
+    model = prunekit.load(out)
+    again = evaluate_lm(str(out), str(tiny_text), seq_len=32, eval_samples=4)
+    assert again["perplexity"] == pytest.approx(report["perplexity"]["pruned"], rel=1e-6)
+    tied = model.get_input_embeddings().weight.data_ptr() == model.get_output_embeddings().weight.data_ptr()
+    assert tied
+
+
+def test_dense_save_loads_with_plain_transformers(tiny_lm, tiny_text, tmp_path):
+    out = tmp_path / "dense"
+    report = _run(tiny_lm, tiny_text, out, settings=OneShotSettings(method="wanda", pattern="2:4"), save="dense")
+    model = AutoModelForCausalLM.from_pretrained(out)
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear) and ".layers." in name:
+            assert ((module.weight != 0).view(module.weight.shape[0], -1, 4).sum(2) <= 2).all()
+    assert report["stages"][1]["name"] == "wanda 2:4"
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"settings": OneShotSettings(sparsity=1.0)}, r"\[0, 1\)"),
+        ({"settings": OneShotSettings(pattern="3:7", sparsity=0.0)}, "multiple of 7"),
+        ({"seq_len": 10**6}, "shorter than one window"),
+        ({"save": "zip"}, "--save"),
+    ],
+)
+def test_bad_input_is_refused_before_anything_is_written(tiny_lm, tiny_text, tmp_path, kwargs, match):
+    out = tmp_path / "out"
+    args = {"calib_samples": 8, "seq_len": 32, "eval_samples": 4, **kwargs}
+    settings = args.pop("settings", OneShotSettings())
+    with pytest.raises(PrunekitError, match=match):
+        prune_lm(str(tiny_lm), str(tiny_text), out, settings, **args)
+    assert not out.exists()
+
+
+def test_a_classifier_is_not_a_causal_lm(tiny_classifier, tiny_text, tmp_path):
+    with pytest.raises(PrunekitError, match="not a causal language model"):
+        prune_lm(str(tiny_classifier), str(tiny_text), tmp_path / "o", calib_samples=4, seq_len=16)
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_prune_and_evaluate_lm(tiny_lm, tiny_text, tmp_path):
+    out = tmp_path / "cli"
+    result = runner.invoke(app, ["prune", "--task", "lm", "-m", str(tiny_lm), "-d", str(tiny_text), "--out", str(out),
+                                 "--method", "wanda", "--sparsity", "0.6", "--calib-samples", "8", "--seq-len", "32",
+                                 "--eval-samples", "4", "--layer-ratios", "uniform"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["evaluate", "--task", "lm", "-m", str(out), "-d", str(tiny_text), "--seq-len", "32",
+                                 "--eval-samples", "4", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["perplexity"] > 1
+    bad = runner.invoke(app, ["prune", "--task", "lm", "-m", str(tiny_lm), "-d", str(tiny_text), "--out",
+                              str(tmp_path / "bad"), "--pattern", "2:4", "--sparsity", "0.7"])
+    assert bad.exit_code == 2 and "fixes the sparsity" in bad.output
+    assert not (tmp_path / "bad").exists()
