@@ -48,3 +48,12 @@ def test_new_model_for_a_dataset():
     assert model.config.vocab_size == len(tok) == 4 and model.config.id2label == {0: "neg", 1: "pos"}
     with pytest.raises(PrunekitError, match="unknown --arch"):
         new_text_model(TextNetOptions("transformer"), data)
+
+
+def test_reusing_a_models_tokenizer(tiny_encoder):
+    split = Split([("good fun",), ("bad dull",)], [1, 0])
+    data = ClassificationData(split, split, split, ["neg", "pos"], ("text",), "label", "memory")
+    model, tok = new_text_model(TextNetOptions("textcnn", tokenizer=str(tiny_encoder), width=4), data)
+    assert type(tok).__name__.startswith("Bert") and model.config.vocab_size == len(tok)
+    enc = tok(["good fun"], return_tensors="pt")
+    assert model(**enc).logits.shape == (1, 2)  # token_type_ids are accepted and ignored
