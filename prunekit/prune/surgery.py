@@ -242,7 +242,7 @@ def keep_rnn_units(rnn: nn.RNNBase, keep: Mapping[tuple[int, int], Index]) -> nn
     and its ``weight_hh`` column; a layer above also loses the matching input columns of the layer
     below's [forward | reverse] output. One module has one ``hidden_size``, so every layer and
     direction must keep the same number of units (which units may differ). Returns the module; what
-    reads its output must drop the features given by :func:`rnn_output_index`.
+    reads its output must drop the matching [forward | reverse] features (see :mod:`prunekit.prune.textnets`).
     """
     if getattr(rnn, "proj_size", 0):
         raise PrunekitError("keep_rnn_units: LSTMs with proj_size are not supported")
@@ -271,12 +271,6 @@ def keep_rnn_units(rnn: nn.RNNBase, keep: Mapping[tuple[int, int], Index]) -> nn
     rnn.hidden_size = counts.pop()
     rnn.flatten_parameters()
     return rnn
-
-
-def rnn_output_index(rnn_keep: Mapping[tuple[int, int], Index], hidden: int, num_layers: int, dirs: int) -> Tensor:
-    """Indices, in the old [forward | reverse] output of the last layer, of the features that stay."""
-    return _concat_dirs([torch.as_tensor(rnn_keep[(num_layers - 1, d)], dtype=torch.long).sort().values
-                         for d in range(dirs)], hidden)
 
 
 @torch.no_grad()
