@@ -38,7 +38,7 @@ from prunekit.prune.structured import (
     skip_layer,
 )
 from prunekit.prune.surgery import layer_list, rnn_suffixes
-from prunekit.prune.textnets import text_groups
+from prunekit.prune.textnets import TextGroup, text_groups
 
 CRITERIA = ("l1", "l2", "taylor", "activation", "random")
 LAYER_SCORES = ("skip", "groups")
@@ -122,7 +122,7 @@ def text_group_scores(
 
 
 @torch.no_grad()
-def _text_activations(model: nn.Module, groups: list, batches: Sequence[Batch]) -> dict[str, Tensor]:
+def _text_activations(model: nn.Module, groups: list[TextGroup], batches: Sequence[Batch]) -> dict[str, Tensor]:
     layout = text_layout(model)
     sums: dict[str, Tensor] = {}
     counts: dict[str, float] = {}
@@ -135,9 +135,8 @@ def _text_activations(model: nn.Module, groups: list, batches: Sequence[Batch]) 
     current: dict[str, Batch] = {}
 
     def on_embedding(module: nn.Module, args: tuple, output: Tensor) -> None:
-        mask = current["batch"].get("attention_mask")
-        w = mask.to(output.dtype)[..., None] if mask is not None and mask.shape == output.shape[:-1] else 1.0
-        add("embedding", output * w, float(mask.sum()) if mask is not None else output[..., 0].numel())
+        w = _token_weights(current["batch"], output)  # real tokens only, when the batch has a mask
+        add("embedding", output * w[..., None], float(w.sum()))
 
     def on_rnn(name: str, rnn: nn.RNNBase) -> Callable:
         def hook(module: nn.Module, args: tuple, output: tuple) -> None:
@@ -163,7 +162,10 @@ def _text_activations(model: nn.Module, groups: list, batches: Sequence[Batch]) 
     try:
         for batch in batches:
             current["batch"] = batch
-            model(**{k: v for k, v in batch.items() if k != "labels"})
+            if layout.family == "traced":  # a user's module: called on token ids, as when it was traced
+                model(batch["input_ids"])
+            else:
+                model(**{k: v for k, v in batch.items() if k != "labels"})
     finally:
         for h in handles:
             h.remove()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _textnet_zoo import batch, one_thread, tiny  # noqa: F401
+from _textnet_zoo import StackedRNN, batch, one_thread, tiny  # noqa: F401
 
 from prunekit.importance.groups import group_scores
 from prunekit.prune.textnets import text_groups
@@ -48,3 +48,12 @@ def test_activation_of_a_dead_unit_and_filter_is_zero():
         cnn.convs[1].weight[2] = 0.0
         cnn.convs[1].bias[2] = -1.0
     assert group_scores(cnn, "activation", batches=_batches()).units["convs.1"][2] == 0
+
+
+def test_a_users_module_is_scored_too():
+    torch.manual_seed(0)
+    model = StackedRNN()
+    for criterion in ("l2", "activation", "random"):
+        scores = group_scores(model, criterion, batches=_batches()).units
+        assert {n: s.numel() for n, s in scores.items()} == {"embedding": 12, "first.l0": 9, "second.l0": 7,
+                                                              "second.l0_reverse": 7}
