@@ -7,7 +7,7 @@ fixed test split; latency is measured at the end for every model in interleaved 
 sequence 128, threads = cores), so each speedup is a ratio measured in the same run.
 Writes bench/results/rnn_cnn.{md,json}.
 
-    PYTHONPATH=. python bench/rnn_cnn.py [--epochs 4] [--recover-epochs 2] [--rounds 5]
+    python bench/rnn_cnn.py [--epochs 4] [--recover-epochs 2] [--rounds 5]
 """
 
 from __future__ import annotations
