@@ -94,24 +94,44 @@ def assets(
 
 
 @app.command(epilog="Examples:\n\n  prunekit finetune -m minilm -d movie-reviews --out runs/minilm-mr --epochs 2"
-             "\n\n  prunekit finetune -m ./bert -d reviews.csv --text-column review --label-column stars --out runs/b")
+             "\n\n  prunekit finetune -m ./bert -d reviews.csv --text-column review --label-column stars --out runs/b"
+             "\n\n  prunekit finetune --arch bilstm -d movie-reviews --out runs/bilstm --epochs 5"
+             "\n\n  prunekit finetune --arch textcnn --tokenizer minilm -d movie-reviews --out runs/cnn --epochs 5")
 @_fail_cleanly
 def finetune(
-    model: Model, data: Data,
+    data: Data,
     out: Annotated[Path, typer.Option(help="Output folder (must not exist or be empty).")],
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Model folder, hub id, or built-in name "
+                                              "(minilm); not with --arch.")] = None,
+    arch: Annotated[str | None, typer.Option(help="Train a new small model instead: lstm | bilstm | gru | bigru | "
+                                             "rnn | birnn | textcnn.")] = None,
+    tokenizer: Annotated[str, typer.Option(help="--arch: 'vocab' (words of the training split) or a model whose "
+                                           "tokenizer to reuse (e.g. minilm).")] = "vocab",
+    embed_dim: Annotated[int, typer.Option(help="--arch: embedding size.")] = 128,
+    width: Annotated[int | None, typer.Option(help="--arch: hidden units per direction (default 256) or filters "
+                                              "per kernel size (textcnn, default 100).")] = None,
+    num_layers: Annotated[int, typer.Option(help="--arch: stacked recurrent layers.")] = 1,
     epochs: Annotated[float, typer.Option(help="Training epochs (fractions allowed).")] = 1.0,
-    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, linear decay).")] = 5e-5,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate (AdamW, linear decay); default 5e-5, "
+                                             "or 2e-3 with --arch.")] = None,
     batch_size: Annotated[int, typer.Option(help="Batch size per process.")] = 32,
+    latency: Annotated[bool, typer.Option(help="Measure latency at batch 1 and 32.")] = True,
     text_column: TextCol = None, label_column: LabelCol = None,
     max_train_samples: MaxTrain = None, max_eval_samples: MaxEval = None, max_length: MaxLen = 128,
     seed: Seed = 0, force: Force = False, trust_remote_code: Remote = False,
 ) -> None:
-    """Fine-tune a text classifier (adds a head to a bare encoder) and save it with a report."""
+    """Fine-tune a text classifier (adds a head to a bare encoder), or train a new LSTM/GRU/RNN/TextCNN
+    (--arch), and save it with a report."""
     from prunekit.config import TrainOptions
+    from prunekit.models import TextNetOptions
     from prunekit.pipeline import finetune as run
 
+    if (model is None) == (arch is None):
+        raise PrunekitError("give exactly one of --model (fine-tune it) or --arch (train a new small model)")
+    new = TextNetOptions(arch, tokenizer, embed_dim, width, num_layers) if arch else None
     run(model, _data(data, text_column, label_column, max_train_samples, max_eval_samples, max_length), out,
-        TrainOptions(epochs, lr, batch_size), seed=seed, force=force, trust_remote_code=trust_remote_code)
+        TrainOptions(epochs, lr, batch_size), seed=seed, force=force, trust_remote_code=trust_remote_code,
+        latency=latency, arch=new)
 
 
 @app.command(epilog="Examples:\n\n  prunekit evaluate -m runs/minilm-mr -d movie-reviews\n\n"
@@ -163,6 +183,8 @@ def evaluate(
     "  prunekit prune -m runs/minilm-mr -d movie-reviews --schedule oneshot --threshold 0.02 --out runs/tau\n\n"
     "  prunekit prune -m runs/minilm-mr -d movie-reviews --heads 0.5 --ffn 0.5 --importance taylor --distill "
     "--out runs/half\n\n"
+    "  prunekit prune -m runs/bilstm -d movie-reviews --units 0.5 --finetune-epochs 2 --out runs/bilstm-half\n\n"
+    "  prunekit prune -m runs/cnn -d movie-reviews --filters 0.5 --embedding 0.25 --out runs/cnn-small\n\n"
     "  prunekit prune --task lm -m smollm2-135m -d wikipedia --method sparsegpt --sparsity 0.5 --out runs/lm50\n\n"
     "  prunekit prune --task lm -m smollm2-135m -d wikipedia --method wanda --pattern 2:4 --calib-samples 64 "
     "--seq-len 512 --out runs/lm24\n\n"
@@ -179,7 +201,13 @@ def prune(
     layers: Annotated[int, typer.Option(help="Structured: number of whole layers to remove (least important).")]
     = 0,
     hidden: Annotated[float, typer.Option(help="Structured: fraction of the hidden width to remove.")] = 0.0,
-    round_to: Annotated[int, typer.Option(help="Structured: keep FFN/hidden widths multiples of N.")] = 1,
+    units: Annotated[float, typer.Option(help="Structured, LSTM/GRU/RNN: fraction of hidden units to remove "
+                                         "(every layer and direction).")] = 0.0,
+    filters: Annotated[float, typer.Option(help="Structured, TextCNN: fraction of conv filters to remove.")] = 0.0,
+    embedding: Annotated[float, typer.Option(help="Structured, LSTM/GRU/RNN/TextCNN: fraction of embedding "
+                                             "dimensions to remove.")] = 0.0,
+    round_to: Annotated[int, typer.Option(help="Structured: keep FFN/hidden/unit/filter widths multiples of N.")]
+    = 1,
     importance: Annotated[str, typer.Option(help="Structured group criterion: l1 | l2 | taylor | activation | "
                                              "random")] = "l2",
     vocab_corpus: Annotated[str | None, typer.Option(help="Structured: keep only the tokens this text file, "
@@ -199,7 +227,8 @@ def prune(
     max_drop: Annotated[float | None, typer.Option(help="Stop before validation accuracy falls more than P "
                                                     "points below the baseline; keep the last good model.")]
     = None,
-    lr: Annotated[float, typer.Option(help="Recovery learning rate.")] = 5e-5,
+    lr: Annotated[float | None, typer.Option(help="Recovery learning rate (default 5e-5; 2e-3 for "
+                                             "LSTM/GRU/RNN/TextCNN).")] = None,
     batch_size: Annotated[int, typer.Option(help="Batch size per process.")] = 32,
     calib_batches: Annotated[int, typer.Option(help="taylor (oneshot/iterative): calibration batches.")] = 16,
     prunable: Annotated[str | None, typer.Option(help="Regex of module names to prune (default: the "
@@ -234,9 +263,9 @@ def prune(
         from prunekit.pipeline_lm import StructuredLM, prune_lm
         from prunekit.prune.oneshot import OneShotSettings
 
-        if hidden or vocab_corpus:
-            raise PrunekitError("--task lm: --hidden and --vocab-corpus are not supported for LMs yet; "
-                                "use --heads/--ffn/--layers")
+        if hidden or vocab_corpus or units or filters or embedding:
+            raise PrunekitError("--task lm: --hidden, --vocab-corpus and --units/--filters/--embedding are not "
+                                "for LMs; use --heads/--ffn/--layers, --sparsity or --pattern")
         structured = StructuredLM(heads=heads, ffn=ffn, layers=layers, round_to=round_to, reconstruct=reconstruct,
                                   latency=latency) if (heads or ffn or layers) else None
         settings = OneShotSettings(method=method or "sparsegpt", sparsity=0.5 if sparsity is None else sparsity,
@@ -256,7 +285,7 @@ def prune(
         finetune_epochs=finetune_epochs, lr=lr, batch_size=batch_size, max_drop=max_drop,
         calib_batches=calib_batches, prunable=prunable, exclude=exclude, distill=distill, latency=latency,
         heads=heads, ffn=ffn, layers=layers, hidden=hidden, round_to=round_to, importance=importance,
-        vocab_corpus=vocab_corpus,
+        vocab_corpus=vocab_corpus, units=units, filters=filters, embedding=embedding,
     )
     run(model, _data(data, text_column, label_column, max_train_samples, max_eval_samples, max_length), out,
         settings, seed=seed, force=force, trust_remote_code=trust_remote_code, command=" ".join(sys.argv))
@@ -288,7 +317,9 @@ def inspect(
         sp = 1 - v["nonzero"] / v["params"] if v["params"] else 0.0
         t.add_row(name, f"{v['params']:,}", f"{v['nonzero']:,}", f"{100 * sp:.1f} %")
     console.print(t)
-    if info.get("shapes"):
+    if (info.get("shapes") or {}).get("widths"):  # LSTM/GRU/RNN/TextCNN: units, filters, embedding dims
+        typer.echo("widths: " + ", ".join(f"{k} {v}" for k, v in info["shapes"]["widths"].items()))
+    elif info.get("shapes"):
         sh = info["shapes"]
         t3 = Table(title=f"shapes: {sh['num_layers']} layers, hidden {sh['hidden_size']}")
         for col in ("layer", "query heads", "kv heads", "head dim", "FFN width"):

@@ -9,6 +9,13 @@ from prunekit.importance import METHODS
 from prunekit.prune import SCOPES, check_sparsity
 from prunekit.schedule import check_schedule
 
+#: default learning rates: fine-tuning a pretrained transformer, training/recovering a small text model from scratch
+TRANSFORMER_LR, TEXTNET_LR = 5e-5, 2e-3
+
+
+def default_lr(text_model: bool) -> float:
+    return TEXTNET_LR if text_model else TRANSFORMER_LR
+
 
 @dataclass
 class DataOptions:
@@ -25,7 +32,7 @@ class DataOptions:
 @dataclass
 class TrainOptions:
     epochs: float = 1.0
-    lr: float = 5e-5
+    lr: float | None = None  # None: default_lr for the model kind
     batch_size: int = 32
 
 
@@ -40,7 +47,7 @@ class PruneSettings:
     schedule: str = "gradual"
     steps: int = 1
     finetune_epochs: float = 1.0
-    lr: float = 5e-5
+    lr: float | None = None  # None: default_lr for the model kind
     batch_size: int = 32
     max_drop: float | None = None
     calib_batches: int = 16
@@ -63,10 +70,18 @@ class PruneSettings:
     importance: str = "l2"
     gqa: str = "groups"
     vocab_corpus: str | None = None  # keep only tokens this corpus uses
+    # structured pruning of recurrent / conv text models: fractions removed
+    units: float = 0.0  # LSTM/GRU/RNN hidden units (every layer and direction)
+    filters: float = 0.0  # Conv1d filters
+    embedding: float = 0.0  # embedding dimensions
 
     @property
     def structured(self) -> bool:
-        return bool(self.heads or self.ffn or self.layers or self.hidden or self.vocab_corpus)
+        return bool(self.heads or self.ffn or self.layers or self.hidden or self.vocab_corpus or self.text_structured)
+
+    @property
+    def text_structured(self) -> bool:
+        return bool(self.units or self.filters or self.embedding)
 
     def validate(self) -> PruneSettings:
         if self.scope is None:
@@ -107,7 +122,10 @@ class PruneSettings:
         if self.sparsity is not None or self.threshold is not None:
             raise PrunekitError("combine structured ratios (--heads/--ffn/--layers/--hidden) with --sparsity "
                                 "or --threshold in two runs: prune structurally first, then unstructured")
-        for name in ("heads", "ffn", "hidden"):
+        if self.text_structured and (self.heads or self.ffn or self.layers or self.hidden or self.vocab_corpus):
+            raise PrunekitError("--units/--filters/--embedding prune LSTM/GRU/RNN and TextCNN models; "
+                                "--heads/--ffn/--layers/--hidden/--vocab-corpus prune transformers: not both")
+        for name in ("heads", "ffn", "hidden", "units", "filters", "embedding"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
                 raise PrunekitError(f"--{name} is the fraction removed and must be in [0, 1), got {value}")

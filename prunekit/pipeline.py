@@ -10,7 +10,7 @@ import copy
 import math
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +19,8 @@ import torch
 from torch import nn
 from transformers import AutoModelForSequenceClassification, PreTrainedTokenizerBase
 
-from prunekit.arch import prunable_modules
-from prunekit.config import DataOptions, PruneSettings, TrainOptions
+from prunekit.arch import is_text_model, prunable_weights
+from prunekit.config import DataOptions, PruneSettings, TrainOptions, default_lr
 from prunekit.data import ClassificationData, load_classification
 from prunekit.errors import PrunekitError
 from prunekit.importance import Importance, make_importance
@@ -29,8 +29,11 @@ from prunekit.io.atomic import atomic_output_dir, check_output_dir
 from prunekit.io.hf import label_names_of, load_classifier
 from prunekit.io.shapes import load as load_shaped
 from prunekit.io.shapes import write_pruned
+from prunekit.io.textnet import write_textnet
+from prunekit.models import TextNetOptions, new_text_model
 from prunekit.prune import MaskSet, compute_masks
-from prunekit.prune.structured import apply_plan, model_shapes, num_layers, plan_from_ratios
+from prunekit.prune.structured import GroupScores, apply_plan, model_shapes, num_layers, plan_from_ratios
+from prunekit.prune.textnets import apply_text_plan, check_text_ratios, text_plan_from_ratios, text_shapes
 from prunekit.report.measure import macs_per_token, measure_latency, sparsity_by_module, stage_record
 from prunekit.report.render import package_versions, print_stage_table, write_report
 from prunekit.runtime import default_device, is_main_process, seed_everything
@@ -64,19 +67,26 @@ class Workbench:
 
 
 def open_workbench(
-    model: str, data: DataOptions, seed: int = 0, trust_remote_code: bool = False
+    model: str | None, data: DataOptions, seed: int = 0, trust_remote_code: bool = False,
+    new: TextNetOptions | None = None,
 ) -> Workbench:
-    """Load data and model, align their labels, and tokenise every split once."""
+    """Load data and model, align their labels, and tokenise every split once.
+
+    With ``new``, the model is a freshly initialised LSTM/GRU/RNN or TextCNN (and its tokenizer may be a
+    vocabulary built from the training split) instead of the one ``model`` names."""
     seed_everything(seed)
     ds = load_classification(data.data, data.text_columns, data.label_column)
-    m, tok, head_is_new = load_classifier(model, ds.label_names, trust_remote_code)
-    if not head_is_new:
-        ds = ds.with_labels(label_names_of(m.config))
-    if data.max_train_samples:
-        ds.train = ds.train.subset(data.max_train_samples, seed=0)
-    if data.max_eval_samples:
-        ds.validation = ds.validation.subset(data.max_eval_samples, seed=0)
-        ds.test = ds.test.subset(data.max_eval_samples, seed=0)
+    if new is not None:
+        _subsets(ds, data)  # first: a new vocabulary comes from the training texts actually used
+        m, tok = new_text_model(new, ds)
+        model, head_is_new = f"new {new.arch}", True
+    else:
+        if model is None:
+            raise PrunekitError("give a model (--model) or a new architecture (--arch)")
+        m, tok, head_is_new = load_classifier(model, ds.label_names, trust_remote_code)
+        if not head_is_new:
+            ds = ds.with_labels(label_names_of(m.config))
+        _subsets(ds, data)
     m.to(default_device())
     enc = {s: encode(getattr(ds, s), tok, data.max_length) for s in ("train", "validation", "test")}
     log(
@@ -84,6 +94,14 @@ def open_workbench(
         f"{len(ds.train)} train / {len(ds.validation)} validation / {len(ds.test)} test"
     )
     return Workbench(m, tok, ds, enc["train"], enc["validation"], enc["test"], head_is_new, model)
+
+
+def _subsets(ds: ClassificationData, data: DataOptions) -> None:
+    if data.max_train_samples:
+        ds.train = ds.train.subset(data.max_train_samples, seed=0)
+    if data.max_eval_samples:
+        ds.validation = ds.validation.subset(data.max_eval_samples, seed=0)
+        ds.test = ds.test.subset(data.max_eval_samples, seed=0)
 
 
 def _latency(wb: Workbench, seq_len: int) -> dict[str, float]:
@@ -115,19 +133,24 @@ def measure_stage(
 
 
 def finetune(
-    model: str, data: DataOptions, out: str | Path, train_opts: TrainOptions | None = None, *,
+    model: str | None, data: DataOptions, out: str | Path, train_opts: TrainOptions | None = None, *,
     seed: int = 0, force: bool = False, trust_remote_code: bool = False, latency: bool = True,
+    arch: TextNetOptions | None = None,
 ) -> dict[str, Any]:
-    """Train a classifier (a fresh head on a bare encoder, or further training) and save it."""
+    """Train a classifier (a fresh head on a bare encoder, further training, or with ``arch`` a new small
+    LSTM/GRU/RNN/TextCNN model) and save it."""
     check_output_dir(out, force)
-    opts = train_opts or TrainOptions()
-    wb = open_workbench(model, data, seed, trust_remote_code)
+    opts = copy.copy(train_opts or TrainOptions())
+    wb = open_workbench(model, data, seed, trust_remote_code, new=arch)
+    if opts.lr is None:
+        opts.lr = default_lr(is_text_model(wb.model))
     start = time.perf_counter()
     result = train(wb.model, wb.train, wb.tokenizer, TrainConfig(epochs=opts.epochs, lr=opts.lr,
                    batch_size=opts.batch_size, seed=seed), desc="fine-tune")
     record, logits = measure_stage(wb, "final", time.perf_counter() - start,
                                    latency_seq_len=128 if latency else None)
-    report = _report("finetune", wb, {"train": vars(opts), "data": vars(data)}, seed, [record])
+    settings = {"train": vars(opts), "data": vars(data), **({"arch": asdict(arch)} if arch else {})}
+    report = _report("finetune", wb, settings, seed, [record])
     report["training"] = {"steps": result.steps, "seconds": result.seconds}
     _save(wb, out, force, report, logits)
     return report
@@ -315,12 +338,15 @@ def prune(
     seed: int = 0, force: bool = False, trust_remote_code: bool = False, command: str = "prune",
 ) -> dict[str, Any]:
     """Evaluate → prune → recover → test, repeated per the schedule; save the model and a report."""
-    s = (settings or PruneSettings()).validate()
+    s = copy.copy(settings or PruneSettings()).validate()
     check_output_dir(out, force)
     wb = open_workbench(model, data, seed, trust_remote_code)
+    text = is_text_model(wb.model)
+    if s.lr is None:
+        s.lr = default_lr(text)
     if s.structured:
         return _prune_structured(wb, data, out, s, seed=seed, force=force, command=command)
-    params = {name: mod.weight for name, mod in prunable_modules(wb.model, s.prunable, s.exclude).items()}
+    params = prunable_weights(wb.model, s.prunable, s.exclude)
     stages: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     _train_new_head(wb, s, seed)
@@ -373,12 +399,16 @@ def _save(wb: Workbench, out: str | Path, force: bool, report: dict[str, Any], l
     if not is_main_process():
         return
     with atomic_output_dir(out, force) as tmp:
-        try:  # shapes manifest too, so models with uneven widths (from this or an earlier run) reload
-            vanilla = write_pruned(wb.model, wb.tokenizer, tmp)["vanilla_from_pretrained"]
-        except PrunekitError:  # a family without an architecture entry: a plain transformers folder
-            wb.model.save_pretrained(tmp, safe_serialization=True)
-            wb.tokenizer.save_pretrained(tmp)
-            vanilla = True
+        if is_text_model(wb.model):  # LSTM/GRU/RNN/TextCNN: safetensors + prunekit_model.json
+            write_textnet(wb.model, wb.tokenizer, tmp)
+            vanilla = False
+        else:
+            try:  # shapes manifest too, so models with uneven widths (from this or an earlier run) reload
+                vanilla = write_pruned(wb.model, wb.tokenizer, tmp)["vanilla_from_pretrained"]
+            except PrunekitError:  # a family without an architecture entry: a plain transformers folder
+                wb.model.save_pretrained(tmp, safe_serialization=True)
+                wb.tokenizer.save_pretrained(tmp)
+                vanilla = True
         reloaded = AutoModelForSequenceClassification.from_pretrained(tmp) if vanilla else load_shaped(tmp)
         again = predict(reloaded.to(default_device()), wb.test, wb.tokenizer, desc="reload check")
         report["reload_check"] = {
@@ -438,36 +468,25 @@ def _prune_vocabulary(wb: Workbench, corpus: str, max_length: int, teacher: nn.M
 
 def _prune_structured(wb: Workbench, data: DataOptions, out: str | Path, s: PruneSettings, *, seed: int,
                       force: bool, command: str) -> dict[str, Any]:
-    """Rank groups (heads, neurons, layers, hidden dims), cut them out, recover, measure each stage."""
+    """Rank groups (heads, neurons, layers, hidden dims; RNN units, conv filters, embedding dims), cut them
+    out, recover, measure each stage."""
     seq = s.latency_seq_len if s.latency else None
+    n_layers = _check_structured(wb.model, s)
     t0 = time.perf_counter()
     _train_new_head(wb, s, seed)
     stages = [measure_stage(wb, "baseline", time.perf_counter() - t0, latency_seq_len=seq)[0]]
     teacher = copy.deepcopy(wb.model).eval() if s.distill else None
     distill = DistillConfig(s.distill_alpha, s.temperature) if teacher is not None else None
-    n_layers = num_layers(wb.model)
-    if s.layers >= n_layers:
-        raise PrunekitError(f"--layers {s.layers} would remove every one of the {n_layers} layers")
     plans = []
     for k in range(1, s.steps + 1):
         t0 = time.perf_counter()
         batches = _calibration_batches(wb, s.calib_batches, s.batch_size, seed + k)
         scores = group_scores(wb.model, s.importance, batches=batches, seed=seed + k)
-        plan = plan_from_ratios(
-            wb.model, scores,
-            heads=_step_fraction(s.heads, k, s.steps), ffn=_step_fraction(s.ffn, k, s.steps),
-            hidden=_step_fraction(s.hidden, k, s.steps),
-            layers=(s.layers / n_layers) if k == 1 else 0.0,
-            scope=s.scope, round_to=s.round_to, gqa=s.gqa,
-        )
-        apply_plan(wb.model, plan)
+        plan, shapes, summary = _cut(wb.model, scores, s, k, n_layers)
         if k == 1 and s.vocab_corpus:
             teacher = _prune_vocabulary(wb, s.vocab_corpus, data.max_length, teacher)
-        plans.append(plan.to_dict())
-        shapes = model_shapes(wb.model)
-        log(f"step {k}/{s.steps}: {shapes['num_layers']} layers, heads per layer "
-            f"{[layer['q_heads'] for layer in shapes['layers']]}, FFN {[layer['ffn'] for layer in shapes['layers']]}, "
-            f"hidden {shapes['hidden_size']}")
+        plans.append(plan)
+        log(f"step {k}/{s.steps}: {summary}")
         if s.finetune_epochs > 0 and k == 1:
             stages.append(measure_stage(wb, "pruned", time.perf_counter() - t0, latency_seq_len=seq,
                                         extra={"step": k, "note": "before recovery fine-tuning"})[0])
@@ -482,9 +501,53 @@ def _prune_structured(wb: Workbench, data: DataOptions, out: str | Path, s: Prun
     report = _report(command, wb, {"prune": s.to_dict(), "data": vars(data)}, seed, stages)
     report["stopped"] = None
     report["plans"] = plans
-    report["shapes"] = model_shapes(wb.model)
+    report["shapes"] = text_shapes(wb.model) if n_layers is None else model_shapes(wb.model)
     _save(wb, out, force, report, final_logits)
     return report
+
+
+def _check_structured(model: nn.Module, s: PruneSettings) -> int | None:
+    """Fail before any work when the ratios do not fit the model; the layer count of a transformer
+    (None for a recurrent / conv text model)."""
+    if is_text_model(model):
+        if s.heads or s.ffn or s.layers or s.hidden or s.vocab_corpus:
+            raise PrunekitError(f"--heads/--ffn/--layers/--hidden/--vocab-corpus prune transformers; for this "
+                                f"{type(model).__name__} use --units (LSTM/GRU/RNN hidden units), --filters "
+                                "(conv filters) or --embedding (embedding dims)")
+        check_text_ratios(model, s.units, s.filters, s.embedding, s.scope, s.round_to)
+        return None
+    if s.text_structured:
+        raise PrunekitError("--units/--filters/--embedding prune LSTM/GRU/RNN and TextCNN models; for a "
+                            "transformer use --heads, --ffn, --layers or --hidden")
+    n_layers = num_layers(model)
+    if s.layers >= n_layers:
+        raise PrunekitError(f"--layers {s.layers} would remove every one of the {n_layers} layers")
+    return n_layers
+
+
+def _cut(model: nn.Module, scores: GroupScores, s: PruneSettings, k: int,
+         n_layers: int | None) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """Step k of s.steps: plan from the scores and remove; returns the plan, the new shapes and a summary."""
+    if n_layers is None:
+        plan = text_plan_from_ratios(model, scores.units, units=_step_fraction(s.units, k, s.steps),
+                                     filters=_step_fraction(s.filters, k, s.steps),
+                                     embedding=_step_fraction(s.embedding, k, s.steps), scope=s.scope,
+                                     round_to=s.round_to)
+        apply_text_plan(model, plan)
+        shapes = text_shapes(model)
+        return plan.to_dict(), shapes, f"widths {shapes['widths']}"
+    plan = plan_from_ratios(
+        model, scores,
+        heads=_step_fraction(s.heads, k, s.steps), ffn=_step_fraction(s.ffn, k, s.steps),
+        hidden=_step_fraction(s.hidden, k, s.steps),
+        layers=(s.layers / n_layers) if k == 1 else 0.0,
+        scope=s.scope, round_to=s.round_to, gqa=s.gqa,
+    )
+    apply_plan(model, plan)
+    shapes = model_shapes(model)
+    return plan.to_dict(), shapes, (
+        f"{shapes['num_layers']} layers, heads per layer {[layer['q_heads'] for layer in shapes['layers']]}, "
+        f"FFN {[layer['ffn'] for layer in shapes['layers']]}, hidden {shapes['hidden_size']}")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -503,7 +566,7 @@ def inspect(model: str | nn.Module, trust_remote_code: bool = False) -> dict[str
         t, nz = count_params(child)
         parts[name] = {"params": t, "nonzero": nz}
     try:
-        shapes = model_shapes(m)
+        shapes = text_shapes(m) if is_text_model(m) else model_shapes(m)
     except (PrunekitError, AttributeError):
         shapes = None
     return {

@@ -10,7 +10,34 @@ from prunekit.arch.families import (
     family_for,
     family_for_config,
     prunable_modules,
+    prunable_weights,
     transformer_layers,
 )
+from prunekit.arch.textnets import (
+    TEXT_FAMILIES,
+    TEXT_MODEL_TYPES,
+    TextFamily,
+    TextLayout,
+    is_text_model,
+    rnn_directions,
+    rnn_output_width,
+    text_layout,
+)
 
-__all__ = ["FAMILIES", "Family", "family_for", "family_for_config", "prunable_modules", "transformer_layers"]
+__all__ = [
+    "FAMILIES",
+    "TEXT_FAMILIES",
+    "TEXT_MODEL_TYPES",
+    "Family",
+    "TextFamily",
+    "TextLayout",
+    "family_for",
+    "family_for_config",
+    "is_text_model",
+    "prunable_modules",
+    "prunable_weights",
+    "rnn_directions",
+    "rnn_output_width",
+    "text_layout",
+    "transformer_layers",
+]

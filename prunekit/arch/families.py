@@ -205,3 +205,40 @@ def prunable_modules(
         what = f"matching {include!r}" if include else "inside the transformer layers"
         raise PrunekitError(f"no prunable Linear layers {what} in this model")
     return chosen
+
+
+def prunable_weights(
+    model: nn.Module, include: str | None = None, exclude: str | None = None
+) -> dict[str, nn.Parameter]:
+    """The weight tensors unstructured pruning masks, by name.
+
+    Transformers: each of :func:`prunable_modules`' weights, keyed by module name. Recurrent and conv
+    text models (:mod:`prunekit.arch.textnets`): every LSTM/GRU/RNN ``weight_ih``/``weight_hh`` and
+    every Conv1d weight (not the embedding, not the classifier), keyed by parameter name; there
+    ``include``/``exclude`` match parameter names and may pick any weight matrix.
+    """
+    from prunekit.arch.textnets import is_text_model, text_layout
+
+    if not is_text_model(model):
+        return {name: mod.weight for name, mod in prunable_modules(model, include, exclude).items()}
+    matrices = {n: p for n, p in model.named_parameters() if p.ndim >= 2}
+    if include is not None:
+        pattern = _regex(include, "--prunable")
+        chosen = {n: p for n, p in matrices.items() if pattern.search(n)}
+    else:
+        layout = text_layout(model)
+        owners = [n for n, _ in (*layout.recurrent, *layout.convs)]
+        chosen = {n: p for n, p in matrices.items() if n.rpartition(".")[0] in owners}
+    if exclude is not None:
+        drop = _regex(exclude, "--exclude")
+        chosen = {n: p for n, p in chosen.items() if not drop.search(n)}
+    if not chosen:
+        raise PrunekitError(f"no prunable weights {f'matching {include!r}' if include else ''} in this model")
+    return chosen
+
+
+def _regex(pattern: str, flag: str) -> re.Pattern:
+    try:
+        return re.compile(pattern)
+    except re.error as err:
+        raise PrunekitError(f"{flag} {pattern!r} is not a valid regular expression: {err}") from err

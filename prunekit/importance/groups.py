@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from prunekit.arch.textnets import is_text_model, text_layout
 from prunekit.errors import PrunekitError
 from prunekit.importance.taylor import Taylor
 from prunekit.prune.structured import (
@@ -36,7 +37,8 @@ from prunekit.prune.structured import (
     num_layers,
     skip_layer,
 )
-from prunekit.prune.surgery import layer_list
+from prunekit.prune.surgery import layer_list, rnn_suffixes
+from prunekit.prune.textnets import TextGroup, text_groups
 
 CRITERIA = ("l1", "l2", "taylor", "activation", "random")
 LAYER_SCORES = ("skip", "groups")
@@ -67,6 +69,9 @@ def group_scores(
     """
     if criterion not in CRITERIA:
         raise PrunekitError(f"unknown group criterion {criterion!r}; choose one of {', '.join(CRITERIA)}")
+    if is_text_model(model):
+        return text_group_scores(model, criterion, batches=batches, loss_fn=loss_fn, weight_scores=weight_scores,
+                                 seed=seed)
     if criterion == "random":
         out = random_scores(model, seed)
     elif criterion == "activation":
@@ -79,6 +84,95 @@ def group_scores(
         how = layers or ("skip" if batches else "groups")
         out.layers = layer_scores(model, how, batches=batches, scores=out)
     return out
+
+
+def text_group_scores(
+    model: nn.Module,
+    criterion: str = "l2",
+    *,
+    batches: Sequence[Batch] | None = None,
+    loss_fn: LossFn | None = None,
+    weight_scores: Mapping[str, Tensor] | None = None,
+    seed: int = 0,
+) -> GroupScores:
+    """Recurrent and conv text models: one score per hidden unit (per layer and direction), conv filter
+    and embedding dim, in ``GroupScores.units`` keyed by group name (:func:`prunekit.prune.textnets.text_groups`).
+
+    ``l1``/``l2``/``taylor`` sum over every slice of a group, exactly as for heads and neurons.
+    ``activation`` is the mean |value| of what the group emits: a unit's final hidden state (LSTM/GRU/RNN
+    return it per layer and direction; the per-step outputs of inner layers are not exposed), a
+    filter's max-pooled feature (the classifier's input), an embedding dim over real tokens.
+    """
+    groups = text_groups(model)
+    out = GroupScores()
+    if criterion == "random":
+        for g in groups:
+            gen = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(g.name.encode()))
+            out.units[g.name] = torch.rand(g.count, generator=gen)
+        return out
+    if criterion == "activation":
+        out.units = _text_activations(model, groups, _need_batches(batches, "activation"))
+        return out
+    if criterion == "taylor" and weight_scores is None:
+        weight_scores = taylor_weights(model, _need_batches(batches, "taylor"), loss_fn)
+    elem = _elementwise(criterion, weight_scores)
+    post = torch.sqrt if criterion == "l2" else (lambda t: t)
+    out.units = {g.name: post(reduce_groups(model, g.groups, elem)) for g in groups}
+    return out
+
+
+@torch.no_grad()
+def _text_activations(model: nn.Module, groups: list[TextGroup], batches: Sequence[Batch]) -> dict[str, Tensor]:
+    layout = text_layout(model)
+    sums: dict[str, Tensor] = {}
+    counts: dict[str, float] = {}
+
+    def add(name: str, x: Tensor, n: float) -> None:
+        s = x.detach().float().abs().reshape(-1, x.shape[-1]).sum(0).cpu()
+        sums[name] = sums[name] + s if name in sums else s
+        counts[name] = counts.get(name, 0.0) + n
+
+    current: dict[str, Batch] = {}
+
+    def on_embedding(module: nn.Module, args: tuple, output: Tensor) -> None:
+        w = _token_weights(current["batch"], output)  # real tokens only, when the batch has a mask
+        add("embedding", output * w[..., None], float(w.sum()))
+
+    def on_rnn(name: str, rnn: nn.RNNBase) -> Callable:
+        def hook(module: nn.Module, args: tuple, output: tuple) -> None:
+            h_n = output[1][0] if isinstance(output[1], tuple) else output[1]  # LSTM: (h_n, c_n)
+            h_n = h_n.view(rnn.num_layers, len(rnn_suffixes(rnn)), -1, rnn.hidden_size)
+            for layer in range(rnn.num_layers):
+                for d, sfx in enumerate(rnn_suffixes(rnn)):
+                    add(f"{name}.l{layer}{sfx}", h_n[layer, d], h_n.shape[2])
+        return hook
+
+    def on_classifier(module: nn.Module, args: tuple) -> None:
+        x, offset = args[0], 0
+        for name, conv in layout.convs:
+            add(name, x[:, offset:offset + conv.out_channels], x.shape[0])
+            offset += conv.out_channels
+
+    handles = [layout.embedding[1].register_forward_hook(on_embedding)]
+    handles += [rnn.register_forward_hook(on_rnn(n, rnn)) for n, rnn in layout.recurrent]
+    if layout.convs:
+        handles.append(layout.classifier[1].register_forward_pre_hook(on_classifier))
+    was_training = model.training
+    model.eval()
+    try:
+        for batch in batches:
+            current["batch"] = batch
+            if layout.family == "traced":  # a user's module: called on token ids, as when it was traced
+                model(batch["input_ids"])
+            else:
+                model(**{k: v for k, v in batch.items() if k != "labels"})
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    if not counts:
+        raise PrunekitError("activation scores saw no calibration batch")
+    return {g.name: sums[g.name] / counts[g.name] for g in groups}
 
 
 def _need_batches(batches: Sequence[Batch] | None, what: str) -> Sequence[Batch]:
@@ -103,7 +197,7 @@ def reduce_groups(model: nn.Module, gs: GroupSet, elementwise: Callable[[str, Te
     cache: dict[tuple[int, int], Tensor] = {}
     found = False
     for part in gs.parts:
-        if part.param.endswith(".bias"):
+        if part.param.rpartition(".")[2].startswith("bias"):  # .bias, and an RNN's bias_ih_l0 / bias_hh_l0
             continue
         p = model.get_parameter(part.param)
         if (id(p), part.dim, part.offset) in seen:
@@ -125,10 +219,8 @@ def reduce_groups(model: nn.Module, gs: GroupSet, elementwise: Callable[[str, Te
     return total
 
 
-def weight_group_scores(
-    model: nn.Module, criterion: str, weight_scores: Mapping[str, Tensor] | None = None, hidden: bool = True
-) -> GroupScores:
-    """l1 / l2 of the weights, or taylor from already-accumulated per-weight |w·g| tensors."""
+def _elementwise(criterion: str, weight_scores: Mapping[str, Tensor] | None) -> Callable[[str, Tensor], Tensor | None]:
+    """The per-weight score that ``l1``/``l2``/``taylor`` sum over a group."""
     if criterion == "l1":
         def elem(name: str, p: Tensor) -> Tensor:
             return p.detach().abs()
@@ -144,6 +236,14 @@ def weight_group_scores(
             return ws.get(name, ws.get(name.removesuffix(".weight")) if name.endswith(".weight") else None)
     else:
         raise PrunekitError(f"{criterion!r} is not a weight-based group criterion (l1, l2, taylor)")
+    return elem
+
+
+def weight_group_scores(
+    model: nn.Module, criterion: str, weight_scores: Mapping[str, Tensor] | None = None, hidden: bool = True
+) -> GroupScores:
+    """l1 / l2 of the weights, or taylor from already-accumulated per-weight |w·g| tensors."""
+    elem = _elementwise(criterion, weight_scores)
     post = torch.sqrt if criterion == "l2" else (lambda t: t)
     out = GroupScores()
     for hg in head_groups(model):

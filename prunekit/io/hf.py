@@ -76,6 +76,10 @@ def load_classifier(
     A folder saved with a classification head keeps its labels; a bare encoder gets a fresh head
     sized to ``label_names``, whose names are stored in the config so predictions stay readable.
     """
+    from prunekit.io.textnet import is_textnet_dir, load_textnet
+
+    if is_textnet_dir(spec):  # an LSTM/GRU/RNN or TextCNN classifier saved by prunekit
+        return load_textnet(spec), load_tokenizer(str(Path(spec).expanduser()), trust_remote_code), False
     where, config = load_config(spec, trust_remote_code)
     from prunekit.io.shapes import MANIFEST, load
 

@@ -32,6 +32,7 @@ from transformers import AutoConfig, PretrainedConfig, PreTrainedTokenizerBase
 from prunekit.arch import family_for, family_for_config
 from prunekit.errors import PrunekitError
 from prunekit.io.atomic import atomic_output_dir, write_json_atomic
+from prunekit.io.textnet import is_textnet_dir, load_textnet
 from prunekit.prune.structured import attn_site, ffn_site, find_module, is_uniform, model_shapes, sync_config
 from prunekit.prune.surgery import reshape_blank
 
@@ -126,10 +127,13 @@ def _weights(folder: Path) -> dict[str, torch.Tensor]:
 def load(path: str | Path, trust_remote_code: bool = False) -> nn.Module:
     """Rebuild a model saved by :func:`save_pruned`, ready for eval.
 
+    A recurrent or conv text model (``prunekit_model.json``) goes to :func:`prunekit.io.textnet.load_textnet`.
     Anything without ``prunekit_shapes.json`` (an ordinary folder, a built-in name, a hub id) goes
     to :func:`prunekit.io.hf.load_any` unchanged, so this can stand in for it as ``prunekit.load``.
     """
     folder = Path(path).expanduser()
+    if is_textnet_dir(folder):  # an LSTM/GRU/RNN or TextCNN classifier
+        return load_textnet(folder)
     if not (folder / MANIFEST).is_file() and (folder / PACKED_WEIGHTS).is_file():
         return _load_packed_folder(folder)
     if not (folder / MANIFEST).is_file():

@@ -694,6 +694,7 @@ class GroupScores:
     ffn: dict[int, Tensor] = field(default_factory=dict)  # layer -> one per neuron
     hidden: Tensor | None = None  # one per model dimension
     layers: Tensor | None = None  # one per layer
+    units: dict[str, Tensor] = field(default_factory=dict)  # text models: group name -> one per unit/filter/dim
 
 
 def _check_ratio(name: str, r: float) -> float:

@@ -8,7 +8,7 @@ so a bad call leaves the module untouched. Optimizers holding the old parameters
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -205,3 +205,102 @@ def reshape_blank(module: nn.Module, n_out: int | None = None, n_in: int | None 
     else:
         module.out_features, module.in_features = n_out, n_in
     return module
+
+
+# ----------------------------------------------------------------------------------------------
+# Recurrent layers and 1-D convolutions
+# ----------------------------------------------------------------------------------------------
+
+_GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
+
+
+def rnn_gates(rnn: nn.RNNBase) -> int:
+    """Gate blocks stacked in each weight's rows: LSTM i,f,g,o; GRU r,z,n; plain RNN one."""
+    return _GATES[rnn.mode]
+
+
+def rnn_suffixes(rnn: nn.RNNBase) -> list[str]:
+    """Parameter-name suffix per direction: forward, then reverse."""
+    return ["", "_reverse"] if rnn.bidirectional else [""]
+
+
+def _gate_rows(keep: Tensor, hidden: int, gates: int) -> Tensor:
+    """Rows of units ``keep`` in every gate block (gate g of unit j is row g·hidden + j)."""
+    return torch.cat([g * hidden + keep for g in range(gates)])
+
+
+def _concat_dirs(keep: Sequence[Tensor], hidden: int) -> Tensor:
+    """Feature indices of kept units in a [forward | reverse] concatenated output of width dirs·hidden."""
+    return torch.cat([d * hidden + k for d, k in enumerate(keep)])
+
+
+@torch.no_grad()
+def keep_rnn_units(rnn: nn.RNNBase, keep: Mapping[tuple[int, int], Index]) -> nn.RNNBase:
+    """Keep hidden units ``keep[(layer, direction)]`` of an LSTM/GRU/RNN, every gate of a unit together.
+
+    Per layer and direction: the unit's rows of ``weight_ih``/``weight_hh``/biases in every gate block
+    and its ``weight_hh`` column; a layer above also loses the matching input columns of the layer
+    below's [forward | reverse] output. One module has one ``hidden_size``, so every layer and
+    direction must keep the same number of units (which units may differ). Returns the module; what
+    reads its output must drop the matching [forward | reverse] features (see :mod:`prunekit.prune.textnets`).
+    """
+    if getattr(rnn, "proj_size", 0):
+        raise PrunekitError("keep_rnn_units: LSTMs with proj_size are not supported")
+    h, gates, dirs = rnn.hidden_size, rnn_gates(rnn), len(rnn_suffixes(rnn))
+    want = {(layer, d) for layer in range(rnn.num_layers) for d in range(dirs)}
+    if set(keep) != want:
+        raise PrunekitError(f"keep_rnn_units needs kept units for every (layer, direction) {sorted(want)}")
+    idx = {key: as_index(v, h, f"layer {key[0]} direction {key[1]}: hidden units") for key, v in keep.items()}
+    counts = {len(v) for v in idx.values()}
+    if len(counts) > 1:
+        raise PrunekitError(f"every layer and direction of one {type(rnn).__name__} must keep the same number of "
+                            f"units (one hidden_size), got {sorted(counts)}")
+    device = rnn.weight_ih_l0.device
+    for layer in range(rnn.num_layers):
+        below = _concat_dirs([idx[(layer - 1, d)] for d in range(dirs)], h).to(device) if layer else None
+        for d, sfx in enumerate(rnn_suffixes(rnn)):
+            k = idx[(layer, d)].to(device)
+            rows = _gate_rows(k, h, gates)
+            w_ih = getattr(rnn, f"weight_ih_l{layer}{sfx}").index_select(0, rows)
+            _swap(rnn, f"weight_ih_l{layer}{sfx}", w_ih if below is None else w_ih.index_select(1, below))
+            w_hh = getattr(rnn, f"weight_hh_l{layer}{sfx}").index_select(0, rows).index_select(1, k)
+            _swap(rnn, f"weight_hh_l{layer}{sfx}", w_hh)
+            if rnn.bias:
+                for b in ("bias_ih", "bias_hh"):
+                    _swap(rnn, f"{b}_l{layer}{sfx}", getattr(rnn, f"{b}_l{layer}{sfx}").index_select(0, rows))
+    rnn.hidden_size = counts.pop()
+    rnn.flatten_parameters()
+    return rnn
+
+
+@torch.no_grad()
+def keep_rnn_inputs(rnn: nn.RNNBase, idx: Index) -> nn.RNNBase:
+    """Keep input features ``idx`` of the first layer (``weight_ih_l0`` columns, every direction)."""
+    i = as_index(idx, rnn.input_size, "recurrent input features").to(rnn.weight_ih_l0.device)
+    for sfx in rnn_suffixes(rnn):
+        _swap(rnn, f"weight_ih_l0{sfx}", getattr(rnn, f"weight_ih_l0{sfx}").index_select(1, i))
+    rnn.input_size = i.numel()
+    rnn.flatten_parameters()
+    return rnn
+
+
+@torch.no_grad()
+def keep_conv_out_channels(conv: nn.Conv1d, idx: Index) -> nn.Conv1d:
+    """Keep filters ``idx`` of a Conv1d (weight rows and bias)."""
+    i = as_index(idx, conv.out_channels, "conv filters").to(conv.weight.device)
+    _swap(conv, "weight", conv.weight.index_select(0, i))
+    if conv.bias is not None:
+        _swap(conv, "bias", conv.bias.index_select(0, i))
+    conv.out_channels = i.numel()
+    return conv
+
+
+@torch.no_grad()
+def keep_conv_in_channels(conv: nn.Conv1d, idx: Index) -> nn.Conv1d:
+    """Keep input channels ``idx`` of an ungrouped Conv1d."""
+    if conv.groups != 1:
+        raise PrunekitError("keep_conv_in_channels: grouped convolutions are not supported")
+    i = as_index(idx, conv.in_channels, "conv input channels").to(conv.weight.device)
+    _swap(conv, "weight", conv.weight.index_select(1, i))
+    conv.in_channels = i.numel()
+    return conv

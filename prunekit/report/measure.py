@@ -46,20 +46,31 @@ def count_params(model: nn.Module) -> tuple[int, int]:
 
 
 def _linear_weights(model: nn.Module, names: Iterable[str] | None) -> dict[str, torch.Tensor]:
+    """Weights by module name (Linear/Conv1D; torch Conv1d too) or, for an RNN, by parameter name."""
     if names is None:
-        return {n: m.weight for n, m in model.named_modules() if isinstance(m, LINEAR_TYPES)}
+        out = {}
+        for n, m in model.named_modules():
+            if isinstance(m, (*LINEAR_TYPES, nn.Conv1d)):
+                out[n] = m.weight
+            elif isinstance(m, nn.RNNBase):
+                out.update({f"{n}.{p}": w for p, w in m.named_parameters() if p.startswith("weight_")})
+        return out
     weights = {}
     for name in names:
         try:
             weight = model.get_submodule(name).weight
-        except AttributeError as err:
-            raise PrunekitError(f"model has no module {name!r} with a weight") from err
+        except AttributeError:
+            try:
+                weight = model.get_parameter(name)  # an RNN's weight_ih_l0 etc. has no module of its own
+            except AttributeError as err:
+                raise PrunekitError(f"model has no module {name!r} with a weight") from err
         weights[name] = weight
     return weights
 
 
 def sparsity_by_module(model: nn.Module, names: Iterable[str] | None = None) -> dict[str, float]:
-    """Fraction of exact zeros in each module's weight, in model order (default: all Linear/Conv1D)."""
+    """Fraction of exact zeros in each module's weight, in model order (default: all Linear/Conv1D, torch
+    Conv1d and RNN weight matrices)."""
     return {
         name: 1.0 - int(torch.count_nonzero(w.detach())) / max(w.numel(), 1)
         for name, w in _linear_weights(model, names).items()
@@ -202,12 +213,16 @@ def macs_per_token(model: nn.Module, seq_len: int = 128) -> int:
 
     Every Linear (and GPT-2 Conv1D) once per token, plus attention's scores and weighted sum,
     2 · seq_len · heads · head_dim per layer (from the architecture table, so uneven pruned layers
-    count right). Embedding lookups and norms are not counted: they are not multiply-bound.
+    count right). Text models: every LSTM/GRU/RNN weight (input and recurrent, each direction) once per
+    token, and every Conv1d weight once per output position (≈ per token). Embedding lookups and norms
+    are not counted: they are not multiply-bound.
     """
     from prunekit.errors import PrunekitError
     from prunekit.prune.structured import model_shapes
 
-    total = sum(int(m.weight.numel()) for m in model.modules() if isinstance(m, LINEAR_TYPES))
+    total = sum(int(m.weight.numel()) for m in model.modules() if isinstance(m, (*LINEAR_TYPES, nn.Conv1d)))
+    total += sum(int(w.numel()) for m in model.modules() if isinstance(m, nn.RNNBase)
+                 for p, w in m.named_parameters() if p.startswith("weight_"))
     try:
         layers = model_shapes(model)["layers"]
     except (PrunekitError, AttributeError, KeyError):

@@ -1,0 +1,72 @@
+"""Small text classifiers prunekit can train and prune besides transformers: LSTM / GRU / RNN and TextCNN.
+
+``new_text_model`` builds one for a dataset (tokenizer from a model folder or a vocabulary built from
+the training split); :mod:`prunekit.io.textnet` saves and reloads them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from transformers import PreTrainedTokenizerBase
+
+from prunekit.data import ClassificationData
+from prunekit.errors import PrunekitError
+from prunekit.models.base import MODEL_TYPES, RECURRENT_TYPES, TextNet, TextNetConfig
+from prunekit.models.recurrent import RecurrentClassifier
+from prunekit.models.textcnn import TextCNN
+from prunekit.models.vocab import build_vocab_tokenizer
+
+#: --arch name -> (model_type, bidirectional)
+ARCHS: dict[str, tuple[str, bool]] = {"lstm": ("lstm", False), "bilstm": ("lstm", True), "gru": ("gru", False),
+                                      "bigru": ("gru", True), "rnn": ("rnn", False), "birnn": ("rnn", True),
+                                      "textcnn": ("textcnn", False)}
+
+
+@dataclass
+class TextNetOptions:
+    """A new model's shape. ``width``: hidden units per direction (recurrent, default 256) or filters per
+    kernel size (TextCNN, default 100). ``tokenizer``: ``"vocab"`` builds a word vocabulary from the
+    training split; anything else is a model folder or built-in name whose tokenizer is reused."""
+
+    arch: str = "bilstm"
+    tokenizer: str = "vocab"
+    embed_dim: int = 128
+    width: int | None = None
+    num_layers: int = 1
+    kernel_sizes: tuple[int, ...] = (3, 4, 5)
+    dropout: float = 0.3
+    min_freq: int = 2
+
+
+def build_model(config: TextNetConfig) -> TextNet:
+    return TextCNN(config) if config.model_type == "textcnn" else RecurrentClassifier(config)
+
+
+def new_text_model(opts: TextNetOptions, data: ClassificationData) -> tuple[TextNet, PreTrainedTokenizerBase]:
+    """A freshly initialised model and its tokenizer for ``data``'s labels."""
+    if opts.arch not in ARCHS:
+        raise PrunekitError(f"unknown --arch {opts.arch!r}; choose one of {', '.join(ARCHS)}")
+    if opts.embed_dim < 1 or (opts.width is not None and opts.width < 1) or opts.num_layers < 1:
+        raise PrunekitError("--embed-dim, --width and --num-layers must be positive")
+    model_type, bidirectional = ARCHS[opts.arch]
+    if opts.tokenizer == "vocab":
+        tokenizer = build_vocab_tokenizer((" ".join(t) for t in data.train.texts), min_freq=opts.min_freq)
+    else:
+        from prunekit.io.hf import load_tokenizer, locate
+
+        tokenizer = load_tokenizer(locate(opts.tokenizer))
+    if tokenizer.pad_token_id is None:
+        raise PrunekitError(f"tokenizer {opts.tokenizer!r} has no padding token")
+    width = opts.width or (100 if model_type == "textcnn" else 256)
+    config = TextNetConfig(
+        model_type=model_type, vocab_size=len(tokenizer), num_labels=data.num_labels, embed_dim=opts.embed_dim,
+        hidden_size=width, num_layers=opts.num_layers, bidirectional=bidirectional,
+        kernel_sizes=list(opts.kernel_sizes), num_filters=[width] * len(opts.kernel_sizes), dropout=opts.dropout,
+        pad_token_id=tokenizer.pad_token_id, id2label=dict(enumerate(data.label_names)),
+    )
+    return build_model(config), tokenizer
+
+
+__all__ = ["ARCHS", "MODEL_TYPES", "RECURRENT_TYPES", "RecurrentClassifier", "TextCNN", "TextNet",
+           "TextNetConfig", "TextNetOptions", "build_model", "build_vocab_tokenizer", "new_text_model"]

@@ -1,0 +1,55 @@
+"""Pruned text models saved as safetensors + a small JSON reload with identical outputs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from _textnet_zoo import StackedRNN, UserCNN, batch, one_thread, tiny  # noqa: F401
+
+import prunekit
+from prunekit.errors import PrunekitError
+from prunekit.importance.groups import group_scores
+from prunekit.io.textnet import MODEL_JSON, load_into, save_textnet
+from prunekit.models import build_vocab_tokenizer
+from prunekit.prune.textnets import apply_text_plan, text_plan_from_ratios
+
+
+def _prune(model, **ratios):
+    return apply_text_plan(model, text_plan_from_ratios(model, group_scores(model, "l2").units, **ratios))
+
+
+@pytest.mark.parametrize("kind", [("lstm", 2, True), ("gru", 1, False), ("textcnn", 1, False)])
+def test_pruned_model_reloads_with_identical_outputs(tmp_path, kind):
+    model = _prune(tiny(*kind), units=0.5 if kind[0] != "textcnn" else 0, filters=0.5 if kind[0] == "textcnn" else 0,
+                   embedding=0.25)
+    tok = build_vocab_tokenizer(["a b a b"], min_freq=1)
+    save_textnet(model, tok, tmp_path / "m")
+    assert (tmp_path / "m" / "model.safetensors").is_file() and (tmp_path / "m" / "tokenizer.json").is_file()
+    saved = json.loads((tmp_path / "m" / MODEL_JSON).read_text())
+    assert saved["embed_dim"] == 9
+    again = prunekit.load(tmp_path / "m")
+    b = batch()
+    assert torch.equal(again(**b).logits, model(**b).logits)
+
+
+@pytest.mark.parametrize("build", [StackedRNN, UserCNN])
+def test_a_custom_module_reloads_into_a_fresh_instance(tmp_path, build):
+    torch.manual_seed(0)
+    model = _prune(build(), embedding=0.25, **({"units": 0.5} if build is StackedRNN else {"filters": 0.5}))
+    save_textnet(model, None, tmp_path / "m")
+    again = load_into(build(), tmp_path / "m")
+    ids = batch()["input_ids"]
+    assert torch.equal(again(ids), model(ids))
+    with pytest.raises(PrunekitError, match="was saved from a module"):
+        load_into(UserCNN() if build is StackedRNN else StackedRNN(), tmp_path / "m")
+
+
+def test_weights_that_do_not_match_the_config_are_refused(tmp_path):
+    save_textnet(tiny("lstm"), None, tmp_path / "m")
+    cfg = json.loads((tmp_path / "m" / MODEL_JSON).read_text())
+    cfg["hidden_size"] = 4
+    (tmp_path / "m" / MODEL_JSON).write_text(json.dumps(cfg))
+    with pytest.raises(PrunekitError, match="do not match"):
+        prunekit.load(tmp_path / "m")
