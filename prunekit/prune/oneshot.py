@@ -39,6 +39,8 @@ class OneShotSettings:
     # None: on for sparsegpt (its weight update gains from seeing pruned q/k/v before o, gate/up before
     # down), off for wanda, whose mask barely changes but whose calibration time would grow by ~30 %
     true_sequential: bool | None = None
+    # explicit per-block sparsity (e.g. from `prunekit search`); overrides layer_ratios when given
+    block_ratios: list[float] | None = None
     dense_targets: bool = False  # sparsegpt: aim each layer at the unpruned model's output (corrects drift)
     damp: float = 0.01
     block_size: int = 128
@@ -54,6 +56,11 @@ class OneShotSettings:
                                 f"drop --sparsity {self.sparsity} or make them agree")
         if self.layer_ratios not in ("uniform", "owl"):
             raise PrunekitError(f"--layer-ratios must be uniform or owl, got {self.layer_ratios!r}")
+        if self.block_ratios is not None:
+            if self.nm is not None:
+                raise PrunekitError("per-block ratios apply to unstructured sparsity only, not N:M")
+            for r in self.block_ratios:
+                check_sparsity(r)
         if not 0 < self.damp < 10:
             raise PrunekitError(f"--damp must be in (0, 10), got {self.damp}")
 
@@ -72,7 +79,8 @@ class OneShotSettings:
 
     @property
     def uses_calibration(self) -> bool:
-        return self.method != "magnitude" or (self.layer_ratios == "owl" and self.nm is None)
+        return self.method != "magnitude" or (
+            self.layer_ratios == "owl" and self.nm is None and self.block_ratios is None)
 
 
 @dataclass
@@ -150,7 +158,12 @@ def prune_oneshot(
     prefix, layers = transformer_layers(model)
     result = OneShotResult()
     targets = [settings.target] * len(layers)
-    if settings.layer_ratios == "owl" and settings.nm is None and settings.target > 0:
+    if settings.block_ratios is not None:
+        if len(settings.block_ratios) != len(layers):
+            raise PrunekitError(f"{len(settings.block_ratios)} per-block ratios given for a model with "
+                                f"{len(layers)} blocks")
+        targets = [float(r) for r in settings.block_ratios]
+    elif settings.layer_ratios == "owl" and settings.nm is None and settings.target > 0:
         per_block = block_outlier_stats(
             model, calibration, lambda m, s: wanda_scores(as_rows(m), s.sq_norms),
             batch_size=settings.batch_size, device=device,
