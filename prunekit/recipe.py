@@ -386,8 +386,9 @@ def run_recipe(source: str | Path | dict[str, Any], out: str | Path | None = Non
         report["stopped"] = None
         write_report(tmp, report)
     print_stage_table(report["stages"])
-    if keep_runners:
-        report["_runners"] = state.runners
+    if keep_runners:  # ONNX files were written in the temporary folder that became ``out``
+        report["_runners"] = {k: Path(out) / v.relative_to(tmp) if isinstance(v, Path) else v
+                              for k, v in state.runners.items()}
     return report
 
 
