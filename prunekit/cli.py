@@ -356,6 +356,27 @@ def export(
                f"onnxruntime vs torch max abs diff {info['max_abs_diff']:.2e}")
 
 
+@app.command(epilog="Examples:\n\n  prunekit run recipes/structured-distil-int8.yaml --out runs/chain\n\n"
+             "  prunekit run recipes/lowrank.yaml --out runs/lr --force")
+@_fail_cleanly
+def run(
+    recipe: Annotated[Path, typer.Argument(help="A YAML recipe (see recipes/ and the README).")],
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: out: in the recipe).")] = None,
+    force: Force = False,
+    check: Annotated[bool, typer.Option("--check", help="Only validate the recipe, run nothing.")] = False,
+) -> None:
+    """Run a recipe: chained prune / distil / low-rank / quantise / export stages, each measured, one report."""
+    from prunekit.recipe import check_inputs, parse_recipe, run_recipe
+
+    if check:
+        parsed = parse_recipe(recipe)
+        check_inputs(parsed)
+        typer.echo(f"{recipe}: valid, {len(parsed.stages)} stages: " + " → ".join(s.name for s in parsed.stages))
+        return
+    run_recipe(recipe, out, force=force)
+    typer.echo(f"wrote {out or parse_recipe(recipe).out}")
+
+
 @app.command(epilog="Examples:\n\n  prunekit demo\n\n  prunekit demo --out runs/demo --sparsity 0.7")
 @_fail_cleanly
 def demo(

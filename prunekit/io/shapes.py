@@ -37,6 +37,7 @@ from prunekit.prune.structured import attn_site, ffn_site, find_module, is_unifo
 from prunekit.prune.surgery import reshape_blank
 
 MANIFEST = "prunekit_shapes.json"
+QUANT_MANIFEST = "prunekit_quant.json"  # int8 weights (prunekit.quant.saved)
 PACKED_WEIGHTS = "model.packed.safetensors"  # unstructured / N:M sparse weights, zeros not stored
 FORMAT = "prunekit-structured"
 FORMAT_VERSION = 1
@@ -55,20 +56,32 @@ def save_pruned(
 
 def write_pruned(model: nn.Module, tokenizer: PreTrainedTokenizerBase | None, folder: str | Path) -> dict[str, Any]:
     """The non-atomic core of :func:`save_pruned`, for callers that already own a temp output folder."""
+    manifest = shapes_manifest(model)
+    model.save_pretrained(folder)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(folder)
+    write_json_atomic(Path(folder) / MANIFEST, manifest)
+    return manifest
+
+
+def shapes_manifest(model: nn.Module) -> dict[str, Any]:
+    """Everything :func:`load` needs besides config.json to rebuild ``model``'s modules: per-layer widths,
+    ELECTRA's embedding projection and low-rank factorised layers (:mod:`prunekit.quant.lowrank`)."""
+    from prunekit.quant.lowrank import low_rank_ranks
+
     sync_config(model)
     shapes = model_shapes(model)
+    ranks = low_rank_ranks(model)
     manifest = {
         "format": FORMAT,
         "version": FORMAT_VERSION,
         "architecture": type(model).__name__,
         **shapes,
         "embed_project": _embed_project(model),
-        "vanilla_from_pretrained": is_uniform(shapes) and _vanilla_matches(model),
+        "vanilla_from_pretrained": not ranks and is_uniform(shapes) and _vanilla_matches(model),
     }
-    model.save_pretrained(folder)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(folder)
-    write_json_atomic(Path(folder) / MANIFEST, manifest)
+    if ranks:
+        manifest["low_rank"] = ranks
     return manifest
 
 
@@ -134,30 +147,55 @@ def load(path: str | Path, trust_remote_code: bool = False) -> nn.Module:
     folder = Path(path).expanduser()
     if is_textnet_dir(folder):  # an LSTM/GRU/RNN or TextCNN classifier
         return load_textnet(folder)
+    if (folder / QUANT_MANIFEST).is_file():  # int8 weights: rebuilt, then quantised and filled
+        from prunekit.quant.saved import load_int8
+
+        return load_int8(folder)
     if not (folder / MANIFEST).is_file() and (folder / PACKED_WEIGHTS).is_file():
         return _load_packed_folder(folder)
     if not (folder / MANIFEST).is_file():
         from prunekit.io.hf import load_any
 
         return load_any(str(path), trust_remote_code)
+    manifest = read_manifest(folder)
+    state = _weights(folder)
+    model = build_skeleton(folder, manifest, _dtype_of(state))
+    _load_strict(model, state, folder)
+    return model.eval()
+
+
+def read_manifest(folder: Path, manifest: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``prunekit_shapes.json`` (or the given copy of it), checked for format and version."""
     if not (folder / "config.json").exists():
         raise PrunekitError(f"{folder} has {MANIFEST} but no config.json")
-    try:
-        manifest = json.loads((folder / MANIFEST).read_text())
-    except json.JSONDecodeError as err:
-        raise PrunekitError(f"{folder / MANIFEST} is not valid JSON ({err})") from err
+    if manifest is None:
+        try:
+            manifest = json.loads((folder / MANIFEST).read_text())
+        except json.JSONDecodeError as err:
+            raise PrunekitError(f"{folder / MANIFEST} is not valid JSON ({err})") from err
     if manifest.get("format") != FORMAT or manifest.get("version") != FORMAT_VERSION:
         raise PrunekitError(f"{folder / MANIFEST}: unsupported format {manifest.get('format')!r} "
                             f"version {manifest.get('version')!r} (this prunekit reads {FORMAT} {FORMAT_VERSION})")
-    state = _weights(folder)
+    return manifest
+
+
+def build_skeleton(folder: Path, manifest: dict[str, Any], dtype: torch.dtype = torch.float32) -> nn.Module:
+    """The saved model's modules with the saved shapes (per-layer widths, low-rank layers), weights not loaded."""
+    from prunekit.quant.lowrank import apply_low_rank_shapes
+
     config = AutoConfig.from_pretrained(folder)
     fam = family_for_config(config)
     if fam.name != manifest["family"] or len(manifest["layers"]) != config.num_hidden_layers:
         raise PrunekitError(f"{folder}: config.json and {MANIFEST} disagree (family or layer count)")
-    model = _build(config, manifest, state)
+    model = _build(config, manifest, dtype)
     _apply_shapes(model, manifest)
-    _load_strict(model, state, folder)
-    return model.eval()
+    apply_low_rank_shapes(model, manifest.get("low_rank") or {})
+    return model
+
+
+def _dtype_of(state: dict[str, torch.Tensor]) -> torch.dtype:
+    floats = [t.dtype for t in state.values() if t.is_floating_point()]
+    return max(set(floats), key=floats.count) if floats else torch.float32
 
 
 def save_sparse(model: nn.Module, tokenizer: PreTrainedTokenizerBase | None, folder: str | Path,
@@ -197,7 +235,7 @@ def _load_packed_folder(folder: Path) -> nn.Module:
     return model.eval()
 
 
-def _build(config: PretrainedConfig, manifest: dict[str, Any], state: dict[str, torch.Tensor]) -> nn.Module:
+def _build(config: PretrainedConfig, manifest: dict[str, Any], dtype: torch.dtype) -> nn.Module:
     """An instance of the saved class from its config, built with one head per layer (any head
     count would fail some architectures' divisibility checks); real shapes are applied next."""
     name = manifest.get("architecture") or (config.architectures or [None])[0]
@@ -210,8 +248,6 @@ def _build(config: PretrainedConfig, manifest: dict[str, Any], state: dict[str, 
         saved[fam.num_kv_heads_attr] = getattr(config, fam.num_kv_heads_attr)
     for key in saved:
         setattr(config, key, 1)
-    floats = [t.dtype for t in state.values() if t.is_floating_point()]
-    dtype = max(set(floats), key=floats.count) if floats else torch.float32
     try:
         with _no_init():
             model = cls._from_config(config, dtype=dtype)

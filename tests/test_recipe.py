@@ -1,0 +1,112 @@
+"""Recipes: validation before any work (unknown stage/key, impossible order, teacher labels) and a full run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from prunekit.errors import PrunekitError
+from prunekit.recipe import parse_recipe, run_recipe
+
+
+def _recipe(stages, **top):
+    return {"model": "unused", "data": {"data": "unused.csv"}, "stages": stages, **top}
+
+
+@pytest.mark.parametrize(("stages", "message"), [
+    ([{"prune": {"heads": 0.5}}, {"distil": {}}], "unknown stage 'distil' \\(did you mean 'distill'\\?\\)"),
+    ([{"prune": {"head": 0.5}}], "unknown key 'head' \\(did you mean 'heads'\\?\\)"),
+    ([{"prune": {"heads": "half"}}], "heads must be float"),
+    ([{"prune": {"heads": 0.5}}, {"int8": {}}, {"finetune": {}}], "fine-tuning after int8 cannot work"),
+    ([{"prune": {"heads": 0.5}}, {"fake_quant": {"bits": 4}}, {"distill": {}}], "after fake_quant"),
+    ([{"lowrank": {"ratio": 0.5}}, {"prune": {"ffn": 0.5}}], "prune after lowrank"),
+    ([{"distill": {}}], "teacher would be the student"),
+    ([{"prune": {"heads": 0.5, "sparsity": 0.5}}], "exactly one kind"),
+    ([{"prune": {"heads": 1.5}}], "\\[0, 1\\)"),
+    ([{"lowrank": {}}], "exactly one of ratio"),
+    ([{"fake_quant": {"bits": 1}}], "2…8"),
+    ([{"int8": {}}, {"int8": {}}], "only one int8"),
+    ([], "non-empty"),
+])
+def test_bad_recipes_fail_before_work(stages, message):
+    with pytest.raises(PrunekitError, match=message):
+        parse_recipe(_recipe(stages))
+
+
+def test_unknown_top_key_and_yaml_file(tmp_path):
+    with pytest.raises(PrunekitError, match="unknown key 'stage'"):
+        parse_recipe({"model": "m", "stage": []})
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(_recipe([{"prune": {"heads": 0.5}}, "int8"])))
+    recipe = parse_recipe(path)
+    assert [s.kind for s in recipe.stages] == ["prune", "int8"] and recipe.stages[1].name == "02-int8"
+
+
+def test_teacher_with_other_labels_fails_before_work(trained_tiny, tmp_path):
+    from transformers import AutoConfig
+
+    folder, csv = trained_tiny
+    other = tmp_path / "other"
+    other.mkdir()
+    for f in folder.iterdir():
+        if f.is_file():
+            (other / f.name).write_bytes(f.read_bytes())
+    config = AutoConfig.from_pretrained(other)
+    config.id2label = {0: "positive", 1: "negative"}
+    config.label2id = {"positive": 0, "negative": 1}
+    config.save_pretrained(other)
+    recipe = {"model": str(folder), "data": {"data": str(csv)},
+              "stages": [{"distill": {"teacher": str(other)}}]}
+    with pytest.raises(PrunekitError, match="predicts labels"):
+        run_recipe(recipe, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_recipe_runs_every_stage(trained_tiny, tmp_path):
+    folder, csv = trained_tiny
+    recipe = {
+        "model": str(folder), "data": {"data": str(csv), "max_train_samples": 64, "max_eval_samples": 40},
+        "latency": {"seq_len": 16, "rounds": 1, "min_seconds": 0.01},
+        "stages": [
+            {"prune": {"heads": 0.5, "ffn": 0.5}},
+            {"distill": {"epochs": 1, "lr": 1e-3, "hidden_weight": 0.1, "batch_size": 16}},
+            {"lowrank": {"energy": 0.95}},
+            {"finetune": {"epochs": 1, "lr": 1e-3, "batch_size": 16}},
+            {"int8": {}},
+            {"onnx": {"calib_batches": 2, "seq_len": 16}},
+        ],
+    }
+    report = run_recipe(recipe, tmp_path / "out")
+    names = [s["name"] for s in report["stages"]]
+    assert names == ["baseline", "01-prune", "02-distill", "03-lowrank", "04-finetune", "05-int8", "06-onnx"]
+    for s in report["stages"]:
+        assert s["disk_bytes"] > 0 and set(s["latency_ms"]) == {"batch_1", "batch_32"}
+        assert s.get("reload_max_abs_logit_diff", 0.0) < 1e-4
+    assert report["stages"][5]["disk_bytes"] < 0.8 * report["stages"][4]["disk_bytes"]  # tiny: float position table
+    out = tmp_path / "out"
+    assert (out / "tradeoff.png").is_file() and "tradeoff.png" in (out / "report.md").read_text()
+    assert json.loads((out / "report.json").read_text())["settings"]["recipe"]["stages"][0]["prune"]["heads"] == 0.5
+    assert (out / "stages" / "06-onnx" / "model.int8.onnx").is_file()
+
+
+def test_shipped_recipes_are_valid():
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "recipes"
+    files = sorted(folder.glob("*.yaml"))
+    assert files
+    for path in files:
+        assert parse_recipe(path).stages
+
+
+def test_cli_check(tmp_path):
+    from typer.testing import CliRunner
+
+    from prunekit.cli import app
+
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(_recipe([{"prune": {"heads": 0.5}}, {"int8": {}}, {"distill": {}}])))
+    result = CliRunner().invoke(app, ["run", str(path), "--check"])
+    assert result.exit_code == 2 and "after int8 cannot work" in result.output
