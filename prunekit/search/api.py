@@ -248,7 +248,8 @@ def _latency_table(session: _Session, units) -> dict[str, list[list[float]]]:
     tti = hasattr(session, "wb") and "token_type_ids" in session.wb.tokenizer.model_input_names
     make = bert_like_inputs(model.config.vocab_size, model_device(model), token_type_ids=tti)
     _log("latency table: timing each block shape once (cached)")
-    return latency_table(model, units, make, cache=_cache_dir() / "latency.json")
+    seq_len = min(128, getattr(model.config, "max_position_embeddings", 128))
+    return latency_table(model, units, make, cache=_cache_dir() / "latency.json", seq_len=seq_len)
 
 
 def _plan(session: _Session, units, result: SearchResult, granularity: str, budget: Budget, settings: SearchSettings,
