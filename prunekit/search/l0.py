@@ -35,10 +35,11 @@ LIMIT_L, LIMIT_R, BETA = -0.1, 1.1, 2.0 / 3.0
 
 @dataclass
 class L0Settings:
-    """``gate_lr``: the effective step on log α and on the λ's; ``warmup``: share of the gated steps over
-    which the target moves from 1 to the budget; ``init``: initial log α (gates start open)."""
+    """``gate_lr`` / ``lambda_lr``: the effective per-step moves of log α and of the λ's; ``warmup``: share of
+    the gated steps over which the target moves from 1 to the budget; ``init``: initial log α (gates open)."""
 
-    gate_lr: float = 0.05
+    gate_lr: float = 0.1
+    lambda_lr: float = 1.0  # the size term's per-gate gradient is ~1/groups: λ must be able to grow fast
     warmup: float = 0.5
     init: float = 3.0
     gqa: str = "groups"
@@ -75,6 +76,7 @@ class Gates(nn.Module):
                                 "is counted in parameters")
         self.s, self.budget, self.total_steps = s, budget, max(1, total_steps)
         self.scale = s.gate_lr / lr
+        self.lambda_scale = s.lambda_lr / lr
         self.units = structured_units(model, ("heads", "ffn"), gqa=s.gqa)
         n = num_layers(model)
         self.n_layers = n
@@ -89,9 +91,9 @@ class Gates(nn.Module):
             self.head_dim.append(a.head_dim)
             self.per_gate.append(a.n_q // groups)
         self.layer = nn.Parameter(torch.full((n,), s.init / self.scale))
-        self.lambda1 = nn.Parameter(torch.zeros(()))
-        self.lambda2 = nn.Parameter(torch.zeros(()))
-        for lam in (self.lambda1, self.lambda2):
+        self.lambda1_raw = nn.Parameter(torch.zeros(()))  # λ = scale · θ, like log α
+        self.lambda2_raw = nn.Parameter(torch.zeros(()))
+        for lam in (self.lambda1_raw, self.lambda2_raw):
             lam.register_hook(lambda g: -g)  # gradient ascent on the multipliers
         self.attn_params = torch.tensor([float(u.params) for u in self.units if u.kind == "heads"])
         self.ffn_params = torch.tensor([float(u.params) for u in self.units if u.kind == "ffn"])
@@ -107,6 +109,14 @@ class Gates(nn.Module):
             self._handles.append(f.down.register_forward_pre_hook(self._ffn_hook(i)))
             if s.layers:
                 self._handles.append(blocks[i].register_forward_hook(self._layer_hook(i), with_kwargs=True))
+
+    @property
+    def lambda1(self) -> Tensor:
+        return self.lambda1_raw * self.lambda_scale
+
+    @property
+    def lambda2(self) -> Tensor:
+        return self.lambda2_raw * self.lambda_scale
 
     # -- gate values ------------------------------------------------------------------------------
     def log_alpha(self, p: Tensor) -> Tensor:
@@ -231,14 +241,15 @@ def finalize(model: nn.Module, gates: Gates) -> dict[str, Any]:
                   for j in range(len(la_ffn[i])) if keep_f[i][j]]
         order.sort()
         excess = kept_params() - limit
-        for _, kind, i, j in order:
-            if excess <= 0:
-                break
-            mask, cost = (keep_h[i], per_h[i]) if kind == "h" else (keep_f[i], per_f[i])
-            if int(mask.sum()) <= 1:
-                continue
-            mask[j] = False
-            excess -= cost
+        for careful in (True, False):  # first without whole heads that would overshoot, then anything
+            for _, kind, i, j in order:
+                if excess <= 0:
+                    break
+                mask, cost = (keep_h[i], per_h[i]) if kind == "h" else (keep_f[i], per_f[i])
+                if not mask[j] or int(mask.sum()) <= 1 or (careful and kind == "h" and cost > excess):
+                    continue
+                mask[j] = False
+                excess -= cost
     # fold the kept gates' (deterministic) values into the weights the hooks were scaling
     for i in range(gates.n_layers):
         a, f = attn_site(model, i), ffn_site(model, i)
