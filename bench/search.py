@@ -36,9 +36,18 @@ def minilm_rows(args: argparse.Namespace) -> list[dict]:
     common = {"finetune_epochs": args.epochs, "lr": args.lr, "batch_size": 32, "latency": False,
               "importance": "taylor"}
     rows = []
+    partial = WORK / "minilm-rows.jsonl"
+    done = {}
+    if args.resume and partial.is_file():
+        done = {r["method"]: r for r in map(json.loads, partial.read_text().splitlines())}
+    elif partial.exists():
+        partial.unlink()
 
     def run(name: str, settings: PruneSettings, evaluations: int, search_seconds: float, extra: dict) -> None:
-        out = WORK / name.split(":")[0].replace(" ", "-")
+        if name in done:  # a finished row of an interrupted run (seeded: a rerun gives the same numbers)
+            rows.append(done[name])
+            return
+        out = WORK / name.split(" ")[0]
         t0 = time.perf_counter()
         report = prune(str(base), data, out, settings, seed=args.seed, force=True)
         seconds = time.perf_counter() - t0
@@ -50,11 +59,16 @@ def minilm_rows(args: argparse.Namespace) -> list[dict]:
                      "evaluations": evaluations, "search_seconds": search_seconds,
                      "prune_recover_seconds": seconds, "shapes": report.get("shapes"), **extra})
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "shapes"}), flush=True)
+        with open(partial, "a") as f:
+            f.write(json.dumps(rows[-1]) + "\n")
 
     run("uniform (50 % heads + 50 % FFN per layer)", PruneSettings(heads=0.5, ffn=0.5, scope="local", **common),
         0, 0.0, {})
-    run("global ranking (heads, FFN across layers)", PruneSettings(heads=0.5, ffn=0.5, scope="global", **common),
-        0, 0.0, {})
+    # global ranking as plan_from_ratios(scope="global") does it, except that every layer keeps its best head
+    # (plain global ranking removes all 12 heads of layer 5 here, which a BERT layer cannot run without)
+    global_plan = global_ranking_plan(base, data, WORK / "global-plan.yaml", args.seed)
+    run("global ranking (heads, FFN across layers)",
+        PruneSettings(plan=str(global_plan), **{k: v for k, v in common.items() if k != "importance"}), 0, 0.0, {})
     t0 = time.perf_counter()
     summary = search(str(base), data, WORK / "plan", "params=0.5", evals=args.evals, steps=args.steps,
                      opts=SearchData(importance="taylor", seed=args.seed), force=True)
@@ -70,6 +84,36 @@ def minilm_rows(args: argparse.Namespace) -> list[dict]:
     rows[-1]["search_seconds"] = rows[-1]["prune_recover_seconds"]  # the gates are learned while training
     rows[-1]["note"] = "gates trained during 3/4 of the recovery budget; wall time includes that training"
     return rows
+
+
+def global_ranking_plan(base: Path, data: DataOptions, path: Path, seed: int) -> Path:
+    """One ranking of all heads (and one of all FFN neurons) by the same taylor scores and calibration batches
+    prunekit prune uses (step 1: seed + 1), the lowest 50 % removed, at least one kept per layer; as a plan."""
+    import torch
+
+    from prunekit.importance.groups import group_scores
+    from prunekit.pipeline import _calibration_batches, open_workbench
+    from prunekit.search.plan import architecture, write_plan
+
+    wb = open_workbench(str(base), data, seed)
+    scores = group_scores(wb.model, "taylor", batches=_calibration_batches(wb, 16, 32, seed + 1), seed=seed + 1)
+
+    def ratios(units: dict[int, torch.Tensor]) -> dict[int, float]:
+        flat = sorted((float(v), layer, j) for layer, t in units.items() for j, v in enumerate(t.tolist()))
+        left = {layer: t.numel() for layer, t in units.items()}
+        n_remove = round(0.5 * len(flat))
+        for _, layer, _ in flat:
+            if n_remove == 0:
+                break
+            if left[layer] > 1:
+                left[layer] -= 1
+                n_remove -= 1
+        return {layer: 1 - left[layer] / t.numel() for layer, t in units.items()}
+
+    plan = {"prunekit_plan": 1, "granularity": "structured", "architecture": architecture(wb.model),
+            "heads": ratios(scores.heads), "ffn": ratios(scores.ffn), "importance": "taylor"}
+    write_plan(path, plan)
+    return path
 
 
 def smollm_rows(args: argparse.Namespace) -> list[dict]:
@@ -139,6 +183,7 @@ def main() -> None:
     ap.add_argument("--lm-ratios", default="0.3,0.5,0.7")
     ap.add_argument("--only", choices=["minilm", "smollm"], default=None)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--resume", action="store_true", help="Reuse the MiniLM rows an interrupted run finished.")
     args = ap.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
