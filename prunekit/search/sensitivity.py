@@ -91,7 +91,10 @@ class SensitivityTable:
         return xs, ys
 
     def delta(self, unit: str, ratio: float) -> float:
+        """Predicted score change of pruning ``unit`` at ``ratio``; never positive: a measured gain from
+        pruning is evaluation noise, and summing noise over many units would make the proxy chase it."""
         xs, ys = self.curve(unit)
+        ys = np.minimum(ys, 0.0)
         if ratio > xs[-1] + 1e-9:  # beyond the measured range: extend the last slope (no free lunch)
             slope = (ys[-1] - ys[-2]) / max(xs[-1] - xs[-2], 1e-9) if len(xs) > 1 else 0.0
             return float(ys[-1] + min(slope, 0.0) * (ratio - xs[-1]))
