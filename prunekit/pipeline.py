@@ -203,6 +203,7 @@ class _Loop:
     stages: list[dict[str, Any]] = field(default_factory=list)
     stopped: dict[str, Any] | None = None
     target: float = 0.0
+    block_targets: dict[str, float] | None = None  # --plan: each weight's own sparsity (its block's)
 
     def train_config(self, epochs: float, seed_offset: int = 0) -> TrainConfig:
         s = self.settings
@@ -218,8 +219,11 @@ class _Loop:
             backward_passes(self.wb.model, self.wb.train, self.wb.tokenizer, self.importance, self.params,
                             s.calib_batches, s.batch_size, self.seed)
         scores = self.importance.scores(self.params)
-        new = compute_masks(scores, target, scope=s.scope, threshold=s.threshold if target is None else None,
-                            previous=self.masks.masks or None)
+        if self.block_targets is not None:
+            new = {n: compute_masks({n: sc}, self.block_targets[n], scope="local")[n] for n, sc in scores.items()}
+        else:
+            new = compute_masks(scores, target, scope=s.scope, threshold=s.threshold if target is None else None,
+                                previous=self.masks.masks or None)
         self.masks.update(new, optimizer)
         if self.importance.reset_after_prune:
             self.importance.reset()
@@ -252,6 +256,24 @@ class _Loop:
         }
         log(self.stopped["reason"])
         return True
+
+
+def _block_targets(model: nn.Module, params: dict[str, nn.Parameter], plan_file: str) -> dict[str, float]:
+    """--plan (unstructured): every prunable weight gets the sparsity of the block it sits in."""
+    from prunekit.arch import transformer_layers
+    from prunekit.search.plan import read_plan
+
+    blocks = read_plan(plan_file)["block_sparsity"]
+    prefix, _ = transformer_layers(model)
+    out = {}
+    for name in params:
+        rest = name[len(prefix) + 1:] if name.startswith(prefix + ".") else ""
+        index = rest.split(".", 1)[0]
+        if not index.isdigit():
+            raise PrunekitError(f"plan {plan_file} sets per-block sparsity, but prunable weight {name} is outside "
+                                "the transformer blocks (narrow --prunable)")
+        out[name] = float(blocks[int(index)])
+    return out
 
 
 def _snapshot(model: nn.Module, masks: MaskSet) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -344,6 +366,12 @@ def prune(
     text = is_text_model(wb.model)
     if s.lr is None:
         s.lr = default_lr(text)
+    if s.plan is not None:
+        from prunekit.search.plan import check_plan, read_plan
+
+        check_plan(read_plan(s.plan), wb.model, f"plan {s.plan}")
+    if s.learn_structure:
+        return _prune_learned(wb, data, out, s, seed=seed, force=force, command=command)
     if s.structured:
         return _prune_structured(wb, data, out, s, seed=seed, force=force, command=command)
     params = prunable_weights(wb.model, s.prunable, s.exclude)
@@ -357,6 +385,8 @@ def prune(
     teacher = copy.deepcopy(wb.model).eval() if s.distill else None
     loop = _Loop(wb, s, seed, params, MaskSet(params), make_importance(s.method, seed),
                  100 * baseline["validation_metrics"]["accuracy"], teacher, stages)
+    if s.plan is not None:
+        loop.block_targets = _block_targets(wb.model, params, s.plan)
     log(f"pruning {len(params)} weight tensors ({sum(p.numel() for p in params.values()):,} weights), "
         f"{s.method} / {s.scope} / {s.schedule}, target "
         + (f"{100 * s.sparsity:.0f} %" if s.sparsity is not None else f"|score| < {s.threshold}"))
@@ -536,6 +566,17 @@ def _cut(model: nn.Module, scores: GroupScores, s: PruneSettings, k: int,
         apply_text_plan(model, plan)
         shapes = text_shapes(model)
         return plan.to_dict(), shapes, f"widths {shapes['widths']}"
+    if s.plan is not None:
+        from prunekit.prune.structured import plan_from_layer_ratios
+        from prunekit.search.plan import read_plan, structured_ratios
+
+        heads, ffn = structured_ratios(read_plan(s.plan))
+        plan = plan_from_layer_ratios(model, scores, heads=heads, ffn=ffn, round_to=s.round_to, gqa=s.gqa)
+        apply_plan(model, plan)
+        shapes = model_shapes(model)
+        return plan.to_dict(), shapes, (f"plan {s.plan}: heads per layer "
+                                        f"{[layer['q_heads'] for layer in shapes['layers']]}, FFN "
+                                        f"{[layer['ffn'] for layer in shapes['layers']]}")
     plan = plan_from_ratios(
         model, scores,
         heads=_step_fraction(s.heads, k, s.steps), ffn=_step_fraction(s.ffn, k, s.steps),
@@ -548,6 +589,58 @@ def _cut(model: nn.Module, scores: GroupScores, s: PruneSettings, k: int,
     return plan.to_dict(), shapes, (
         f"{shapes['num_layers']} layers, heads per layer {[layer['q_heads'] for layer in shapes['layers']]}, "
         f"FFN {[layer['ffn'] for layer in shapes['layers']]}, hidden {shapes['hidden_size']}")
+
+
+def _prune_learned(wb: Workbench, data: DataOptions, out: str | Path, s: PruneSettings, *, seed: int,
+                   force: bool, command: str) -> dict[str, Any]:
+    """--learn-structure: fine-tune with L0 gates on heads, FFN neurons and layers pulled to the budget,
+    remove what the gates closed, recover for the rest of the epochs, measure, save."""
+    from prunekit.report.search_plots import plot_gates
+    from prunekit.search.budget import Budget
+    from prunekit.search.l0 import GatedModel, Gates, L0Settings, finalize
+
+    if is_text_model(wb.model):
+        raise PrunekitError("--learn-structure gates transformer heads, FFN neurons and layers; "
+                            f"{type(wb.model).__name__} is not a transformer")
+    seq = s.latency_seq_len if s.latency else None
+    t0 = time.perf_counter()
+    _train_new_head(wb, s, seed)
+    stages = [measure_stage(wb, "baseline", time.perf_counter() - t0, latency_seq_len=seq)[0]]
+    teacher = copy.deepcopy(wb.model).eval() if s.distill else None
+    distill = DistillConfig(s.distill_alpha, s.temperature) if teacher is not None else None
+    gate_epochs = s.finetune_epochs * L0_GATED_SHARE
+    steps = max(1, math.ceil(gate_epochs * math.ceil(len(wb.train) / s.batch_size)))
+    gates = Gates(wb.model, Budget.parse(s.budget), steps, s.lr, L0Settings(gqa=s.gqa))
+    gated = GatedModel(wb.model, gates)
+    t0 = time.perf_counter()
+    train(gated, wb.train, wb.tokenizer, TrainConfig(epochs=gate_epochs, lr=s.lr, batch_size=s.batch_size, seed=seed),
+          teacher=teacher, distill=distill, desc="learn structure (L0 gates)")
+    decided = finalize(wb.model, gates)
+    log(f"L0 gates: kept {100 * decided['kept_fraction']:.1f} % of heads+FFN parameters; heads {decided['heads']}, "
+        f"FFN {decided['ffn']}, layers {decided['layers_kept']}")
+    stages.append(measure_stage(wb, "pruned", time.perf_counter() - t0, latency_seq_len=seq,
+                                extra={"note": "gates learned and removed, before recovery"})[0])
+    t0 = time.perf_counter()
+    rest = s.finetune_epochs - gate_epochs
+    if rest > 0:
+        train(wb.model, wb.train, wb.tokenizer, TrainConfig(epochs=rest, lr=s.lr, batch_size=s.batch_size,
+              seed=seed + 1), teacher=teacher, distill=distill, desc="recover")
+    stages.append(measure_stage(wb, "final", time.perf_counter() - t0, latency_seq_len=seq,
+                                extra={"shapes": model_shapes(wb.model)})[0])
+    _, final_logits = wb.evaluate("test")
+    report = _report(command, wb, {"prune": s.to_dict(), "data": vars(data)}, seed, stages)
+    report["stopped"] = None
+    report["learned_structure"] = {**decided, "trajectory": gates.trajectory, "gated_epochs": gate_epochs,
+                                   "recovery_epochs": rest}
+    report["shapes"] = model_shapes(wb.model)
+    _save(wb, out, force, report, final_logits)
+    if is_main_process():
+        plot_gates(gates.trajectory, decided, Path(out) / "l0_gates.png")
+    return report
+
+
+#: --learn-structure: share of --finetune-epochs trained with gates; the rest recovers the cut model
+L0_GATED_SHARE = 0.75
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -62,13 +62,16 @@ def prune_lm(
     calib_samples: int = 128, seq_len: int = 512, eval_samples: int | None = 32, stride: int | None = None,
     calib_data: str | None = None, save: str = "packed", seed: int = 0, force: bool = False,
     trust_remote_code: bool = False, structured: StructuredLM | None = None, baseline: dict[str, Any] | None = None,
+    plan: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Evaluate → prune once (calibrated) → evaluate → save, with a report; never touches ``model``.
 
     ``settings`` drives unstructured / N:M pruning; ``structured`` (heads, FFN neurons, whole blocks)
     removes groups physically instead, with least-squares reconstruction (:mod:`prunekit.prune.reconstruct`).
     ``baseline``: the dense model's :func:`perplexity` result on the same windows, if already measured
-    (benchmarks pruning one model many ways); it is then not measured again.
+    (benchmarks pruning one model many ways); it is then not measured again. ``plan``: a per-block plan
+    from ``prunekit search`` (its ``block_sparsity`` already in ``settings.block_ratios``), checked against
+    the model's architecture before any work.
     """
     settings = settings or OneShotSettings()
     settings.check()
@@ -81,6 +84,10 @@ def prune_lm(
     seed_everything(seed)
     device = default_device()
     lm, tokenizer = load_causal_lm(model, trust_remote_code)
+    if plan is not None:
+        from prunekit.search.plan import check_plan
+
+        check_plan(plan, lm)
     if structured is None:
         check_patterns(lm, settings)
     text = load_lm_text(tokenizer, data, calib_data)

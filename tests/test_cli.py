@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from prunekit.cli import app
 
 runner = CliRunner()
-COMMANDS = ["assets", "finetune", "evaluate", "prune", "inspect", "export", "demo"]
+COMMANDS = ["assets", "finetune", "evaluate", "prune", "inspect", "export", "demo", "sensitivity", "search"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -62,3 +62,21 @@ def test_prune_evaluate_inspect_round_trip(trained_tiny, tmp_path):
     info = json.loads(result.output[result.output.index("{"):])
     assert info["layer_sparsity"]["bert.encoder.layer.0.attention.self.query"] > 0.3
     assert runner.invoke(app, ["inspect", str(out)], terminal_width=200).exit_code == 0
+
+
+def test_sensitivity_search_and_prune_plan_from_the_cli(trained_tiny, tmp_path, monkeypatch):
+    monkeypatch.setenv("PRUNEKIT_CACHE", str(tmp_path / "cache"))
+    clf, csv = trained_tiny
+    common = ["-m", str(clf), "-d", str(csv), "--importance", "l2", "--ratios", "0.5"]
+    result = runner.invoke(app, ["sensitivity", *common, "--granularity", "ffn", "--out", str(tmp_path / "s")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "s" / "sensitivity.json").is_file()
+    result = runner.invoke(app, ["search", *common, "--budget", "params=0.7", "--steps", "100", "--evals", "2",
+                                 "--out", str(tmp_path / "plan")])
+    assert result.exit_code == 0, result.output
+    plan = str(tmp_path / "plan" / "plan.yaml")
+    result = runner.invoke(app, ["prune", "-m", str(clf), "-d", str(csv), "--plan", plan,
+                                 "--finetune-epochs", "0", "--no-latency", "--out", str(tmp_path / "p")])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["search", *common, "--budget", "flops=2", "--out", str(tmp_path / "bad")])
+    assert result.exit_code == 2 and "--budget must look like" in result.output

@@ -849,3 +849,41 @@ def _plan_heads(model: nn.Module, scores: GroupScores, ratio: float, scope: str,
             keep += [g * s.per_group + j for j in _top(block, per)]
         out[i] = sorted(keep)
     return out
+
+
+def plan_from_layer_ratios(
+    model: nn.Module,
+    scores: GroupScores,
+    heads: Mapping[int, float] | None = None,
+    ffn: Mapping[int, float] | None = None,
+    layers: list[int] | None = None,
+    round_to: int = 1,
+    gqa: str = "groups",
+) -> StructuredPlan:
+    """Like :func:`plan_from_ratios`, but a removed fraction per layer (e.g. from ``prunekit search``).
+
+    Within a layer the lowest-scoring heads / neurons go; ``layers`` lists the blocks to *keep* (None:
+    all). A layer missing from ``heads``/``ffn`` keeps everything.
+    """
+    if gqa not in GQA_MODES:
+        raise PrunekitError(f"unknown gqa mode {gqa!r}; choose groups or heads")
+    n = num_layers(model)
+    plan = StructuredPlan(layers=list(layers) if layers is not None else None)
+    kept = set(plan.layers) if plan.layers is not None else set(range(n))
+    for what, ratios in (("heads", heads or {}), ("ffn", ffn or {})):
+        for layer, r in ratios.items():
+            if layer not in range(n):
+                raise PrunekitError(f"plan names layer {layer} but the model has {n} layers")
+            _check_ratio(f"layer {layer} {what}", r)
+    for layer, r in sorted((heads or {}).items()):
+        if r > 0 and layer in kept:
+            plan.heads.update(_plan_heads(model, scores, r, "local", gqa, [layer]))
+    for layer, r in sorted((ffn or {}).items()):
+        if r <= 0 or layer not in kept:
+            continue
+        units = _need(scores.ffn, layer, ffn_site(model, layer).width, "FFN")
+        k = units.numel() - int(round(r * units.numel()))
+        if k == 0:
+            raise PrunekitError(f"ffn={r} would remove every FFN neuron of layer {layer}")
+        plan.ffn[layer] = _top(units, _round_keep(k, units.numel(), round_to, f"layer {layer} FFN"))
+    return plan

@@ -1,0 +1,207 @@
+"""Benchmark: how much to prune where — uniform vs global ranking vs prunekit's searched plan vs L0 gates.
+
+MiniLM on movie reviews, 50 % of the encoder's attention + FFN parameters removed structurally; every
+row starts from the same fine-tuned baseline and gets the same recovery budget (one epoch, AdamW, the
+same learning rate; the L0 row learns its gates during 3/4 of that epoch and recovers the cut model in
+the last 1/4). SmolLM2-135M at 50 % unstructured Wanda: uniform vs OWL vs the searched per-block plan,
+perplexity on the Wikipedia evaluation articles (the search only saw held-out calibration text).
+Columns: test metric, evaluations the method used to choose its ratios, its wall time.
+Writes bench/results/search.{md,json}.
+
+    python bench/search.py [--epochs 1] [--lr 2e-4] [--only minilm|smollm]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+from prunekit.config import DataOptions, PruneSettings
+from prunekit.pipeline import DEFAULT_DATA, default_baseline, prune
+from prunekit.report.render import package_versions
+from prunekit.search.api import SearchData, search
+
+ROOT = Path(__file__).resolve().parent
+WORK = ROOT / "work" / "search"
+RESULTS = ROOT / "results"
+
+
+def minilm_rows(args: argparse.Namespace) -> list[dict]:
+    base = default_baseline(args.seed)
+    data: DataOptions = DEFAULT_DATA
+    common = {"finetune_epochs": args.epochs, "lr": args.lr, "batch_size": 32, "latency": False,
+              "importance": "taylor"}
+    rows = []
+    partial = WORK / "minilm-rows.jsonl"
+    done = {}
+    if args.resume and partial.is_file():
+        done = {r["method"]: r for r in map(json.loads, partial.read_text().splitlines())}
+    elif partial.exists():
+        partial.unlink()
+
+    def run(name: str, settings: PruneSettings, evaluations: int, search_seconds: float, extra: dict) -> None:
+        if name in done:  # a finished row of an interrupted run (seeded: a rerun gives the same numbers)
+            rows.append(done[name])
+            return
+        out = WORK / name.split(" ")[0]
+        t0 = time.perf_counter()
+        report = prune(str(base), data, out, settings, seed=args.seed, force=True)
+        seconds = time.perf_counter() - t0
+        b, f = report["stages"][0], report["stages"][-1]
+        rows.append({"model": "MiniLM", "method": name, "metric": "accuracy %",
+                     "value": 100 * f["metrics"]["accuracy"], "baseline": 100 * b["metrics"]["accuracy"],
+                     "validation": 100 * f["validation_metrics"]["accuracy"],
+                     "params_total": f["params_total"], "macs_ratio": b["macs_per_token"] / f["macs_per_token"],
+                     "evaluations": evaluations, "search_seconds": search_seconds,
+                     "prune_recover_seconds": seconds, "shapes": report.get("shapes"), **extra})
+        print(json.dumps({k: v for k, v in rows[-1].items() if k != "shapes"}), flush=True)
+        with open(partial, "a") as f:
+            f.write(json.dumps(rows[-1]) + "\n")
+
+    run("uniform (50 % heads + 50 % FFN per layer)", PruneSettings(heads=0.5, ffn=0.5, scope="local", **common),
+        0, 0.0, {})
+    # global ranking as plan_from_ratios(scope="global") does it, except that every layer keeps its best head
+    # (plain global ranking removes all 12 heads of layer 5 here, which a BERT layer cannot run without)
+    global_plan = global_ranking_plan(base, data, WORK / "global-plan.yaml", args.seed)
+    run("global ranking (heads, FFN across layers)",
+        PruneSettings(plan=str(global_plan), **{k: v for k, v in common.items() if k != "importance"}), 0, 0.0, {})
+    t0 = time.perf_counter()
+    summary = search(str(base), data, WORK / "plan", "params=0.5", evals=args.evals, steps=args.steps,
+                     opts=SearchData(importance="taylor", seed=args.seed), force=True)
+    search_seconds = time.perf_counter() - t0
+    plan = summary["plan"]
+    used = plan["search"]["real_evaluations"] + plan["search"]["sensitivity_evaluations"]
+    run("prunekit search (SA, params=0.5)", PruneSettings(plan=str(WORK / "plan" / "plan.yaml"),
+                                                          **{k: v for k, v in common.items() if k != "importance"}),
+        used, search_seconds, {"plan": {k: plan[k] for k in ("heads", "ffn", "budget", "scores")}})
+    t0 = time.perf_counter()
+    run("L0 gates (learned, params=0.5)", PruneSettings(learn_structure=True, budget="params=0.5", **common),
+        0, 0.0, {})
+    rows[-1]["search_seconds"] = rows[-1]["prune_recover_seconds"]  # the gates are learned while training
+    rows[-1]["note"] = "gates trained during 3/4 of the recovery budget; wall time includes that training"
+    return rows
+
+
+def global_ranking_plan(base: Path, data: DataOptions, path: Path, seed: int) -> Path:
+    """One ranking of all heads (and one of all FFN neurons) by the same taylor scores and calibration batches
+    prunekit prune uses (step 1: seed + 1), the lowest 50 % removed, at least one kept per layer; as a plan."""
+    import torch
+
+    from prunekit.importance.groups import group_scores
+    from prunekit.pipeline import _calibration_batches, open_workbench
+    from prunekit.search.plan import architecture, write_plan
+
+    wb = open_workbench(str(base), data, seed)
+    scores = group_scores(wb.model, "taylor", batches=_calibration_batches(wb, 16, 32, seed + 1), seed=seed + 1)
+
+    def ratios(units: dict[int, torch.Tensor]) -> dict[int, float]:
+        flat = sorted((float(v), layer, j) for layer, t in units.items() for j, v in enumerate(t.tolist()))
+        left = {layer: t.numel() for layer, t in units.items()}
+        n_remove = round(0.5 * len(flat))
+        for _, layer, _ in flat:
+            if n_remove == 0:
+                break
+            if left[layer] > 1:
+                left[layer] -= 1
+                n_remove -= 1
+        return {layer: 1 - left[layer] / t.numel() for layer, t in units.items()}
+
+    plan = {"prunekit_plan": 1, "granularity": "structured", "architecture": architecture(wb.model),
+            "heads": ratios(scores.heads), "ffn": ratios(scores.ffn), "importance": "taylor"}
+    write_plan(path, plan)
+    return path
+
+
+def smollm_rows(args: argparse.Namespace) -> list[dict]:
+    from prunekit.pipeline_lm import prune_lm
+    from prunekit.prune.oneshot import OneShotSettings
+    from prunekit.search.plan import read_plan
+
+    model, data = "smollm2-135m", "wikipedia"
+    lm = {"calib_samples": args.lm_calib, "seq_len": 512, "eval_samples": args.lm_eval, "seed": args.seed,
+          "force": True}
+    rows = []
+    baseline = None
+
+    def run(name: str, settings: OneShotSettings, evaluations: int, search_seconds: float, plan=None) -> None:
+        nonlocal baseline
+        out = WORK / ("lm-" + name.split(" ")[0].replace("/", "-"))
+        report = prune_lm(model, data, out, settings, baseline=baseline, plan=plan, **lm)
+        baseline = baseline or report["stages"][0]["metrics"]
+        rows.append({"model": "SmolLM2-135M", "method": name, "metric": "perplexity",
+                     "value": report["perplexity"]["pruned"], "baseline": report["perplexity"]["dense"],
+                     "evaluations": evaluations, "search_seconds": search_seconds,
+                     "prune_recover_seconds": report["prune_seconds"],
+                     "block_sparsity": report["block_sparsity_targets"]})
+        print(json.dumps(rows[-1]), flush=True)
+        shutil.rmtree(out, ignore_errors=True)  # 0.3 GB each; the numbers are in the report above
+
+    run("uniform Wanda 50 %", OneShotSettings(method="wanda", sparsity=0.5, layer_ratios="uniform"), 0, 0.0)
+    run("OWL Wanda 50 % (outlier-weighted)", OneShotSettings(method="wanda", sparsity=0.5, layer_ratios="owl"), 0, 0.0)
+    t0 = time.perf_counter()
+    summary = search(model, data, WORK / "lm-plan", "params=0.5", evals=args.evals, steps=args.steps,
+                     ratios=args.lm_ratios, opts=SearchData(task="lm", seq_len=256, lm_calib_samples=32,
+                                                            lm_eval_windows=8, seed=args.seed), force=True)
+    seconds = time.perf_counter() - t0
+    plan = read_plan(WORK / "lm-plan" / "plan.yaml")
+    blocks = [float(r) for r in plan["block_sparsity"]]
+    used = summary["plan"]["search"]["real_evaluations"] + summary["plan"]["search"]["sensitivity_evaluations"]
+    run("prunekit search Wanda 50 % (SA, params=0.5)", OneShotSettings(method="wanda", sparsity=0.5,
+                                                                        block_ratios=blocks), used, seconds, plan)
+    return rows
+
+
+def render(rows: list[dict], args: argparse.Namespace) -> str:
+    head = ("| model | method | test metric | Δ vs dense | evaluations used | search wall s | prune + recovery s |\n"
+            "| --- | --- | --: | --: | --: | --: | --: |")
+    lines = [f"Same fine-tuned baseline for every MiniLM row; recovery {args.epochs} epoch(s), AdamW lr {args.lr}, "
+             "batch 32, max length 64; 50 % of the encoder's attention + FFN parameters removed (structured). "
+             f"SmolLM2-135M: Wanda, 50 % of the block Linear weights, {args.lm_calib} × 512 calibration tokens, "
+             f"perplexity on {args.lm_eval} × 512 evaluation tokens. 2 cores, shared machine. "
+             "`python bench/search.py`.", "", head]
+    for r in rows:
+        delta = r["value"] - r["baseline"]
+        fmt = f"{r['value']:.2f}"
+        dfmt = f"{delta:+.2f}" if r["metric"] != "perplexity" else f"{r['value'] / r['baseline']:.3f}×"
+        lines.append(f"| {r['model']} | {r['method']} | {fmt} {'%' if r['metric'] != 'perplexity' else 'ppl'} | "
+                     f"{dfmt} | {r['evaluations']} | {r['search_seconds']:.0f} | {r['prune_recover_seconds']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--epochs", type=float, default=1.0)
+    ap.add_argument("--lr", type=float, default=2e-4)
+    ap.add_argument("--evals", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=4000)
+    ap.add_argument("--lm-calib", type=int, default=128)
+    ap.add_argument("--lm-eval", type=int, default=32)
+    ap.add_argument("--lm-ratios", default="0.3,0.5,0.7")
+    ap.add_argument("--only", choices=["minilm", "smollm"], default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--resume", action="store_true", help="Reuse the MiniLM rows an interrupted run finished.")
+    args = ap.parse_args()
+    WORK.mkdir(parents=True, exist_ok=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    rows: list[dict] = []
+    previous = RESULTS / "search.json"
+    if args.only and previous.is_file():  # keep the other model's rows from the last run
+        other = "SmolLM2-135M" if args.only == "minilm" else "MiniLM"
+        rows += [r for r in json.loads(previous.read_text())["rows"] if r["model"] == other]
+    if args.only in (None, "minilm"):
+        rows = minilm_rows(args) + rows
+    if args.only in (None, "smollm"):
+        rows += smollm_rows(args)
+    md = render(rows, args)
+    (RESULTS / "search.md").write_text(md)
+    (RESULTS / "search.json").write_text(json.dumps({"rows": rows, "args": vars(args), "versions": package_versions(),
+                                                     "cores": os.cpu_count()}, indent=1, default=str))
+    print(md)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,298 @@
+"""``prunekit sensitivity`` and ``prunekit search`` as Python functions (the CLI only parses and calls these).
+
+Classifiers are measured by validation accuracy with units masked exactly as removal would cut them;
+language models by perplexity on held-out windows of the calibration text (the evaluation text is
+left for the final, reported measurement).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from prunekit.errors import PrunekitError
+from prunekit.search.annealing import SearchResult, SearchSettings, anneal, min_size_search
+from prunekit.search.budget import Budget, CostModel, latency_table
+from prunekit.search.plan import make_plan, write_plan
+from prunekit.search.sensitivity import (
+    DEFAULT_RATIOS,
+    ClassifierProbe,
+    LMProbe,
+    SensitivityTable,
+    cache_key,
+    parse_ratios,
+    run_sensitivity,
+    structured_plan,
+)
+
+SEARCH_GRANULARITIES = ("structured", "unstructured")
+
+
+def _log(msg: str) -> None:
+    print(f"[prunekit] {msg}", file=sys.stderr, flush=True)
+
+
+def _fingerprint(spec: str) -> str:
+    """A model's identity for the cache: its resolved folder and the size/mtime of its weight files."""
+    from prunekit.io.hf import locate
+
+    try:
+        where = Path(locate(spec))
+    except PrunekitError:
+        return spec
+    files = sorted(where.glob("*.safetensors")) if where.is_dir() else []
+    return f"{where.resolve()}|" + "|".join(f"{f.name}:{f.stat().st_size}:{int(f.stat().st_mtime)}" for f in files)
+
+
+def _cache_dir() -> Path:
+    from prunekit.assets import cache_dir
+
+    return cache_dir() / "search"
+
+
+@dataclass
+class SearchData:
+    """Which text to measure on (classification: ``DataOptions``; LM: corpus and windows)."""
+
+    task: str = "classification"
+    importance: str = "taylor"  # structured: which heads / neurons go inside a layer
+    calib_batches: int = 8
+    batch_size: int = 32
+    max_eval_samples: int | None = None  # classification: validation examples measured (None = all)
+    lm_calib_samples: int = 32
+    lm_eval_windows: int = 8
+    seq_len: int = 256
+    gqa: str = "groups"
+    seed: int = 0
+
+
+class _Session:
+    """Everything both commands share: the loaded model, a probe and its identity."""
+
+    def __init__(self, model: str, data: Any, opts: SearchData, trust_remote_code: bool = False) -> None:
+        self.opts = opts
+        self.spec = model
+        if opts.task == "lm":
+            self._open_lm(model, data, trust_remote_code)
+        elif opts.task == "classification":
+            self._open_classifier(model, data, trust_remote_code)
+        else:
+            raise PrunekitError(f"--task must be classification or lm, got {opts.task!r}")
+
+    def _open_classifier(self, model: str, data: Any, trust_remote_code: bool) -> None:
+        from prunekit.importance.groups import group_scores
+        from prunekit.pipeline import _calibration_batches, open_workbench
+        from prunekit.tasks.classification import evaluate as evaluate_split
+
+        o = self.opts
+        wb = open_workbench(model, data, o.seed, trust_remote_code)
+        if wb.head_is_new:
+            raise PrunekitError(f"model {model!r} has no trained classification head; fine-tune it first "
+                                "(prunekit finetune): an untrained head makes every sensitivity meaningless")
+        self.wb = wb
+        self.model = wb.model.eval()
+        val = wb.validation
+        if o.max_eval_samples and o.max_eval_samples < len(val):
+            from prunekit.tasks.classification import EncodedSplit
+
+            val = EncodedSplit(val.features[: o.max_eval_samples], val.labels[: o.max_eval_samples])
+        self.validation = val
+
+        def evaluate(m: torch.nn.Module) -> float:
+            return 100.0 * evaluate_split(m, val, wb.tokenizer, desc=False)[0]["accuracy"]
+
+        batches = _calibration_batches(wb, o.calib_batches, o.batch_size, o.seed)
+        self.scores = group_scores(self.model, o.importance, batches=batches, seed=o.seed)
+        self.identity = {"task": "classification", "model": _fingerprint(model), "data": asdict(data),
+                         "importance": o.importance, "calib_batches": o.calib_batches, "validation": len(val),
+                         "seed": o.seed, "gqa": o.gqa}
+        self.probe = ClassifierProbe(self.model, evaluate, self.scores, self.identity, gqa=o.gqa)
+
+    def _open_lm(self, model: str, data: Any, trust_remote_code: bool) -> None:
+        from prunekit.io.hf import load_causal_lm
+        from prunekit.runtime import default_device, seed_everything
+        from prunekit.tasks.lm import LMText, calibration_windows, evaluation_windows, load_lm_text
+
+        o = self.opts
+        seed_everything(o.seed)
+        lm, tok = load_causal_lm(model, trust_remote_code)
+        self.model = lm.to(default_device()).eval()
+        text = load_lm_text(tok, data)
+        # search on held-out windows of the *calibration* text: the evaluation text stays unseen
+        cut = int(0.8 * len(text.calibration))
+        calib = LMText(text.calibration[:cut], text.calibration[cut:], text.source, text.split_rule)
+        windows = evaluation_windows(calib, o.seq_len, o.lm_eval_windows)
+        calibration = calibration_windows(calib, o.lm_calib_samples, o.seq_len, o.seed)
+        self.identity = {"task": "lm", "model": _fingerprint(model), "data": str(data), "seq_len": o.seq_len,
+                         "calib_samples": o.lm_calib_samples, "eval_windows": o.lm_eval_windows, "seed": o.seed}
+        self.probe = LMProbe(self.model, calibration, windows, self.identity)
+        self.scores = None
+
+    def table(self, granularity: str, ratios: Sequence[float], cache: bool = True) -> SensitivityTable:
+        path = _cache_dir() / f"sensitivity-{cache_key(self.identity, granularity)}.json"
+        _log(f"sensitivity ({granularity}): cache {path}")
+        return run_sensitivity(self.probe, granularity, ratios, cache=path if cache else None, progress=_log)
+
+
+def sensitivity(
+    model: str, data: Any, out: str | Path, *, granularity: str = "heads",
+    ratios: Sequence[float] | str = DEFAULT_RATIOS, opts: SearchData | None = None, force: bool = False,
+    trust_remote_code: bool = False,
+) -> dict[str, Any]:
+    """Measure every unit of ``granularity`` at every ratio; write ``sensitivity.json`` and ``sensitivity.png``."""
+    from prunekit.io.atomic import atomic_output_dir, check_output_dir
+    from prunekit.report.search_plots import plot_sensitivity
+
+    opts = opts or SearchData()
+    ratios = parse_ratios(ratios)
+    check_output_dir(out, force)
+    session = _Session(model, data, opts, trust_remote_code)
+    table = session.table(granularity, ratios)
+    with atomic_output_dir(out, force) as tmp:
+        table.write(tmp / "sensitivity.json")
+        plot_sensitivity([table], tmp / "sensitivity.png")
+        (tmp / "report.md").write_text(_sensitivity_md(table))
+    _log(f"wrote {out}")
+    return table.to_dict()
+
+
+def _sensitivity_md(table: SensitivityTable) -> str:
+    head = "| unit | " + " | ".join(f"{r:g}" for r in table.ratios) + " |"
+    lines = [f"# Sensitivity ({table.granularity})", "",
+             f"Validation {table.metric} with one unit pruned at a time, no retraining; baseline "
+             f"{table.baseline:.4g}. {table.evaluations} evaluations, {table.seconds:.0f} s.", "",
+             head, "| --- |" + " --: |" * len(table.ratios)]
+    for u in table.units:
+        vals = table.values.get(u, {})
+        lines.append(f"| {u} | " + " | ".join(f"{vals[f'{r:g}']:.4g}" if f"{r:g}" in vals else "" for r in table.ratios)
+                     + " |")
+    return "\n".join(lines) + "\n\n![sensitivity](sensitivity.png)\n"
+
+
+def search(
+    model: str, data: Any, out: str | Path, budget: str | Budget, *, granularity: str | None = None,
+    max_drop: float | None = None, evals: int = 8, steps: int = 4000, ratios: Sequence[float] | str = DEFAULT_RATIOS,
+    round_to: int = 1, opts: SearchData | None = None, force: bool = False, trust_remote_code: bool = False,
+) -> dict[str, Any]:
+    """Find per-layer ratios that meet ``budget`` and maximise the validation metric (or, with ``max_drop``,
+    the smallest budget within that drop); write ``plan.yaml``, ``search.json`` and the trace plot."""
+    from prunekit.io.atomic import atomic_output_dir, check_output_dir
+    from prunekit.report.search_plots import plot_sensitivity, plot_trace
+
+    opts = opts or SearchData()
+    budget = Budget.parse(budget) if isinstance(budget, str) else budget
+    granularity = granularity or ("unstructured" if opts.task == "lm" else "structured")
+    if granularity not in SEARCH_GRANULARITIES:
+        raise PrunekitError(f"search --granularity must be {' or '.join(SEARCH_GRANULARITIES)}, got {granularity!r}")
+    if opts.task == "lm" and granularity != "unstructured":
+        raise PrunekitError("--task lm searches per-block unstructured sparsity (--granularity unstructured)")
+    if granularity == "unstructured" and budget.kind == "latency":
+        raise PrunekitError("a latency budget needs structured pruning: unstructured zeros do not make dense "
+                            "kernels faster (use params= or macs=)")
+    if max_drop is not None and max_drop < 0:
+        raise PrunekitError(f"--max-drop must be ≥ 0, got {max_drop}")
+    settings = SearchSettings(steps=steps, evals=evals, round_to=round_to, seed=opts.seed)
+    settings.check()
+    ratios = parse_ratios(ratios)
+    check_output_dir(out, force)
+    start = time.perf_counter()
+    session = _Session(model, data, opts, trust_remote_code)
+    units = session.probe.units(granularity)
+    tables = ([session.table("heads", ratios), session.table("ffn", ratios)] if granularity == "structured"
+              else [session.table("unstructured", ratios)])
+    sens_seconds = time.perf_counter() - start
+    latency = None
+    if budget.kind == "latency":
+        latency = _latency_table(session, units)
+    cost = CostModel(units, budget.kind, latency)
+    from prunekit.search.annealing import Proxy
+
+    proxy = Proxy(units, tables)
+    cost.check_feasible(budget, proxy.caps)
+
+    def evaluate(r: Sequence[float]) -> float:
+        return session.probe.measure({u.name: float(x) for u, x in zip(units, r, strict=True)})
+
+    if max_drop is None:
+        result = anneal(units, cost, budget, proxy, evaluate, settings, progress=_log)
+    else:
+        result = min_size_search(units, cost, proxy, evaluate, max_drop, budget.kind, settings, progress=_log)
+    result.extra["sensitivity_seconds"] = sens_seconds
+    result.extra["sensitivity_evaluations"] = sum(t.evaluations for t in tables)
+    seconds = time.perf_counter() - start
+    plan = _plan(session, units, result, granularity, budget, settings, seconds, tables)
+    summary = {"plan": plan, "search": _result_dict(result), "seconds": seconds,
+               "sensitivity": [t.to_dict() for t in tables]}
+    with atomic_output_dir(out, force) as tmp:
+        write_plan(tmp / "plan.yaml", plan)
+        (tmp / "search.json").write_text(json.dumps(summary, indent=1, default=float))
+        plot_trace(result, tmp / "search_trace.png")
+        plot_sensitivity(tables, tmp / "sensitivity.png")
+        (tmp / "report.md").write_text(_search_md(plan, result, seconds))
+    _log(f"wrote {out} (plan.yaml: {result.best.label}, validation {result.metric} {result.best.real:.4g}; "
+         f"uniform {result.uniform.real:.4g}; {seconds:.0f} s)")
+    return summary
+
+
+def _latency_table(session: _Session, units) -> dict[str, list[list[float]]]:
+    from prunekit.report.measure import bert_like_inputs, model_device
+
+    model = session.model
+    tti = hasattr(session, "wb") and "token_type_ids" in session.wb.tokenizer.model_input_names
+    make = bert_like_inputs(model.config.vocab_size, model_device(model), token_type_ids=tti)
+    _log("latency table: timing each block shape once (cached)")
+    seq_len = min(128, getattr(model.config, "max_position_embeddings", 128))
+    return latency_table(model, units, make, cache=_cache_dir() / "latency.json", seq_len=seq_len)
+
+
+def _plan(session: _Session, units, result: SearchResult, granularity: str, budget: Budget, settings: SearchSettings,
+          seconds: float, tables: Sequence[SensitivityTable]) -> dict[str, Any]:
+    from prunekit.search.annealing import _from_score
+
+    b = result.best
+    scores = {"metric": result.metric, "split": "validation", "baseline": result.baseline, "validation": b.real,
+              "predicted": _from_score(result.metric, b.proxy), "uniform_validation": result.uniform.real,
+              "uniform_predicted": _from_score(result.metric, result.uniform.proxy), "chosen": b.label}
+    search = {"method": "simulated annealing", "steps": settings.steps, "real_evaluations": result.evaluations,
+              "sensitivity_evaluations": result.extra.get("sensitivity_evaluations"), "t0": result.t0,
+              "seed": settings.seed, "seconds": round(seconds, 1), "model": session.spec}
+    if "note" in result.extra:
+        search["note"] = result.extra["note"]
+    budget_d = {"kind": result.budget.kind, "keep": result.budget.keep, "achieved_keep": round(b.kept, 4)}
+    if "max_drop" in result.extra:
+        budget_d["max_drop"] = result.extra["max_drop"]
+    return make_plan(session.model, units, b.ratios, granularity=granularity, budget=budget_d, scores=scores,
+                     search=search, importance=session.opts.importance if granularity == "structured" else None,
+                     method="wanda" if session.opts.task == "lm" else None)
+
+
+def _result_dict(r: SearchResult) -> dict[str, Any]:
+    return {"units": [u.name for u in r.units], "t0": r.t0, "seconds": r.seconds, "evaluations": r.evaluations,
+            "metric": r.metric, "baseline": r.baseline, "budget": str(r.budget),
+            "candidates": [asdict(c) for c in r.candidates], "best": asdict(r.best), "uniform": asdict(r.uniform),
+            "trace": r.trace, **r.extra}
+
+
+def _search_md(plan: dict[str, Any], r: SearchResult, seconds: float) -> str:
+    s = plan["scores"]
+    lines = [f"# Search: budget {r.budget}", "",
+             f"Simulated annealing, {plan['search']['steps']} proxy steps (T0 = {r.t0:.4g} {r.metric} units), "
+             f"{r.evaluations} real evaluations, {seconds:.0f} s in all.", "",
+             "| plan | predicted | validation " + r.metric + " | kept |", "| --- | --: | --: | --: |"]
+    from prunekit.search.annealing import _from_score
+
+    for c in r.candidates:
+        lines.append(f"| {c.label} | {_from_score(r.metric, c.proxy):.4g} | {c.real:.4g} | {100 * c.kept:.1f} % |")
+    lines += ["", f"Chosen: **{s['chosen']}** ({r.metric} {s['validation']:.4g}; baseline {s['baseline']:.4g}).", "",
+              "![trace](search_trace.png)", "", "![sensitivity](sensitivity.png)", ""]
+    return "\n".join(lines)
+
+
+__all__ = ["CostModel", "SearchData", "search", "sensitivity", "structured_plan"]

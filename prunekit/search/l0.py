@@ -1,0 +1,290 @@
+"""Learned structure: hard-concrete L0 gates on heads, FFN neurons and layers (Louizos et al. 2018),
+driven to a size budget by a Lagrangian (as CoFi, Xia et al. 2022), then removed for real.
+
+Every attention head (key/value group under GQA), FFN neuron and layer gets a gate ``z`` in [0, 1]:
+a head's output (the input columns of ``o``) and a neuron's (the input of ``down``) are multiplied by
+it, and a layer's contribution to the residual stream is ``x + z·(block(x) − x)``. During fine-tuning
+the gates are sampled from the hard-concrete distribution (exact zeros and ones have mass), and the
+training loss gets ``λ1·(E[size] − t) + λ2·(E[size] − t)²``, where E[size] is the expected kept fraction
+of the gated parameters and ``t`` moves linearly from 1 to the budget over the first half of training.
+The λ's are trained by gradient *ascent*, so the constraint tightens until the expected size meets it.
+
+Afterwards the deterministic gates decide: a group whose gate is 0 goes (then the lowest-log α groups,
+until the budget holds exactly), kept heads' and neurons' gate values are folded into ``o`` / ``down``
+columns, and :func:`prunekit.prune.structured.apply_plan` cuts the model physically.
+
+The gate parameters train in the same AdamW as the weights (the recovery loop is unchanged); they are
+stored scaled (``log α = scale · θ``) so that Adam's per-step move of about ``lr`` becomes
+``scale · lr`` on log α — the usual 100–1000× larger learning rate for gates, without a second optimizer.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from prunekit.errors import PrunekitError
+from prunekit.search.budget import Budget, structured_units
+
+LIMIT_L, LIMIT_R, BETA = -0.1, 1.1, 2.0 / 3.0
+
+
+@dataclass
+class L0Settings:
+    """``gate_lr`` / ``lambda_lr``: the effective per-step moves of log α and of the λ's; ``warmup``: share of
+    the gated steps over which the target moves from 1 to the budget; ``init``: initial log α (gates open)."""
+
+    gate_lr: float = 0.1
+    lambda_lr: float = 1.0  # the size term's per-gate gradient is ~1/groups: λ must be able to grow fast
+    warmup: float = 0.5
+    init: float = 3.0
+    gqa: str = "groups"
+    layers: bool = True
+
+
+def _deterministic(log_alpha: Tensor) -> Tensor:
+    return (torch.sigmoid(log_alpha) * (LIMIT_R - LIMIT_L) + LIMIT_L).clamp(0.0, 1.0)
+
+
+def _sample(log_alpha: Tensor) -> Tensor:
+    u = torch.rand_like(log_alpha).clamp(1e-6, 1 - 1e-6)
+    s = torch.sigmoid((torch.log(u) - torch.log(1 - u) + log_alpha) / BETA)
+    return (s * (LIMIT_R - LIMIT_L) + LIMIT_L).clamp(0.0, 1.0)
+
+
+def _p_open(log_alpha: Tensor) -> Tensor:
+    """P(z > 0) of a hard-concrete gate."""
+    return torch.sigmoid(log_alpha - BETA * math.log(-LIMIT_L / LIMIT_R))
+
+
+class Gates(nn.Module):
+    """All gates of one model, their hooks, the expected size and the Lagrangian."""
+
+    def __init__(self, model: nn.Module, budget: Budget, total_steps: int, lr: float,
+                 settings: L0Settings | None = None) -> None:
+        super().__init__()
+        from prunekit.arch import transformer_layers
+        from prunekit.prune.structured import attn_site, ffn_site, num_layers
+
+        s = settings or L0Settings()
+        if budget.kind != "params":
+            raise PrunekitError(f"--learn-structure supports params= budgets (got {budget}); the expected size "
+                                "is counted in parameters")
+        self.s, self.budget, self.total_steps = s, budget, max(1, total_steps)
+        self.scale = s.gate_lr / lr
+        self.lambda_scale = s.lambda_lr / lr
+        self.units = structured_units(model, ("heads", "ffn"), gqa=s.gqa)
+        n = num_layers(model)
+        self.n_layers = n
+        self.heads = nn.ParameterList()
+        self.ffn = nn.ParameterList()
+        self.head_dim, self.per_gate = [], []
+        for i in range(n):
+            a, f = attn_site(model, i), ffn_site(model, i)
+            groups = a.n_kv if (a.per_group > 1 and s.gqa == "groups") else a.n_q
+            self.heads.append(nn.Parameter(torch.full((groups,), s.init / self.scale)))
+            self.ffn.append(nn.Parameter(torch.full((f.width,), s.init / self.scale)))
+            self.head_dim.append(a.head_dim)
+            self.per_gate.append(a.n_q // groups)
+        self.layer = nn.Parameter(torch.full((n,), s.init / self.scale))
+        self.lambda1_raw = nn.Parameter(torch.zeros(()))  # λ = scale · θ, like log α
+        self.lambda2_raw = nn.Parameter(torch.zeros(()))
+        for lam in (self.lambda1_raw, self.lambda2_raw):
+            lam.register_hook(lambda g: -g)  # gradient ascent on the multipliers
+        self.attn_params = torch.tensor([float(u.params) for u in self.units if u.kind == "heads"])
+        self.ffn_params = torch.tensor([float(u.params) for u in self.units if u.kind == "ffn"])
+        self.total = float(self.attn_params.sum() + self.ffn_params.sum())
+        self.step = 0
+        self.z: dict[str, list[Tensor] | Tensor] = {}
+        self.trajectory: list[dict[str, Any]] = []
+        self._handles = []
+        _, blocks = transformer_layers(model)
+        for i in range(n):
+            a, f = attn_site(model, i), ffn_site(model, i)
+            self._handles.append(a.o.register_forward_pre_hook(self._head_hook(i)))
+            self._handles.append(f.down.register_forward_pre_hook(self._ffn_hook(i)))
+            if s.layers:
+                self._handles.append(blocks[i].register_forward_hook(self._layer_hook(i), with_kwargs=True))
+
+    @property
+    def lambda1(self) -> Tensor:
+        return self.lambda1_raw * self.lambda_scale
+
+    @property
+    def lambda2(self) -> Tensor:
+        return self.lambda2_raw * self.lambda_scale
+
+    # -- gate values ------------------------------------------------------------------------------
+    def log_alpha(self, p: Tensor) -> Tensor:
+        return p * self.scale
+
+    def resample(self) -> None:
+        """New gate values for the next forward pass: sampled when training, deterministic otherwise."""
+        f = _sample if self.training else _deterministic
+        self.z = {"heads": [f(self.log_alpha(p)) for p in self.heads], "ffn": [f(self.log_alpha(p)) for p in self.ffn],
+                  "layer": f(self.log_alpha(self.layer))}
+
+    def _head_hook(self, i: int):
+        def hook(module: nn.Module, args: tuple) -> tuple:
+            z = self.z["heads"][i].repeat_interleave(self.per_gate[i] * self.head_dim[i]).to(args[0].dtype)
+            return (args[0] * z, *args[1:])
+        return hook
+
+    def _ffn_hook(self, i: int):
+        def hook(module: nn.Module, args: tuple) -> tuple:
+            return (args[0] * self.z["ffn"][i].to(args[0].dtype), *args[1:])
+        return hook
+
+    def _layer_hook(self, i: int):
+        def hook(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
+            x = args[0] if args else kwargs["hidden_states"]
+            z = self.z["layer"][i].to(x.dtype)
+            out = output[0] if isinstance(output, tuple) else output
+            mixed = x + z * (out - x)
+            return (mixed, *output[1:]) if isinstance(output, tuple) else mixed
+        return hook
+
+    # -- size and the Lagrangian ----------------------------------------------------------------
+    def expected_keep(self) -> Tensor:
+        """Expected kept fraction of the gated parameters (heads + FFN of every layer)."""
+        p_layer = _p_open(self.log_alpha(self.layer)) if self.s.layers else torch.ones(self.n_layers)
+        size = 0.0
+        for i in range(self.n_layers):
+            ph = _p_open(self.log_alpha(self.heads[i])).mean()
+            pf = _p_open(self.log_alpha(self.ffn[i])).mean()
+            size = size + p_layer[i] * (ph * self.attn_params[i] + pf * self.ffn_params[i])
+        return size / self.total
+
+    def target(self) -> float:
+        ramp = min(1.0, self.step / max(1.0, self.s.warmup * self.total_steps))
+        return 1.0 - (1.0 - self.budget.keep) * ramp
+
+    def lagrangian(self) -> Tensor:
+        gap = self.expected_keep() - self.target()
+        return self.lambda1 * gap + self.lambda2 * gap * gap
+
+    def record(self) -> None:
+        def open_(p: Tensor) -> int:
+            return int((_deterministic(self.log_alpha(p)) > 0).sum())
+
+        with torch.no_grad():
+            self.trajectory.append({"step": self.step, "expected_keep": float(self.expected_keep()),
+                                    "target": self.target(), "lambda1": float(self.lambda1),
+                                    "lambda2": float(self.lambda2),
+                                    "heads_open": [open_(p) for p in self.heads],
+                                    "ffn_open": [open_(p) for p in self.ffn],
+                                    "layers_open": [int(v > 0) for v in _deterministic(self.log_alpha(self.layer))]})
+
+    def remove_hooks(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+
+class GatedModel(nn.Module):
+    """The model with its gates: the forward pass samples gates and adds the Lagrangian to the loss, so the
+    ordinary recovery loop (:func:`prunekit.train.train`) trains weights, gates and multipliers together."""
+
+    def __init__(self, model: nn.Module, gates: Gates, record_every: int = 10) -> None:
+        super().__init__()
+        self.model, self.gates, self.record_every = model, gates, record_every
+        self.config = model.config
+
+    def forward(self, **batch: Any) -> Any:
+        self.gates.train(self.training)
+        self.gates.resample()
+        out = self.model(**batch)
+        if self.training and getattr(out, "loss", None) is not None:
+            out.loss = out.loss + self.gates.lagrangian()
+            if self.gates.step % self.record_every == 0:
+                self.gates.record()
+            self.gates.step += 1
+        return out
+
+
+@torch.no_grad()
+def finalize(model: nn.Module, gates: Gates) -> dict[str, Any]:
+    """Decide what stays (closed gates go; then the least open groups until the budget holds), fold the
+    kept gates' values into the weights, remove the hooks and cut the model. Returns what was decided."""
+    from prunekit.prune.structured import StructuredPlan, apply_plan, attn_site, ffn_site
+    from prunekit.prune.surgery import in_dim
+
+    gates.eval()
+    gates.record()
+    la_heads = [gates.log_alpha(p).detach().float() for p in gates.heads]
+    la_ffn = [gates.log_alpha(p).detach().float() for p in gates.ffn]
+    z_layer = _deterministic(gates.log_alpha(gates.layer)).detach() if gates.s.layers else torch.ones(gates.n_layers)
+    keep_layer = [bool(v > 0) for v in z_layer]
+    if not any(keep_layer):
+        keep_layer[int(torch.argmax(gates.log_alpha(gates.layer)))] = True
+    keep_h = [(_deterministic(a) > 0) for a in la_heads]
+    keep_f = [(_deterministic(a) > 0) for a in la_ffn]
+    for i in range(gates.n_layers):  # a kept layer keeps at least its most open head and neuron
+        keep_h[i][int(torch.argmax(la_heads[i]))] = True
+        keep_f[i][int(torch.argmax(la_ffn[i]))] = True
+    per_h = [float(gates.attn_params[i]) / len(la_heads[i]) for i in range(gates.n_layers)]
+    per_f = [float(gates.ffn_params[i]) / len(la_ffn[i]) for i in range(gates.n_layers)]
+
+    def kept_params() -> float:
+        return sum(int(keep_h[i].sum()) * per_h[i] + int(keep_f[i].sum()) * per_f[i]
+                   for i in range(gates.n_layers) if keep_layer[i])
+
+    limit = gates.budget.keep * gates.total
+    if kept_params() > limit:
+        order = sorted(((float(la_heads[i][j]), "h", i, j) for i in range(gates.n_layers) if keep_layer[i]
+                        for j in range(len(la_heads[i])) if keep_h[i][j]),)
+        order += [(float(la_ffn[i][j]), "f", i, j) for i in range(gates.n_layers) if keep_layer[i]
+                  for j in range(len(la_ffn[i])) if keep_f[i][j]]
+        order.sort()
+        excess = kept_params() - limit
+        for careful in (True, False):  # first without whole heads that would overshoot, then anything
+            for _, kind, i, j in order:
+                if excess <= 0:
+                    break
+                mask, cost = (keep_h[i], per_h[i]) if kind == "h" else (keep_f[i], per_f[i])
+                if not mask[j] or int(mask.sum()) <= 1 or (careful and kind == "h" and cost > excess):
+                    continue
+                mask[j] = False
+                excess -= cost
+    # fold the kept gates' (deterministic) values into the weights the hooks were scaling
+    for i in range(gates.n_layers):
+        a, f = attn_site(model, i), ffn_site(model, i)
+        zh = _deterministic(la_heads[i]).repeat_interleave(gates.per_gate[i] * gates.head_dim[i])
+        w = a.o.weight
+        shape = [1] * w.dim()
+        shape[in_dim(a.o)] = -1
+        w.mul_(zh.to(w.dtype).view(shape))
+        zf = _deterministic(la_ffn[i])
+        w = f.down.weight
+        shape = [1] * w.dim()
+        shape[in_dim(f.down)] = -1
+        w.mul_(zf.to(w.dtype).view(shape))
+    gates.remove_hooks()
+    plan = StructuredPlan()
+    for i in range(gates.n_layers):
+        if not keep_layer[i]:
+            continue
+        kh = keep_h[i].nonzero().flatten()
+        if gates.per_gate[i] > 1:
+            kh = (kh[:, None] * gates.per_gate[i] + torch.arange(gates.per_gate[i])).flatten()
+        if len(kh) < len(la_heads[i]) * gates.per_gate[i]:
+            plan.heads[i] = kh.tolist()
+        if int(keep_f[i].sum()) < len(la_ffn[i]):
+            plan.ffn[i] = keep_f[i].nonzero().flatten().tolist()
+    if not all(keep_layer):
+        plan.layers = [i for i in range(gates.n_layers) if keep_layer[i]]
+    apply_plan(model, plan)
+    partial = [float(v) for v in z_layer if 0 < v < 1]
+    return {"plan": plan.to_dict(), "kept_fraction": kept_params() / gates.total,
+            "layers_kept": [i for i in range(gates.n_layers) if keep_layer[i]],
+            "heads": [int(keep_h[i].sum()) * gates.per_gate[i] if keep_layer[i] else 0 for i in range(gates.n_layers)],
+            "ffn": [int(keep_f[i].sum()) if keep_layer[i] else 0 for i in range(gates.n_layers)],
+            "heads_dense": [len(a) * gates.per_gate[i] for i, a in enumerate(la_heads)],
+            "ffn_dense": [len(a) for a in la_ffn],
+            "layer_gates": [float(v) for v in z_layer],
+            "note": (f"{len(partial)} kept layer gate(s) were partly open ({', '.join(f'{v:.2f}' for v in partial)}); "
+                     "kept layers run at full strength after removal") if partial else None}
