@@ -98,6 +98,10 @@ class PruneSettings:
 
     def validate(self) -> PruneSettings:
         self._validate_search()
+        if self.distill:  # fail before any work, not when recovery starts
+            from prunekit.train.distill import DistillConfig
+
+            DistillConfig(self.distill_alpha, self.temperature).validate()
         if self.scope is None:
             self.scope = "local" if self.structured else "global"
         if self.structured:
