@@ -240,6 +240,8 @@ def prune(
     distill_alpha: Annotated[float, typer.Option(help="--distill: weight of the hard-label loss; 1 − alpha goes "
                                                  "to the teacher's soft targets.")] = 0.5,
     temperature: Annotated[float, typer.Option(help="--distill: softmax temperature of the soft targets.")] = 2.0,
+    distill_hidden: Annotated[float, typer.Option(help="--distill: weight of a hidden-state loss (MSE between the "
+                                                  "student's and the teacher's layer outputs, TinyBERT).")] = 0.0,
     latency: Annotated[bool, typer.Option(help="Measure latency at batch 1 and 32 per stage.")] = True,
     text_column: TextCol = None, label_column: LabelCol = None,
     max_train_samples: MaxTrain = None, max_eval_samples: MaxEval = None, max_length: MaxLen = 128,
@@ -309,7 +311,7 @@ def prune(
         sparsity=sparsity, threshold=threshold, method=method, scope=scope, schedule=schedule, steps=steps,
         finetune_epochs=finetune_epochs, lr=lr, batch_size=batch_size, max_drop=max_drop,
         calib_batches=calib_batches, prunable=prunable, exclude=exclude, ramp_end=ramp_end, distill=distill,
-        distill_alpha=distill_alpha, temperature=temperature, latency=latency,
+        distill_alpha=distill_alpha, temperature=temperature, distill_hidden=distill_hidden, latency=latency,
         heads=heads, ffn=ffn, layers=layers, hidden=hidden, round_to=round_to, importance=importance,
         vocab_corpus=vocab_corpus, units=units, filters=filters, embedding=embedding,
         plan=plan, learn_structure=learn_structure, budget=budget,

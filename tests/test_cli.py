@@ -69,11 +69,11 @@ def test_prune_ramp_and_distillation_flags_reach_the_run(trained_tiny, tmp_path)
     out = tmp_path / "pruned"
     result = runner.invoke(app, ["prune", "-m", str(clf), "-d", str(csv), "--out", str(out), "--sparsity", "0.5",
                                  "--ramp-end", "0.3", "--distill", "--distill-alpha", "0.2", "--temperature", "3",
-                                 "--lr", "1e-3", "--no-latency"])
+                                 "--distill-hidden", "0.5", "--lr", "1e-3", "--no-latency"])
     assert result.exit_code == 0, result.output
     settings = json.loads((out / "report.json").read_text())["settings"]["prune"]
-    assert (settings["ramp_end"], settings["distill"], settings["distill_alpha"], settings["temperature"]) == (
-        0.3, True, 0.2, 3.0)
+    assert (settings["ramp_end"], settings["distill"], settings["distill_alpha"], settings["temperature"],
+            settings["distill_hidden"]) == (0.3, True, 0.2, 3.0, 0.5)
     bad = runner.invoke(app, ["prune", "-m", str(clf), "-d", str(csv), "--out", str(tmp_path / "bad"),
                               "--distill", "--distill-alpha", "2"])
     assert bad.exit_code == 2 and "alpha" in bad.output and not (tmp_path / "bad").exists()

@@ -106,6 +106,17 @@ def test_gradual_ramp_end_sets_when_the_target_is_reached(trained_tiny, tmp_path
     assert report["settings"]["prune"]["ramp_end"] == ramp_end
 
 
+def test_distill_hidden_adds_a_hidden_state_loss(trained_tiny, tmp_path):
+    """Same seed, same masks schedule: only the hidden-state term differs, so the trained weights must too."""
+    clf, csv = trained_tiny
+    outs = {}
+    for weight in (0.0, 1.0):
+        prune(str(clf), DataOptions(str(csv)), tmp_path / f"h{weight}",
+              _settings(schedule="oneshot", distill=True, distill_hidden=weight))
+        outs[weight] = load_file(str(tmp_path / f"h{weight}" / "model.safetensors"))
+    assert any(not torch.equal(outs[0.0][k], outs[1.0][k]) for k in outs[0.0])
+
+
 def test_threshold_prunes_small_weights(trained_tiny, tmp_path):
     clf, csv = trained_tiny
     report = prune(str(clf), DataOptions(str(csv)), tmp_path / "out",
@@ -185,6 +196,8 @@ def test_bad_inputs(trained_tiny, tmp_path):
     _expect_error("ramp_end", clf, csv, out, ramp_end=0.0)
     _expect_error("alpha", clf, csv, out, distill=True, distill_alpha=1.5)
     _expect_error("temperature", clf, csv, out, distill=True, temperature=0.0)
+    _expect_error("add --distill", clf, csv, out, distill_hidden=1.0)
+    _expect_error("hidden_weight", clf, csv, out, distill=True, distill_hidden=-1.0)
     full = tmp_path / "full"
     full.mkdir()
     (full / "keep.txt").write_text("precious")
