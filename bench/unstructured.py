@@ -86,6 +86,16 @@ def main() -> None:
         (f"prunekit gradual magnitude + distillation, lr {lr_hi:g}", "prunekit",
          {"lr": lr_hi, "schedule": "gradual", "distill": True}),
         (f"prunekit gradual magnitude, lr {lr_hi:g}", "prunekit", {"lr": lr_hi, "schedule": "gradual"}),
+        (f"prunekit one-shot magnitude + distillation, lr {lr_hi:g}", "prunekit",
+         {"lr": lr_hi, "schedule": "oneshot", "distill": True}),
+        (f"prunekit gradual magnitude (ramp ends at 30 %) + distillation, lr {lr_hi:g}", "prunekit",
+         {"lr": lr_hi, "schedule": "gradual", "ramp_end": 0.3, "distill": True}),
+        (f"prunekit gradual magnitude (ramp ends at 30 %), lr {lr_hi:g}", "prunekit",
+         {"lr": lr_hi, "schedule": "gradual", "ramp_end": 0.3}),
+        (f"prunekit one-shot magnitude + distillation with hidden states, lr {lr_hi:g}", "prunekit",
+         {"lr": lr_hi, "schedule": "oneshot", "distill": True, "distill_hidden": 1.0}),
+        (f"prunekit gradual magnitude (ramp ends at 30 %) + distillation with hidden states, lr {lr_hi:g}",
+         "prunekit", {"lr": lr_hi, "schedule": "gradual", "ramp_end": 0.3, "distill": True, "distill_hidden": 1.0}),
     ]
     only = set(args.only.split(",")) if args.only else None
     previous = RESULTS / "unstructured.json"
