@@ -177,6 +177,8 @@ def evaluate(
 
 @app.command(epilog=(
     "Examples:\n\n  prunekit prune -m runs/minilm-mr -d movie-reviews --sparsity 0.7 --out runs/p70\n\n"
+    "  prunekit prune -m runs/minilm-mr -d movie-reviews --sparsity 0.7 --ramp-end 0.3 --distill --lr 2e-4 "
+    "--out runs/p70d\n\n"
     "  prunekit prune -m runs/minilm-mr -d movie-reviews --sparsity 0.9 --schedule iterative --steps 3 "
     "--finetune-epochs 3 --max-drop 2 --out runs/p90\n\n"
     "  prunekit prune -m runs/minilm-mr -d movie-reviews --method movement --sparsity 0.8 --out runs/mv\n\n"
