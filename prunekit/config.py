@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 from prunekit.errors import PrunekitError
 from prunekit.importance import METHODS
 from prunekit.prune import SCOPES, check_sparsity
 from prunekit.schedule import check_schedule
+
+if TYPE_CHECKING:
+    from prunekit.train.distill import DistillConfig
 
 #: default learning rates: fine-tuning a pretrained transformer, training/recovering a small text model from scratch
 TRANSFORMER_LR, TEXTNET_LR = 5e-5, 2e-3
@@ -58,6 +62,7 @@ class PruneSettings:
     distill: bool = False
     distill_alpha: float = 0.5
     temperature: float = 2.0
+    distill_hidden: float = 0.0  # weight of the hidden-state MSE (TinyBERT) added to the logit loss
     baseline_epochs: float = 1.0
     latency: bool = True
     latency_seq_len: int = 128
@@ -98,6 +103,10 @@ class PruneSettings:
 
     def validate(self) -> PruneSettings:
         self._validate_search()
+        if self.distill:  # fail before any work, not when recovery starts
+            self.distill_config()
+        elif self.distill_hidden:
+            raise PrunekitError("--distill-hidden weights a distillation loss: add --distill")
         if self.scope is None:
             self.scope = "local" if self.structured else "global"
         if self.structured:
@@ -195,6 +204,12 @@ class PruneSettings:
         if self.finetune_epochs < 0:
             raise PrunekitError(f"--finetune-epochs must be >= 0, got {self.finetune_epochs}")
         return self
+
+    def distill_config(self) -> DistillConfig:
+        """The distillation loss these settings ask for (a validated DistillConfig)."""
+        from prunekit.train.distill import DistillConfig
+
+        return DistillConfig(self.distill_alpha, self.temperature, hidden_weight=self.distill_hidden).validate()
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -211,7 +211,7 @@ class _Loop:
 
     def distill(self) -> DistillConfig | None:
         s = self.settings
-        return DistillConfig(s.distill_alpha, s.temperature) if self.teacher is not None else None
+        return s.distill_config() if self.teacher is not None else None
 
     def prune_to(self, target: float | None, optimizer=None) -> None:
         s = self.settings
@@ -506,7 +506,7 @@ def _prune_structured(wb: Workbench, data: DataOptions, out: str | Path, s: Prun
     _train_new_head(wb, s, seed)
     stages = [measure_stage(wb, "baseline", time.perf_counter() - t0, latency_seq_len=seq)[0]]
     teacher = copy.deepcopy(wb.model).eval() if s.distill else None
-    distill = DistillConfig(s.distill_alpha, s.temperature) if teacher is not None else None
+    distill = s.distill_config() if teacher is not None else None
     plans = []
     for k in range(1, s.steps + 1):
         t0 = time.perf_counter()
@@ -607,7 +607,7 @@ def _prune_learned(wb: Workbench, data: DataOptions, out: str | Path, s: PruneSe
     _train_new_head(wb, s, seed)
     stages = [measure_stage(wb, "baseline", time.perf_counter() - t0, latency_seq_len=seq)[0]]
     teacher = copy.deepcopy(wb.model).eval() if s.distill else None
-    distill = DistillConfig(s.distill_alpha, s.temperature) if teacher is not None else None
+    distill = s.distill_config() if teacher is not None else None
     gate_epochs = s.finetune_epochs * L0_GATED_SHARE
     steps = max(1, math.ceil(gate_epochs * math.ceil(len(wb.train) / s.batch_size)))
     gates = Gates(wb.model, Budget.parse(s.budget), steps, s.lr, L0Settings(gqa=s.gqa))

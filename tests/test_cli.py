@@ -64,6 +64,21 @@ def test_prune_evaluate_inspect_round_trip(trained_tiny, tmp_path):
     assert runner.invoke(app, ["inspect", str(out)], terminal_width=200).exit_code == 0
 
 
+def test_prune_ramp_and_distillation_flags_reach_the_run(trained_tiny, tmp_path):
+    clf, csv = trained_tiny
+    out = tmp_path / "pruned"
+    result = runner.invoke(app, ["prune", "-m", str(clf), "-d", str(csv), "--out", str(out), "--sparsity", "0.5",
+                                 "--ramp-end", "0.3", "--distill", "--distill-alpha", "0.2", "--temperature", "3",
+                                 "--distill-hidden", "0.5", "--lr", "1e-3", "--no-latency"])
+    assert result.exit_code == 0, result.output
+    settings = json.loads((out / "report.json").read_text())["settings"]["prune"]
+    assert (settings["ramp_end"], settings["distill"], settings["distill_alpha"], settings["temperature"],
+            settings["distill_hidden"]) == (0.3, True, 0.2, 3.0, 0.5)
+    bad = runner.invoke(app, ["prune", "-m", str(clf), "-d", str(csv), "--out", str(tmp_path / "bad"),
+                              "--distill", "--distill-alpha", "2"])
+    assert bad.exit_code == 2 and "alpha" in bad.output and not (tmp_path / "bad").exists()
+
+
 def test_sensitivity_search_and_prune_plan_from_the_cli(trained_tiny, tmp_path, monkeypatch):
     monkeypatch.setenv("PRUNEKIT_CACHE", str(tmp_path / "cache"))
     clf, csv = trained_tiny

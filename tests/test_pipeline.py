@@ -94,6 +94,29 @@ def test_methods_scopes_schedules_reach_target(trained_tiny, tmp_path, kw, names
         assert all(v == pytest.approx(s.sparsity, abs=0.01) for v in report["layer_sparsity"].values())
 
 
+@pytest.mark.parametrize(("ramp_end", "at_target_by_half"), [(0.4, True), (1.0, False)])
+def test_gradual_ramp_end_sets_when_the_target_is_reached(trained_tiny, tmp_path, ramp_end, at_target_by_half):
+    """The checkpoint halfway through recovery is already at the target when the ramp ends at 40 %, and
+    still below it when the ramp spans the whole run; both end at the target."""
+    clf, csv = trained_tiny
+    report = prune(str(clf), DataOptions(str(csv)), tmp_path / "out", _settings(steps=2, ramp_end=ramp_end))
+    half, final = report["stages"][1], report["stages"][-1]
+    assert half["name"] == "step_1" and final["sparsity"] == pytest.approx(0.5, abs=0.002)
+    assert (half["sparsity"] == pytest.approx(0.5, abs=0.002)) is at_target_by_half
+    assert report["settings"]["prune"]["ramp_end"] == ramp_end
+
+
+def test_distill_hidden_adds_a_hidden_state_loss(trained_tiny, tmp_path):
+    """Same seed, same masks schedule: only the hidden-state term differs, so the trained weights must too."""
+    clf, csv = trained_tiny
+    outs = {}
+    for weight in (0.0, 1.0):
+        prune(str(clf), DataOptions(str(csv)), tmp_path / f"h{weight}",
+              _settings(schedule="oneshot", distill=True, distill_hidden=weight))
+        outs[weight] = load_file(str(tmp_path / f"h{weight}" / "model.safetensors"))
+    assert any(not torch.equal(outs[0.0][k], outs[1.0][k]) for k in outs[0.0])
+
+
 def test_threshold_prunes_small_weights(trained_tiny, tmp_path):
     clf, csv = trained_tiny
     report = prune(str(clf), DataOptions(str(csv)), tmp_path / "out",
@@ -170,6 +193,11 @@ def test_bad_inputs(trained_tiny, tmp_path):
     rows.to_csv(odd, index=False)
     _expect_error("neutral", clf, odd, out)
     _expect_error("gradual", clf, csv, out, method="movement", schedule="oneshot")
+    _expect_error("ramp_end", clf, csv, out, ramp_end=0.0)
+    _expect_error("alpha", clf, csv, out, distill=True, distill_alpha=1.5)
+    _expect_error("temperature", clf, csv, out, distill=True, temperature=0.0)
+    _expect_error("add --distill", clf, csv, out, distill_hidden=1.0)
+    _expect_error("hidden_weight", clf, csv, out, distill=True, distill_hidden=-1.0)
     full = tmp_path / "full"
     full.mkdir()
     (full / "keep.txt").write_text("precious")
