@@ -266,11 +266,14 @@ def sequential(
             progress(index + 1, len(layers))
 
 
-def block_outlier_stats(
-    model: nn.Module, windows: Tensor, score: Callable[[nn.Module, InputStats], Tensor], *,
+def per_block_statistic(
+    model: nn.Module, windows: Tensor, statistic: Callable[[list[nn.Module], list[InputStats]], float], *,
     batch_size: int = 8, device: torch.device | None = None, offload: torch.device | None = None,
-) -> list[list[Tensor]]:
-    """Per block, ``score(linear, stats)`` of every Linear on the dense model's activations (no pruning)."""
+) -> list[float]:
+    """Per block, ``statistic(linears, their input stats)`` on the dense model's activations (no pruning).
+
+    Only one number per block is kept, so memory stays at one block's scores, not a copy of the model.
+    """
     device = device or next(model.parameters()).device
     offload = offload or torch.device("cpu")
     _, layers = transformer_layers(model)
@@ -280,7 +283,7 @@ def block_outlier_stats(
         block.to(device)
         names = [n for g in sublayer_groups(model, block) for n in g]
         stats = collect_stats(block, names, inputs, device, hessian=False)
-        out.append([score(block.get_submodule(n), stats[n]).cpu() for n in names])
+        out.append(float(statistic([block.get_submodule(n) for n in names], [stats[n] for n in names])))
         inputs.hidden = run_block(block, inputs, device)
         block.to(offload)
     return out

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from prunekit.arch import transformer_layers
 from prunekit.errors import PrunekitError
 from prunekit.importance.wanda import outlier_ratio, wanda_scores
-from prunekit.prune.calibration import InputStats, as_rows, block_outlier_stats, sequential, sublayer_groups
+from prunekit.prune.calibration import InputStats, as_rows, per_block_statistic, sequential, sublayer_groups
 from prunekit.prune.masks import check_sparsity, keep_n_of_m, keep_per_row, parse_pattern
 from prunekit.prune.sparsegpt import sparsegpt_prune
 
@@ -164,11 +164,13 @@ def prune_oneshot(
                                 f"{len(layers)} blocks")
         targets = [float(r) for r in settings.block_ratios]
     elif settings.layer_ratios == "owl" and settings.nm is None and settings.target > 0:
-        per_block = block_outlier_stats(
-            model, calibration, lambda m, s: wanda_scores(as_rows(m), s.sq_norms),
+        result.owl_outlier_ratios = per_block_statistic(
+            model, calibration,
+            lambda linears, stats: outlier_ratio(
+                [wanda_scores(as_rows(m), s.sq_norms) for m, s in zip(linears, stats, strict=True)],
+                settings.owl_multiple),
             batch_size=settings.batch_size, device=device,
         )
-        result.owl_outlier_ratios = [outlier_ratio(scores, settings.owl_multiple) for scores in per_block]
         targets = owl_block_ratios(result.owl_outlier_ratios, settings.target, settings.owl_lambda)
         if progress:
             progress("outlier ratios", 1, 1)
