@@ -11,7 +11,7 @@ from _textnet_zoo import StackedRNN, UserCNN, batch, one_thread, tiny  # noqa: F
 import prunekit
 from prunekit.errors import PrunekitError
 from prunekit.importance.groups import group_scores
-from prunekit.io.textnet import MODEL_JSON, load_into, save_textnet
+from prunekit.io.textnet import MODEL_JSON, SHAPES_JSON, load_custom, load_into, save_textnet
 from prunekit.models import build_vocab_tokenizer
 from prunekit.prune.textnets import apply_text_plan, text_plan_from_ratios
 
@@ -42,6 +42,8 @@ def test_a_custom_module_reloads_into_a_fresh_instance(tmp_path, build):
     again = load_into(build(), tmp_path / "m")
     ids = batch()["input_ids"]
     assert torch.equal(again(ids), model(ids))
+    rebuilt = prunekit.load(tmp_path / "m")  # from the recorded import path (_textnet_zoo:...), no kwargs
+    assert isinstance(rebuilt, build) and torch.equal(rebuilt(input_ids=ids).logits, model(ids))
     with pytest.raises(PrunekitError, match="was saved from a module"):
         load_into(UserCNN() if build is StackedRNN else StackedRNN(), tmp_path / "m")
 
@@ -53,3 +55,15 @@ def test_weights_that_do_not_match_the_config_are_refused(tmp_path):
     (tmp_path / "m" / MODEL_JSON).write_text(json.dumps(cfg))
     with pytest.raises(PrunekitError, match="do not match"):
         prunekit.load(tmp_path / "m")
+
+
+def test_a_module_that_cannot_be_imported_by_name_needs_module(tmp_path):
+    class Local(UserCNN):  # defined inside a function: no import path to record
+        pass
+
+    torch.manual_seed(0)
+    save_textnet(Local(), None, tmp_path / "m")
+    assert json.loads((tmp_path / "m" / SHAPES_JSON).read_text())["module"] is None
+    with pytest.raises(PrunekitError, match="pass --module"):
+        prunekit.load(tmp_path / "m")
+    assert isinstance(load_custom(tmp_path / "m", "_textnet_zoo:UserCNN"), UserCNN)
