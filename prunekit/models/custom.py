@@ -175,6 +175,16 @@ def _takes_mask(adapted: type[nn.Module]) -> bool:
         return False
 
 
+def uses_attention_mask(model: nn.Module) -> bool:
+    """Whether running ``model`` as prunekit does passes the attention mask on: built-in models always
+    do, a user's module only when its own ``forward`` takes ``attention_mask``."""
+    from prunekit.arch.textnets import accepts_attention_mask
+
+    if isinstance(model, TextModuleAdapter):
+        return _takes_mask(type(model))
+    return accepts_attention_mask(model)
+
+
 def adapt(module: nn.Module, config: ModuleConfig) -> nn.Module:
     """Give ``module`` (in place) prunekit's calling convention and ``config``; returns it."""
     if not isinstance(module, TextModuleAdapter):
