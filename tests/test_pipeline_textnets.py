@@ -184,3 +184,22 @@ def test_bad_module_arguments_are_one_line_errors(trained, tmp_path, args, messa
     args = [a.replace("{bigru}", str(trained["bigru"])) for a in args]
     result = runner.invoke(app, [*args, "-d", str(trained["csv"]), "--out", str(tmp_path / "o"), "--no-latency"])
     assert message in _error_line(result) and not (tmp_path / "o").exists()
+
+
+def test_same_schedules_as_transformers_iterative_structured_with_distillation_and_gradual_unstructured(
+        trained, tmp_path):
+    result = _prune(trained, "bigru", tmp_path / "it", "--units", "0.5", "--steps", "2", "--distill",
+                    "--importance", "activation")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "it" / "report.json").read_text())
+    assert [s["name"] for s in report["stages"]] == ["baseline", "pruned", "step_1", "final"]
+    assert [p["keep"]["rnn.l1_reverse"].__len__() for p in report["plans"]] == [9, 6]
+    assert report["settings"]["prune"]["distill"] and report["shapes"]["widths"]["rnn.l0"] == 6
+    result = _prune(trained, "bigru", tmp_path / "gr", "--sparsity", "0.5", "--steps", "2")  # gradual: the default
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "gr" / "report.json").read_text())
+    assert report["settings"]["prune"]["schedule"] == "gradual" and report["stages"][-1]["name"] == "final"
+    sparsity = report["layer_sparsity"]
+    assert {n for n in sparsity if n.startswith("rnn.weight_ih")} == {"rnn.weight_ih_l0", "rnn.weight_ih_l0_reverse",
+                                                                        "rnn.weight_ih_l1", "rnn.weight_ih_l1_reverse"}
+    assert all(abs(v - 0.5) < 0.1 for v in sparsity.values())
