@@ -114,8 +114,8 @@ def finetune(
                                               "(minilm); not with --arch.")] = None,
     arch: Annotated[str | None, typer.Option(help="Train a new small model instead: lstm | bilstm | gru | bigru | "
                                              "rnn | birnn | textcnn.")] = None,
-    tokenizer: Annotated[str, typer.Option(help="--arch: 'vocab' (words of the training split) or a model whose "
-                                           "tokenizer to reuse (e.g. minilm).")] = "vocab",
+    tokenizer: Annotated[str, typer.Option(help="--arch/--module: 'vocab' (words of the training split) or a model "
+                                           "whose tokenizer to reuse (e.g. minilm).")] = "vocab",
     embed_dim: Annotated[int, typer.Option(help="--arch: embedding size.")] = 128,
     width: Annotated[int | None, typer.Option(help="--arch: hidden units per direction (default 256) or filters "
                                               "per kernel size (textcnn, default 100).")] = None,

@@ -130,6 +130,7 @@ def load_custom(path: str | Path, module: str | None = None, module_kwargs: dict
     construct it (``module_kwargs``, else the recorded ones), cut it to the saved widths and load the
     weights (:func:`load_into`); returned in prunekit's calling convention (:func:`prunekit.models.custom.adapt`):
     ``model(input_ids=..., attention_mask=...)`` gives ``.logits``."""
+    from prunekit.arch.textnets import text_layout
     from prunekit.models.custom import ModuleConfig, adapt, instantiate
 
     folder = Path(path).expanduser()
@@ -140,17 +141,10 @@ def load_custom(path: str | Path, module: str | None = None, module_kwargs: dict
                             "by name (defined in __main__?); pass --module pkg.mod:ClassName")
     kwargs = module_kwargs if module_kwargs is not None else saved.get("module_kwargs")
     net = load_into(instantiate(path_, kwargs), folder)
-    layout_emb, layout_cls = _ends(net)
-    config = ModuleConfig(path_, kwargs, layout_emb.num_embeddings, layout_cls.out_features,
+    layout = text_layout(net)
+    config = ModuleConfig(path_, kwargs, layout.embedding[1].num_embeddings, layout.classifier[1].out_features,
                           saved.get("id2label") or {}, int(saved.get("pad_token_id", 0)))
     return adapt(net, config).eval()
-
-
-def _ends(net: nn.Module) -> tuple[nn.Embedding, nn.Linear]:
-    from prunekit.arch.textnets import text_layout
-
-    layout = text_layout(net)
-    return layout.embedding[1], layout.classifier[1]
 
 
 def _read_shapes(folder: Path) -> dict[str, Any]:

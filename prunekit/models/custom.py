@@ -19,7 +19,7 @@ import importlib
 import inspect
 import json
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,9 +51,6 @@ class ModuleConfig:
     @property
     def label2id(self) -> dict[str, int]:
         return {v: k for k, v in self.id2label.items()}
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def parse_kwargs(text: str | None) -> dict[str, Any] | None:
