@@ -40,7 +40,7 @@ Stride = Annotated[int | None, typer.Option(help="lm: sliding-window evaluation,
 UserModule = Annotated[str | None, typer.Option("--module", help="Your own nn.Module class, pkg.mod:ClassName "
                                              "(Embedding → LSTM/GRU/RNN or parallel Conv1d → one Linear; "
                                              "imported from PYTHONPATH or the working folder). finetune: train "
-                                             "a new one; prune/evaluate: rebuild a folder saved from it.")]
+                                             "a new one; prune/evaluate/export: rebuild a folder saved from it.")]
 UserKwargs = Annotated[str | None, typer.Option("--module-kwargs", help="--module: constructor kwargs as a JSON "
                                                 "object (vocab_size / num_labels are filled in when the "
                                                 "constructor takes them).")]
@@ -480,6 +480,7 @@ def export(
     onnx: Annotated[Path, typer.Option("--onnx", help="Where to write the ONNX file.")],
     seq_len: Annotated[int, typer.Option(help="Sequence length of the example input (axes stay dynamic).")] = 128,
     opset: Annotated[int | None, typer.Option(help="ONNX opset (default: the exporter's).")] = None,
+    module: UserModule = None, module_kwargs: UserKwargs = None,
     force: Force = False,
     seed: Seed = 0,
 ) -> None:
@@ -488,7 +489,10 @@ def export(
     from prunekit.runtime import seed_everything
 
     seed_everything(seed)
-    info = export_onnx(model, onnx, seq_len=seq_len, opset=opset, force=force)
+    from prunekit.models.custom import parse_kwargs
+
+    info = export_onnx(model, onnx, seq_len=seq_len, opset=opset, force=force, module=module,
+                       module_kwargs=parse_kwargs(module_kwargs))
     typer.echo(f"wrote {info['path']} ({info['size_bytes'] / 1e6:.1f} MB, opset {info['opset']}); "
                f"onnxruntime vs torch max abs diff {info['max_abs_diff']:.2e}")
 

@@ -89,8 +89,12 @@ def export_onnx(
     rtol: float = 3e-5,
     force: bool = False,
     exporter: Exporter | None = None,
+    module: str | None = None,
+    module_kwargs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Export the classifier or causal LM in ``model_dir`` to ``path`` (float32, dynamic batch and sequence).
+    ``module``/``module_kwargs`` rebuild a user's own module saved by prunekit whose class the folder's
+    recorded import path does not reach (see :func:`prunekit.io.textnet.load_custom`).
 
     ``seq_len`` is the traced length and the longest one verified; ``opset`` None takes the exporter's
     default. With ``verify``, onnxruntime must match torch on two random batches of other shapes, or
@@ -111,7 +115,14 @@ def export_onnx(
     _check_target(out, force)
     if seq_len < 2:
         raise PrunekitError(f"seq_len must be at least 2 (got {seq_len}): a length-1 trace fixes the sequence axis")
-    model = load(model_dir).float().eval()
+    if module is not None or module_kwargs is not None:
+        from prunekit.io.textnet import is_custom_dir, load_custom
+
+        if not is_custom_dir(Path(resolve_model(str(model_dir))).expanduser()):
+            raise PrunekitError(f"--module rebuilds a custom module folder saved by prunekit; {model_dir} is not one")
+        model = load_custom(Path(resolve_model(str(model_dir))), module, module_kwargs).float().eval()
+    else:
+        model = load(model_dir).float().eval()
     text = is_text_model(model)
     exporter = _pick_exporter(exporter if exporter is not None or not text else _text_exporter(model))
     causal = False if text else _is_causal_lm(model)
@@ -130,7 +141,8 @@ def export_onnx(
         staged = work / out.name
         example = _random_inputs(model, names, [(2, seq_len)], seed=0)[0]
         _export(wrapper, example, staged, names, causal, opset, exporter, external, text)
-        shapes = [(1, max(1, seq_len // 2)), (3, seq_len)] + ([(2, 2)] if text else [])
+        # built-in text models also serve texts shorter than a conv kernel: check that the graph does too
+        shapes = [(1, max(1, seq_len // 2)), (3, seq_len)] + ([(2, 2)] if hasattr(model, "for_export") else [])
         max_diff = _verify(reference, staged, model, names, shapes, atol, rtol) if verify else None
         used_opset = _opset_of(staged)
         _check_target(out, force)  # something may have appeared while we worked
@@ -338,12 +350,16 @@ def _verify(
     session = onnx_session(staged, threads=torch.get_num_threads())
     worst, scale = 0.0, 0.0
     for inputs in _random_inputs(model, names, shapes, seed=1):
-        with torch.inference_mode():
-            want = reference(*(inputs[n] for n in names)).float().numpy()
+        shape = tuple(inputs["input_ids"].shape)
+        try:
+            with torch.inference_mode():
+                want = reference(*(inputs[n] for n in names)).float().numpy()
+        except Exception as err:  # noqa: BLE001 - a user's module may fail on any shape
+            raise PrunekitError(f"ONNX check failed: the torch model itself fails on a batch of shape {shape} "
+                                f"({_first_line(err)}); nothing was written") from err
         try:
             got = session.run([OUTPUT], {n: t.numpy() for n, t in inputs.items()})[0]
         except Exception as err:  # noqa: BLE001 - onnxruntime raises its own exception types
-            shape = tuple(inputs["input_ids"].shape)
             raise PrunekitError(f"ONNX check failed: onnxruntime cannot run the graph on a batch of shape {shape} "
                                 f"({_first_line(err)}); nothing was written") from err
         if got.shape != want.shape or not np.isfinite(got).all():

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _textnet_zoo import VOCAB, StackedRNN, one_thread, tiny  # noqa: F401
+from _textnet_zoo import VOCAB, StackedRNN, UserCNN, one_thread, tiny  # noqa: F401
 from typer.testing import CliRunner
 
 import prunekit
@@ -84,3 +84,17 @@ def test_prunekit_export_cli_on_a_text_model(tmp_path):
     assert "onnxruntime vs torch max abs diff" in result.output and (tmp_path / "gru.onnx").is_file()
     result = CliRunner().invoke(app, ["export", str(tmp_path / "m"), "--onnx", str(tmp_path / "gru.onnx")])
     assert result.exit_code == 2 and "already exists" in result.output
+
+
+def test_export_of_a_module_without_an_import_path_takes_module(tmp_path):
+    class Local(UserCNN):  # defined in a function: the folder cannot record where to import it from
+        pass
+
+    torch.manual_seed(0)
+    save_textnet(Local(), None, tmp_path / "m")
+    args = ["export", str(tmp_path / "m"), "--onnx", str(tmp_path / "cnn.onnx"), "--seq-len", str(SEQ)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and "pass --module" in result.output and not (tmp_path / "cnn.onnx").exists()
+    result = CliRunner().invoke(app, [*args, "--module", "_textnet_zoo:UserCNN"])
+    assert result.exit_code == 0, result.output
+    assert [i.name for i in onnx_session(tmp_path / "cnn.onnx").get_inputs()] == ["input_ids"]
