@@ -126,7 +126,8 @@ def load_into(module: nn.Module, path: str | Path) -> nn.Module:
 
 def load_custom(path: str | Path, module: str | None = None, module_kwargs: dict[str, Any] | None = None
                 ) -> nn.Module:
-    """A custom module's folder, rebuilt: import the class (``module``, else the recorded import path),
+    """A custom module's folder, rebuilt: import the class (``module``, else the recorded import path, which
+    is looked up on ``sys.path`` only, never in the working folder),
     construct it (``module_kwargs``, else the recorded ones), cut it to the saved widths and load the
     weights (:func:`load_into`); returned in prunekit's calling convention (:func:`prunekit.models.custom.adapt`):
     ``model(input_ids=..., attention_mask=...)`` gives ``.logits``."""
@@ -140,7 +141,7 @@ def load_custom(path: str | Path, module: str | None = None, module_kwargs: dict
         raise PrunekitError(f"{folder} holds a custom {saved.get('class', 'module')} whose class cannot be imported "
                             "by name (defined in __main__?); pass --module pkg.mod:ClassName")
     kwargs = module_kwargs if module_kwargs is not None else saved.get("module_kwargs")
-    net = load_into(instantiate(path_, kwargs), folder)
+    net = load_into(instantiate(path_, kwargs, from_cwd=module is not None), folder)
     layout = text_layout(net)
     config = ModuleConfig(path_, kwargs, layout.embedding[1].num_embeddings, layout.classifier[1].out_features,
                           saved.get("id2label") or {}, int(saved.get("pad_token_id", 0)))

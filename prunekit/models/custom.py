@@ -66,23 +66,25 @@ def parse_kwargs(text: str | None) -> dict[str, Any] | None:
     return value
 
 
-def import_class(path: str) -> type[nn.Module]:
-    """``pkg.mod:ClassName`` (or ``pkg.mod.ClassName``), importable from ``sys.path`` or the working folder
-    (as for ``python -m``)."""
+def import_class(path: str, from_cwd: bool = True) -> type[nn.Module]:
+    """``pkg.mod:ClassName`` (or ``pkg.mod.ClassName``), importable from ``sys.path`` or, with ``from_cwd``
+    (an explicit ``--module``), the working folder as for ``python -m``. A path recorded in a saved folder
+    is imported without it: a downloaded folder must not run a file that merely sits beside it."""
     mod_name, sep, attr = path.partition(":")
     if not sep:
         mod_name, _, attr = path.rpartition(".")
     if not mod_name or not attr:
         raise PrunekitError(f"--module {path!r}: expected pkg.module:ClassName")
     cwd = str(Path.cwd())
-    added = cwd not in sys.path
+    added = from_cwd and cwd not in sys.path
     if added:
         sys.path.append(cwd)
     try:
         module = importlib.import_module(mod_name)
     except ImportError as err:
-        raise PrunekitError(f"--module {path!r}: cannot import {mod_name!r} ({err}); run from the folder holding "
-                            "it or put it on PYTHONPATH") from err
+        where = "run from the folder holding it or put it on PYTHONPATH" if from_cwd else (
+            "put it on PYTHONPATH or pass --module (which also looks in the working folder)")
+        raise PrunekitError(f"--module {path!r}: cannot import {mod_name!r} ({err}); {where}") from err
     finally:
         if added:
             sys.path.remove(cwd)
@@ -112,8 +114,8 @@ def user_class(module: nn.Module) -> type[nn.Module]:
     return cls.__mro__[2] if isinstance(module, TextModuleAdapter) else cls
 
 
-def instantiate(path: str, kwargs: dict[str, Any] | None) -> nn.Module:
-    cls = import_class(path)
+def instantiate(path: str, kwargs: dict[str, Any] | None, from_cwd: bool = True) -> nn.Module:
+    cls = import_class(path, from_cwd)
     try:
         return cls(**(kwargs or {}))
     except Exception as err:  # noqa: BLE001 - the user's constructor may raise anything

@@ -67,3 +67,42 @@ def test_a_module_that_cannot_be_imported_by_name_needs_module(tmp_path):
     with pytest.raises(PrunekitError, match="pass --module"):
         prunekit.load(tmp_path / "m")
     assert isinstance(load_custom(tmp_path / "m", "_textnet_zoo:UserCNN"), UserCNN)
+
+
+NET_SOURCE = '''
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb, self.rnn, self.out = nn.Embedding(30, 8), nn.GRU(8, 6, batch_first=True), nn.Linear(6, 2)
+
+    def forward(self, ids):
+        return self.out(self.rnn(self.emb(ids))[0].amax(1))
+'''
+
+
+def test_a_recorded_import_path_is_never_looked_up_in_the_working_folder(tmp_path, monkeypatch):
+    """--module may import from the working folder; a path recorded in a saved folder may not (a folder you
+    downloaded and cd into must not make prunekit run a file sitting beside it)."""
+    import sys
+
+    from prunekit.models.custom import import_class
+
+    (tmp_path / "cwd_net_for_test.py").write_text(NET_SOURCE)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", ".", str(tmp_path))])
+    monkeypatch.delitem(sys.modules, "cwd_net_for_test", raising=False)
+    with pytest.raises(PrunekitError, match="cannot import 'cwd_net_for_test'"):
+        import_class("cwd_net_for_test:Net", from_cwd=False)
+    net = import_class("cwd_net_for_test:Net")()  # an explicit --module looks in the working folder
+    save_textnet(net, None, tmp_path / "m")
+    assert json.loads((tmp_path / "m" / SHAPES_JSON).read_text())["module"] == "cwd_net_for_test:Net"
+    del sys.modules["cwd_net_for_test"]
+    with pytest.raises(PrunekitError, match="put it on PYTHONPATH or pass --module"):
+        prunekit.load(tmp_path / "m")
+    again = load_custom(tmp_path / "m", "cwd_net_for_test:Net")
+    ids = torch.tensor([[1, 2, 3]])
+    assert torch.equal(again(input_ids=ids).logits, net(ids))
+    monkeypatch.delitem(sys.modules, "cwd_net_for_test", raising=False)
