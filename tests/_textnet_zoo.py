@@ -83,3 +83,32 @@ class WithNorm(StackedRNN):
         x, _ = self.first(self.emb(ids))
         x, _ = self.second(x)
         return self.out(self.norm(x.mean(1)))
+
+
+class UserGRU(nn.Module):
+    """A user's module as `prunekit finetune --module _textnet_zoo:UserGRU` builds it: its constructor takes
+    vocab_size and num_labels (prunekit fills them in) and its forward an optional attention mask."""
+
+    def __init__(self, vocab_size: int, num_labels: int, embed_dim: int = 16, hidden: int = 12) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
+        self.gru = nn.GRU(embed_dim, hidden, batch_first=True, bidirectional=True)
+        self.head = nn.Linear(2 * hidden, num_labels)
+
+    def forward(self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        x, _ = self.gru(self.emb(ids))
+        m = torch.ones_like(ids) if attention_mask is None else attention_mask
+        m = m[..., None].to(x.dtype)
+        return self.head((x * m).sum(1) / m.sum(1).clamp(min=1))
+
+
+class UserGRUWithNorm(UserGRU):
+    """Not traceable through the CLI: a LayerNorm before the classifier."""
+
+    def __init__(self, vocab_size: int, num_labels: int, **kw) -> None:
+        super().__init__(vocab_size, num_labels, **kw)
+        self.norm = nn.LayerNorm(self.head.in_features)
+
+    def forward(self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        x, _ = self.gru(self.emb(ids))
+        return self.head(self.norm(x.mean(1)))

@@ -72,6 +72,31 @@ def rnn_output_width(rnn: nn.RNNBase) -> int:
     return rnn.hidden_size * rnn_directions(rnn)
 
 
+def layer_rnn(rnn: nn.RNNBase, layer: int, direction: int | None = None) -> nn.RNNBase:
+    """A one-layer copy of layer ``layer`` of ``rnn`` (both directions, or only ``direction``: 0 forward,
+    1 reverse, as a forward-running module), with the same weights, device and dtype.
+
+    What multi-layer RNN modules hide: forward hooks see only the last layer's per-step outputs, so
+    scoring inner layers runs these layer by layer; an exporter runs a reverse direction as a forward one
+    on per-text reversed input, which is how a padded batch reproduces a packed run."""
+    dirs = rnn_directions(rnn)
+    if not 0 <= layer < rnn.num_layers or direction not in (None, *range(dirs)):
+        raise PrunekitError(f"{type(rnn).__name__} has {rnn.num_layers} layer(s) and {dirs} direction(s); "
+                            f"no layer {layer} direction {direction}")
+    extra = {"nonlinearity": rnn.nonlinearity} if isinstance(rnn, nn.RNN) else {}
+    sub = type(rnn)(rnn.input_size if layer == 0 else rnn.hidden_size * dirs, rnn.hidden_size, num_layers=1,
+                    bias=rnn.bias, batch_first=rnn.batch_first, bidirectional=rnn.bidirectional and direction is None,
+                    **extra)
+    sources = ["", "_reverse"][:dirs] if direction is None else ["_reverse" if direction else ""]
+    ref = rnn.weight_ih_l0
+    sub.to(device=ref.device, dtype=ref.dtype)
+    with torch.no_grad():
+        for source, target in zip(sources, ["", "_reverse"], strict=False):
+            for kind in ("weight_ih", "weight_hh", *(("bias_ih", "bias_hh") if rnn.bias else ())):
+                getattr(sub, f"{kind}_l0{target}").copy_(getattr(rnn, f"{kind}_l{layer}{source}"))
+    return sub.train(rnn.training)
+
+
 def is_text_model(model: nn.Module) -> bool:
     """A built-in text model, or a plain (non-transformers) module holding RNN or Conv1d layers."""
     if getattr(getattr(model, "config", None), "model_type", None) in TEXT_MODEL_TYPES:
@@ -167,6 +192,25 @@ def probe(model: nn.Module, layout: TextLayout) -> torch.Tensor:
     finally:
         model.train(was_training)
     return getattr(out, "logits", out)
+
+
+def call_text_model(model: nn.Module, layout: TextLayout, batch: dict[str, torch.Tensor]) -> object:
+    """Run a text model on a tokenised batch: a built-in one with its keyword inputs, a traced one on token
+    ids as when it was traced (plus ``attention_mask=`` when its ``forward`` takes one)."""
+    if layout.family != "traced":
+        return model(**{k: v for k, v in batch.items() if k != "labels"})
+    if "attention_mask" in batch and accepts_attention_mask(model):
+        return model(batch["input_ids"], attention_mask=batch["attention_mask"])
+    return model(batch["input_ids"])
+
+
+def accepts_attention_mask(model: nn.Module) -> bool:
+    import inspect
+
+    try:
+        return "attention_mask" in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _check_call_order(model: nn.Module, layout: TextLayout) -> None:

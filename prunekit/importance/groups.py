@@ -22,8 +22,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence
 
-from prunekit.arch.textnets import is_text_model, text_layout
+from prunekit.arch.textnets import call_text_model, is_text_model, layer_rnn, rnn_directions, text_layout
 from prunekit.errors import PrunekitError
 from prunekit.importance.taylor import Taylor
 from prunekit.prune.structured import (
@@ -99,9 +100,10 @@ def text_group_scores(
     and embedding dim, in ``GroupScores.units`` keyed by group name (:func:`prunekit.prune.textnets.text_groups`).
 
     ``l1``/``l2``/``taylor`` sum over every slice of a group, exactly as for heads and neurons.
-    ``activation`` is the mean |value| of what the group emits: a unit's final hidden state (LSTM/GRU/RNN
-    return it per layer and direction; the per-step outputs of inner layers are not exposed), a
-    filter's max-pooled feature (the classifier's input), an embedding dim over real tokens.
+    ``activation`` is the mean |value| of what the group emits over real calibration tokens: a unit's
+    hidden state h_t at every step, in its own layer and direction (inner layers of a stacked RNN module
+    are re-run one layer at a time with the same weights, since the module only returns its last
+    layer's steps), a filter's max-pooled feature (the classifier's input), an embedding dim.
     """
     groups = text_groups(model)
     out = GroupScores()
@@ -127,34 +129,43 @@ def _text_activations(model: nn.Module, groups: list[TextGroup], batches: Sequen
     sums: dict[str, Tensor] = {}
     counts: dict[str, float] = {}
 
-    def add(name: str, x: Tensor, n: float) -> None:
-        s = x.detach().float().abs().reshape(-1, x.shape[-1]).sum(0).cpu()
+    def add(name: str, x: Tensor, w: Tensor) -> None:
+        """Accumulate Σ|x|·w over positions; ``w`` (one weight per position) is 1 on real tokens."""
+        s = (x.detach().float().abs() * w[..., None]).reshape(-1, x.shape[-1]).sum(0).cpu()
         sums[name] = sums[name] + s if name in sums else s
-        counts[name] = counts.get(name, 0.0) + n
+        counts[name] = counts.get(name, 0.0) + float(w.sum())
 
     current: dict[str, Batch] = {}
 
     def on_embedding(module: nn.Module, args: tuple, output: Tensor) -> None:
-        w = _token_weights(current["batch"], output)  # real tokens only, when the batch has a mask
-        add("embedding", output * w[..., None], float(w.sum()))
+        add("embedding", output, _token_weights(current["batch"], output))  # real tokens, when there is a mask
 
     def on_rnn(name: str, rnn: nn.RNNBase) -> Callable:
-        def hook(module: nn.Module, args: tuple, output: tuple) -> None:
-            h_n = output[1][0] if isinstance(output[1], tuple) else output[1]  # LSTM: (h_n, c_n)
-            h_n = h_n.view(rnn.num_layers, len(rnn_suffixes(rnn)), -1, rnn.hidden_size)
-            for layer in range(rnn.num_layers):
+        # one-layer copies with the same weights, run on what the module got: every layer's h_t, not only
+        # the last layer's (the module's output) or the final step's (its h_n)
+        layers = [layer_rnn(rnn, i).eval() for i in range(rnn.num_layers)]
+        dirs, h = rnn_directions(rnn), rnn.hidden_size
+
+        def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            x = args[0] if args else kwargs["input"]
+            hx = args[1] if len(args) > 1 else kwargs.get("hx")
+            for i, sub in enumerate(layers):
+                part = slice(i * dirs, (i + 1) * dirs)  # this layer's rows of h0 (and c0)
+                state = None if hx is None else (tuple(t[part] for t in hx) if isinstance(hx, tuple) else hx[part])
+                x, _ = sub(x, state)
+                out, w = _rnn_steps(x, rnn.batch_first, current["batch"])
                 for d, sfx in enumerate(rnn_suffixes(rnn)):
-                    add(f"{name}.l{layer}{sfx}", h_n[layer, d], h_n.shape[2])
+                    add(f"{name}.l{i}{sfx}", out[..., d * h:(d + 1) * h], w)
         return hook
 
     def on_classifier(module: nn.Module, args: tuple) -> None:
         x, offset = args[0], 0
         for name, conv in layout.convs:
-            add(name, x[:, offset:offset + conv.out_channels], x.shape[0])
+            add(name, x[:, offset:offset + conv.out_channels], torch.ones(x.shape[0], device=x.device))
             offset += conv.out_channels
 
     handles = [layout.embedding[1].register_forward_hook(on_embedding)]
-    handles += [rnn.register_forward_hook(on_rnn(n, rnn)) for n, rnn in layout.recurrent]
+    handles += [rnn.register_forward_pre_hook(on_rnn(n, rnn), with_kwargs=True) for n, rnn in layout.recurrent]
     if layout.convs:
         handles.append(layout.classifier[1].register_forward_pre_hook(on_classifier))
     was_training = model.training
@@ -162,10 +173,7 @@ def _text_activations(model: nn.Module, groups: list[TextGroup], batches: Sequen
     try:
         for batch in batches:
             current["batch"] = batch
-            if layout.family == "traced":  # a user's module: called on token ids, as when it was traced
-                model(batch["input_ids"])
-            else:
-                model(**{k: v for k, v in batch.items() if k != "labels"})
+            call_text_model(model, layout, batch)
     finally:
         for h in handles:
             h.remove()
@@ -173,6 +181,19 @@ def _text_activations(model: nn.Module, groups: list[TextGroup], batches: Sequen
     if not counts:
         raise PrunekitError("activation scores saw no calibration batch")
     return {g.name: sums[g.name] / counts[g.name] for g in groups}
+
+
+def _rnn_steps(out: Tensor | PackedSequence, batch_first: bool, batch: Batch) -> tuple[Tensor, Tensor]:
+    """An RNN layer's per-step outputs and a weight per step: a packed run holds exactly the real tokens;
+    a padded one is weighted by the batch's attention mask where its (batch, time) layout fits."""
+    if isinstance(out, PackedSequence):
+        return out.data, torch.ones(out.data.shape[0], device=out.data.device)
+    mask = batch.get("attention_mask")
+    if mask is not None and out.dim() == 3:
+        mask = mask if batch_first else mask.transpose(0, 1)
+        if mask.shape == out.shape[:2]:
+            return out, mask.to(out.dtype)
+    return out, torch.ones(out.shape[:-1], dtype=out.dtype, device=out.device)
 
 
 def _need_batches(batches: Sequence[Batch] | None, what: str) -> Sequence[Batch]:

@@ -69,17 +69,23 @@ def load_tokenizer(where: str, trust_remote_code: bool = False) -> PreTrainedTok
 
 
 def load_classifier(
-    spec: str, label_names: list[str] | None = None, trust_remote_code: bool = False
+    spec: str, label_names: list[str] | None = None, trust_remote_code: bool = False,
+    module: str | None = None, module_kwargs: dict | None = None,
 ) -> tuple[nn.Module, PreTrainedTokenizerBase, bool]:
     """A sequence classifier, its tokenizer, and whether its head is new (must be trained first).
 
     A folder saved with a classification head keeps its labels; a bare encoder gets a fresh head
     sized to ``label_names``, whose names are stored in the config so predictions stay readable.
+    ``module``/``module_kwargs`` rebuild a user's own module saved by prunekit (``--module``).
     """
-    from prunekit.io.textnet import is_textnet_dir, load_textnet
+    from prunekit.io.textnet import is_custom_dir, is_textnet_dir, load_textnet
 
-    if is_textnet_dir(spec):  # an LSTM/GRU/RNN or TextCNN classifier saved by prunekit
-        return load_textnet(spec), load_tokenizer(str(Path(spec).expanduser()), trust_remote_code), False
+    if (module is not None or module_kwargs is not None) and not is_custom_dir(Path(spec).expanduser()):
+        raise PrunekitError(f"--module/--module-kwargs rebuild a custom module folder saved by prunekit; {spec!r} is "
+                            "not one (to train a new instance of your module: prunekit finetune --module)")
+    if is_textnet_dir(spec):  # an LSTM/GRU/RNN or TextCNN classifier, or a user's module, saved by prunekit
+        model = load_textnet(spec, module, module_kwargs)
+        return model, load_tokenizer(str(Path(spec).expanduser()), trust_remote_code), False
     where, config = load_config(spec, trust_remote_code)
     from prunekit.io.shapes import MANIFEST, load
 

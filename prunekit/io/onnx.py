@@ -14,6 +14,12 @@ to float32 precision, but the tracer stores tied weights twice (SmolLM2-135M: 65
 542 MB), bakes Python branches into the graph and is slated for removal. It is 3-10x faster to
 export, though, so it stays available (``exporter="torchscript"``) and is used when onnxscript is
 missing. Either way the graph is checked on shapes other than the traced one.
+
+LSTM/GRU/RNN/TextCNN models (and a user's traced module) export too. The built-in recurrent models pack
+their sequences, which torch.export cannot trace; they export :meth:`~prunekit.models.base.TextNet.for_export`
+instead, the same logits computed on the padded batch (reverse directions read each text reversed within
+its length), and the check compares onnxruntime with the *packed* model, including a batch of texts
+shorter than a conv kernel.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from prunekit.arch.textnets import is_text_model, text_layout
 from prunekit.assets import resolve_model
 from prunekit.errors import PrunekitError
 from prunekit.io.atomic import _sibling
@@ -58,9 +65,12 @@ class _Logits(nn.Module):
         self.model, self.causal = model, causal
 
     def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
+        kwargs: dict[str, Any] = {"input_ids": input_ids}
+        if attention_mask is not None:  # None only for a user's module whose forward takes token ids alone
+            kwargs["attention_mask"] = attention_mask
         if token_type_ids is not None:
             kwargs["token_type_ids"] = token_type_ids
         if self.causal:
@@ -79,8 +89,12 @@ def export_onnx(
     rtol: float = 3e-5,
     force: bool = False,
     exporter: Exporter | None = None,
+    module: str | None = None,
+    module_kwargs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Export the classifier or causal LM in ``model_dir`` to ``path`` (float32, dynamic batch and sequence).
+    ``module``/``module_kwargs`` rebuild a user's own module saved by prunekit whose class the folder's
+    recorded import path does not reach (see :func:`prunekit.io.textnet.load_custom`).
 
     ``seq_len`` is the traced length and the longest one verified; ``opset`` None takes the exporter's
     default. With ``verify``, onnxruntime must match torch on two random batches of other shapes, or
@@ -99,14 +113,23 @@ def export_onnx(
     start = time.perf_counter()
     out = Path(path).expanduser()
     _check_target(out, force)
-    exporter = _pick_exporter(exporter)
     if seq_len < 2:
         raise PrunekitError(f"seq_len must be at least 2 (got {seq_len}): a length-1 trace fixes the sequence axis")
-    model = load(model_dir).float().eval()
-    causal = _is_causal_lm(model)
+    if module is not None or module_kwargs is not None:
+        from prunekit.io.textnet import is_custom_dir, load_custom
+
+        if not is_custom_dir(Path(resolve_model(str(model_dir))).expanduser()):
+            raise PrunekitError(f"--module rebuilds a custom module folder saved by prunekit; {model_dir} is not one")
+        model = load_custom(Path(resolve_model(str(model_dir))), module, module_kwargs).float().eval()
+    else:
+        model = load(model_dir).float().eval()
+    text = is_text_model(model)
+    exporter = _pick_exporter(exporter if exporter is not None or not text else _text_exporter(model))
+    causal = False if text else _is_causal_lm(model)
     names = _input_names(model, model_dir, causal)
     _check_positions(model, seq_len)
-    wrapper = _Logits(model, causal).eval()
+    wrapper = (_text_export_module(model) if text else _Logits(model, causal)).eval()
+    reference = _Logits(model, causal).eval()
     external = sum(p.numel() for p in model.parameters()) * 4 > EXTERNAL_DATA_BYTES
     if external and exporter == "torchscript":
         raise PrunekitError("models over 1.8 GB need the dynamo exporter (pip install onnxscript)")
@@ -117,8 +140,10 @@ def export_onnx(
     try:
         staged = work / out.name
         example = _random_inputs(model, names, [(2, seq_len)], seed=0)[0]
-        _export(wrapper, example, staged, names, causal, opset, exporter, external)
-        max_diff = _verify(wrapper, staged, model, names, seq_len, atol, rtol) if verify else None
+        _export(wrapper, example, staged, names, causal, opset, exporter, external, text)
+        # built-in text models also serve texts shorter than a conv kernel: check that the graph does too
+        shapes = [(1, max(1, seq_len // 2)), (3, seq_len)] + ([(2, 2)] if hasattr(model, "for_export") else [])
+        max_diff = _verify(reference, staged, model, names, shapes, atol, rtol) if verify else None
         used_opset = _opset_of(staged)
         _check_target(out, force)  # something may have appeared while we worked
         size = _move_into_place(work, out)
@@ -133,6 +158,22 @@ def export_onnx(
         "seconds": time.perf_counter() - start,
         "exporter": exporter,
     }
+
+
+def _text_exporter(model: nn.Module) -> Exporter | None:
+    """Recurrent text models default to the TorchScript exporter: torch.export fixes the sequence axis of
+    a plain ``nn.RNN`` (the graph then refuses other lengths), while the tracer emits ONNX's own
+    LSTM/GRU/RNN ops with dynamic axes. Either way the result is checked at unseen shapes."""
+    return "torchscript" if text_layout(model).recurrent else None
+
+
+def _text_export_module(model: nn.Module) -> nn.Module:
+    """(input_ids, attention_mask) → logits for an LSTM/GRU/RNN/TextCNN model or a user's traced module.
+
+    Built-in models give an exporter-friendly path with the same outputs (:meth:`TextNet.for_export`:
+    no packed sequences); a user's module is exported as it runs, and its export is checked the same way."""
+    for_export = getattr(model, "for_export", None)
+    return for_export() if callable(for_export) else _Logits(model, causal=False)
 
 
 def _data_file(out: Path) -> Path:
@@ -175,6 +216,10 @@ def _is_causal_lm(model: nn.Module) -> bool:
 def _input_names(model: nn.Module, model_dir: str | Path, causal: bool) -> list[str]:
     """input_ids and attention_mask, plus token_type_ids for classifiers whose tokenizer makes them
     (or, without a tokenizer, whose config has more than one segment type)."""
+    if is_text_model(model):
+        from prunekit.models.custom import uses_attention_mask
+
+        return ["input_ids", "attention_mask"] if uses_attention_mask(model) else ["input_ids"]
     names = ["input_ids", "attention_mask"]
     if causal or "token_type_ids" not in inspect.signature(model.forward).parameters:
         return names
@@ -215,7 +260,8 @@ def _random_inputs(
     model: nn.Module, names: Sequence[str], shapes: Iterable[tuple[int, int]], seed: int
 ) -> list[dict[str, torch.Tensor]]:
     """Random token ids; every row after the first is right-padded, so masks are really exercised."""
-    vocab = model.get_input_embeddings().num_embeddings
+    get = getattr(model, "get_input_embeddings", None)
+    vocab = (get() if callable(get) else text_layout(model).embedding[1]).num_embeddings
     types = max(int(getattr(model.config, "type_vocab_size", 1) or 1), 1)
     gen = torch.Generator().manual_seed(seed)
     batches = []
@@ -255,6 +301,7 @@ def _export(
     opset: int | None,
     exporter: Exporter,
     external: bool,
+    text: bool = False,
 ) -> None:
     args = tuple(example[n] for n in names)
     try:
@@ -276,8 +323,11 @@ def _export(
                     dynamo=False, dynamic_axes=axes,
                 )
     except Exception as err:  # noqa: BLE001 - exporter failures come in many types; report one line
+        hint = (" (a forward that packs sequences with pack_padded_sequence cannot be traced by torch.export; "
+                "run the RNN on the padded batch and mask, or try exporter='torchscript')") if text else ""
         raise PrunekitError(
-            f"ONNX export ({exporter}) of {type(wrapper.model).__name__} failed: {_first_line(err)}"
+            f"ONNX export ({exporter}) of {type(getattr(wrapper, 'model', wrapper)).__name__} failed: "
+            f"{_first_line(err)}{hint}"
         ) from err
     finally:
         wrapper.eval()  # the TorchScript exporter restores the training flag it found; be sure
@@ -291,16 +341,27 @@ def _first_line(err: BaseException) -> str:
 
 
 def _verify(
-    wrapper: _Logits, staged: Path, model: nn.Module, names: list[str], seq_len: int, atol: float, rtol: float
+    reference: nn.Module, staged: Path, model: nn.Module, names: list[str], shapes: list[tuple[int, int]],
+    atol: float, rtol: float,
 ) -> float:
-    """Largest |onnxruntime - torch| over batches of 1 x seq_len/2 and 3 x seq_len (the trace was 2 x seq_len);
-    fails unless it is within ``atol + rtol * max|torch logits|``."""
+    """Largest |onnxruntime - torch| over random batches of ``shapes`` (batch x sequence; the trace was
+    2 x seq_len), torch being ``reference``: the model as prunekit runs it (for a text model, its packed
+    run, not the exporter-friendly path that was traced). Fails unless within ``atol + rtol * max|logits|``."""
     session = onnx_session(staged, threads=torch.get_num_threads())
     worst, scale = 0.0, 0.0
-    for inputs in _random_inputs(model, names, [(1, max(1, seq_len // 2)), (3, seq_len)], seed=1):
-        with torch.inference_mode():
-            want = wrapper(*(inputs[n] for n in names)).float().numpy()
-        got = session.run([OUTPUT], {n: t.numpy() for n, t in inputs.items()})[0]
+    for inputs in _random_inputs(model, names, shapes, seed=1):
+        shape = tuple(inputs["input_ids"].shape)
+        try:
+            with torch.inference_mode():
+                want = reference(*(inputs[n] for n in names)).float().numpy()
+        except Exception as err:  # noqa: BLE001 - a user's module may fail on any shape
+            raise PrunekitError(f"ONNX check failed: the torch model itself fails on a batch of shape {shape} "
+                                f"({_first_line(err)}); nothing was written") from err
+        try:
+            got = session.run([OUTPUT], {n: t.numpy() for n, t in inputs.items()})[0]
+        except Exception as err:  # noqa: BLE001 - onnxruntime raises its own exception types
+            raise PrunekitError(f"ONNX check failed: onnxruntime cannot run the graph on a batch of shape {shape} "
+                                f"({_first_line(err)}); nothing was written") from err
         if got.shape != want.shape or not np.isfinite(got).all():
             raise PrunekitError(f"ONNX check failed: onnxruntime gave shape {got.shape} "
                                 f"(finite: {bool(np.isfinite(got).all())}), torch {want.shape}")

@@ -2,8 +2,9 @@
 
 The JSON is the model's :class:`~prunekit.models.base.TextNetConfig` with its *current* widths (pruning
 syncs them), so loading builds the right shapes first and then loads the weights strictly. A custom
-module (not built by prunekit) is saved the same way with its widths in ``prunekit_textnet_shapes.json``;
-:func:`load_into` cuts a freshly built instance of the user's class to those widths before loading.
+module (not built by prunekit) is saved the same way with its widths, its import path and constructor
+kwargs in ``prunekit_textnet_shapes.json``: :func:`load_into` cuts a freshly built instance of the
+user's class to those widths before loading, and :func:`load_custom` builds that instance itself.
 """
 
 from __future__ import annotations
@@ -26,7 +27,13 @@ WEIGHTS = "model.safetensors"
 
 
 def is_textnet_dir(path: str | Path) -> bool:
-    return (Path(path).expanduser() / MODEL_JSON).is_file()
+    """A built-in LSTM/GRU/RNN/TextCNN folder, or a custom module's (see :func:`is_custom_dir`)."""
+    folder = Path(path).expanduser()
+    return (folder / MODEL_JSON).is_file() or is_custom_dir(folder)
+
+
+def is_custom_dir(path: str | Path) -> bool:
+    return (Path(path).expanduser() / SHAPES_JSON).is_file()
 
 
 def _state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -36,7 +43,6 @@ def _state(model: nn.Module) -> dict[str, torch.Tensor]:
 def write_textnet(model: nn.Module, tokenizer: PreTrainedTokenizerBase | None, folder: str | Path) -> None:
     """Weights, config (or, for a custom module, its widths) and tokenizer into an existing folder."""
     from prunekit.models import TextNet
-    from prunekit.prune.textnets import text_shapes
 
     folder = Path(folder)
     save_file(_state(model), str(folder / WEIGHTS), metadata={"format": "pt"})
@@ -44,9 +50,24 @@ def write_textnet(model: nn.Module, tokenizer: PreTrainedTokenizerBase | None, f
         model.sync_config()
         write_json_atomic(folder / MODEL_JSON, model.config.to_dict())
     else:
-        write_json_atomic(folder / SHAPES_JSON, {"class": type(model).__name__, **text_shapes(model)})
+        write_json_atomic(folder / SHAPES_JSON, _custom_record(model))
     if tokenizer is not None:
         tokenizer.save_pretrained(folder)
+
+
+def _custom_record(model: nn.Module) -> dict[str, Any]:
+    """A custom module's widths, and how to rebuild it: import path and constructor kwargs (None when
+    unknown: the class is then called without arguments), labels and padding id when prunekit trained it."""
+    from prunekit.models.custom import import_path_of, user_class
+    from prunekit.prune.textnets import text_shapes
+
+    config = getattr(model, "config", None)
+    record = {"class": user_class(model).__name__, "module": import_path_of(model),
+              "module_kwargs": getattr(config, "module_kwargs", None), **text_shapes(model)}
+    if config is not None and hasattr(config, "id2label"):
+        record.update(id2label={str(k): v for k, v in config.id2label.items()},
+                      pad_token_id=getattr(config, "pad_token_id", 0))
+    return record
 
 
 def save_textnet(model: nn.Module, tokenizer: PreTrainedTokenizerBase | None, out: str | Path,
@@ -71,11 +92,15 @@ def _load_strict(model: nn.Module, state: dict[str, torch.Tensor], folder: Path)
     return model.eval()
 
 
-def load_textnet(path: str | Path) -> nn.Module:
-    """Rebuild a built-in text model from its folder, ready for eval."""
+def load_textnet(path: str | Path, module: str | None = None, module_kwargs: dict[str, Any] | None = None
+                 ) -> nn.Module:
+    """Rebuild a text model from its folder, ready for eval: a built-in one from its config, a custom one
+    with :func:`load_custom` (``module``/``module_kwargs`` override what the folder recorded)."""
     from prunekit.models import TextNetConfig, build_model
 
     folder = Path(path).expanduser()
+    if not (folder / MODEL_JSON).is_file():
+        return load_custom(folder, module, module_kwargs)
     try:
         config = TextNetConfig.from_dict(json.loads((folder / MODEL_JSON).read_text()))
     except (OSError, json.JSONDecodeError, TypeError) as err:
@@ -90,14 +115,44 @@ def load_into(module: nn.Module, path: str | Path) -> nn.Module:
     from prunekit.prune.textnets import TextPlan, apply_text_plan, text_groups
 
     folder = Path(path).expanduser()
-    try:
-        saved: dict[str, Any] = json.loads((folder / SHAPES_JSON).read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise PrunekitError(f"{folder / SHAPES_JSON} cannot be read ({err})") from err
-    widths = saved["widths"]
+    widths = _read_shapes(folder)["widths"]
     have = {g.name: g.count for g in text_groups(module)}
     if set(have) != set(widths) or any(widths[n] > have[n] for n in have):
         raise PrunekitError(f"{folder} was saved from a module with groups {widths}; this {type(module).__name__} "
                             f"has {have}")
     apply_text_plan(module, TextPlan({n: list(range(w)) for n, w in widths.items()}))
     return _load_strict(module, _weights(folder), folder)
+
+
+def load_custom(path: str | Path, module: str | None = None, module_kwargs: dict[str, Any] | None = None
+                ) -> nn.Module:
+    """A custom module's folder, rebuilt: import the class (``module``, else the recorded import path, which
+    is looked up on ``sys.path`` only, never in the working folder),
+    construct it (``module_kwargs``, else the recorded ones), cut it to the saved widths and load the
+    weights (:func:`load_into`); returned in prunekit's calling convention (:func:`prunekit.models.custom.adapt`):
+    ``model(input_ids=..., attention_mask=...)`` gives ``.logits``."""
+    from prunekit.arch.textnets import text_layout
+    from prunekit.models.custom import ModuleConfig, adapt, instantiate
+
+    folder = Path(path).expanduser()
+    saved = _read_shapes(folder)
+    path_ = module or saved.get("module")
+    if not path_:
+        raise PrunekitError(f"{folder} holds a custom {saved.get('class', 'module')} whose class cannot be imported "
+                            "by name (defined in __main__?); pass --module pkg.mod:ClassName")
+    kwargs = module_kwargs if module_kwargs is not None else saved.get("module_kwargs")
+    net = load_into(instantiate(path_, kwargs, from_cwd=module is not None), folder)
+    layout = text_layout(net)
+    config = ModuleConfig(path_, kwargs, layout.embedding[1].num_embeddings, layout.classifier[1].out_features,
+                          saved.get("id2label") or {}, int(saved.get("pad_token_id", 0)))
+    return adapt(net, config).eval()
+
+
+def _read_shapes(folder: Path) -> dict[str, Any]:
+    try:
+        saved = json.loads((folder / SHAPES_JSON).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise PrunekitError(f"{folder / SHAPES_JSON} cannot be read ({err})") from err
+    if not isinstance(saved, dict) or not isinstance(saved.get("widths"), dict):
+        raise PrunekitError(f"{folder / SHAPES_JSON} has no widths")
+    return saved

@@ -7,6 +7,7 @@ the training split); :mod:`prunekit.io.textnet` saves and reloads them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
@@ -37,6 +38,9 @@ class TextNetOptions:
     kernel_sizes: tuple[int, ...] = (3, 4, 5)
     dropout: float = 0.3
     min_freq: int = 2
+    #: instead of ``arch``: a user's own class, ``pkg.mod:ClassName``, built with ``module_kwargs``
+    module: str | None = None
+    module_kwargs: dict[str, Any] | None = None
 
 
 def build_model(config: TextNetConfig) -> TextNet:
@@ -44,20 +48,21 @@ def build_model(config: TextNetConfig) -> TextNet:
 
 
 def new_text_model(opts: TextNetOptions, data: ClassificationData) -> tuple[TextNet, PreTrainedTokenizerBase]:
-    """A freshly initialised model and its tokenizer for ``data``'s labels."""
+    """A freshly initialised model and its tokenizer for ``data``'s labels (``opts.module``: an instance of
+    the user's class, traced and adapted by :mod:`prunekit.models.custom`)."""
+    if opts.module is not None:
+        from prunekit.models.custom import import_class, new_custom_model
+
+        import_class(opts.module)  # a wrong path fails before a vocabulary is built
+        tokenizer = _tokenizer(opts, data)
+        return new_custom_model(opts.module, opts.module_kwargs, len(tokenizer), data.label_names,
+                                tokenizer.pad_token_id), tokenizer
     if opts.arch not in ARCHS:
         raise PrunekitError(f"unknown --arch {opts.arch!r}; choose one of {', '.join(ARCHS)}")
     if opts.embed_dim < 1 or (opts.width is not None and opts.width < 1) or opts.num_layers < 1:
         raise PrunekitError("--embed-dim, --width and --num-layers must be positive")
     model_type, bidirectional = ARCHS[opts.arch]
-    if opts.tokenizer == "vocab":
-        tokenizer = build_vocab_tokenizer((" ".join(t) for t in data.train.texts), min_freq=opts.min_freq)
-    else:
-        from prunekit.io.hf import load_tokenizer, locate
-
-        tokenizer = load_tokenizer(locate(opts.tokenizer))
-    if tokenizer.pad_token_id is None:
-        raise PrunekitError(f"tokenizer {opts.tokenizer!r} has no padding token")
+    tokenizer = _tokenizer(opts, data)
     width = opts.width or (100 if model_type == "textcnn" else 256)
     config = TextNetConfig(
         model_type=model_type, vocab_size=len(tokenizer), num_labels=data.num_labels, embed_dim=opts.embed_dim,
@@ -66,6 +71,18 @@ def new_text_model(opts: TextNetOptions, data: ClassificationData) -> tuple[Text
         pad_token_id=tokenizer.pad_token_id, id2label=dict(enumerate(data.label_names)),
     )
     return build_model(config), tokenizer
+
+
+def _tokenizer(opts: TextNetOptions, data: ClassificationData) -> PreTrainedTokenizerBase:
+    if opts.tokenizer == "vocab":
+        tokenizer = build_vocab_tokenizer((" ".join(t) for t in data.train.texts), min_freq=opts.min_freq)
+    else:
+        from prunekit.io.hf import load_tokenizer, locate
+
+        tokenizer = load_tokenizer(locate(opts.tokenizer))
+    if tokenizer.pad_token_id is None:
+        raise PrunekitError(f"tokenizer {opts.tokenizer!r} has no padding token")
+    return tokenizer
 
 
 __all__ = ["ARCHS", "MODEL_TYPES", "RECURRENT_TYPES", "RecurrentClassifier", "TextCNN", "TextNet",

@@ -86,6 +86,11 @@ class TextNet(nn.Module):
         """Write the modules' real widths into the config after surgery, so the config rebuilds them."""
         self.config.vocab_size, self.config.embed_dim = self.embedding.weight.shape
 
+    def for_export(self) -> nn.Module:
+        """A module mapping (input_ids, attention_mask) to the same logits in eval mode, written so that ONNX
+        exporters can trace it with dynamic batch and sequence axes (see :mod:`prunekit.io.onnx`)."""
+        return _Logits(self)
+
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, labels: Tensor | None = None,
                 **_: Any) -> SequenceClassifierOutput:
         # other tokenizer outputs (token_type_ids) are accepted and ignored, like an HF model's unused inputs
@@ -94,6 +99,15 @@ class TextNet(nn.Module):
         logits = self.classifier(self.dropout(self.features(x, mask)))
         loss = F.cross_entropy(logits, labels) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits)
+
+
+class _Logits(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
 
 
 def masked_max(x: Tensor, valid: Tensor) -> Tensor:

@@ -21,12 +21,19 @@ class TextCNN(TextNet):
         self.classifier = nn.Linear(sum(config.num_filters), config.num_labels)
 
     def features(self, x: Tensor, mask: Tensor) -> Tensor:
+        return self._pooled(x, mask, max(0, self._widest() - x.shape[1]))
+
+    def _widest(self) -> int:
+        return max(conv.kernel_size[0] for conv in self.convs)
+
+    def _pooled(self, x: Tensor, mask: Tensor, pad: int) -> Tensor:
+        """Max-pooled filters over the valid windows, after ``pad`` zero columns at the end: as many as the
+        widest kernel lacks (any more only adds windows that are masked out anyway)."""
         lengths = text_lengths(mask)
         # (batch, embed, seq), padding exactly zero; contiguous once, not once per conv
         x = (x * mask[..., None].to(x.dtype)).transpose(1, 2).contiguous()
-        short = max(conv.kernel_size[0] for conv in self.convs) - x.shape[2]
-        if short > 0:
-            x = F.pad(x, (0, short))
+        if pad > 0:
+            x = F.pad(x, (0, pad))
         pooled = []
         for conv in self.convs:
             out = F.relu(conv(x))  # (batch, filters, windows)
@@ -38,3 +45,19 @@ class TextCNN(TextNet):
     def sync_config(self) -> None:
         super().sync_config()
         self.config.num_filters = [conv.out_channels for conv in self.convs]
+
+    def for_export(self) -> nn.Module:
+        """Always pads by the widest kernel - 1 instead of "as much as a short batch lacks": no branch on
+        the sequence length, so an exporter's graph also serves texts shorter than a kernel."""
+        return _PaddedTextCNN(self)
+
+
+class _PaddedTextCNN(nn.Module):
+    def __init__(self, model: TextCNN) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        m = self.model
+        feats = m._pooled(m.embedding(input_ids), attention_mask.bool(), m._widest() - 1)
+        return m.classifier(feats)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _textnet_zoo import batch, one_thread, tiny  # noqa: F401
+from _textnet_zoo import RECURRENT_CASES, batch, one_thread, tiny  # noqa: F401
 
 from prunekit.data import ClassificationData, Split
 from prunekit.errors import PrunekitError
@@ -57,3 +57,18 @@ def test_reusing_a_models_tokenizer(tiny_encoder):
     assert type(tok).__name__.startswith("Bert") and model.config.vocab_size == len(tok)
     enc = tok(["good fun"], return_tensors="pt")
     assert model(**enc).logits.shape == (1, 2)  # token_type_ids are accepted and ignored
+
+
+@pytest.mark.parametrize("kind", RECURRENT_CASES)
+@torch.no_grad()
+def test_the_unpacked_export_path_gives_the_packed_logits(kind):
+    model = tiny(*kind)
+    b = batch()
+    b["attention_mask"][4] = 0  # an empty text counts as one (padding) token in both
+    want = model(**b).logits
+    got = model.for_export()(b["input_ids"], b["attention_mask"])
+    assert torch.allclose(got, want, atol=1e-5)
+    cnn = tiny("textcnn")
+    short = {k: v[:, :2] for k, v in b.items()}  # shorter than every kernel
+    assert torch.allclose(cnn.for_export()(short["input_ids"], short["attention_mask"]), cnn(**short).logits,
+                          atol=1e-6)
