@@ -72,6 +72,7 @@ def run_row(name: str, args: argparse.Namespace, baseline: dict) -> dict:
         "latency_ms": final.get("latency_ms"),
         "dense_latency_ms": report["stages"][0].get("latency_ms"),
         "settings": ROWS[name],
+        "oneshot_settings": report["settings"].get("oneshot"),  # every default, as run
         "calib_samples": args.calib,
     }
     shutil.rmtree(out, ignore_errors=True)

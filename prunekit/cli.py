@@ -275,7 +275,7 @@ def prune(
                                                "evaluated).")] = 128,
     seq_len: SeqLen = 512, eval_samples: EvalSamples = 32, stride: Stride = None, calib_data: CalibData = None,
     layer_ratios: Annotated[str, typer.Option(help="lm, unstructured: owl (outlier-aware per-block sparsity, "
-                                              "same total) | uniform")] = "owl",
+                                              "same total) | uniform")] = "uniform",
     damp: Annotated[float, typer.Option(help="lm sparsegpt: Hessian dampening, × mean diagonal.")] = 0.01,
     reconstruct: Annotated[bool, typer.Option(help="lm, structured: refit o_proj/down_proj by least squares on "
                                               "calibration activations after removing heads/neurons.")] = True,
