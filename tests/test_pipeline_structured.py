@@ -67,6 +67,7 @@ def test_global_iterative_gives_uneven_widths(trained_tiny, tmp_path):
         ({"layers": 2}, "every one of the 2 layers"),
         ({"heads": 0.5, "sparsity": 0.5}, "two runs"),
         ({"ffn": 0.5, "importance": "psychic"}, "unknown --importance"),
+        ({"layers": 1, "layer_importance": "depth"}, "unknown --layer-importance"),
     ],
 )
 def test_structured_bad_input(trained_tiny, tmp_path, kw, match):
