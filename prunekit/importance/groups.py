@@ -45,7 +45,7 @@ from prunekit.prune.textnets import TextGroup, text_groups
 
 CRITERIA = ("l1", "l2", "taylor", "activation", "random")
 LAYER_SCORES = ("greedy", "loss", "skip", "bi", "groups")
-#: measured best on MiniLM / movie reviews (bench/results/layer_criteria.md)
+#: how --layers ranks by default; `python bench/layer_criteria.py` compares every choice on MiniLM
 DEFAULT_LAYER_SCORE = "greedy"
 
 Batch = Mapping[str, Tensor]
@@ -381,7 +381,7 @@ def layer_scores(
     loss_fn: LossFn | None = None,
     remove: int | None = None,
 ) -> Tensor:
-    """One score per layer (higher = keep). Compared on MiniLM in bench/results/layer_criteria.md.
+    """One score per layer (higher = keep). ``python bench/layer_criteria.py`` compares them on MiniLM.
 
     - ``"greedy"``: remove layers one at a time, each time the one whose removal (on top of those
       already removed) raises the calibration loss least (without labels: changes the logits least);
@@ -396,7 +396,7 @@ def layer_scores(
     - ``"groups"``: the sum of the layer's key/value-group (head) and FFN scores in ``scores``.
 
     A skipped layer passes its input through unchanged (:func:`prunekit.prune.structured.skip_layer`).
-    ``loss`` and ``greedy`` need labels in the batches, or ``loss_fn``.
+    ``loss`` needs labels in the batches (or ``loss_fn``); ``greedy`` uses the logit change without.
     """
     if how not in LAYER_SCORES:
         raise PrunekitError(f"unknown layer score {how!r}; choose one of {', '.join(LAYER_SCORES)}")
