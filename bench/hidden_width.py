@@ -62,7 +62,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--widths", default="288,256")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None, help="default: all cores")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     base = default_baseline(0)
     dense = AutoModelForSequenceClassification.from_pretrained(base).eval()
     tokenizer = AutoTokenizer.from_pretrained(base)
@@ -76,7 +79,7 @@ def main() -> None:
     samples = {n: {"batch_1": [], "batch_32": []} for n in models}
     for _ in range(args.rounds):
         for name, m in models.items():
-            for k, v in measure_latency(m, make, seq_len=SEQ, min_seconds=1.0).items():
+            for k, v in measure_latency(m, make, seq_len=SEQ, min_seconds=1.0, threads=args.threads).items():
                 samples[name][k].append(v)
     x = make(32, SEQ)
     rows = []
