@@ -233,6 +233,9 @@ def prune(
     = 1,
     importance: Annotated[str | None, typer.Option(help="Structured group criterion: l1 | l2 | taylor | activation "
                                                     "| random (default l2; with --plan, the plan's)")] = None,
+    layer_importance: Annotated[str | None, typer.Option(help="Structured --layers ranking: greedy (default: "
+                                                          "remove one at a time, least loss increase first) | "
+                                                          "loss | skip | bi | groups")] = None,
     vocab_corpus: Annotated[str | None, typer.Option(help="Structured: keep only the tokens this text file, "
                                                       "folder or dataset uses (smaller embedding + tokenizer).")]
     = None,
@@ -337,7 +340,7 @@ def prune(
         calib_batches=calib_batches, prunable=prunable, exclude=exclude, ramp_end=ramp_end, distill=distill,
         distill_alpha=distill_alpha, temperature=temperature, distill_hidden=distill_hidden, latency=latency,
         heads=heads, ffn=ffn, layers=layers, hidden=hidden, round_to=round_to, importance=importance,
-        vocab_corpus=vocab_corpus, units=units, filters=filters, embedding=embedding,
+        layer_importance=layer_importance, vocab_corpus=vocab_corpus, units=units, filters=filters, embedding=embedding,
         plan=plan, learn_structure=learn_structure, budget=budget,
     )
     from prunekit.models.custom import parse_kwargs

@@ -73,6 +73,7 @@ class PruneSettings:
     hidden: float = 0.0
     round_to: int = 1
     importance: str | None = None  # None: the plan's criterion with --plan, else l2
+    layer_importance: str | None = None  # --layers ranking; None: importance.groups.DEFAULT_LAYER_SCORE
     gqa: str = "groups"
     vocab_corpus: str | None = None  # keep only tokens this corpus uses
     # structured pruning of recurrent / conv text models: fractions removed
@@ -179,7 +180,7 @@ class PruneSettings:
             self.importance = "l2"
 
     def _validate_structured(self) -> PruneSettings:
-        from prunekit.importance.groups import CRITERIA
+        from prunekit.importance.groups import CRITERIA, LAYER_SCORES
 
         if self.sparsity is not None or self.threshold is not None:
             raise PrunekitError("combine structured ratios (--heads/--ffn/--layers/--hidden) with --sparsity "
@@ -195,6 +196,9 @@ class PruneSettings:
             raise PrunekitError(f"--layers is the number of layers to remove and must be >= 0, got {self.layers}")
         if self.importance not in CRITERIA:
             raise PrunekitError(f"unknown --importance {self.importance!r}; choose one of {', '.join(CRITERIA)}")
+        if self.layer_importance is not None and self.layer_importance not in LAYER_SCORES:
+            raise PrunekitError(f"unknown --layer-importance {self.layer_importance!r}; choose one of "
+                                f"{', '.join(LAYER_SCORES)}")
         if self.scope not in SCOPES:
             raise PrunekitError(f"unknown scope {self.scope!r}; choose global or local")
         if self.round_to < 1:

@@ -515,7 +515,9 @@ def _prune_structured(wb: Workbench, data: DataOptions, out: str | Path, s: Prun
     for k in range(1, s.steps + 1):
         t0 = time.perf_counter()
         batches = _calibration_batches(wb, s.calib_batches, s.batch_size, seed + k)
-        scores = group_scores(wb.model, s.importance, batches=batches, seed=seed + k)
+        layers_now = s.layers if k == 1 else 0
+        scores = group_scores(wb.model, s.importance, batches=batches, seed=seed + k,
+                              layers=s.layer_importance if layers_now else "groups", remove_layers=layers_now)
         plan, shapes, summary = _cut(wb.model, scores, s, k, n_layers)
         if k == 1 and s.vocab_corpus:
             teacher = _prune_vocabulary(wb, s.vocab_corpus, data.max_length, teacher)

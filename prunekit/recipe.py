@@ -62,6 +62,7 @@ class PruneStage:
     layers: int = 0
     hidden: float = 0.0
     importance: str = "l2"
+    layer_importance: str | None = None  # how layers are ranked (default: importance.groups.DEFAULT_LAYER_SCORE)
     scope: str | None = None
     round_to: int = 1
     sparsity: float | None = None
@@ -290,8 +291,8 @@ def check_recipe(recipe: Recipe, where: str = "recipe") -> None:
                 raise PrunekitError(f"{at}: structured pruning after unstructured pruning cannot work; "
                                     "prune structurally first")
             PruneSettings(heads=s.heads, ffn=s.ffn, layers=s.layers, hidden=s.hidden, importance=s.importance,
-                          scope=s.scope, round_to=s.round_to, sparsity=s.sparsity, method=s.method,
-                          schedule="oneshot").validate()
+                          layer_importance=s.layer_importance, scope=s.scope, round_to=s.round_to,
+                          sparsity=s.sparsity, method=s.method, schedule="oneshot").validate()
             unstructured = unstructured or not structured
         elif st.kind == "student":
             for k in ("heads", "ffn", "hidden"):
@@ -434,7 +435,8 @@ def _prune(state: _State, st: Stage) -> dict[str, Any]:
         state.masks.update(masks)
         return {"target_sparsity": s.sparsity}
     batches = _calibration_batches(wb, s.calib_batches, 32, seed)
-    scores = group_scores(wb.model, s.importance, batches=batches, seed=seed)
+    scores = group_scores(wb.model, s.importance, batches=batches, seed=seed,
+                          layers=s.layer_importance if s.layers else "groups", remove_layers=s.layers)
     n = model_shapes(wb.model)["num_layers"]
     plan = plan_from_ratios(wb.model, scores, heads=s.heads, ffn=s.ffn, layers=s.layers / n, hidden=s.hidden,
                             scope=s.scope or "local", round_to=s.round_to)

@@ -95,3 +95,23 @@ def test_sensitivity_search_and_prune_plan_from_the_cli(trained_tiny, tmp_path, 
     assert result.exit_code == 0, result.output
     result = runner.invoke(app, ["search", *common, "--budget", "flops=2", "--out", str(tmp_path / "bad")])
     assert result.exit_code == 2 and "--budget must look like" in result.output
+
+
+def test_structured_prune_then_export_from_the_cli(trained_tiny, tmp_path):
+    pytest.importorskip("onnxruntime")
+    clf, csv = trained_tiny
+    out = tmp_path / "narrow"
+    result = runner.invoke(app, ["prune", "-m", str(clf), "-d", str(csv), "--out", str(out), "--heads", "0.5",
+                                 "--ffn", "0.5", "--layers", "1", "--layer-importance", "loss",
+                                 "--finetune-epochs", "0", "--no-latency"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["settings"]["prune"]["layer_importance"] == "loss" and report["shapes"]["num_layers"] == 1
+    result = runner.invoke(app, ["export", str(out), "--onnx", str(tmp_path / "m.onnx"), "--seq-len", "16"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "m.onnx").exists()
+    assert float(result.output.rsplit("max abs diff", 1)[1]) <= 1e-4
+    bad = runner.invoke(app, ["prune", "-m", str(clf), "-d", str(csv), "--out", str(tmp_path / "bad"),
+                              "--layers", "1", "--layer-importance", "depth"])
+    assert bad.exit_code == 2 and "unknown --layer-importance" in bad.output
+    assert not (tmp_path / "bad").exists()

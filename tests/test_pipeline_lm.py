@@ -130,3 +130,16 @@ def test_structured_lm_is_smaller_reloads_and_least_squares_helps(tiny_lm, tiny_
                        structured=StructuredLM(layers=1, latency=False), **kw)
     assert len(dropped["plan"]["layers"]) == 1
     assert AutoModelForCausalLM.from_pretrained(tmp_path / "layers").config.num_hidden_layers == 1
+
+
+@pytest.mark.parametrize("structured, match", [
+    ({"heads": 0.25, "gqa": "heads"}, "cannot be split evenly over its 2 key/value groups"),
+    ({"layers": 2}, "every one of the 2 layers"),
+])
+def test_structured_lm_bad_input_writes_nothing(tiny_lm, tiny_text, tmp_path, structured, match):
+    from prunekit.pipeline_lm import StructuredLM
+
+    with pytest.raises(PrunekitError, match=match):
+        prune_lm(str(tiny_lm), str(tiny_text), tmp_path / "o", None,
+                 structured=StructuredLM(latency=False, **structured), calib_samples=8, seq_len=32, eval_samples=4)
+    assert not (tmp_path / "o").exists()

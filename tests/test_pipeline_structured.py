@@ -50,6 +50,15 @@ def test_layer_removal_is_ranked_and_loads_with_plain_transformers(trained_tiny,
     assert len(report["plans"][0]["layers"]) == 1
 
 
+@pytest.mark.parametrize("how", [None, "bi"])
+def test_layer_removal_with_distilled_recovery_reports_the_cut_before_recovery(trained_tiny, tmp_path, how):
+    clf, csv = trained_tiny
+    report = prune(str(clf), DataOptions(str(csv)), tmp_path / "o", _settings(layers=1, distill=True,
+                                                                              layer_importance=how))
+    assert [s["name"] for s in report["stages"]] == ["baseline", "pruned", "final"]
+    assert report["shapes"]["num_layers"] == 1 and len(report["plans"][0]["layers"]) == 1
+
+
 def test_global_iterative_gives_uneven_widths(trained_tiny, tmp_path):
     clf, csv = trained_tiny
     report = prune(str(clf), DataOptions(str(csv)), tmp_path / "o",
@@ -67,6 +76,7 @@ def test_global_iterative_gives_uneven_widths(trained_tiny, tmp_path):
         ({"layers": 2}, "every one of the 2 layers"),
         ({"heads": 0.5, "sparsity": 0.5}, "two runs"),
         ({"ffn": 0.5, "importance": "psychic"}, "unknown --importance"),
+        ({"layers": 1, "layer_importance": "depth"}, "unknown --layer-importance"),
     ],
 )
 def test_structured_bad_input(trained_tiny, tmp_path, kw, match):

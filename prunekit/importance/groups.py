@@ -11,14 +11,17 @@ The same criteria as for single weights, summed over a group's slices (see
   neuron's (the input of ``down``), a hidden dim's value in the residual stream entering each block;
 - ``random``: seeded, the control.
 
-Layers are ranked by :func:`layer_scores`: by default the damage of skipping the layer on calibration
-data (mean squared change of the logits), else the sum of its head and FFN scores.
+Layers are ranked by :func:`layer_scores`: by default greedily, removing one layer at a time the one
+whose removal raises the calibration loss least; also by the loss or logit change when one layer alone
+is skipped, by block influence (1 − cos of a block's input and output), or by the sum of the layer's
+head and FFN scores.
 """
 
 from __future__ import annotations
 
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -42,7 +45,9 @@ from prunekit.prune.surgery import layer_list, rnn_suffixes
 from prunekit.prune.textnets import TextGroup, text_groups
 
 CRITERIA = ("l1", "l2", "taylor", "activation", "random")
-LAYER_SCORES = ("skip", "groups")
+LAYER_SCORES = ("greedy", "loss", "skip", "bi", "groups")
+#: how --layers ranks by default; `python bench/layer_criteria.py` compares every choice on MiniLM
+DEFAULT_LAYER_SCORE = "greedy"
 
 Batch = Mapping[str, Tensor]
 LossFn = Callable[[nn.Module, Batch], Tensor]
@@ -57,6 +62,7 @@ def group_scores(
     weight_scores: Mapping[str, Tensor] | None = None,
     hidden: bool = True,
     layers: str | None = None,
+    remove_layers: int | None = None,
     seed: int = 0,
 ) -> GroupScores:
     """Scores for every group of ``model`` under ``criterion``.
@@ -64,9 +70,10 @@ def group_scores(
     ``batches`` are model inputs (dicts of tensors); ``taylor`` and ``activation`` need them unless
     ``weight_scores`` (per-weight |w·g| sums keyed by parameter name, or by module name for a
     module's weight) is given for ``taylor``. ``loss_fn(model, batch)`` defaults to the model's own
-    loss (the batch then needs ``labels``). ``layers``: ``"skip"`` or ``"groups"`` (see
-    :func:`layer_scores`); default ``"skip"`` when batches are given, else ``"groups"``; with
-    ``random`` the layer scores are random too.
+    loss (the batch then needs ``labels``). ``layers``: one of :data:`LAYER_SCORES` (see
+    :func:`layer_scores`); default :data:`DEFAULT_LAYER_SCORE` when batches are given, else
+    ``"groups"`` (free: pass it when no layer will be removed); ``remove_layers`` lets ``greedy``
+    stop early. With ``random`` the layer scores are random too.
     """
     if criterion not in CRITERIA:
         raise PrunekitError(f"unknown group criterion {criterion!r}; choose one of {', '.join(CRITERIA)}")
@@ -82,8 +89,8 @@ def group_scores(
             weight_scores = taylor_weights(model, _need_batches(batches, "taylor"), loss_fn)
         out = weight_group_scores(model, criterion, weight_scores, hidden=hidden)
     if criterion != "random":
-        how = layers or ("skip" if batches else "groups")
-        out.layers = layer_scores(model, how, batches=batches, scores=out)
+        how = layers or (DEFAULT_LAYER_SCORE if batches else "groups")
+        out.layers = layer_scores(model, how, batches=batches, scores=out, loss_fn=loss_fn, remove=remove_layers)
     return out
 
 
@@ -387,45 +394,128 @@ def random_scores(model: nn.Module, seed: int = 0) -> GroupScores:
 
 
 def layer_scores(
-    model: nn.Module, how: str = "skip", *, batches: Sequence[Batch] | None = None, scores: GroupScores | None = None
+    model: nn.Module,
+    how: str = DEFAULT_LAYER_SCORE,
+    *,
+    batches: Sequence[Batch] | None = None,
+    scores: GroupScores | None = None,
+    loss_fn: LossFn | None = None,
+    remove: int | None = None,
 ) -> Tensor:
-    """One score per layer (higher = keep).
+    """One score per layer (higher = keep). ``python bench/layer_criteria.py`` compares them on MiniLM.
 
-    - ``"skip"``: mean squared change of the output logits on ``batches`` when the layer alone is
-      skipped (its input passed through). Measures what removing it costs, needs no labels, and
-      costs one forward pass per layer and batch.
+    - ``"greedy"``: remove layers one at a time, each time the one whose removal (on top of those
+      already removed) raises the calibration loss least (without labels: changes the logits least);
+      the score is the removal order.
+      Unlike one-at-a-time scores it sees that two layers may each be harmless alone but not together.
+      Costs n + (n-1) + … forward passes per batch (``remove`` stops after that many removals; the
+      rest keep the order of their last costs).
+    - ``"loss"``: increase of the calibration loss when the layer alone is skipped.
+    - ``"skip"``: mean squared change of the output logits when the layer alone is skipped (no labels).
+    - ``"bi"``: block influence, 1 − cos(input, output) of the hidden states, averaged over real
+      tokens (ShortGPT; one forward pass, no labels).
     - ``"groups"``: the sum of the layer's key/value-group (head) and FFN scores in ``scores``.
+
+    A skipped layer passes its input through unchanged (:func:`prunekit.prune.structured.skip_layer`).
+    ``loss`` needs labels in the batches (or ``loss_fn``); ``greedy`` uses the logit change without.
     """
     if how not in LAYER_SCORES:
-        raise PrunekitError(f"unknown layer score {how!r}; choose skip or groups")
+        raise PrunekitError(f"unknown layer score {how!r}; choose one of {', '.join(LAYER_SCORES)}")
     n = num_layers(model)
     if how == "groups":
         if scores is None:
             raise PrunekitError("layer scores from groups need group scores")
         return torch.stack([scores.kv.get(i, scores.heads.get(i)).sum() + scores.ffn[i].sum() for i in range(n)])
-    batches = _need_batches(batches, "layer skip")
-    return _skip_scores(model, batches)
-
-
-@torch.no_grad()
-def _skip_scores(model: nn.Module, batches: Sequence[Batch]) -> Tensor:
-    inputs = [{k: v for k, v in b.items() if k != "labels"} for b in batches]
+    batches = _need_batches(batches, f"{how} layer")
+    if how == "bi":
+        return _block_influence(model, batches)
     was_training = model.training
     model.eval()
     try:
-        full = [_logits(model, b) for b in inputs]
-        blocks = layer_list(model)[2]
-        out = torch.zeros(len(blocks))
-        for i, block in enumerate(blocks):
-            handle = skip_layer(block)
-            try:
-                diffs = [float((_logits(model, b) - f).pow(2).mean()) for b, f in zip(inputs, full, strict=True)]
-                out[i] = sum(diffs) / len(diffs)
-            finally:
-                handle.remove()
+        labelled = loss_fn is not None or all("labels" in b for b in batches)
+        if how == "loss" and not labelled:
+            raise PrunekitError("loss layer scores need labels in the calibration batches (or loss_fn)")
+        cost = _SkipCost(model, batches, "loss" if how == "loss" or (how == "greedy" and labelled) else "logits",
+                         loss_fn)
+        if how != "greedy":
+            return torch.tensor([cost([i]) for i in range(n)])
+        return _greedy(cost, n, n - 1 if remove is None else min(remove, n - 1))
     finally:
         model.train(was_training)
+
+
+class _SkipCost:
+    """What skipping some blocks costs on fixed calibration batches: loss increase, or logit change."""
+
+    def __init__(self, model: nn.Module, batches: Sequence[Batch], metric: str, loss_fn: LossFn | None) -> None:
+        self.model, self.batches, self.metric = model, batches, metric
+        self.loss_fn = loss_fn or _default_loss
+        self.blocks = layer_list(model)[2]
+        self.inputs = [{k: v for k, v in b.items() if k != "labels"} for b in batches]
+        with torch.no_grad():
+            self.full = [_logits(model, b) for b in self.inputs] if metric == "logits" else None
+            self.base = self._measure() if metric == "loss" else 0.0
+
+    @torch.no_grad()
+    def _measure(self) -> float:
+        if self.metric == "logits":
+            diffs = [float((_logits(self.model, b) - f).pow(2).mean()) for b, f in zip(self.inputs, self.full,
+                                                                                       strict=True)]
+        else:
+            diffs = [float(self.loss_fn(self.model, b)) for b in self.batches]
+        return sum(diffs) / len(diffs)
+
+    def __call__(self, skipped: Sequence[int]) -> float:
+        handles = [skip_layer(self.blocks[i]) for i in skipped]
+        try:
+            return self._measure() - self.base
+        finally:
+            for h in handles:
+                h.remove()
+
+
+def _greedy(cost: _SkipCost, n: int, steps: int) -> Tensor:
+    """Ranks from greedy removal: the first layer removed scores 0, the last one kept n - 1."""
+    removed: list[int] = []
+    last: dict[int, float] = {}
+    for _ in range(steps):
+        last = {i: cost([*removed, i]) for i in range(n) if i not in removed}
+        removed.append(min(last, key=last.__getitem__))
+    rest = sorted((i for i in range(n) if i not in removed), key=lambda i: last.get(i, 0.0))
+    out = torch.empty(n)
+    for rank, i in enumerate(removed + rest):
+        out[i] = float(rank)
     return out
+
+
+@torch.no_grad()
+def _block_influence(model: nn.Module, batches: Sequence[Batch]) -> Tensor:
+    blocks = layer_list(model)[2]
+    sums, count = torch.zeros(len(blocks)), torch.zeros(len(blocks))
+    current: dict[str, Batch] = {}
+
+    def hook(i: int) -> Callable:
+        def fn(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+            x = args[0] if args else kwargs["hidden_states"]
+            y = output[0] if isinstance(output, tuple) else output
+            w = _token_weights(current["batch"], x)
+            cos = nn.functional.cosine_similarity(x.float(), y.float(), dim=-1)
+            sums[i] += float(((1 - cos) * w).sum())
+            count[i] += float(w.sum())
+        return fn
+
+    handles = [b.register_forward_hook(hook(i), with_kwargs=True) for i, b in enumerate(blocks)]
+    was_training = model.training
+    model.eval()
+    try:
+        for batch in batches:
+            current["batch"] = batch
+            model(**{k: v for k, v in batch.items() if k != "labels"})
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return sums / count.clamp_min(1)
 
 
 def _logits(model: nn.Module, batch: Batch) -> Tensor:

@@ -109,7 +109,7 @@ class _Session:
             return 100.0 * evaluate_split(m, val, wb.tokenizer, desc=False)[0]["accuracy"]
 
         batches = _calibration_batches(wb, o.calib_batches, o.batch_size, o.seed)
-        self.scores = group_scores(self.model, o.importance, batches=batches, seed=o.seed)
+        self.scores = group_scores(self.model, o.importance, batches=batches, seed=o.seed, layers="groups")
         self.identity = {"task": "classification", "model": _fingerprint(model), "data": asdict(data),
                          "importance": o.importance, "calib_batches": o.calib_batches, "validation": len(val),
                          "seed": o.seed, "gqa": o.gqa}

@@ -194,6 +194,6 @@ def make_student(teacher: nn.Module, layers: int | Sequence[int] | None = None, 
     if len(keep) < n:
         apply_plan(student, StructuredPlan(layers=keep))
     if heads or ffn or hidden:
-        scores = group_scores(student, importance, batches=batches)
+        scores = group_scores(student, importance, batches=batches, layers="groups")  # no layer is ranked
         apply_plan(student, plan_from_ratios(student, scores, heads=heads, ffn=ffn, hidden=hidden))
     return student, keep

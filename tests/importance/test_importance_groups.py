@@ -139,6 +139,42 @@ def test_skip_score_ranks_a_dead_layer_lowest_and_the_plan_removes_it():
     assert plan.layers == [0, 2]
 
 
+def _dead_middle_layer() -> torch.nn.Module:
+    """A LLaMA whose layer 1 adds nothing to the residual stream (pre-LN, o and down zeroed)."""
+    model = zoo.build("llama")
+    with torch.no_grad():
+        model.model.layers[1].self_attn.o_proj.weight.zero_()
+        model.model.layers[1].mlp.down_proj.weight.zero_()
+    return model
+
+
+@pytest.mark.parametrize("how", ["greedy", "loss", "skip", "bi"])
+def test_every_layer_criterion_ranks_a_dead_layer_lowest(how):
+    model = _dead_middle_layer()
+    scores = layer_scores(model, how, batches=[zoo.labelled("llama", 1), zoo.labelled("llama", 2)])
+    assert scores.shape == (zoo.LAYERS,)
+    assert int(scores.argmin()) == 1
+    if how != "greedy":  # removing a block that adds nothing costs nothing
+        assert abs(float(scores[1])) < 1e-5 < float(scores[[0, 2]].min())
+
+
+def test_greedy_is_a_removal_order_that_starts_with_the_cheapest_single_layer():
+    model = zoo.build("bert")
+    batches = [zoo.labelled("bert", 1), zoo.labelled("bert", 2)]
+    greedy = layer_scores(model, "greedy", batches=batches)
+    assert sorted(greedy.tolist()) == [0.0, 1.0, 2.0]
+    assert int(greedy.argmin()) == int(layer_scores(model, "loss", batches=batches).argmin())
+    early = layer_scores(model, "greedy", batches=batches, remove=1)
+    assert int(early.argmin()) == int(greedy.argmin())
+    unlabelled = [zoo.inputs(1), zoo.inputs(2)]  # no labels: greedy follows the change of the logits
+    assert int(layer_scores(model, "greedy", batches=unlabelled).argmin()) == int(
+        layer_scores(model, "skip", batches=unlabelled).argmin())
+    with pytest.raises(PrunekitError, match="need labels"):
+        layer_scores(model, "loss", batches=unlabelled)
+    with pytest.raises(PrunekitError, match="unknown layer score"):
+        layer_scores(model, "depth", batches=batches)
+
+
 def test_layer_scores_from_groups_and_errors():
     model = zoo.build("distilbert")
     s = weight_group_scores(model, "l1")

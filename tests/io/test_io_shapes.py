@@ -48,6 +48,28 @@ def test_uneven_model_round_trips_through_load(family, tmp_path):
         assert loaded.lm_head.weight is loaded.get_input_embeddings().weight  # still tied after loading
 
 
+SINGLE = {  # one granularity at a time, so a loader bug in one cannot hide behind another
+    "heads": lambda fam: StructuredPlan(heads=UNEVEN["gqa" if fam == "llama" else "mha"].heads),
+    "ffn": lambda fam: StructuredPlan(ffn={0: list(range(0, 48, 2)), 2: [1, 4, 9]}),
+    "layers": lambda fam: StructuredPlan(layers=[0, 2]),
+    "hidden": lambda fam: StructuredPlan(hidden=list(range(0, 32, 2))),
+}
+
+
+@pytest.mark.parametrize("granularity", list(SINGLE))
+@pytest.mark.parametrize("family", zoo.FAMILIES)
+def test_each_granularity_reloads_to_the_masked_outputs(family, granularity, tmp_path):
+    model = zoo.build(family)
+    plan = SINGLE[granularity](family)
+    pruned = apply_plan(copy.deepcopy(model), plan)
+    save_pruned(pruned, None, tmp_path / "out")
+    loaded = load(tmp_path / "out")
+    masked = zoo.logits(structured_masks(model, plan))
+    assert (zoo.logits(loaded) - masked).abs().max() <= 1e-4
+    assert (zoo.logits(model) - masked).abs().max() > 1e-2  # not vacuous: the plan changed the outputs
+    assert zoo.n_params(loaded) == zoo.n_params(pruned) < zoo.n_params(model)
+
+
 def test_electra_projection_survives_hidden_pruning_to_the_embedding_width(tmp_path):
     """hidden 32 -> 16 = embedding_size: ElectraModel builds no projection for equal widths; load() adds it."""
     pruned = apply_plan(zoo.build("electra"), StructuredPlan(hidden=list(range(16))))
