@@ -164,19 +164,25 @@ def load(path: str | Path, trust_remote_code: bool = False) -> nn.Module:
     return model.eval()
 
 
+def read_versioned_json(path: Path, fmt: str, version: int, data: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A prunekit JSON manifest (read from ``path``, or the given copy of it), checked for format and
+    version so that a folder from another tool or a newer prunekit fails with one clear line."""
+    if data is None:
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise PrunekitError(f"{path} is not valid JSON ({err})") from err
+    if data.get("format") != fmt or data.get("version") != version:
+        raise PrunekitError(f"{path}: unsupported format {data.get('format')!r} "
+                            f"version {data.get('version')!r} (this prunekit reads {fmt} {version})")
+    return data
+
+
 def read_manifest(folder: Path, manifest: dict[str, Any] | None = None) -> dict[str, Any]:
     """``prunekit_shapes.json`` (or the given copy of it), checked for format and version."""
     if not (folder / "config.json").exists():
         raise PrunekitError(f"{folder} has {MANIFEST} but no config.json")
-    if manifest is None:
-        try:
-            manifest = json.loads((folder / MANIFEST).read_text())
-        except json.JSONDecodeError as err:
-            raise PrunekitError(f"{folder / MANIFEST} is not valid JSON ({err})") from err
-    if manifest.get("format") != FORMAT or manifest.get("version") != FORMAT_VERSION:
-        raise PrunekitError(f"{folder / MANIFEST}: unsupported format {manifest.get('format')!r} "
-                            f"version {manifest.get('version')!r} (this prunekit reads {FORMAT} {FORMAT_VERSION})")
-    return manifest
+    return read_versioned_json(folder / MANIFEST, FORMAT, FORMAT_VERSION, manifest)
 
 
 def build_skeleton(folder: Path, manifest: dict[str, Any], dtype: torch.dtype = torch.float32) -> nn.Module:

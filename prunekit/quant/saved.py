@@ -16,7 +16,6 @@ converts it with the same quantisation settings, then puts the saved integers an
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from transformers import PreTrainedTokenizerBase
 
 from prunekit.errors import PrunekitError
 from prunekit.io.atomic import atomic_output_dir, write_json_atomic
-from prunekit.io.shapes import QUANT_MANIFEST, build_skeleton, read_manifest
+from prunekit.io.shapes import QUANT_MANIFEST, build_skeleton, read_manifest, read_versioned_json
 from prunekit.quant.int8 import SHAPES_ATTR, convert_int8, quiet_quantization
 
 WEIGHTS = "model.int8.safetensors"
@@ -105,13 +104,7 @@ def save_int8(model: nn.Module, tokenizer: PreTrainedTokenizerBase | None, out_d
 def load_int8(folder: str | Path) -> nn.Module:
     """Rebuild a folder written by :func:`write_int8`, with bit-identical integer weights and scales."""
     folder = Path(folder).expanduser()
-    try:
-        info = json.loads((folder / QUANT_MANIFEST).read_text())
-    except json.JSONDecodeError as err:
-        raise PrunekitError(f"{folder / QUANT_MANIFEST} is not valid JSON ({err})") from err
-    if info.get("format") != FORMAT or info.get("version") != FORMAT_VERSION:
-        raise PrunekitError(f"{folder / QUANT_MANIFEST}: unsupported format {info.get('format')!r} "
-                            f"version {info.get('version')!r} (this prunekit reads {FORMAT} {FORMAT_VERSION})")
+    info = read_versioned_json(folder / QUANT_MANIFEST, FORMAT, FORMAT_VERSION)
     if not (folder / WEIGHTS).is_file():
         raise PrunekitError(f"{folder} has {QUANT_MANIFEST} but no {WEIGHTS}")
     state = load_file(str(folder / WEIGHTS))
