@@ -324,8 +324,11 @@ def prune(
             if plan_dict["granularity"] != "unstructured" or structured or pattern or sparsity is not None:
                 raise PrunekitError("--task lm --plan applies a per-block sparsity plan (prunekit search --task lm); "
                                     "do not combine it with --sparsity, --pattern or --heads/--ffn/--layers")
-            settings.block_ratios = [float(r) for r in plan_dict["block_sparsity"]]
-            settings.sparsity = sum(settings.block_ratios) / len(settings.block_ratios)
+            from prunekit.search.plan import oneshot_ratios
+
+            settings.block_ratios, settings.mlp_ratios = oneshot_ratios(plan_dict)
+            blocks = [float(r) for r in plan_dict["block_sparsity"]]
+            settings.sparsity = sum(blocks) / len(blocks)
         prune_lm(model, data, out, settings, calib_samples=calib_samples, seq_len=seq_len, eval_samples=eval_samples,
                  stride=stride, calib_data=calib_data, save=save, seed=seed, force=force,
                  trust_remote_code=trust_remote_code, structured=structured, plan=plan_dict)

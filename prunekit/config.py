@@ -159,6 +159,9 @@ class PruneSettings:
                 blocks = plan.get("block_sparsity") or []
                 if not blocks:
                     raise PrunekitError(f"plan {self.plan} has no block_sparsity list")
+                if plan.get("sublayer_sparsity"):
+                    raise PrunekitError(f"plan {self.plan} prunes attention and MLP apart (an LM profile): "
+                                        "apply it with prunekit prune --task lm")
                 self.schedule = "oneshot"  # the plan's per-block masks are set once, then recovered
                 self.sparsity = sum(blocks) / len(blocks)
         if self.learn_structure:

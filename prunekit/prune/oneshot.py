@@ -43,6 +43,9 @@ class OneShotSettings:
     true_sequential: bool | None = None
     # explicit per-block sparsity (e.g. from `prunekit search`); overrides layer_ratios when given
     block_ratios: list[float] | None = None
+    # per-block sparsity of the MLP Linears when it differs from the attention ones (block_ratios then
+    # holds the attention sparsity): `prunekit search` may split a block's budget between the two
+    mlp_ratios: list[float] | None = None
     dense_targets: bool = False  # sparsegpt: aim each layer at the unpruned model's output (corrects drift)
     damp: float = 0.01
     block_size: int = 128
@@ -62,6 +65,11 @@ class OneShotSettings:
             if self.nm is not None:
                 raise PrunekitError("per-block ratios apply to unstructured sparsity only, not N:M")
             for r in self.block_ratios:
+                check_sparsity(r)
+        if self.mlp_ratios is not None:
+            if self.block_ratios is None or len(self.mlp_ratios) != len(self.block_ratios):
+                raise PrunekitError("per-block MLP ratios need per-block (attention) ratios of the same length")
+            for r in self.mlp_ratios:
                 check_sparsity(r)
         if not 0 < self.damp < 10:
             raise PrunekitError(f"--damp must be in (0, 10), got {self.damp}")
@@ -88,7 +96,8 @@ class OneShotSettings:
 @dataclass
 class OneShotResult:
     layer_sparsity: dict[str, float] = field(default_factory=dict)  # per Linear, achieved
-    block_targets: list[float] = field(default_factory=list)  # per block, asked
+    block_targets: list[float] = field(default_factory=list)  # per block, asked (attention, if split)
+    mlp_targets: list[float] | None = None  # per block, asked for the MLP Linears when split
     seconds: float = 0.0
     owl_outlier_ratios: list[float] | None = None
 
@@ -161,7 +170,7 @@ def prune_oneshot(
     result = OneShotResult()
     targets = [settings.target] * len(layers)
     if settings.block_ratios is not None:
-        if len(settings.block_ratios) != len(layers):
+        if len(settings.block_ratios) != len(layers) or len(settings.mlp_ratios or layers) != len(layers):
             raise PrunekitError(f"{len(settings.block_ratios)} per-block ratios given for a model with "
                                 f"{len(layers)} blocks")
         targets = [float(r) for r in settings.block_ratios]
@@ -177,10 +186,13 @@ def prune_oneshot(
         if progress:
             progress("outlier ratios", 1, 1)
     result.block_targets = targets
+    mlp_targets = [float(r) for r in settings.mlp_ratios] if settings.mlp_ratios is not None else None
+    result.mlp_targets = mlp_targets
+    attention = {n for g in sublayer_groups(model, layers[0])[:2] for n in g} if len(layers) else set()
 
     def prune_linear(index: int, name: str, module: nn.Module, stats: InputStats | None) -> None:
         rows = as_rows(module)
-        sparsity = targets[index]
+        sparsity = targets[index] if mlp_targets is None or name in attention else mlp_targets[index]
         if settings.method == "sparsegpt":
             target = rows if stats.xtd is None else corrected_target(rows, stats.xtx, stats.xtd, settings.damp)
             new, keep = sparsegpt_prune(target, stats.hessian, sparsity=sparsity, pattern=settings.nm,

@@ -61,9 +61,11 @@ def plot_trace(result: Any, path: Path) -> None:
         ax.plot(steps, cur, color="black", lw=1, label="current")
         if metric == "perplexity":
             ax.set_yscale("log")
-    ax.set_xlabel("annealing step")
+    method = result.extra.get("method")
+    ax.set_xlabel("profile screened" if method else "annealing step")
     ax.set_ylabel(f"predicted validation {metric}")
-    ax.set_title(f"Simulated annealing, budget {result.budget} (T0 = {result.t0:.3g})")
+    ax.set_title(f"{method}, budget {result.budget}" if method else
+                 f"Simulated annealing, budget {result.budget} (T0 = {result.t0:.3g})")
     ax.legend(fontsize=8, frameon=False, markerscale=3)
     ax.grid(alpha=0.3)
     _tidy(ax)

@@ -58,6 +58,9 @@ class Candidate:
     kept: float  # fraction of the budget's cost kept
     real: float | None = None  # measured metric
     label: str = "searched"
+    # LM profiles: per-block "attention" and "mlp" sparsities when they differ (ratios: the blocks' totals)
+    parts: dict[str, list[float]] | None = None
+    halves: list[float] | None = None  # LM: the real metric on each half of the validation windows
 
 
 @dataclass

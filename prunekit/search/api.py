@@ -33,6 +33,7 @@ from prunekit.search.sensitivity import (
 )
 
 SEARCH_GRANULARITIES = ("structured", "unstructured")
+LM_SPACES = ("profile", "blocks")
 
 
 def _log(msg: str) -> None:
@@ -67,10 +68,15 @@ class SearchData:
     batch_size: int = 32
     max_eval_samples: int | None = None  # classification: validation examples measured (None = all)
     lm_calib_samples: int = 32
-    lm_eval_windows: int = 8
+    lm_eval_windows: int = 8  # the proxy's held-out windows (sensitivity table, annealing)
+    # the real evaluation's held-out windows: enough that a plan's gain over uniform is more than noise
+    lm_val_windows: int = 64
     seq_len: int = 256
     gqa: str = "groups"
     seed: int = 0
+    # LM search space: "profile" (depth slope × attention/MLP split, prunekit.search.profile) or "blocks"
+    # (every block's ratio free, simulated annealing on the sensitivity table; also --max-drop's space)
+    lm_space: str = "profile"
 
 
 class _Session:
@@ -129,10 +135,11 @@ class _Session:
         cut = int(0.8 * len(text.calibration))
         calib = LMText(text.calibration[:cut], text.calibration[cut:], text.source, text.split_rule)
         windows = evaluation_windows(calib, o.seq_len, o.lm_eval_windows)
+        validation = evaluation_windows(calib, o.seq_len, o.lm_val_windows)
         calibration = calibration_windows(calib, o.lm_calib_samples, o.seq_len, o.seed)
         self.identity = {"task": "lm", "model": _fingerprint(model), "data": str(data), "seq_len": o.seq_len,
                          "calib_samples": o.lm_calib_samples, "eval_windows": o.lm_eval_windows, "seed": o.seed}
-        self.probe = LMProbe(self.model, calibration, windows, self.identity)
+        self.probe = LMProbe(self.model, calibration, windows, self.identity, validation=validation)
         self.scores = None
 
     def table(self, granularity: str, ratios: Sequence[float], cache: bool = True) -> SensitivityTable:
@@ -198,6 +205,8 @@ def search(
                             "kernels faster (use params= or macs=)")
     if max_drop is not None and max_drop < 0:
         raise PrunekitError(f"--max-drop must be ≥ 0, got {max_drop}")
+    if opts.task == "lm" and opts.lm_space not in LM_SPACES:
+        raise PrunekitError(f"--space must be {' or '.join(LM_SPACES)}, got {opts.lm_space!r}")
     settings = SearchSettings(steps=steps, evals=evals, round_to=round_to, seed=opts.seed)
     settings.check()
     ratios = parse_ratios(ratios)
@@ -205,27 +214,27 @@ def search(
     start = time.perf_counter()
     session = _Session(model, data, opts, trust_remote_code)
     units = session.probe.units(granularity)
-    tables = ([session.table("heads", ratios), session.table("ffn", ratios)] if granularity == "structured"
-              else [session.table("unstructured", ratios)])
+    # --max-drop bisects the budget on the per-block sensitivity proxy: the profile space has none
+    profiles = opts.task == "lm" and opts.lm_space == "profile" and max_drop is None
+    if profiles:
+        tables = []
+    elif granularity == "structured":
+        tables = [session.table("heads", ratios), session.table("ffn", ratios)]
+    else:
+        tables = [session.table("unstructured", ratios)]
     sens_seconds = time.perf_counter() - start
     latency = None
     if budget.kind == "latency":
         latency = _latency_table(session, units)
     cost = CostModel(units, budget.kind, latency)
-    from prunekit.search.annealing import Proxy
-
-    proxy = Proxy(units, tables)
-    cost.check_feasible(budget, proxy.caps)
-
-    def evaluate(r: Sequence[float]) -> float:
-        return session.probe.measure({u.name: float(x) for u, x in zip(units, r, strict=True)})
-
-    if max_drop is None:
-        result = anneal(units, cost, budget, proxy, evaluate, settings, progress=_log)
+    if profiles:
+        result = _profile_search(session, units, cost, budget, settings)
     else:
-        result = min_size_search(units, cost, proxy, evaluate, max_drop, budget.kind, settings, progress=_log)
+        result = _anneal(session, units, cost, budget, tables, settings, max_drop)
     result.extra["sensitivity_seconds"] = sens_seconds
     result.extra["sensitivity_evaluations"] = sum(t.evaluations for t in tables)
+    if opts.task == "lm":
+        _check_halves(session.probe, result)
     seconds = time.perf_counter() - start
     plan = _plan(session, units, result, granularity, budget, settings, seconds, tables)
     summary = {"plan": plan, "search": _result_dict(result), "seconds": seconds,
@@ -234,11 +243,60 @@ def search(
         write_plan(tmp / "plan.yaml", plan)
         (tmp / "search.json").write_text(json.dumps(summary, indent=1, default=float))
         plot_trace(result, tmp / "search_trace.png")
-        plot_sensitivity(tables, tmp / "sensitivity.png")
-        (tmp / "report.md").write_text(_search_md(plan, result, seconds))
+        if tables:
+            plot_sensitivity(tables, tmp / "sensitivity.png")
+        (tmp / "report.md").write_text(_search_md(plan, result, seconds, bool(tables)))
     _log(f"wrote {out} (plan.yaml: {result.best.label}, validation {result.metric} {result.best.real:.4g}; "
          f"uniform {result.uniform.real:.4g}; {seconds:.0f} s)")
     return summary
+
+
+def _anneal(session: _Session, units, cost: CostModel, budget: Budget, tables: Sequence[SensitivityTable],
+            settings: SearchSettings, max_drop: float | None) -> SearchResult:
+    """Simulated annealing on the sensitivity proxy; the best plans measured for real (LMs: by the
+    sequential one-shot prune, see :meth:`LMProbe.measure_real`)."""
+    from prunekit.search.annealing import Proxy
+
+    proxy = Proxy(units, tables)
+    cost.check_feasible(budget, proxy.caps)
+    probe = session.probe
+
+    def evaluate(r: Sequence[float]) -> float:
+        ratios = {u.name: float(x) for u, x in zip(units, r, strict=True)}
+        return probe.measure_real(probe.blocks(ratios)) if isinstance(probe, LMProbe) else probe.measure(ratios)
+
+    if max_drop is None:
+        return anneal(units, cost, budget, proxy, evaluate, settings, progress=_log)
+    return min_size_search(units, cost, proxy, evaluate, max_drop, budget.kind, settings, progress=_log)
+
+
+def _profile_search(session: _Session, units, cost: CostModel, budget: Budget,
+                    settings: SearchSettings) -> SearchResult:
+    """LMs: the (depth slope × attention/MLP split) grid screened by the proxy, the best measured for real."""
+    from prunekit.search.profile import attention_shares, profile_search
+
+    probe = session.probe
+    base = probe.measure_proxy([0.0] * len(units))
+    return profile_search(units, cost, budget, attention_shares(session.model),
+                          lambda p: probe.measure_proxy(p.attention, p.mlp),
+                          lambda p: probe.measure_real(p.attention, p.mlp), settings, base, progress=_log)
+
+
+def _check_halves(probe: LMProbe, result: SearchResult) -> None:
+    """Attach each candidate's per-half validation perplexity; keep uniform unless the winner beats it on
+    both halves (a gain on one half only is within the noise of the measurement)."""
+    for c in result.candidates:
+        parts = c.parts or {}
+        key = tuple(round(float(x), 4) for x in [*parts.get("attention", c.ratios), *parts.get("mlp", [])])
+        c.halves = probe.halves.get(key)
+    best, uni = result.best, result.uniform
+    if best is uni or best.halves is None or uni.halves is None:
+        return
+    if not all(b < u for b, u in zip(best.halves, uni.halves, strict=True)):
+        result.extra["note"] = (f"{best.label} measured {best.real:.4g} vs uniform {uni.real:.4g} but did not beat "
+                                f"uniform on both validation halves ({best.halves} vs {uni.halves}): kept uniform")
+        _log(result.extra["note"])
+        result.best = uni
 
 
 def _latency_table(session: _Session, units) -> dict[str, list[list[float]]]:
@@ -260,7 +318,11 @@ def _plan(session: _Session, units, result: SearchResult, granularity: str, budg
     scores = {"metric": result.metric, "split": "validation", "baseline": result.baseline, "validation": b.real,
               "predicted": _from_score(result.metric, b.proxy), "uniform_validation": result.uniform.real,
               "uniform_predicted": _from_score(result.metric, result.uniform.proxy), "chosen": b.label}
-    search = {"method": "simulated annealing", "steps": settings.steps, "real_evaluations": result.evaluations,
+    if b.halves is not None:
+        scores["validation_halves"], scores["uniform_validation_halves"] = b.halves, result.uniform.halves
+    search = {"method": result.extra.get("method", "simulated annealing"),
+              "steps": settings.steps if not result.extra.get("method") else len(result.trace),
+              "real_evaluations": result.evaluations,
               "sensitivity_evaluations": result.extra.get("sensitivity_evaluations"), "t0": result.t0,
               "seed": settings.seed, "seconds": round(seconds, 1), "model": session.spec}
     if "note" in result.extra:
@@ -270,7 +332,7 @@ def _plan(session: _Session, units, result: SearchResult, granularity: str, budg
         budget_d["max_drop"] = result.extra["max_drop"]
     return make_plan(session.model, units, b.ratios, granularity=granularity, budget=budget_d, scores=scores,
                      search=search, importance=session.opts.importance if granularity == "structured" else None,
-                     method="wanda" if session.opts.task == "lm" else None)
+                     method="wanda" if session.opts.task == "lm" else None, parts=b.parts)
 
 
 def _result_dict(r: SearchResult) -> dict[str, Any]:
@@ -280,18 +342,20 @@ def _result_dict(r: SearchResult) -> dict[str, Any]:
             "trace": r.trace, **r.extra}
 
 
-def _search_md(plan: dict[str, Any], r: SearchResult, seconds: float) -> str:
+def _search_md(plan: dict[str, Any], r: SearchResult, seconds: float, tables: bool = True) -> str:
     s = plan["scores"]
-    lines = [f"# Search: budget {r.budget}", "",
-             f"Simulated annealing, {plan['search']['steps']} proxy steps (T0 = {r.t0:.4g} {r.metric} units), "
-             f"{r.evaluations} real evaluations, {seconds:.0f} s in all.", "",
+    how = (f"Simulated annealing, {plan['search']['steps']} proxy steps (T0 = {r.t0:.4g} {r.metric} units)"
+           if "method" not in r.extra else
+           f"{len(r.trace)} depth profiles × attention/MLP splits screened by the proxy")
+    lines = [f"# Search: budget {r.budget}", "", f"{how}, {r.evaluations} real evaluations, {seconds:.0f} s in all.",
+             "",
              "| plan | predicted | validation " + r.metric + " | kept |", "| --- | --: | --: | --: |"]
     from prunekit.search.annealing import _from_score
 
     for c in r.candidates:
         lines.append(f"| {c.label} | {_from_score(r.metric, c.proxy):.4g} | {c.real:.4g} | {100 * c.kept:.1f} % |")
     lines += ["", f"Chosen: **{s['chosen']}** ({r.metric} {s['validation']:.4g}; baseline {s['baseline']:.4g}).", "",
-              "![trace](search_trace.png)", "", "![sensitivity](sensitivity.png)", ""]
+              "![trace](search_trace.png)", ""] + (["![sensitivity](sensitivity.png)", ""] if tables else [])
     return "\n".join(lines)
 
 

@@ -32,12 +32,15 @@ def architecture(model: nn.Module) -> dict[str, Any]:
 
 def make_plan(model: nn.Module, units: Sequence[Unit], ratios: Sequence[float], *, granularity: str,
               budget: Mapping[str, Any], scores: Mapping[str, Any], search: Mapping[str, Any],
-              importance: str | None = None, method: str | None = None) -> dict[str, Any]:
+              importance: str | None = None, method: str | None = None,
+              parts: Mapping[str, Sequence[float]] | None = None) -> dict[str, Any]:
     """The plan as a plain dict (what :func:`write_plan` saves)."""
     plan: dict[str, Any] = {"prunekit_plan": PLAN_VERSION, "granularity": granularity,
                             "architecture": architecture(model)}
     if granularity == "unstructured":
         plan["block_sparsity"] = [round(float(r), 4) for u, r in zip(units, ratios, strict=True)]
+        if parts:  # attention and MLP pruned apart; block_sparsity stays their param-weighted total
+            plan["sublayer_sparsity"] = {k: [round(float(r), 4) for r in v] for k, v in parts.items()}
         if method:
             plan["method"] = method
     else:
@@ -115,6 +118,22 @@ def check_plan(plan: Mapping[str, Any], model: nn.Module, where: str = "plan") -
     for i, r in enumerate(blocks or []):
         if not 0 <= float(r) < 1:
             raise PrunekitError(f"{where}: block {i} sparsity {r} is not in [0, 1)")
+    parts = plan.get("sublayer_sparsity")
+    if parts is not None:
+        if not isinstance(parts, Mapping) or set(parts) != {"attention", "mlp"}:
+            raise PrunekitError(f"{where}: sublayer_sparsity must have exactly the keys attention and mlp")
+        for key, values in parts.items():
+            if len(values) != n or any(not 0 <= float(r) < 1 for r in values):
+                raise PrunekitError(f"{where}: sublayer_sparsity {key} must hold {n} sparsities in [0, 1)")
+
+
+def oneshot_ratios(plan: Mapping[str, Any]) -> tuple[list[float], list[float] | None]:
+    """(block_ratios, mlp_ratios) for :class:`~prunekit.prune.oneshot.OneShotSettings` from an LM plan:
+    the per-block list, or attention's and MLP's when the plan prunes them apart."""
+    parts = plan.get("sublayer_sparsity")
+    if parts:
+        return [float(r) for r in parts["attention"]], [float(r) for r in parts["mlp"]]
+    return [float(r) for r in plan["block_sparsity"]], None
 
 
 def structured_ratios(plan: Mapping[str, Any]) -> tuple[dict[int, float], dict[int, float]]:

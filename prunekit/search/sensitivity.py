@@ -9,7 +9,8 @@ interrupted run resumes where it stopped.
 A *probe* is the task side: it knows the model, the units and how to measure one plan.
 :class:`ClassifierProbe` masks a classifier exactly (zeroed output columns, skipped layers) and
 measures validation accuracy; :class:`LMProbe` masks one block with Wanda scores from the dense
-model's calibration activations and measures perplexity on a few held-out windows.
+model's calibration activations and measures perplexity on a few held-out windows (the proxy), and
+measures a whole plan for real by the sequential one-shot prune of ``prunekit prune --task lm``.
 """
 
 from __future__ import annotations
@@ -222,11 +223,13 @@ def structured_plan(model: nn.Module, scores: Any, units: Sequence[Unit], ratios
 
 class masked_blocks:  # noqa: N801 - used as a context manager, reads like one
     """Within the ``with``: the Linears of block i keep only their largest-|w| (1 − ratio_i) weights
-    (Wanda scores instead when ``sq_norms`` holds the inputs' Σx² per Linear); restored on exit."""
+    (Wanda scores instead when ``sq_norms`` holds the inputs' Σx² per Linear); restored on exit.
+    ``mlp_ratios`` (per block) gives the MLP Linears their own ratio; ``ratios`` then sets attention's."""
 
     def __init__(self, model: nn.Module, ratios: Mapping[int, float],
-                 sq_norms: Mapping[str, torch.Tensor] | None = None) -> None:
-        self.model, self.ratios, self.sq_norms = model, ratios, sq_norms
+                 sq_norms: Mapping[str, torch.Tensor] | None = None,
+                 mlp_ratios: Mapping[int, float] | None = None) -> None:
+        self.model, self.ratios, self.sq_norms, self.mlp_ratios = model, ratios, sq_norms, mlp_ratios
         self.saved: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def __enter__(self) -> nn.Module:
@@ -236,12 +239,17 @@ class masked_blocks:  # noqa: N801 - used as a context manager, reads like one
         from prunekit.prune.masks import keep_per_row
 
         prefix, layers = transformer_layers(self.model)
+        blocks = set(self.ratios) | set(self.mlp_ratios or {})
         with torch.no_grad():
-            for i, r in self.ratios.items():
-                if r <= 0:
-                    continue
+            for i in sorted(blocks):
                 block = layers[i]
-                for name in (n for g in sublayer_groups(self.model, block) for n in g):
+                groups = sublayer_groups(self.model, block)
+                attention = {n for g in groups[:2] for n in g}
+                for name in (n for g in groups for n in g):
+                    r = (self.ratios.get(i, 0.0) if self.mlp_ratios is None or name in attention
+                         else self.mlp_ratios.get(i, 0.0))
+                    if r <= 0:
+                        continue
                     rows = as_rows(block.get_submodule(name))
                     self.saved.append((rows, rows.detach().clone()))
                     if self.sq_norms is not None:
@@ -269,16 +277,26 @@ class masked_blocks:  # noqa: N801 - used as a context manager, reads like one
 
 
 class LMProbe:
-    """Perplexity of a causal LM on held-out windows with blocks pruned by Wanda (per output row), using
-    the dense model's calibration statistics: the cheap per-block proxy of one-shot pruning."""
+    """Perplexity of a causal LM on held-out windows with its blocks pruned, measured two ways.
+
+    :meth:`measure` is the cheap proxy: Wanda masks (per output row) from the *dense* model's calibration
+    statistics, perplexity on a few windows; it fills the sensitivity table the annealing walks on.
+    :meth:`measure_real` runs the sequential one-shot prune ``prunekit prune --task lm`` runs (each block
+    calibrated on the already pruned blocks before it) on the model's own weights, restores them after,
+    and scores more held-out windows, in two halves, so a difference between plans can be told from noise.
+    """
 
     metric, higher_is_better = "perplexity", False
 
     def __init__(self, model: nn.Module, calibration: torch.Tensor, windows: torch.Tensor,
-                 identity: Mapping[str, Any], batch_size: int = 4) -> None:
+                 identity: Mapping[str, Any], batch_size: int = 4, validation: torch.Tensor | None = None,
+                 method: str = "wanda") -> None:
         self.model, self.windows, self.identity = model, windows, dict(identity)
+        self.calibration, self.method, self.batch_size = calibration, method, batch_size
+        self.validation = windows if validation is None else validation
         self.sq_norms = input_sq_norms(model, calibration, batch_size)
         self._units = {u.name: u for u in block_units(model)}
+        self.halves: dict[tuple, list[float]] = {}  # measure_real's per-half perplexities, by plan
 
     def units(self, granularity: str) -> list[Unit]:
         if granularity != "unstructured":
@@ -287,11 +305,52 @@ class LMProbe:
         return list(self._units.values())
 
     def measure(self, ratios: Mapping[str, float]) -> float:
+        return self.measure_proxy(self.blocks(ratios))
+
+    def measure_proxy(self, blocks: Sequence[float], mlp: Sequence[float] | None = None) -> float:
+        """The proxy's perplexity of a whole plan (per-block ratios; ``mlp``: the MLP Linears' own)."""
         from prunekit.tasks.lm import perplexity
 
-        per_block = {self._units[n].layer: r for n, r in ratios.items() if r > 0}
-        with masked_blocks(self.model, per_block, self.sq_norms):
+        mlp_map = None if mlp is None else dict(enumerate(mlp))
+        with masked_blocks(self.model, dict(enumerate(blocks)), self.sq_norms, mlp_map):
             return perplexity(self.model, self.windows, batch_size=len(self.windows))["perplexity"]
+
+    def blocks(self, ratios: Mapping[str, float]) -> list[float]:
+        """Per-unit ratios as the per-block list ``OneShotSettings.block_ratios`` takes."""
+        out = [0.0] * len(self._units)
+        for name, r in ratios.items():
+            out[self._units[name].layer] = float(r)
+        return out
+
+    def measure_real(self, blocks: Sequence[float], mlp: Sequence[float] | None = None) -> float:
+        """Perplexity on the validation windows after the real sequential prune at per-block ratios
+        ``blocks`` (attention's, when ``mlp`` gives the MLP Linears their own); the weights are restored."""
+        from prunekit.arch import transformer_layers
+        from prunekit.prune.oneshot import OneShotSettings, prune_oneshot
+        from prunekit.report.measure import model_device
+        from prunekit.tasks.lm import perplexity
+
+        if mlp is not None and [float(x) for x in mlp] == [float(x) for x in blocks]:
+            mlp = None
+        settings = OneShotSettings(method=self.method, sparsity=float(np.mean(blocks)), block_ratios=list(blocks),
+                                   mlp_ratios=None if mlp is None else list(mlp), batch_size=self.batch_size)
+        _, layers = transformer_layers(self.model)
+        saved = {k: v.detach().to("cpu", copy=True) for k, v in layers.state_dict().items()}
+        device = model_device(self.model)
+        try:
+            with torch.no_grad():
+                prune_oneshot(self.model, self.calibration, settings, device=device)
+            self.model.to(device)
+            half = max(1, len(self.validation) // 2)
+            parts = [perplexity(self.model, w, batch_size=self.batch_size) for w in
+                     (self.validation[:half], self.validation[half:]) if len(w)]
+        finally:
+            layers.load_state_dict(saved)
+            self.model.to(device)
+        key = tuple(round(float(x), 4) for x in [*blocks, *(mlp or [])])
+        self.halves[key] = [p["perplexity"] for p in parts]
+        tokens = sum(p["tokens"] for p in parts)
+        return math.exp(sum(p["loss"] * p["tokens"] for p in parts) / max(tokens, 1))
 
 
 @torch.no_grad()
