@@ -119,7 +119,7 @@ def global_ranking_plan(base: Path, data: DataOptions, path: Path, seed: int) ->
 def smollm_rows(args: argparse.Namespace) -> list[dict]:
     from prunekit.pipeline_lm import prune_lm
     from prunekit.prune.oneshot import OneShotSettings
-    from prunekit.search.plan import read_plan
+    from prunekit.search.plan import oneshot_ratios, read_plan
 
     model, data = "smollm2-135m", "wikipedia"
     lm = {"calib_samples": args.lm_calib, "seq_len": 512, "eval_samples": args.lm_eval, "seed": args.seed,
@@ -136,7 +136,8 @@ def smollm_rows(args: argparse.Namespace) -> list[dict]:
                      "value": report["perplexity"]["pruned"], "baseline": report["perplexity"]["dense"],
                      "evaluations": evaluations, "search_seconds": search_seconds,
                      "prune_recover_seconds": report["prune_seconds"],
-                     "block_sparsity": report["block_sparsity_targets"]})
+                     "block_sparsity": report["block_sparsity_targets"],
+                     "mlp_sparsity": report.get("mlp_sparsity_targets")})
         print(json.dumps(rows[-1]), flush=True)
         shutil.rmtree(out, ignore_errors=True)  # 0.3 GB each; the numbers are in the report above
 
@@ -145,13 +146,23 @@ def smollm_rows(args: argparse.Namespace) -> list[dict]:
     t0 = time.perf_counter()
     summary = search(model, data, WORK / "lm-plan", "params=0.5", evals=args.evals, steps=args.steps,
                      ratios=args.lm_ratios, opts=SearchData(task="lm", seq_len=256, lm_calib_samples=32,
-                                                            lm_eval_windows=8, seed=args.seed), force=True)
+                                                            lm_eval_windows=8, lm_val_windows=args.lm_val,
+                                                            lm_space=args.lm_space, seed=args.seed), force=True)
     seconds = time.perf_counter() - t0
     plan = read_plan(WORK / "lm-plan" / "plan.yaml")
-    blocks = [float(r) for r in plan["block_sparsity"]]
-    used = summary["plan"]["search"]["real_evaluations"] + summary["plan"]["search"]["sensitivity_evaluations"]
-    run("prunekit search Wanda 50 % (SA, params=0.5)", OneShotSettings(method="wanda", sparsity=0.5,
-                                                                        block_ratios=blocks), used, seconds, plan)
+    blocks, mlp = oneshot_ratios(plan)
+    search_d = summary["plan"]["search"]
+    used = search_d["real_evaluations"] + (search_d["sensitivity_evaluations"] or 0) + (
+        summary["search"].get("distinct_plans", 0) if args.lm_space == "profile" else 0)
+    how = "profile grid" if args.lm_space == "profile" else "SA"
+    run(f"prunekit search Wanda 50 % ({how}, params=0.5): {plan['scores']['chosen']}",
+        OneShotSettings(method="wanda", sparsity=0.5, block_ratios=blocks, mlp_ratios=mlp), used, seconds, plan)
+    scores = plan["scores"]
+    for row, key in ((rows[0], "uniform_validation"), (rows[-1], "validation")):
+        row["search_validation"] = scores[key]
+        row["search_validation_halves"] = scores.get(f"{key}_halves")
+    rows[-1]["candidates"] = [{k: c[k] for k in ("label", "real", "halves", "proxy")}
+                              for c in summary["search"]["candidates"]]
     return rows
 
 
@@ -181,6 +192,8 @@ def main() -> None:
     ap.add_argument("--lm-calib", type=int, default=128)
     ap.add_argument("--lm-eval", type=int, default=32)
     ap.add_argument("--lm-ratios", default="0.3,0.5,0.7")
+    ap.add_argument("--lm-val", type=int, default=64, help="Held-out windows of the search's real evaluations.")
+    ap.add_argument("--lm-space", choices=["profile", "blocks"], default="profile")
     ap.add_argument("--only", choices=["minilm", "smollm"], default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--resume", action="store_true", help="Reuse the MiniLM rows an interrupted run finished.")

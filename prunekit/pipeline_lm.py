@@ -147,6 +147,8 @@ def prune_lm(
         report["settings"]["oneshot"] = asdict(settings)
         report["layer_sparsity"] = result.layer_sparsity
         report["block_sparsity_targets"] = result.block_targets
+        if result.mlp_targets is not None:  # block_sparsity_targets then holds attention's
+            report["mlp_sparsity_targets"] = result.mlp_targets
         report["owl_outlier_ratios"] = result.owl_outlier_ratios
     else:
         report["settings"]["structured"] = asdict(structured)
