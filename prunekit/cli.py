@@ -354,12 +354,13 @@ def prune(
 
 
 def _search_data(task: str, importance: str, calib_batches: int, max_eval_samples: int | None, seq_len: int,
-                 calib_samples: int, eval_windows: int, seed: int):
+                 calib_samples: int, eval_windows: int, seed: int, val_windows: int = 64, space: str = "profile"):
     from prunekit.search.api import SearchData
 
     _check_task(task)
     return SearchData(task=task, importance=importance, calib_batches=calib_batches, max_eval_samples=max_eval_samples,
-                      lm_calib_samples=calib_samples, lm_eval_windows=eval_windows, seq_len=seq_len, seed=seed)
+                      lm_calib_samples=calib_samples, lm_eval_windows=eval_windows, seq_len=seq_len, seed=seed,
+                      lm_val_windows=val_windows, lm_space=space)
 
 
 def _task_data(task: str, data, text_column, label_column, max_train, max_length):
@@ -430,6 +431,10 @@ def search(
                                                                                        "/ activation scores.")] = 8,
     max_eval_samples: SearchEval = None, task: Task = "classification", seq_len: SeqLen = 256,
     calib_samples: SearchCalib = 32, eval_windows: SearchWindows = 8,
+    val_windows: Annotated[int, typer.Option(help="lm: held-out windows of the real evaluations (sequential "
+                                             "one-shot prune), scored in two halves.")] = 64,
+    space: Annotated[str, typer.Option(help="lm: profile (depth slope × attention/MLP split, screened by the "
+                                       "proxy) | blocks (every block free, simulated annealing).")] = "profile",
     text_column: TextCol = None, label_column: LabelCol = None, max_length: MaxLen = 128,
     seed: Seed = 0, force: Force = False, trust_remote_code: Remote = False,
 ) -> None:
@@ -440,7 +445,7 @@ def search(
     run(model, _task_data(task, data, text_column, label_column, None, max_length), out, budget,
         granularity=granularity, max_drop=max_drop, evals=evals, steps=steps, ratios=ratios, round_to=round_to,
         opts=_search_data(task, importance, calib_batches, max_eval_samples, seq_len, calib_samples, eval_windows,
-                          seed), force=force, trust_remote_code=trust_remote_code)
+                          seed, val_windows, space), force=force, trust_remote_code=trust_remote_code)
     typer.echo(f"plan: {out / 'plan.yaml'}")
 
 

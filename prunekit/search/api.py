@@ -207,6 +207,8 @@ def search(
         raise PrunekitError(f"--max-drop must be ≥ 0, got {max_drop}")
     if opts.task == "lm" and opts.lm_space not in LM_SPACES:
         raise PrunekitError(f"--space must be {' or '.join(LM_SPACES)}, got {opts.lm_space!r}")
+    if opts.task == "lm" and opts.lm_val_windows < 2:
+        raise PrunekitError(f"--val-windows must be at least 2 (scored in two halves), got {opts.lm_val_windows}")
     settings = SearchSettings(steps=steps, evals=evals, round_to=round_to, seed=opts.seed)
     settings.check()
     ratios = parse_ratios(ratios)

@@ -162,3 +162,14 @@ def test_lm_profile_search_plan_is_applied_by_prune(tiny_lm, tiny_text, tmp_path
     with pytest.raises(PrunekitError, match="sublayer_sparsity attention must hold 2"):
         check_plan(plan, load_causal_lm(str(tiny_lm))[0])
     assert len(block_units(load_causal_lm(str(tiny_lm))[0])) == 2
+
+
+@pytest.mark.parametrize(("kw", "match"), [({"lm_space": "free"}, "--space must be profile or blocks"),
+                                           ({"lm_val_windows": 1}, "--val-windows must be at least 2")])
+def test_lm_search_bad_input(tiny_lm, tiny_text, tmp_path, kw, match):
+    from prunekit.search.api import SearchData, search
+
+    opts = SearchData(task="lm", seq_len=16, lm_calib_samples=4, lm_eval_windows=2, **kw)
+    with pytest.raises(PrunekitError, match=match):
+        search(str(tiny_lm), str(tiny_text), tmp_path / "s", "params=0.5", evals=2, opts=opts)
+    assert not (tmp_path / "s").exists()
