@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import time
@@ -180,6 +181,14 @@ def render(rows: list[dict], args: argparse.Namespace) -> str:
         dfmt = f"{delta:+.2f}" if r["metric"] != "perplexity" else f"{r['value'] / r['baseline']:.3f}×"
         lines.append(f"| {r['model']} | {r['method']} | {fmt} {'%' if r['metric'] != 'perplexity' else 'ppl'} | "
                      f"{dfmt} | {r['evaluations']} | {r['search_seconds']:.0f} | {r['prune_recover_seconds']:.0f} |")
+    searched = [r for r in rows if r.get("candidates")]
+    if searched:
+        lines += ["", f"SmolLM2 search, real evaluations (sequential Wanda, {args.lm_val} × 256 held-out calibration "
+                  "tokens scored in two halves; predicted = the dense-statistics proxy on 8 × 256):", "",
+                  "| candidate | predicted ppl | validation ppl | half A | half B |", "| --- | --: | --: | --: | --: |"]
+        for c in searched[-1]["candidates"]:
+            a, b = c["halves"] or (float("nan"), float("nan"))
+            lines.append(f"| {c['label']} | {math.exp(-c['proxy']):.2f} | {c['real']:.2f} | {a:.2f} | {b:.2f} |")
     return "\n".join(lines) + "\n"
 
 
