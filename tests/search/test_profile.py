@@ -173,3 +173,27 @@ def test_lm_search_bad_input(tiny_lm, tiny_text, tmp_path, kw, match):
     with pytest.raises(PrunekitError, match=match):
         search(str(tiny_lm), str(tiny_text), tmp_path / "s", "params=0.5", evals=2, opts=opts)
     assert not (tmp_path / "s").exists()
+
+
+def test_lm_search_and_split_plan_from_the_cli(tiny_lm, tiny_text, tmp_path):
+    import json
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from prunekit.cli import app
+
+    runner = CliRunner()
+    common = ["--task", "lm", "-m", str(tiny_lm), "-d", str(tiny_text), "--seq-len", "16"]
+    result = runner.invoke(app, ["search", *common, "--budget", "params=0.5", "--evals", "2", "--calib-samples", "4",
+                                 "--eval-windows", "2", "--val-windows", "4", "--out", str(tmp_path / "s")])
+    assert result.exit_code == 0, result.output
+    plan_file = tmp_path / "s" / "plan.yaml"
+    plan = yaml.safe_load(plan_file.read_text())
+    plan["sublayer_sparsity"] = {"attention": [0.6, 0.6], "mlp": [0.3, 0.3]}
+    plan_file.write_text(yaml.safe_dump(plan))
+    result = runner.invoke(app, ["prune", *common, "--method", "wanda", "--plan", str(plan_file),
+                                 "--calib-samples", "4", "--eval-samples", "2", "--out", str(tmp_path / "p")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "p" / "report.json").read_text())
+    assert report["block_sparsity_targets"] == [0.6, 0.6] and report["mlp_sparsity_targets"] == [0.3, 0.3]
