@@ -32,11 +32,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from torch import nn
 
 from prunekit.config import DataOptions, default_lr
 from prunekit.errors import PrunekitError
+from prunekit.io.documents import read_yaml
 
 # ---------------------------------------------------------------------------------------------------
 # schema
@@ -208,14 +208,7 @@ def parse_recipe(source: str | Path | dict[str, Any]) -> Recipe:
     if isinstance(source, dict):
         raw, where = copy.deepcopy(source), "recipe"
     else:
-        path = Path(source).expanduser()
-        if not path.is_file():
-            raise PrunekitError(f"recipe {path} does not exist")
-        try:
-            raw = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as err:
-            raise PrunekitError(f"recipe {path} is not valid YAML: {err}") from err
-        where = str(path)
+        raw, where = read_yaml(source, "recipe"), str(Path(source).expanduser())
     if not isinstance(raw, dict):
         raise PrunekitError(f"{where}: a recipe is a mapping with model, data and stages")
     for key in raw:
