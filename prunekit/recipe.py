@@ -414,16 +414,16 @@ def _prune(state: _State, st: Stage) -> dict[str, Any]:
     from prunekit.pipeline import _calibration_batches
     from prunekit.prune import MaskSet, compute_masks
     from prunekit.prune.structured import apply_plan, model_shapes, plan_from_ratios
-    from prunekit.train import backward_passes
+    from prunekit.train import calibrate
 
     s, wb, seed = st.settings, state.wb, state.recipe.seed
     _keep_teacher(state)
     if s.sparsity is not None:
         params = prunable_weights(wb.model)
         importance = make_importance(s.method, seed)
-        if importance.uses_gradients:
-            backward_passes(wb.model, wb.train, wb.tokenizer, importance, params, s.calib_batches, 32, seed)
-        masks = compute_masks(importance.scores(params), s.sparsity, scope=s.scope or "global")
+        calibrate(wb.model, wb.train, wb.tokenizer, importance, params, s.calib_batches, 32, seed)
+        scope = s.scope or ("row" if s.method == "wanda" else "global")
+        masks = compute_masks(importance.scores(params), s.sparsity, scope=scope)
         state.masks = MaskSet(params)
         state.masks.update(masks)
         return {"target_sparsity": s.sparsity}

@@ -185,3 +185,65 @@ def backward_passes(
         importance.accumulate(params)
     wrapped.zero_grad(set_to_none=True)
     acc.free_memory()
+
+
+@torch.no_grad()
+def forward_passes(
+    model: nn.Module,
+    data: EncodedSplit,
+    tokenizer: PreTrainedTokenizerBase,
+    importance: Importance,
+    params: dict[str, nn.Parameter],
+    batches: int,
+    batch_size: int = 32,
+    seed: int = 0,
+) -> None:
+    """Calibration for activation criteria (Wanda): ``batches`` forward passes; each pruned weight's
+    module reports its inputs to ``importance.observe``, padding excluded. Same batches as
+    :func:`backward_passes` (seeded), so both kinds of criteria see the same text."""
+    from prunekit.runtime import default_device
+
+    owners = {name: model.get_submodule(name.rsplit(".", 1)[0]) for name in params}
+    current: dict[str, torch.Tensor | None] = {"mask": None}
+
+    def hook(name: str) -> Callable:
+        def fn(_module: nn.Module, args: tuple) -> None:
+            if args:
+                importance.observe(name, args[0], current["mask"])
+        return fn
+
+    handles = [m.register_forward_pre_hook(hook(n)) for n, m in owners.items()]
+    loader = make_loader(data, tokenizer, batch_size, shuffle=True, seed=seed + 7919)
+    device = next(iter(params.values())).device if params else default_device()
+    was_training = model.training
+    model.eval()
+    try:
+        for i, batch in enumerate(tqdm(loader, total=min(batches, len(loader)), desc="calibrate", leave=False)):
+            if i >= batches:
+                break
+            batch = {k: v.to(device) for k, v in batch.items() if k != "labels"}
+            current["mask"] = batch.get("attention_mask")
+            model(**batch)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+
+
+def calibrate(
+    model: nn.Module,
+    data: EncodedSplit,
+    tokenizer: PreTrainedTokenizerBase,
+    importance: Importance,
+    params: dict[str, nn.Parameter],
+    batches: int,
+    batch_size: int = 32,
+    seed: int = 0,
+) -> None:
+    """Give a criterion the passes it needs before it can score (none for weight-only criteria)."""
+    if importance.state():
+        return
+    if importance.uses_gradients:
+        backward_passes(model, data, tokenizer, importance, params, batches, batch_size, seed)
+    elif importance.uses_activations:
+        forward_passes(model, data, tokenizer, importance, params, batches, batch_size, seed)
