@@ -105,6 +105,10 @@ def main() -> None:
          {"lr": lr_hi, "schedule": "oneshot", "distill": True, "distill_hidden": 1.0}),
         (f"prunekit gradual magnitude (ramp ends at 30 %) + distillation with hidden states, lr {lr_hi:g}",
          "prunekit", {"lr": lr_hi, "schedule": "gradual", "ramp_end": 0.3, "distill": True, "distill_hidden": 1.0}),
+        (f"prunekit gradual magnitude (ramp ends at 30 %, per-layer scope) + distillation, lr {lr_hi:g}",
+         "prunekit", {"lr": lr_hi, "schedule": "gradual", "ramp_end": 0.3, "distill": True, "scope": "local"}),
+        (f"prunekit gradual wanda (ramp ends at 30 %, per-row) + distillation, lr {lr_hi:g}",
+         "prunekit", {"lr": lr_hi, "schedule": "gradual", "ramp_end": 0.3, "distill": True, "method": "wanda"}),
     ]
     only = set(args.only.split(",")) if args.only else None
     if args.append and previous.exists():  # seeded and deterministic: rows from earlier runs stay valid
