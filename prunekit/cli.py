@@ -353,12 +353,13 @@ def prune(
 
 
 def _search_data(task: str, importance: str, calib_batches: int, max_eval_samples: int | None, seq_len: int,
-                 calib_samples: int, eval_windows: int, seed: int):
+                 calib_samples: int, eval_windows: int, seed: int, recover_epochs: float | None = None):
     from prunekit.search.api import SearchData
 
     _check_task(task)
     return SearchData(task=task, importance=importance, calib_batches=calib_batches, max_eval_samples=max_eval_samples,
-                      lm_calib_samples=calib_samples, lm_eval_windows=eval_windows, seq_len=seq_len, seed=seed)
+                      lm_calib_samples=calib_samples, lm_eval_windows=eval_windows, seq_len=seq_len, seed=seed,
+                      recover_epochs=recover_epochs)
 
 
 def _task_data(task: str, data, text_column, label_column, max_train, max_length):
@@ -420,6 +421,11 @@ def search(
                                                    "within P (accuracy points; lm: perplexity +P %); --budget "
                                                    "then names the cost kind.")] = None,
     evals: Annotated[int, typer.Option(help="Real validation evaluations of the best candidates.")] = 8,
+    recover_epochs: Annotated[float | None, typer.Option(help="Structured classifier search: recover each "
+                                                         "evaluated candidate this many epochs (distilled) before "
+                                                         "measuring it, so candidates are ranked as they end up "
+                                                         "after `prune`; 0 = measure right after the cut "
+                                                         "(default 0.25).")] = None,
     steps: Annotated[int, typer.Option(help="Simulated-annealing steps on the sensitivity proxy.")] = 4000,
     granularity: Annotated[str | None, typer.Option(help="structured (heads + FFN widths per layer) | "
                                                     "unstructured (sparsity per block); lm: unstructured.")] = None,
@@ -439,7 +445,7 @@ def search(
     run(model, _task_data(task, data, text_column, label_column, None, max_length), out, budget,
         granularity=granularity, max_drop=max_drop, evals=evals, steps=steps, ratios=ratios, round_to=round_to,
         opts=_search_data(task, importance, calib_batches, max_eval_samples, seq_len, calib_samples, eval_windows,
-                          seed), force=force, trust_remote_code=trust_remote_code)
+                          seed, recover_epochs), force=force, trust_remote_code=trust_remote_code)
     typer.echo(f"plan: {out / 'plan.yaml'}")
 
 

@@ -7,10 +7,11 @@ left for the final, reported measurement).
 
 from __future__ import annotations
 
+import copy
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,11 @@ class SearchData:
     seq_len: int = 256
     gqa: str = "groups"
     seed: int = 0
+    # classifier, structured: each real evaluation first recovers the cut model for this many epochs
+    # (distilled from the unpruned model), so finalists are ranked as they will end up, not as they start
+    # (None: 0.25 for structured classifier searches, 0 otherwise)
+    recover_epochs: float | None = None
+    recover_lr: float = 2e-4
 
 
 class _Session:
@@ -135,6 +141,21 @@ class _Session:
         self.probe = LMProbe(self.model, calibration, windows, self.identity)
         self.scores = None
 
+    def recovered(self, units, ratios: Mapping[str, float], epochs: float) -> float:
+        """Validation accuracy of the plan cut out of a copy of the model and briefly recovered by
+        distillation from the unpruned model: what the plan is worth after ``prunekit prune`` recovers it."""
+        from prunekit.prune.structured import apply_plan
+        from prunekit.tasks.classification import evaluate as evaluate_split
+        from prunekit.train import DistillConfig, TrainConfig, train
+
+        o = self.opts
+        model = copy.deepcopy(self.model)
+        apply_plan(model, structured_plan(model, self.scores, units, ratios, gqa=o.gqa))
+        train(model, self.wb.train, self.wb.tokenizer, TrainConfig(epochs=epochs, lr=o.recover_lr,
+                                                                   batch_size=o.batch_size, seed=o.seed),
+              teacher=self.model, distill=DistillConfig(), desc="search: recover candidate")
+        return 100.0 * evaluate_split(model.eval(), self.validation, self.wb.tokenizer, desc=False)[0]["accuracy"]
+
     def table(self, granularity: str, ratios: Sequence[float], cache: bool = True) -> SensitivityTable:
         path = _cache_dir() / f"sensitivity-{cache_key(self.identity, granularity)}.json"
         _log(f"sensitivity ({granularity}): cache {path}")
@@ -198,6 +219,12 @@ def search(
                             "kernels faster (use params= or macs=)")
     if max_drop is not None and max_drop < 0:
         raise PrunekitError(f"--max-drop must be ≥ 0, got {max_drop}")
+    recover = opts.recover_epochs
+    if recover is None:
+        recover = 0.25 if opts.task == "classification" and granularity == "structured" else 0.0
+    if recover < 0 or (recover > 0 and (opts.task != "classification" or granularity != "structured")):
+        raise PrunekitError("--recover-epochs (≥ 0) applies to structured classifier searches only")
+
     settings = SearchSettings(steps=steps, evals=evals, round_to=round_to, seed=opts.seed)
     settings.check()
     ratios = parse_ratios(ratios)
@@ -218,12 +245,14 @@ def search(
     cost.check_feasible(budget, proxy.caps)
 
     def evaluate(r: Sequence[float]) -> float:
-        return session.probe.measure({u.name: float(x) for u, x in zip(units, r, strict=True)})
+        named = {u.name: float(x) for u, x in zip(units, r, strict=True)}
+        return session.recovered(units, named, recover) if recover > 0 else session.probe.measure(named)
 
     if max_drop is None:
         result = anneal(units, cost, budget, proxy, evaluate, settings, progress=_log)
     else:
         result = min_size_search(units, cost, proxy, evaluate, max_drop, budget.kind, settings, progress=_log)
+    result.extra["recover_epochs"] = recover
     result.extra["sensitivity_seconds"] = sens_seconds
     result.extra["sensitivity_evaluations"] = sum(t.evaluations for t in tables)
     seconds = time.perf_counter() - start
@@ -263,6 +292,8 @@ def _plan(session: _Session, units, result: SearchResult, granularity: str, budg
     search = {"method": "simulated annealing", "steps": settings.steps, "real_evaluations": result.evaluations,
               "sensitivity_evaluations": result.extra.get("sensitivity_evaluations"), "t0": result.t0,
               "seed": settings.seed, "seconds": round(seconds, 1), "model": session.spec}
+    if result.extra.get("recover_epochs"):
+        search["recover_epochs"] = result.extra["recover_epochs"]  # each real evaluation recovered this long first
     if "note" in result.extra:
         search["note"] = result.extra["note"]
     budget_d = {"kind": result.budget.kind, "keep": result.budget.keep, "achieved_keep": round(b.kept, 4)}
