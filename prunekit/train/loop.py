@@ -157,79 +157,6 @@ def _train(
     return TrainResult(steps=step, seconds=time.perf_counter() - start, loss=running, stopped=stopped)
 
 
-def backward_passes(
-    model: nn.Module,
-    data: EncodedSplit,
-    tokenizer: PreTrainedTokenizerBase,
-    importance: Importance,
-    params: dict[str, nn.Parameter],
-    batches: int,
-    batch_size: int = 32,
-    seed: int = 0,
-) -> None:
-    """Calibration for gradient criteria: ``batches`` forward/backward passes, no weight update.
-
-    The model runs through the same accelerator as training, so with several processes the
-    gradients are averaged before they are scored and every rank ranks the same numbers.
-    """
-    acc = accelerator()
-    loader = make_loader(data, tokenizer, batch_size, shuffle=True, seed=seed + 7919)
-    wrapped, loader = acc.prepare(model, loader)
-    model.eval()  # no dropout: score the network that will be measured
-    for i, batch in enumerate(tqdm(loader, total=min(batches, len(loader)), desc="calibrate", leave=False,
-                                   disable=not acc.is_local_main_process)):
-        if i >= batches:
-            break
-        wrapped.zero_grad(set_to_none=True)
-        acc.backward(wrapped(**batch).loss)
-        importance.accumulate(params)
-    wrapped.zero_grad(set_to_none=True)
-    acc.free_memory()
-
-
-@torch.no_grad()
-def forward_passes(
-    model: nn.Module,
-    data: EncodedSplit,
-    tokenizer: PreTrainedTokenizerBase,
-    importance: Importance,
-    params: dict[str, nn.Parameter],
-    batches: int,
-    batch_size: int = 32,
-    seed: int = 0,
-) -> None:
-    """Calibration for activation criteria (Wanda): ``batches`` forward passes; each pruned weight's
-    module reports its inputs to ``importance.observe``, padding excluded. Same batches as
-    :func:`backward_passes` (seeded), so both kinds of criteria see the same text."""
-    from prunekit.runtime import default_device
-
-    owners = {name: model.get_submodule(name.rsplit(".", 1)[0]) for name in params}
-    current: dict[str, torch.Tensor | None] = {"mask": None}
-
-    def hook(name: str) -> Callable:
-        def fn(_module: nn.Module, args: tuple) -> None:
-            if args:
-                importance.observe(name, args[0], current["mask"])
-        return fn
-
-    handles = [m.register_forward_pre_hook(hook(n)) for n, m in owners.items()]
-    loader = make_loader(data, tokenizer, batch_size, shuffle=True, seed=seed + 7919)
-    device = next(iter(params.values())).device if params else default_device()
-    was_training = model.training
-    model.eval()
-    try:
-        for i, batch in enumerate(tqdm(loader, total=min(batches, len(loader)), desc="calibrate", leave=False)):
-            if i >= batches:
-                break
-            batch = {k: v.to(device) for k, v in batch.items() if k != "labels"}
-            current["mask"] = batch.get("attention_mask")
-            model(**batch)
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
-
-
 def calibrate(
     model: nn.Module,
     data: EncodedSplit,
@@ -240,10 +167,50 @@ def calibrate(
     batch_size: int = 32,
     seed: int = 0,
 ) -> None:
-    """Give a criterion the passes it needs before it can score (none for weight-only criteria)."""
-    if importance.state():
+    """Give a criterion the passes it needs before it can score, on ``batches`` seeded training batches
+    (the same for every criterion); weight-only criteria, or ones that already hold statistics, get none.
+
+    - Gradient criteria (Taylor): forward/backward passes, no weight update. They run through the same
+      accelerator as training, so with several processes the gradients are averaged before they are
+      scored and every rank ranks the same numbers.
+    - Activation criteria (Wanda): forward passes; each pruned weight's module reports its inputs to
+      ``importance.observe``, padding excluded.
+    """
+    grads = importance.uses_gradients
+    if importance.state() or not (grads or importance.uses_activations):
         return
-    if importance.uses_gradients:
-        backward_passes(model, data, tokenizer, importance, params, batches, batch_size, seed)
-    elif importance.uses_activations:
-        forward_passes(model, data, tokenizer, importance, params, batches, batch_size, seed)
+    acc = accelerator()
+    loader = make_loader(data, tokenizer, batch_size, shuffle=True, seed=seed + 7919)
+    wrapped, loader = acc.prepare(model, loader)
+    current: dict[str, torch.Tensor | None] = {"mask": None}
+
+    def observer(name: str) -> Callable:
+        def hook(_module: nn.Module, args: tuple) -> None:
+            if args:
+                importance.observe(name, args[0], current["mask"])
+        return hook
+
+    handles = [] if grads else [model.get_submodule(n.rsplit(".", 1)[0]).register_forward_pre_hook(observer(n))
+                                for n in params]
+    was_training = model.training
+    model.eval()  # no dropout: score the network that will be measured
+    try:
+        for i, batch in enumerate(tqdm(loader, total=min(batches, len(loader)), desc="calibrate", leave=False,
+                                       disable=not acc.is_local_main_process)):
+            if i >= batches:
+                break
+            if grads:
+                wrapped.zero_grad(set_to_none=True)
+                acc.backward(wrapped(**batch).loss)
+                importance.accumulate(params)
+            else:
+                current["mask"] = batch.get("attention_mask")
+                with torch.no_grad():
+                    wrapped(**{k: v for k, v in batch.items() if k != "labels"})
+    finally:
+        for h in handles:
+            h.remove()
+        if grads:
+            wrapped.zero_grad(set_to_none=True)
+        acc.free_memory()
+        model.train(was_training)
