@@ -378,6 +378,7 @@ def prune(
     if s.structured:
         return _prune_structured(wb, data, out, s, seed=seed, force=force, command=command)
     params = prunable_weights(wb.model, s.prunable, s.exclude)
+    make_importance(s.method, seed).check(wb.model, params)
     stages: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     _train_new_head(wb, s, seed)

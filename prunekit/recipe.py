@@ -421,6 +421,7 @@ def _prune(state: _State, st: Stage) -> dict[str, Any]:
     if s.sparsity is not None:
         params = prunable_weights(wb.model)
         importance = make_importance(s.method, seed)
+        importance.check(wb.model, params)
         calibrate(wb.model, wb.train, wb.tokenizer, importance, params, s.calib_batches, 32, seed)
         scope = s.scope or ("row" if s.method == "wanda" else "global")
         masks = compute_masks(importance.scores(params), s.sparsity, scope=scope)

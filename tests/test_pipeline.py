@@ -207,6 +207,7 @@ def test_bad_inputs(trained_tiny, tmp_path):
     _expect_error("temperature", clf, csv, out, distill=True, temperature=0.0)
     _expect_error("add --distill", clf, csv, out, distill_hidden=1.0)
     _expect_error("hidden_weight", clf, csv, out, distill=True, distill_hidden=-1.0)
+    _expect_error("Linear", clf, csv, out, method="wanda", prunable=r".*LayerNorm")
     full = tmp_path / "full"
     full.mkdir()
     (full / "keep.txt").write_text("precious")

@@ -25,6 +25,13 @@ class Importance:
     def accumulate(self, params: dict[str, nn.Parameter]) -> None:  # noqa: B027 - optional hook
         """Fold in the current gradients of ``params`` (called after ``backward``)."""
 
+    def check(self, model: nn.Module, params: dict[str, nn.Parameter]) -> None:  # noqa: B027 - optional hook
+        """Refuse weights this criterion cannot score, before any work is done."""
+
+    def observed(self, model: nn.Module, params: dict[str, nn.Parameter]) -> dict[str, nn.Module]:
+        """Activation criteria: the module whose inputs :meth:`observe` should see, per weight."""
+        return {}
+
     def observe(self, name: str, x: Tensor, token_mask: Tensor | None = None) -> None:  # noqa: B027
         """Fold in the inputs ``x`` of weight ``name`` (activation criteria only)."""
 

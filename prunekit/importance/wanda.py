@@ -37,6 +37,21 @@ class Wanda(Importance):
     def __init__(self) -> None:
         self._sq: dict[str, Tensor] = {}
 
+    def check(self, model: nn.Module, params: dict[str, nn.Parameter]) -> None:
+        self.observed(model, params)
+
+    def observed(self, model: nn.Module, params: dict[str, nn.Parameter]) -> dict[str, nn.Module]:
+        """The Linear whose inputs score each weight (``params`` are keyed by module or parameter name)."""
+        out = {}
+        for n, p in params.items():
+            owner = next((m for m in (_module(model, n), _module(model, n.rpartition(".")[0]))
+                          if isinstance(m, nn.Linear) and m.weight is p), None)
+            if owner is None:
+                raise PrunekitError(f"--method wanda scores Linear weights from their inputs; {n} is not one: "
+                                    "restrict --prunable to Linear layers")
+            out[n] = owner
+        return out
+
     def observe(self, name: str, x: Tensor, token_mask: Tensor | None = None) -> None:
         """Fold in the inputs ``x`` (..., in) of the weight ``name``; ``token_mask`` (...,) drops padding."""
         x = x.detach().float()
@@ -61,3 +76,10 @@ class Wanda(Importance):
                                     f"{tuple(p.shape)}): restrict --prunable to Linear layers")
             out[n] = wanda_scores(p, self._sq[n].to(p.device))
         return out
+
+
+def _module(model: nn.Module, name: str) -> nn.Module | None:
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        return None

@@ -190,8 +190,8 @@ def calibrate(
                 importance.observe(name, args[0], current["mask"])
         return hook
 
-    handles = [] if grads else [model.get_submodule(n.rsplit(".", 1)[0]).register_forward_pre_hook(observer(n))
-                                for n in params]
+    handles = [] if grads else [m.register_forward_pre_hook(observer(n))
+                                for n, m in importance.observed(model, params).items()]
     was_training = model.training
     model.eval()  # no dropout: score the network that will be measured
     try:

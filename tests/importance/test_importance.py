@@ -69,6 +69,17 @@ def test_wanda_is_abs_w_times_input_norm_with_padding_ignored():
         imp.scores(params)
 
 
+def test_wanda_observes_the_linear_that_owns_each_weight():
+    net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Sequential(nn.Linear(8, 3)))
+    imp = Wanda()
+    # keyed by module name (transformers) or by parameter name (text models): the Linear itself,
+    # never its parent (whose input differs from the Linear's)
+    assert imp.observed(net, {"2.0": net[2][0].weight, "0.weight": net[0].weight}) == {"2.0": net[2][0],
+                                                                                       "0.weight": net[0]}
+    with pytest.raises(PrunekitError, match="Linear"):
+        imp.check(net, {"2": net[2][0].weight})
+
+
 def test_wanda_refuses_non_linear_weights():
     imp = Wanda()
     imp.observe("lin", torch.ones(2, 4))
