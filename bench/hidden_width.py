@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import statistics
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _results import write_results  # bench/ is on sys.path when a script runs
 from torch.profiler import ProfilerActivity, profile
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -26,10 +25,8 @@ from prunekit.importance.groups import group_scores
 from prunekit.pipeline import default_baseline
 from prunekit.prune import apply_plan, plan_from_ratios
 from prunekit.report.measure import macs_per_token, measure_latency
-from prunekit.report.render import package_versions
 from prunekit.tasks.classification import latency_inputs
 
-RESULTS = Path(__file__).resolve().parent / "results"
 SEQ = 128
 OPS = {"aten::addmm": "Linear (addmm)", "aten::_scaled_dot_product_flash_attention_for_cpu": "attention (SDPA)",
        "aten::gelu": "GELU", "aten::copy_": "copies", "aten::native_layer_norm": "LayerNorm", "aten::add": "adds"}
@@ -119,12 +116,7 @@ def write(rows: list[dict], gemms: list[dict], args: argparse.Namespace) -> None
               "| hidden | " + " | ".join(keys) + " |", "| --: | " + " | ".join("--:" for _ in keys) + " |"]
     for g in gemms:
         lines.append(f"| {g['hidden']} | " + " | ".join(f"{g[k]:.0f}" for k in keys) + " |")
-    lines += ["", f"Versions: {json.dumps(package_versions())}", ""]
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "hidden_width.md").write_text("\n".join(lines))
-    (RESULTS / "hidden_width.json").write_text(json.dumps({"args": vars(args), "rows": rows, "gemm_gflops": gemms},
-                                                          indent=2))
-    print("\n".join(lines))
+    write_results("hidden_width", lines, {"args": vars(args), "rows": rows, "gemm_gflops": gemms})
 
 
 if __name__ == "__main__":

@@ -15,19 +15,16 @@ from __future__ import annotations
 import argparse
 import copy
 import itertools
-import json
 import statistics
 import time
-from pathlib import Path
+
+from _results import write_results  # bench/ is on sys.path when a script runs
 
 from prunekit.config import DataOptions
 from prunekit.importance.groups import DEFAULT_LAYER_SCORE, LAYER_SCORES, group_scores, layer_scores
 from prunekit.pipeline import _calibration_batches, default_baseline, open_workbench
 from prunekit.prune import prune_layers
-from prunekit.report.render import package_versions
 from prunekit.tasks.classification import evaluate as evaluate_split
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def main() -> None:
@@ -90,14 +87,9 @@ def write(rows: list[dict], dense: dict, oracle: dict, by_test: list, args: argp
                      f"{secs} |")
     best = by_test[0]
     lines += ["", f"All {len(oracle)} choices: test accuracy best {max(tests):.2f} (removes {list(best)}), median "
-              f"{statistics.median(tests):.2f}, worst {min(tests):.2f}.", "",
-              f"Versions: {json.dumps(package_versions())}", ""]
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "layer_criteria.md").write_text("\n".join(lines))
-    (RESULTS / "layer_criteria.json").write_text(json.dumps(
-        {"args": vars(args), "dense": dense, "rows": rows,
-         "all_choices": {str(list(k)): v for k, v in oracle.items()}}, indent=2))
-    print("\n".join(lines))
+              f"{statistics.median(tests):.2f}, worst {min(tests):.2f}."]
+    write_results("layer_criteria", lines, {"args": vars(args), "dense": dense, "rows": rows,
+                                            "all_choices": {str(list(k)): v for k, v in oracle.items()}})
 
 
 if __name__ == "__main__":

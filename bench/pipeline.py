@@ -15,7 +15,6 @@ on disk (safetensors folder or .onnx file). Writes bench/results/pipeline.{md,js
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -23,14 +22,13 @@ import time
 from pathlib import Path
 
 import torch
+from _results import write_results  # bench/ is on sys.path when a script runs
 
 from prunekit.pipeline import DEFAULT_DATA, default_baseline
 from prunekit.recipe import LatencyOptions, interleaved_latency, run_recipe
-from prunekit.report.render import package_versions
 
 ROOT = Path(__file__).resolve().parent
 WORK = ROOT / "work" / "pipeline"
-RESULTS = ROOT / "results"
 SEQ = 128
 
 
@@ -126,7 +124,6 @@ def main() -> None:
 
 
 def write(table: list[dict], meta: dict) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
     d = table[0]
     seeds = "/".join(str(s) for s in meta["seeds"])
     lines = [
@@ -159,10 +156,7 @@ def write(table: list[dict], meta: dict) -> None:
         lines += ["", f"Distillation − recovery, mean over seeds {seeds}: "
                   f"{100 * (statistics.mean(dis) - statistics.mean(rec)):+.2f} points "
                   f"(per seed: {', '.join(f'{100 * (b - a):+.2f}' for a, b in zip(rec, dis, strict=True))})."]
-    lines += ["", f"Versions: {json.dumps(package_versions())}", ""]
-    (RESULTS / "pipeline.md").write_text("\n".join(lines))
-    (RESULTS / "pipeline.json").write_text(json.dumps({"meta": meta, "rows": table}, indent=2))
-    print("\n".join(lines))
+    write_results("pipeline", lines, {"meta": meta, "rows": table})
 
 
 if __name__ == "__main__":

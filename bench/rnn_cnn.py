@@ -13,7 +13,6 @@ Writes bench/results/rnn_cnn.{md,json}.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -21,6 +20,7 @@ import time
 from pathlib import Path
 
 import torch
+from _results import write_results  # bench/ is on sys.path when a script runs
 
 import prunekit
 from prunekit.config import DataOptions, PruneSettings, TrainOptions
@@ -28,13 +28,11 @@ from prunekit.io.hf import load_tokenizer
 from prunekit.models import TextNetOptions
 from prunekit.pipeline import finetune, prune
 from prunekit.report.measure import count_params, macs_per_token, measure_latency
-from prunekit.report.render import package_versions
 from prunekit.runtime import default_device
 from prunekit.tasks.classification import latency_inputs
 
 ROOT = Path(__file__).resolve().parent
 WORK = ROOT / "work"
-RESULTS = ROOT / "results"
 SEQ = 128
 ARCHS = {  # label -> (new-model options, the structured flag its ratio goes to)
     "BiLSTM": (TextNetOptions("bilstm", embed_dim=128, width=256), "units"),
@@ -121,7 +119,6 @@ def _widths(model: torch.nn.Module) -> str:
 
 
 def write(rows: list[dict], args) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
     lines = [
         "# Structured pruning of a BiLSTM and a TextCNN on movie reviews",
         "",
@@ -163,10 +160,7 @@ def write(rows: list[dict], args) -> None:
             lines.append(f"- {r['model']} 50 % {r['what']}: {r['speedup']['batch_32']:.2f}× at batch 32 "
                          f"({'met' if ok_speed else 'NOT met'}), {r['delta_points']:+.2f} points "
                          f"({'met' if ok_acc else 'NOT met'}).")
-    lines += ["", f"Versions: {json.dumps(package_versions())}", ""]
-    (RESULTS / "rnn_cnn.md").write_text("\n".join(lines))
-    (RESULTS / "rnn_cnn.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
-    print("\n".join(lines))
+    write_results("rnn_cnn", lines, {"args": vars(args), "rows": rows})
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ machine state. Writes bench/results/structured.{md,json}.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -19,6 +18,7 @@ import time
 from pathlib import Path
 
 import torch
+from _results import write_results  # bench/ is on sys.path when a script runs
 from transformers.models.bert.modeling_bert import BertSelfAttention
 
 import prunekit
@@ -26,14 +26,12 @@ from prunekit.config import DataOptions, PruneSettings
 from prunekit.io.packed import dense_size_bytes
 from prunekit.pipeline import default_baseline, measure_stage, open_workbench, prune
 from prunekit.report.measure import count_params, macs_per_token, measure_latency
-from prunekit.report.render import package_versions
 from prunekit.runtime import default_device
 from prunekit.tasks.classification import latency_inputs
 from prunekit.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parent
 WORK = ROOT / "work"
-RESULTS = ROOT / "results"
 SEQ = 128
 
 
@@ -168,7 +166,6 @@ def main() -> None:
 
 
 def write(table: list[dict], args) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
     d = table[0]
     lines = [
         "# Structured pruning: MiniLM (all-MiniLM-L6-v2) on movie reviews",
@@ -192,10 +189,7 @@ def write(table: list[dict], args) -> None:
             f"{lat0['batch_1'] / lat['batch_1']:.2f}× | {lat0['batch_32'] / lat['batch_32']:.2f}× | "
             f"{lat['batch_1']:.1f} / {lat['batch_32']:.0f} | {r['seconds']:.0f} |"
         )
-    lines += ["", f"Versions: {json.dumps(package_versions())}", ""]
-    (RESULTS / "structured.md").write_text("\n".join(lines))
-    (RESULTS / "structured.json").write_text(json.dumps({"args": vars(args), "rows": table}, indent=2))
-    print("\n".join(lines))
+    write_results("structured", lines, {"args": vars(args), "rows": table})
 
 
 if __name__ == "__main__":

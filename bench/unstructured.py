@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import torch
+from _results import RESULTS, write_results  # bench/ is on sys.path when a script runs
 from torch.nn.utils import prune as torch_prune
 
 from prunekit.arch import prunable_modules
@@ -28,7 +29,6 @@ from prunekit.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parent
 WORK = ROOT / "work"
-RESULTS = ROOT / "results"
 
 
 def torch_prune_row(model: Path, data: DataOptions, sparsity: float, epochs: float, lr: float, seed: int) -> dict:
@@ -105,6 +105,10 @@ def main() -> None:
          {"lr": lr_hi, "schedule": "oneshot", "distill": True, "distill_hidden": 1.0}),
         (f"prunekit gradual magnitude (ramp ends at 30 %) + distillation with hidden states, lr {lr_hi:g}",
          "prunekit", {"lr": lr_hi, "schedule": "gradual", "ramp_end": 0.3, "distill": True, "distill_hidden": 1.0}),
+        (f"prunekit gradual magnitude (ramp ends at 30 %, per-layer scope) + distillation, lr {lr_hi:g}",
+         "prunekit", {"lr": lr_hi, "schedule": "gradual", "ramp_end": 0.3, "distill": True, "scope": "local"}),
+        (f"prunekit gradual wanda (ramp ends at 30 %, per-row) + distillation, lr {lr_hi:g}",
+         "prunekit", {"lr": lr_hi, "schedule": "gradual", "ramp_end": 0.3, "distill": True, "method": "wanda"}),
     ]
     only = set(args.only.split(",")) if args.only else None
     if args.append and previous.exists():  # seeded and deterministic: rows from earlier runs stay valid
@@ -131,7 +135,6 @@ def _cols(rec: dict) -> dict:
 
 
 def _write(rows: list[dict], args) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
     base = next(r for r in rows if r["method"] == "dense baseline")["accuracy"]
     # same seed, same code and same package versions give the same row; flag rows measured under others
     current = package_versions()
@@ -156,16 +159,13 @@ def _write(rows: list[dict], args) -> None:
             f"{100 * (r['accuracy'] - base):+.2f} | {100 * r['f1_macro']:.2f} | {r['seconds']:.0f} | "
             f"{r['size_compressed_bytes'] / 1e6:.1f} |"
         )
-    lines += ["", f"Versions: {json.dumps(current)}"]
+    lines += ["", f"Versions: {json.dumps(current)}"]  # its own line: the † note below refers to it
     if other:
         where = sorted({json.dumps(r["versions"]) for r in other if r.get("versions")})
         if any("versions" not in r for r in other):
             where.append("versions recorded only in the git history of this file")
         lines += ["", "† measured in an earlier run under other package versions: " + "; ".join(where) + "."]
-    lines.append("")
-    (RESULTS / "unstructured.md").write_text("\n".join(lines))
-    (RESULTS / "unstructured.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
-    print("\n".join(lines))
+    write_results("unstructured", lines, {"args": vars(args), "rows": rows}, versions=False)
 
 
 if __name__ == "__main__":

@@ -202,6 +202,7 @@ def evaluate(
     "  prunekit prune -m runs/minilm-mr -d movie-reviews --sparsity 0.9 --schedule iterative --steps 3 "
     "--finetune-epochs 3 --max-drop 2 --out runs/p90\n\n"
     "  prunekit prune -m runs/minilm-mr -d movie-reviews --method movement --sparsity 0.8 --out runs/mv\n\n"
+    "  prunekit prune -m runs/minilm-mr -d movie-reviews --method wanda --sparsity 0.7 --out runs/wanda70\n\n"
     "  prunekit prune -m runs/minilm-mr -d movie-reviews --schedule oneshot --threshold 0.02 --out runs/tau\n\n"
     "  prunekit prune -m runs/minilm-mr -d movie-reviews --heads 0.5 --ffn 0.5 --importance taylor --distill "
     "--out runs/half\n\n"
@@ -239,11 +240,12 @@ def prune(
     vocab_corpus: Annotated[str | None, typer.Option(help="Structured: keep only the tokens this text file, "
                                                       "folder or dataset uses (smaller embedding + tokenizer).")]
     = None,
-    method: Annotated[str | None, typer.Option(help="classification: magnitude | random | taylor | movement "
-                                              "(default magnitude); lm: magnitude | wanda | sparsegpt "
-                                              "(default sparsegpt)")] = None,
-    scope: Annotated[str | None, typer.Option(help="global (one ranking) | local (same ratio per layer); "
-                                               "default global for unstructured, local for structured")] = None,
+    method: Annotated[str | None, typer.Option(help="classification: magnitude | random | taylor | movement | "
+                                              "wanda (|w|·‖x‖ on calibration batches) (default magnitude); "
+                                              "lm: magnitude | wanda | sparsegpt (default sparsegpt)")] = None,
+    scope: Annotated[str | None, typer.Option(help="global (one ranking) | local (same ratio per layer) | row "
+                                               "(same ratio per output row; unstructured only); default global "
+                                               "for unstructured (row for wanda), local for structured")] = None,
     schedule: Annotated[str, typer.Option(help="oneshot | iterative | gradual (cubic, during fine-tuning)")]
     = "gradual",
     steps: Annotated[int, typer.Option(help="iterative: prune→recover rounds; gradual: quality checkpoints")] = 1,
@@ -256,7 +258,7 @@ def prune(
     lr: Annotated[float | None, typer.Option(help="Recovery learning rate (default 5e-5; 2e-3 for "
                                              "LSTM/GRU/RNN/TextCNN).")] = None,
     batch_size: Annotated[int, typer.Option(help="Batch size per process.")] = 32,
-    calib_batches: Annotated[int, typer.Option(help="taylor (oneshot/iterative): calibration batches.")] = 16,
+    calib_batches: Annotated[int, typer.Option(help="taylor (oneshot/iterative) and wanda: calibration batches.")] = 16,
     prunable: Annotated[str | None, typer.Option(help="Regex of module names to prune (default: the "
                                                   "Linear layers inside the transformer blocks).")] = None,
     exclude: Annotated[str | None, typer.Option(help="Regex of module names never to prune.")] = None,
@@ -354,13 +356,14 @@ def prune(
 
 
 def _search_data(task: str, importance: str, calib_batches: int, max_eval_samples: int | None, seq_len: int,
-                 calib_samples: int, eval_windows: int, seed: int, val_windows: int = 64, space: str = "profile"):
+                 calib_samples: int, eval_windows: int, seed: int, recover_epochs: float | None = None,
+                 val_windows: int = 64, space: str = "profile"):
     from prunekit.search.api import SearchData
 
     _check_task(task)
     return SearchData(task=task, importance=importance, calib_batches=calib_batches, max_eval_samples=max_eval_samples,
                       lm_calib_samples=calib_samples, lm_eval_windows=eval_windows, seq_len=seq_len, seed=seed,
-                      lm_val_windows=val_windows, lm_space=space)
+                      recover_epochs=recover_epochs, lm_val_windows=val_windows, lm_space=space)
 
 
 def _task_data(task: str, data, text_column, label_column, max_train, max_length):
@@ -422,6 +425,11 @@ def search(
                                                    "within P (accuracy points; lm: perplexity +P %); --budget "
                                                    "then names the cost kind.")] = None,
     evals: Annotated[int, typer.Option(help="Real validation evaluations of the best candidates.")] = 8,
+    recover_epochs: Annotated[float | None, typer.Option(help="Structured classifier search: recover each "
+                                                         "evaluated candidate this many epochs (distilled) before "
+                                                         "measuring it, so candidates are ranked as they end up "
+                                                         "after `prune`; 0 = measure right after the cut "
+                                                         "(default 0.25).")] = None,
     steps: Annotated[int, typer.Option(help="Simulated-annealing steps on the sensitivity proxy.")] = 4000,
     granularity: Annotated[str | None, typer.Option(help="structured (heads + FFN widths per layer) | "
                                                     "unstructured (sparsity per block); lm: unstructured.")] = None,
@@ -445,7 +453,8 @@ def search(
     run(model, _task_data(task, data, text_column, label_column, None, max_length), out, budget,
         granularity=granularity, max_drop=max_drop, evals=evals, steps=steps, ratios=ratios, round_to=round_to,
         opts=_search_data(task, importance, calib_batches, max_eval_samples, seq_len, calib_samples, eval_windows,
-                          seed, val_windows, space), force=force, trust_remote_code=trust_remote_code)
+                          seed, recover_epochs, val_windows, space), force=force,
+        trust_remote_code=trust_remote_code)
     typer.echo(f"plan: {out / 'plan.yaml'}")
 
 

@@ -108,14 +108,14 @@ class PruneSettings:
             self.distill_config()
         elif self.distill_hidden:
             raise PrunekitError("--distill-hidden weights a distillation loss: add --distill")
-        if self.scope is None:
-            self.scope = "local" if self.structured else "global"
+        if self.scope is None:  # wanda's scores only compare within an output row (different layers' inputs differ)
+            self.scope = "local" if self.structured else "row" if self.method == "wanda" else "global"
         if self.structured:
             return self._validate_structured()
         if self.method not in METHODS:
             raise PrunekitError(f"unknown pruning method {self.method!r}; choose one of {', '.join(METHODS)}")
         if self.scope not in SCOPES:
-            raise PrunekitError(f"unknown scope {self.scope!r}; choose global or local")
+            raise PrunekitError(f"unknown scope {self.scope!r}; choose {', '.join(SCOPES)}")
         from prunekit.importance import make_importance
 
         check_schedule(self.schedule, make_importance(self.method).needs_training, self.method)
@@ -202,8 +202,9 @@ class PruneSettings:
         if self.layer_importance is not None and self.layer_importance not in LAYER_SCORES:
             raise PrunekitError(f"unknown --layer-importance {self.layer_importance!r}; choose one of "
                                 f"{', '.join(LAYER_SCORES)}")
-        if self.scope not in SCOPES:
-            raise PrunekitError(f"unknown scope {self.scope!r}; choose global or local")
+        if self.scope not in ("global", "local"):
+            raise PrunekitError(f"structured pruning ranks groups per layer or globally: --scope local or global, "
+                                f"got {self.scope!r}")
         if self.round_to < 1:
             raise PrunekitError(f"--round-to must be a positive integer, got {self.round_to}")
         if self.steps < 1:

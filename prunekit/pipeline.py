@@ -40,7 +40,7 @@ from prunekit.runtime import default_device, is_main_process, seed_everything
 from prunekit.schedule import cubic_sparsity, iterative_targets
 from prunekit.tasks.classification import EncodedSplit, encode, latency_inputs, make_loader, predict
 from prunekit.tasks.classification import evaluate as evaluate_split
-from prunekit.train import DistillConfig, TrainConfig, backward_passes, train
+from prunekit.train import DistillConfig, TrainConfig, calibrate, train
 
 
 def log(msg: str) -> None:
@@ -217,9 +217,8 @@ class _Loop:
 
     def prune_to(self, target: float | None, optimizer=None) -> None:
         s = self.settings
-        if self.importance.uses_gradients and not self.importance.state():
-            backward_passes(self.wb.model, self.wb.train, self.wb.tokenizer, self.importance, self.params,
-                            s.calib_batches, s.batch_size, self.seed)
+        calibrate(self.wb.model, self.wb.train, self.wb.tokenizer, self.importance, self.params,
+                  s.calib_batches, s.batch_size, self.seed)
         scores = self.importance.scores(self.params)
         if self.block_targets is not None:
             new = {n: compute_masks({n: sc}, self.block_targets[n], scope="local")[n] for n, sc in scores.items()}
@@ -379,6 +378,7 @@ def prune(
     if s.structured:
         return _prune_structured(wb, data, out, s, seed=seed, force=force, command=command)
     params = prunable_weights(wb.model, s.prunable, s.exclude)
+    make_importance(s.method, seed).check(wb.model, params)
     stages: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     _train_new_head(wb, s, seed)

@@ -32,11 +32,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from torch import nn
 
 from prunekit.config import DataOptions, default_lr
 from prunekit.errors import PrunekitError
+from prunekit.io.documents import read_yaml
 
 # ---------------------------------------------------------------------------------------------------
 # schema
@@ -208,14 +208,7 @@ def parse_recipe(source: str | Path | dict[str, Any]) -> Recipe:
     if isinstance(source, dict):
         raw, where = copy.deepcopy(source), "recipe"
     else:
-        path = Path(source).expanduser()
-        if not path.is_file():
-            raise PrunekitError(f"recipe {path} does not exist")
-        try:
-            raw = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as err:
-            raise PrunekitError(f"recipe {path} is not valid YAML: {err}") from err
-        where = str(path)
+        raw, where = read_yaml(source, "recipe"), str(Path(source).expanduser())
     if not isinstance(raw, dict):
         raise PrunekitError(f"{where}: a recipe is a mapping with model, data and stages")
     for key in raw:
@@ -421,16 +414,17 @@ def _prune(state: _State, st: Stage) -> dict[str, Any]:
     from prunekit.pipeline import _calibration_batches
     from prunekit.prune import MaskSet, compute_masks
     from prunekit.prune.structured import apply_plan, model_shapes, plan_from_ratios
-    from prunekit.train import backward_passes
+    from prunekit.train import calibrate
 
     s, wb, seed = st.settings, state.wb, state.recipe.seed
     _keep_teacher(state)
     if s.sparsity is not None:
         params = prunable_weights(wb.model)
         importance = make_importance(s.method, seed)
-        if importance.uses_gradients:
-            backward_passes(wb.model, wb.train, wb.tokenizer, importance, params, s.calib_batches, 32, seed)
-        masks = compute_masks(importance.scores(params), s.sparsity, scope=s.scope or "global")
+        importance.check(wb.model, params)
+        calibrate(wb.model, wb.train, wb.tokenizer, importance, params, s.calib_batches, 32, seed)
+        scope = s.scope or ("row" if s.method == "wanda" else "global")
+        masks = compute_masks(importance.scores(params), s.sparsity, scope=scope)
         state.masks = MaskSet(params)
         state.masks.update(masks)
         return {"target_sparsity": s.sparsity}

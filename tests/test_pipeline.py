@@ -82,6 +82,8 @@ def test_gradual_prune_report_and_reload(trained_tiny, tmp_path):
         ({"schedule": "iterative", "steps": 3, "method": "random"}, ["baseline", "step_1", "step_2", "final"]),
         ({"schedule": "gradual", "method": "movement", "sparsity": 0.7}, ["baseline", "final"]),
         ({"schedule": "gradual", "method": "taylor", "scope": "local"}, ["baseline", "final"]),
+        ({"schedule": "oneshot", "method": "wanda", "calib_batches": 4}, ["baseline", "pruned", "final"]),
+        ({"schedule": "gradual", "method": "wanda", "calib_batches": 2, "steps": 2}, ["baseline", "step_1", "final"]),
     ],
 )
 def test_methods_scopes_schedules_reach_target(trained_tiny, tmp_path, kw, names):
@@ -90,8 +92,15 @@ def test_methods_scopes_schedules_reach_target(trained_tiny, tmp_path, kw, names
     report = prune(str(clf), DataOptions(str(csv)), tmp_path / "out", s)
     assert [st["name"] for st in report["stages"]] == names
     assert report["stages"][-1]["sparsity"] == pytest.approx(s.sparsity, abs=0.002)
-    if s.scope == "local":
+    scope = report["settings"]["prune"]["scope"]
+    if scope in ("local", "row"):
         assert all(v == pytest.approx(s.sparsity, abs=0.01) for v in report["layer_sparsity"].values())
+    if s.method == "wanda":
+        assert scope == "row"  # the default for wanda: its scores only compare within an output row
+        w = load_file(str(tmp_path / "out" / "model.safetensors"))
+        kept = [int((w[f"{n}.weight"] != 0).sum(1).min()) for n in report["layer_sparsity"]]
+        full = [w[f"{n}.weight"].shape[1] for n in report["layer_sparsity"]]
+        assert all(k >= round((1 - s.sparsity) * f) - 1 for k, f in zip(kept, full, strict=True))
 
 
 @pytest.mark.parametrize(("ramp_end", "at_target_by_half"), [(0.4, True), (1.0, False)])
@@ -198,6 +207,7 @@ def test_bad_inputs(trained_tiny, tmp_path):
     _expect_error("temperature", clf, csv, out, distill=True, temperature=0.0)
     _expect_error("add --distill", clf, csv, out, distill_hidden=1.0)
     _expect_error("hidden_weight", clf, csv, out, distill=True, distill_hidden=-1.0)
+    _expect_error("Linear", clf, csv, out, method="wanda", prunable=r".*LayerNorm")
     full = tmp_path / "full"
     full.mkdir()
     (full / "keep.txt").write_text("precious")

@@ -8,8 +8,9 @@ from prunekit.importance.magnitude import Magnitude
 from prunekit.importance.movement import Movement
 from prunekit.importance.random_scores import RandomImportance
 from prunekit.importance.taylor import Taylor
+from prunekit.importance.wanda import Wanda
 
-METHODS = ("magnitude", "random", "taylor", "movement")
+METHODS = ("magnitude", "random", "taylor", "movement", "wanda")
 
 
 def make_importance(method: str, seed: int = 0) -> Importance:
@@ -22,6 +23,8 @@ def make_importance(method: str, seed: int = 0) -> Importance:
         return Taylor()
     if method == "movement":
         return Movement()
+    if method == "wanda":
+        return Wanda()
     raise PrunekitError(f"unknown pruning method {method!r}; choose one of {', '.join(METHODS)}")
 
 
@@ -33,5 +36,6 @@ __all__ = [
     "Movement",
     "RandomImportance",
     "Taylor",
+    "Wanda",
     "make_importance",
 ]

@@ -15,6 +15,8 @@ class Importance:
     name: str = "base"
     #: needs backward passes (calibration batches or fine-tuning steps) before it can score
     uses_gradients: bool = False
+    #: needs forward passes over calibration batches (it :meth:`observe`\ s the inputs of each weight)
+    uses_activations: bool = False
     #: can only learn its scores during fine-tuning (so it needs the gradual schedule)
     needs_training: bool = False
     #: forget the accumulated statistics after each pruning step (Taylor: fresh estimate per step)
@@ -22,6 +24,16 @@ class Importance:
 
     def accumulate(self, params: dict[str, nn.Parameter]) -> None:  # noqa: B027 - optional hook
         """Fold in the current gradients of ``params`` (called after ``backward``)."""
+
+    def check(self, model: nn.Module, params: dict[str, nn.Parameter]) -> None:  # noqa: B027 - optional hook
+        """Refuse weights this criterion cannot score, before any work is done."""
+
+    def observed(self, model: nn.Module, params: dict[str, nn.Parameter]) -> dict[str, nn.Module]:
+        """Activation criteria: the module whose inputs :meth:`observe` should see, per weight."""
+        return {}
+
+    def observe(self, name: str, x: Tensor, token_mask: Tensor | None = None) -> None:  # noqa: B027
+        """Fold in the inputs ``x`` of weight ``name`` (activation criteria only)."""
 
     def reset(self) -> None:  # noqa: B027 - optional hook
         """Forget accumulated statistics."""

@@ -488,6 +488,12 @@ def _greedy(cost: _SkipCost, n: int, steps: int) -> Tensor:
     return out
 
 
+def token_influence(x: Tensor, y: Tensor) -> Tensor:
+    """ShortGPT's block influence per token, 1 − cos(block input, block output): a block that barely
+    turns the hidden state can go. The one definition both classifier and LM layer ranking use."""
+    return 1.0 - nn.functional.cosine_similarity(x.float(), y.float(), dim=-1)
+
+
 @torch.no_grad()
 def _block_influence(model: nn.Module, batches: Sequence[Batch]) -> Tensor:
     blocks = layer_list(model)[2]
@@ -499,8 +505,7 @@ def _block_influence(model: nn.Module, batches: Sequence[Batch]) -> Tensor:
             x = args[0] if args else kwargs["hidden_states"]
             y = output[0] if isinstance(output, tuple) else output
             w = _token_weights(current["batch"], x)
-            cos = nn.functional.cosine_similarity(x.float(), y.float(), dim=-1)
-            sums[i] += float(((1 - cos) * w).sum())
+            sums[i] += float((token_influence(x, y) * w).sum())
             count[i] += float(w.sum())
         return fn
 

@@ -32,6 +32,7 @@ from transformers import AutoConfig, PretrainedConfig, PreTrainedTokenizerBase
 from prunekit.arch import family_for, family_for_config
 from prunekit.errors import PrunekitError
 from prunekit.io.atomic import atomic_output_dir, write_json_atomic
+from prunekit.io.documents import read_versioned_json
 from prunekit.io.textnet import is_textnet_dir, load_textnet
 from prunekit.prune.structured import attn_site, ffn_site, find_module, is_uniform, model_shapes, sync_config
 from prunekit.prune.surgery import reshape_blank
@@ -162,20 +163,6 @@ def load(path: str | Path, trust_remote_code: bool = False) -> nn.Module:
     model = build_skeleton(folder, manifest, _dtype_of(state))
     _load_strict(model, state, folder)
     return model.eval()
-
-
-def read_versioned_json(path: Path, fmt: str, version: int, data: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A prunekit JSON manifest (read from ``path``, or the given copy of it), checked for format and
-    version so that a folder from another tool or a newer prunekit fails with one clear line."""
-    if data is None:
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise PrunekitError(f"{path} is not valid JSON ({err})") from err
-    if data.get("format") != fmt or data.get("version") != version:
-        raise PrunekitError(f"{path}: unsupported format {data.get('format')!r} "
-                            f"version {data.get('version')!r} (this prunekit reads {fmt} {version})")
-    return data
 
 
 def read_manifest(folder: Path, manifest: dict[str, Any] | None = None) -> dict[str, Any]:

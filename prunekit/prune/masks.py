@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from prunekit.errors import PrunekitError
 
-SCOPES = ("global", "local")
+SCOPES = ("global", "local", "row")
 
 
 def check_sparsity(sparsity: float) -> float:
@@ -35,7 +35,8 @@ def compute_masks(
     """Boolean keep-masks (True = keep) from importance scores.
 
     - ``sparsity``: prune exactly this fraction of the lowest scores, ranked across all tensors
-      (``scope="global"``) or within each tensor (``"local"``).
+      (``scope="global"``), within each tensor (``"local"``) or within each output row of each
+      tensor (``"row"``: Wanda's comparison group, which keeps every output neuron fed).
     - ``threshold``: prune every weight whose score is below τ (sparsity then follows from τ).
     - ``previous``: already-pruned weights stay pruned and count toward the target, so sparsity
       only grows across iterative/gradual steps.
@@ -43,7 +44,7 @@ def compute_masks(
     if (sparsity is None) == (threshold is None):
         raise PrunekitError("give exactly one of a sparsity ratio or a threshold τ")
     if scope not in SCOPES:
-        raise PrunekitError(f"unknown scope {scope!r}; choose global or local")
+        raise PrunekitError(f"unknown scope {scope!r}; choose {', '.join(SCOPES)}")
     ranked = {}
     for name, s in scores.items():
         s = s.detach().float()
@@ -55,6 +56,8 @@ def compute_masks(
     check_sparsity(sparsity)
     if scope == "local":
         return {n: _keep_top(s, sparsity) for n, s in ranked.items()}
+    if scope == "row":
+        return {n: keep_per_row(s, sparsity) if s.dim() == 2 else _keep_top(s, sparsity) for n, s in ranked.items()}
     flat = torch.cat([s.flatten() for s in ranked.values()])
     keep_flat = _keep_top(flat, sparsity)
     out, start = {}, 0

@@ -35,6 +35,8 @@ def _column_energy(module: nn.Module, sq_norms: Tensor) -> Tensor:
 def calibrated_scores(model: nn.Module, windows: Tensor, *, batch_size: int = 8,
                       device: torch.device | None = None) -> GroupScores:
     """Group scores (heads, kv groups, FFN neurons, layers) from the dense model's calibration activations."""
+    from prunekit.importance.groups import token_influence  # importance builds on prune: import late
+
     device = device or next(model.parameters()).device
     fam = family_for(model)
     _, layers = transformer_layers(model)
@@ -51,9 +53,8 @@ def calibrated_scores(model: nn.Module, windows: Tensor, *, batch_size: int = 8,
         scores.kv[i] = heads.view(site.n_kv, site.per_group).sum(1)
         scores.ffn[i] = _column_energy(block.get_submodule(fam.ffn_down), stats[fam.ffn_down].sq_norms)
         outputs = run_block(block, inputs, device)
-        cos = [nn.functional.cosine_similarity(a.float(), b.float(), dim=-1).mean() for a, b in
-               zip(inputs.hidden, outputs, strict=True)]
-        influence.append(1.0 - float(torch.stack(cos).mean()))
+        per_window = [token_influence(a, b).mean() for a, b in zip(inputs.hidden, outputs, strict=True)]
+        influence.append(float(torch.stack(per_window).mean()))
         inputs.hidden = outputs
         block.to("cpu")
     scores.layers = torch.tensor(influence)

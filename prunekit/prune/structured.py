@@ -733,11 +733,16 @@ def _need(scores: dict[int, Tensor], layer: int, n: int, what: str) -> Tensor:
 
 
 def _keep_counts(units: dict[int, Tensor], ratio: float, scope: str) -> dict[int, int]:
-    """How many units each layer keeps: the same fraction per layer, or one ranking across layers."""
+    """How many units each layer keeps: the same fraction per layer, or one ranking across layers.
+
+    Global: each layer's best unit is ranked last, so the ranking never empties a layer while the
+    total allows (one ranking over MiniLM's heads would remove all 12 of layer 5, a layer that cannot
+    run without a head; removing a whole layer is what ``layers=`` is for)."""
     if scope == "local":
         return {i: t.numel() - int(round(ratio * t.numel())) for i, t in units.items()}
     layers = list(units)
-    flat = torch.cat([units[i] for i in layers])
+    flat = torch.cat([units[i].float().index_fill(0, units[i].float().argmax().view(1), float("inf"))
+                      for i in layers])
     owner = torch.cat([torch.full((units[i].numel(),), j) for j, i in enumerate(layers)])
     n_prune = int(round(ratio * flat.numel()))
     order = torch.sort(flat, stable=True).indices[:n_prune]  # lowest first; ties prune the earlier
@@ -761,7 +766,8 @@ def plan_from_ratios(
     - ``layers`` first: the lowest-scoring ``round(layers · L)`` blocks go (ranked, not truncated);
       heads and FFN neurons are then chosen among the kept blocks.
     - ``scope``: ``"local"`` removes the same fraction in every layer; ``"global"`` ranks the groups
-      of all layers together, so widths end up uneven. A layer left with no head or neuron is an error.
+      of all layers together, so widths end up uneven; it keeps at least each layer's best head and
+      neuron while the total allows, and a layer that would still be left empty is an error.
     - ``gqa`` (grouped-query attention only): ``"groups"`` removes whole key/value groups with all
       their query heads; ``"heads"`` removes query heads inside every group, the same number per group
       (local: the removed count must divide evenly over the groups; global: each layer's kept count

@@ -26,7 +26,8 @@ from transformers import PreTrainedTokenizerBase
 
 from prunekit.errors import PrunekitError
 from prunekit.io.atomic import atomic_output_dir, write_json_atomic
-from prunekit.io.shapes import QUANT_MANIFEST, build_skeleton, read_manifest, read_versioned_json
+from prunekit.io.documents import read_versioned_json
+from prunekit.io.shapes import QUANT_MANIFEST, build_skeleton, read_manifest
 from prunekit.quant.int8 import SHAPES_ATTR, convert_int8, quiet_quantization
 
 WEIGHTS = "model.int8.safetensors"

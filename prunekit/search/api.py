@@ -7,10 +7,11 @@ left for the final, reported measurement).
 
 from __future__ import annotations
 
+import copy
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,11 @@ class SearchData:
     # LM search space: "profile" (depth slope × attention/MLP split, prunekit.search.profile) or "blocks"
     # (every block's ratio free, simulated annealing on the sensitivity table; also --max-drop's space)
     lm_space: str = "profile"
+    # classifier, structured: each real evaluation first recovers the cut model for this many epochs
+    # (distilled from the unpruned model), so finalists are ranked as they will end up, not as they start
+    # (None: 0.25 for structured classifier searches, 0 otherwise)
+    recover_epochs: float | None = None
+    recover_lr: float = 2e-4
 
 
 class _Session:
@@ -141,6 +147,21 @@ class _Session:
                          "calib_samples": o.lm_calib_samples, "eval_windows": o.lm_eval_windows, "seed": o.seed}
         self.probe = LMProbe(self.model, calibration, windows, self.identity, validation=validation)
         self.scores = None
+
+    def recovered(self, units, ratios: Mapping[str, float], epochs: float) -> float:
+        """Validation accuracy of the plan cut out of a copy of the model and briefly recovered by
+        distillation from the unpruned model: what the plan is worth after ``prunekit prune`` recovers it."""
+        from prunekit.prune.structured import apply_plan
+        from prunekit.tasks.classification import evaluate as evaluate_split
+        from prunekit.train import DistillConfig, TrainConfig, train
+
+        o = self.opts
+        model = copy.deepcopy(self.model)
+        apply_plan(model, structured_plan(model, self.scores, units, ratios, gqa=o.gqa))
+        train(model, self.wb.train, self.wb.tokenizer, TrainConfig(epochs=epochs, lr=o.recover_lr,
+                                                                   batch_size=o.batch_size, seed=o.seed),
+              teacher=self.model, distill=DistillConfig(), desc="search: recover candidate")
+        return 100.0 * evaluate_split(model.eval(), self.validation, self.wb.tokenizer, desc=False)[0]["accuracy"]
 
     def table(self, granularity: str, ratios: Sequence[float], cache: bool = True) -> SensitivityTable:
         path = _cache_dir() / f"sensitivity-{cache_key(self.identity, granularity)}.json"
@@ -209,6 +230,12 @@ def search(
         raise PrunekitError(f"--space must be {' or '.join(LM_SPACES)}, got {opts.lm_space!r}")
     if opts.task == "lm" and opts.lm_val_windows < 2:
         raise PrunekitError(f"--val-windows must be at least 2 (scored in two halves), got {opts.lm_val_windows}")
+    recover = opts.recover_epochs
+    if recover is None:
+        recover = 0.25 if opts.task == "classification" and granularity == "structured" else 0.0
+    if recover < 0 or (recover > 0 and (opts.task != "classification" or granularity != "structured")):
+        raise PrunekitError("--recover-epochs (≥ 0) applies to structured classifier searches only")
+
     settings = SearchSettings(steps=steps, evals=evals, round_to=round_to, seed=opts.seed)
     settings.check()
     ratios = parse_ratios(ratios)
@@ -232,7 +259,8 @@ def search(
     if profiles:
         result = _profile_search(session, units, cost, budget, settings)
     else:
-        result = _anneal(session, units, cost, budget, tables, settings, max_drop)
+        result = _anneal(session, units, cost, budget, tables, settings, max_drop, recover)
+    result.extra["recover_epochs"] = recover
     result.extra["sensitivity_seconds"] = sens_seconds
     result.extra["sensitivity_evaluations"] = sum(t.evaluations for t in tables)
     if opts.task == "lm":
@@ -254,9 +282,10 @@ def search(
 
 
 def _anneal(session: _Session, units, cost: CostModel, budget: Budget, tables: Sequence[SensitivityTable],
-            settings: SearchSettings, max_drop: float | None) -> SearchResult:
+            settings: SearchSettings, max_drop: float | None, recover: float = 0.0) -> SearchResult:
     """Simulated annealing on the sensitivity proxy; the best plans measured for real (LMs: by the
-    sequential one-shot prune, see :meth:`LMProbe.measure_real`)."""
+    sequential one-shot prune, see :meth:`LMProbe.measure_real`; structured classifiers: after a short
+    recovery when ``recover`` > 0)."""
     from prunekit.search.annealing import Proxy
 
     proxy = Proxy(units, tables)
@@ -265,7 +294,9 @@ def _anneal(session: _Session, units, cost: CostModel, budget: Budget, tables: S
 
     def evaluate(r: Sequence[float]) -> float:
         ratios = {u.name: float(x) for u, x in zip(units, r, strict=True)}
-        return probe.measure_real(probe.blocks(ratios)) if isinstance(probe, LMProbe) else probe.measure(ratios)
+        if isinstance(probe, LMProbe):
+            return probe.measure_real(probe.blocks(ratios))
+        return session.recovered(units, ratios, recover) if recover > 0 else probe.measure(ratios)
 
     if max_drop is None:
         return anneal(units, cost, budget, proxy, evaluate, settings, progress=_log)
@@ -327,6 +358,8 @@ def _plan(session: _Session, units, result: SearchResult, granularity: str, budg
               "real_evaluations": result.evaluations,
               "sensitivity_evaluations": result.extra.get("sensitivity_evaluations"), "t0": result.t0,
               "seed": settings.seed, "seconds": round(seconds, 1), "model": session.spec}
+    if result.extra.get("recover_epochs"):
+        search["recover_epochs"] = result.extra["recover_epochs"]  # each real evaluation recovered this long first
     if "note" in result.extra:
         search["note"] = result.extra["note"]
     budget_d = {"kind": result.budget.kind, "keep": result.budget.keep, "achieved_keep": round(b.kept, 4)}

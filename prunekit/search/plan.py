@@ -16,6 +16,7 @@ import yaml
 from torch import nn
 
 from prunekit.errors import PrunekitError
+from prunekit.io.documents import read_yaml
 from prunekit.search.budget import Unit
 
 PLAN_VERSION = 1
@@ -78,13 +79,7 @@ def _plain(x: Any) -> Any:
 
 
 def read_plan(path: str | Path) -> dict[str, Any]:
-    p = Path(path)
-    if not p.is_file():
-        raise PrunekitError(f"plan file {path} does not exist")
-    try:
-        plan = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as err:
-        raise PrunekitError(f"plan file {path} is not valid YAML: {err}") from None
+    plan = read_yaml(path, "plan file")
     if not isinstance(plan, dict) or "prunekit_plan" not in plan:
         raise PrunekitError(f"{path} is not a prunekit plan (no 'prunekit_plan' key); write one with prunekit search")
     if plan.get("granularity") not in ("structured", "unstructured"):

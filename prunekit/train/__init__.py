@@ -1,7 +1,7 @@
 """Fine-tuning and recovery (on accelerate) and the distillation loss."""
 
 from prunekit.train.distill import DistillConfig, Distiller, distill_loss, make_student
-from prunekit.train.loop import TrainConfig, TrainResult, backward_passes, train
+from prunekit.train.loop import TrainConfig, TrainResult, calibrate, train
 
-__all__ = ["DistillConfig", "Distiller", "TrainConfig", "TrainResult", "backward_passes", "distill_loss",
-           "make_student", "train"]
+__all__ = ["DistillConfig", "Distiller", "TrainConfig", "TrainResult", "calibrate", "distill_loss", "make_student",
+           "train"]

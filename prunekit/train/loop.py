@@ -157,7 +157,7 @@ def _train(
     return TrainResult(steps=step, seconds=time.perf_counter() - start, loss=running, stopped=stopped)
 
 
-def backward_passes(
+def calibrate(
     model: nn.Module,
     data: EncodedSplit,
     tokenizer: PreTrainedTokenizerBase,
@@ -167,21 +167,50 @@ def backward_passes(
     batch_size: int = 32,
     seed: int = 0,
 ) -> None:
-    """Calibration for gradient criteria: ``batches`` forward/backward passes, no weight update.
+    """Give a criterion the passes it needs before it can score, on ``batches`` seeded training batches
+    (the same for every criterion); weight-only criteria, or ones that already hold statistics, get none.
 
-    The model runs through the same accelerator as training, so with several processes the
-    gradients are averaged before they are scored and every rank ranks the same numbers.
+    - Gradient criteria (Taylor): forward/backward passes, no weight update. They run through the same
+      accelerator as training, so with several processes the gradients are averaged before they are
+      scored and every rank ranks the same numbers.
+    - Activation criteria (Wanda): forward passes; each pruned weight's module reports its inputs to
+      ``importance.observe``, padding excluded.
     """
+    grads = importance.uses_gradients
+    if importance.state() or not (grads or importance.uses_activations):
+        return
     acc = accelerator()
     loader = make_loader(data, tokenizer, batch_size, shuffle=True, seed=seed + 7919)
     wrapped, loader = acc.prepare(model, loader)
+    current: dict[str, torch.Tensor | None] = {"mask": None}
+
+    def observer(name: str) -> Callable:
+        def hook(_module: nn.Module, args: tuple) -> None:
+            if args:
+                importance.observe(name, args[0], current["mask"])
+        return hook
+
+    handles = [] if grads else [m.register_forward_pre_hook(observer(n))
+                                for n, m in importance.observed(model, params).items()]
+    was_training = model.training
     model.eval()  # no dropout: score the network that will be measured
-    for i, batch in enumerate(tqdm(loader, total=min(batches, len(loader)), desc="calibrate", leave=False,
-                                   disable=not acc.is_local_main_process)):
-        if i >= batches:
-            break
-        wrapped.zero_grad(set_to_none=True)
-        acc.backward(wrapped(**batch).loss)
-        importance.accumulate(params)
-    wrapped.zero_grad(set_to_none=True)
-    acc.free_memory()
+    try:
+        for i, batch in enumerate(tqdm(loader, total=min(batches, len(loader)), desc="calibrate", leave=False,
+                                       disable=not acc.is_local_main_process)):
+            if i >= batches:
+                break
+            if grads:
+                wrapped.zero_grad(set_to_none=True)
+                acc.backward(wrapped(**batch).loss)
+                importance.accumulate(params)
+            else:
+                current["mask"] = batch.get("attention_mask")
+                with torch.no_grad():
+                    wrapped(**{k: v for k, v in batch.items() if k != "labels"})
+    finally:
+        for h in handles:
+            h.remove()
+        if grads:
+            wrapped.zero_grad(set_to_none=True)
+        acc.free_memory()
+        model.train(was_training)

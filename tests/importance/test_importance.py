@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from prunekit.errors import PrunekitError
-from prunekit.importance import Magnitude, Movement, RandomImportance, Taylor, make_importance
+from prunekit.importance import Magnitude, Movement, RandomImportance, Taylor, Wanda, make_importance
 
 
 def _params():
@@ -52,6 +52,39 @@ def test_movement_rewards_weights_moving_away_from_zero():
     assert s[0] > 0 and s[1] > 0  # growing in magnitude
     assert s[2] < 0 and s[3] < 0  # shrinking towards zero
     assert Movement.needs_training and not Movement.reset_after_prune
+
+
+def test_wanda_is_abs_w_times_input_norm_with_padding_ignored():
+    lin, params = _params()
+    imp = Wanda()
+    assert Wanda.uses_activations and not Wanda.uses_gradients
+    x = torch.arange(24, dtype=torch.float).view(2, 3, 4)  # batch 2, 3 tokens, 4 inputs
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0]])  # padded tokens must not count
+    imp.observe("lin", x, mask)
+    real = torch.stack([x[0, 0], x[0, 1], x[1, 0]])
+    expected = lin.weight.detach().abs() * real.pow(2).sum(0).sqrt()
+    assert torch.allclose(imp.scores(params)["lin"], expected)
+    imp.reset()
+    with pytest.raises(RuntimeError, match="no calibration"):
+        imp.scores(params)
+
+
+def test_wanda_observes_the_linear_that_owns_each_weight():
+    net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Sequential(nn.Linear(8, 3)))
+    imp = Wanda()
+    # keyed by module name (transformers) or by parameter name (text models): the Linear itself,
+    # never its parent (whose input differs from the Linear's)
+    assert imp.observed(net, {"2.0": net[2][0].weight, "0.weight": net[0].weight}) == {"2.0": net[2][0],
+                                                                                       "0.weight": net[0]}
+    with pytest.raises(PrunekitError, match="Linear"):
+        imp.check(net, {"2": net[2][0].weight})
+
+
+def test_wanda_refuses_non_linear_weights():
+    imp = Wanda()
+    imp.observe("lin", torch.ones(2, 4))
+    with pytest.raises(PrunekitError, match="Linear"):
+        imp.scores({"lin": nn.Parameter(torch.ones(4))})
 
 
 def test_unknown_method():

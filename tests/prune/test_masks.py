@@ -30,6 +30,17 @@ def test_local_prunes_same_fraction_per_tensor():
     assert int((~masks["b"]).sum()) == 30
 
 
+def test_row_scope_prunes_same_fraction_in_every_output_row():
+    torch.manual_seed(0)
+    scores = {"a": torch.rand(6, 10), "b": torch.rand(4, 20) * 100, "bias": torch.rand(10)}
+    masks = compute_masks(scores, 0.5, scope="row")
+    assert (masks["a"].sum(1) == 5).all() and (masks["b"].sum(1) == 10).all()
+    assert masks["bias"].sum() == 5  # 1-D tensors fall back to the tensor's own ranking
+    # the kept weights are each row's largest scores
+    assert (scores["a"].masked_fill(~masks["a"], 2).min(1).values >= scores["a"].masked_fill(masks["a"], -1)
+            .max(1).values).all()
+
+
 def test_threshold_drops_below_tau():
     scores = {"a": torch.tensor([[0.1, 0.5], [0.05, 2.0]])}
     masks = compute_masks(scores, threshold=0.2)

@@ -185,12 +185,15 @@ def test_bad_ratios_are_clear_errors(kwargs, match):
         plan_from_ratios(model, _scores(model, torch.arange(3.0)), **args)
 
 
-def test_a_layer_emptied_by_global_ranking_is_fine_only_if_it_is_removed():
+def test_global_ranking_keeps_each_layers_best_head_and_fails_only_when_the_total_forbids():
     model = zoo.build("bert")
     scores = _scores(model, torch.tensor([0.0, 1.0, 2.0]))
-    scores.heads[0] = scores.kv[0] = torch.full((4,), -10.0)  # layer 0's heads rank below all others
-    with pytest.raises(PrunekitError, match="every attention head of layer 0"):
-        plan_from_ratios(model, scores, heads=0.4, ffn=0, scope="global")
+    scores.heads[0] = scores.kv[0] = torch.tensor([-10.0, -9.0, -12.0, -11.0])  # rank below all others
+    plan = plan_from_ratios(model, scores, heads=0.4, ffn=0, scope="global")
+    assert plan.heads[0] == [1]  # layer 0 keeps its best head; the total removed is still round(0.4 · 12)
+    assert sum(4 - len(v) for v in plan.heads.values()) == 5
+    with pytest.raises(PrunekitError, match="every attention head"):
+        plan_from_ratios(model, scores, heads=0.9, ffn=0, scope="global")  # 11 of 12 removed: a layer empties
     plan = plan_from_ratios(model, scores, heads=0.4, ffn=0, layers=1 / 3, scope="global")
     assert plan.layers == [1, 2] and 0 not in plan.heads
 

@@ -37,6 +37,7 @@ def test_structured_search_writes_a_plan_that_prune_applies(trained_tiny, tmp_pa
     assert plan["granularity"] == "structured" and plan["budget"]["kind"] == "params"
     assert plan["budget"]["achieved_keep"] <= 0.6 + 1e-9
     assert plan["scores"]["metric"] == "accuracy" and plan["search"]["real_evaluations"] == 3
+    assert plan["search"]["recover_epochs"] == 0.25  # finalists ranked after a short distilled recovery
     assert plan["architecture"]["num_layers"] == 2 and set(plan["heads"]) | set(plan["ffn"]) <= {0, 1}
     assert (path.parent / "search_trace.png").stat().st_size > 1000
     assert len(summary["search"]["trace"]) > 100
@@ -106,7 +107,10 @@ def test_search_bad_input(trained_tiny, tmp_path):
         search(str(clf), DataOptions(str(csv)), tmp_path / "a", "params=0.01", steps=50, evals=1, ratios="0.5")
     with pytest.raises(PrunekitError, match="latency budget needs structured"):
         search(str(clf), DataOptions(str(csv)), tmp_path / "b", "latency=0.5", granularity="unstructured")
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    with pytest.raises(PrunekitError, match="recover-epochs"):
+        search(str(clf), DataOptions(str(csv)), tmp_path / "c", "params=0.5", granularity="unstructured",
+               opts=SearchData(recover_epochs=0.5))
+    assert not any((tmp_path / d).exists() for d in "abc")
 
 
 def test_lm_search_plan_goes_through_oneshot_block_ratios(tiny_lm, tiny_text, tmp_path):
