@@ -197,3 +197,18 @@ def test_lm_search_and_split_plan_from_the_cli(tiny_lm, tiny_text, tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "p" / "report.json").read_text())
     assert report["block_sparsity_targets"] == [0.6, 0.6] and report["mlp_sparsity_targets"] == [0.3, 0.3]
+
+
+def test_blocks_space_anneals_and_measures_candidates_by_the_sequential_prune(tiny_lm, tiny_text, tmp_path):
+    from prunekit.search.api import SearchData, search
+
+    opts = SearchData(task="lm", seq_len=16, lm_calib_samples=4, lm_eval_windows=2, lm_val_windows=4,
+                      lm_space="blocks")
+    summary = search(str(tiny_lm), str(tiny_text), tmp_path / "s", "params=0.5", steps=100, evals=2,
+                     ratios="0.3,0.5,0.7", opts=opts)
+    cands = summary["search"]["candidates"]
+    assert summary["plan"]["search"]["method"] == "simulated annealing" and summary["sensitivity"]
+    assert [c["label"] for c in cands][0] == "uniform" and all(len(c["halves"]) == 2 for c in cands)
+    # the real number is the sequential prune's, not the proxy's (which fills the sensitivity table)
+    assert all(c["real"] == pytest.approx(math.exp((math.log(c["halves"][0]) + math.log(c["halves"][1])) / 2),
+                                          rel=1e-5) for c in cands)
