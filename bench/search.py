@@ -21,6 +21,8 @@ import shutil
 import time
 from pathlib import Path
 
+from _results import RESULTS, write_results  # bench/ is on sys.path when a script runs
+
 from prunekit.config import DataOptions, PruneSettings
 from prunekit.pipeline import DEFAULT_DATA, default_baseline, prune
 from prunekit.report.render import package_versions
@@ -28,7 +30,7 @@ from prunekit.search.api import SearchData, search
 
 ROOT = Path(__file__).resolve().parent
 WORK = ROOT / "work" / "search"
-RESULTS = ROOT / "results"
+LM_ARGS = ("lm_calib", "lm_eval", "lm_ratios", "lm_val", "lm_space")
 
 
 def minilm_rows(args: argparse.Namespace) -> list[dict]:
@@ -206,23 +208,28 @@ def main() -> None:
     ap.add_argument("--only", choices=["minilm", "smollm"], default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--resume", action="store_true", help="Reuse the MiniLM rows an interrupted run finished.")
+    ap.add_argument("--render", action="store_true", help="Only rewrite the Markdown table from the JSON.")
     args = ap.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
-    RESULTS.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
     previous = RESULTS / "search.json"
-    if args.only and previous.is_file():  # keep the other model's rows from the last run
-        other = "SmolLM2-135M" if args.only == "minilm" else "MiniLM"
-        rows += [r for r in json.loads(previous.read_text())["rows"] if r["model"] == other]
-    if args.only in (None, "minilm"):
+    if (args.only or args.render) and previous.is_file():  # keep the other model's rows from the last run
+        old = json.loads(previous.read_text())
+        if args.render:
+            rows, args = old["rows"], argparse.Namespace(**old["args"])
+        else:
+            other = "SmolLM2-135M" if args.only == "minilm" else "MiniLM"
+            rows += [r for r in old["rows"] if r["model"] == other]
+            kept = LM_ARGS if other == "SmolLM2-135M" else ("epochs", "lr")
+            for k in kept:  # the kept rows were measured with the earlier run's settings
+                if k in old["args"]:
+                    setattr(args, k, old["args"][k])
+    if not args.render and args.only in (None, "minilm"):
         rows = minilm_rows(args) + rows
-    if args.only in (None, "smollm"):
+    if not args.render and args.only in (None, "smollm"):
         rows += smollm_rows(args)
-    md = render(rows, args)
-    (RESULTS / "search.md").write_text(md)
-    (RESULTS / "search.json").write_text(json.dumps({"rows": rows, "args": vars(args), "versions": package_versions(),
-                                                     "cores": os.cpu_count()}, indent=1, default=str))
-    print(md)
+    write_results("search", render(rows, args).splitlines(),
+                  {"rows": rows, "args": vars(args), "versions": package_versions(), "cores": os.cpu_count()})
 
 
 if __name__ == "__main__":
