@@ -216,7 +216,7 @@ def main() -> None:
     if (args.only or args.render) and previous.is_file():  # keep the other model's rows from the last run
         old = json.loads(previous.read_text())
         if args.render:
-            rows, args = old["rows"], argparse.Namespace(**old["args"])
+            rows, args = old["rows"], argparse.Namespace(**{**old["args"], "render": True})
         else:
             other = "SmolLM2-135M" if args.only == "minilm" else "MiniLM"
             rows += [r for r in old["rows"] if r["model"] == other]
