@@ -19,9 +19,10 @@ import sys
 import time
 from pathlib import Path
 
+from _results import RESULTS, versions_line, write_results  # bench/ is on sys.path when a script runs
+
 ROOT = Path(__file__).resolve().parent
 WORK = ROOT / "work" / "lm"
-RESULTS = ROOT / "results"
 MODEL, DATA = "smollm2-135m", "wikipedia"
 
 # name -> settings; "published" rows use the algorithms' published settings (uniform per-layer sparsity,
@@ -33,13 +34,19 @@ ROWS: dict[str, dict] = {
     "wanda-50": {"method": "wanda", "sparsity": 0.5},
     "wanda-2:4": {"method": "wanda", "pattern": "2:4", "sparsity": 0.5},
     "sparsegpt-50-published": {"method": "sparsegpt", "sparsity": 0.5, "layer_ratios": "uniform",
-                               "true_sequential": False},
+                               "true_sequential": False, "refit": False},
     "sparsegpt-50": {"method": "sparsegpt", "sparsity": 0.5},
+    # the least-squares refit of the kept weights (on by default for sparsegpt), measured by turning it off/on
+    "sparsegpt-50-no-refit": {"method": "sparsegpt", "sparsity": 0.5, "refit": False},
+    "wanda-50-refit": {"method": "wanda", "sparsity": 0.5, "refit": True},
     # the two options left off by default, each measured against the default row
     "sparsegpt-50-owl": {"method": "sparsegpt", "sparsity": 0.5, "layer_ratios": "owl"},
     "sparsegpt-50-dense-targets": {"method": "sparsegpt", "sparsity": 0.5, "dense_targets": True},
-    "sparsegpt-2:4-published": {"method": "sparsegpt", "pattern": "2:4", "sparsity": 0.5, "true_sequential": False},
+    "sparsegpt-2:4-published": {"method": "sparsegpt", "pattern": "2:4", "sparsity": 0.5, "true_sequential": False,
+                                "refit": False},
     "sparsegpt-2:4": {"method": "sparsegpt", "pattern": "2:4", "sparsity": 0.5},
+    "sparsegpt-2:4-no-refit": {"method": "sparsegpt", "pattern": "2:4", "sparsity": 0.5, "refit": False},
+    "wanda-2:4-refit": {"method": "wanda", "pattern": "2:4", "sparsity": 0.5, "refit": True},
     "structured-plain": {"structured": {"heads": 0.34, "ffn": 0.25, "reconstruct": False}},
     "structured-ls": {"structured": {"heads": 0.34, "ffn": 0.25, "reconstruct": True}},
 }
@@ -137,9 +144,6 @@ def working(row: dict) -> int:
 
 
 def write(rows: list[dict], dense: dict, args: argparse.Namespace, seconds: float) -> None:
-    from prunekit.report.render import package_versions
-
-    RESULTS.mkdir(exist_ok=True)
     fp32 = rows[0]["model_fp32_bytes"] if rows else None
     lines = [
         "# One-shot pruning of SmolLM2-135M (bench/lm_oneshot.py)",
@@ -159,8 +163,10 @@ def write(rows: list[dict], dense: dict, args: argparse.Namespace, seconds: floa
     ]
     for r in rows:
         lat = " / ".join(f"{v:.0f}" for v in r["latency_ms"].values()) if r.get("latency_ms") else "–"
+        # rows measured before the least-squares refit existed ran without it, whatever their settings say
+        old = "†" if "refit" not in (r.get("oneshot_settings") or {}) else ""
         lines.append(
-            f"| {r['row']} | {r['calib_samples']} | {r['perplexity']:.2f} | {r['ratio']:.2f} | "
+            f"| {r['row']}{old} | {r['calib_samples']} | {r['perplexity']:.2f} | {r['ratio']:.2f} | "
             f"{100 * r['sparsity']:.0f} % | "
             f"{r['params_total'] / 1e6:.1f} M | {r['prune_seconds']:.0f} ({r['threads']}) | {working(r) / 1e9:.2f} "
             f"({working(r) / fp32:.2f}×) | {r['peak_rss_bytes'] / 1e9:.2f} | {r['disk_bytes'] / 1e6:.0f} | {lat} |"
@@ -168,11 +174,10 @@ def write(rows: list[dict], dense: dict, args: argparse.Namespace, seconds: floa
     lines += ["", "Model + pruning memory: the fp32 model plus the most memory pruning added on top of what the "
               "process held when it started (activations, statistics, Hessians). The process peak also holds "
               "about 0.4 GB of Python, torch and transformers code and the tokenised corpus.",
-              "", f"Total bench time {seconds / 60:.1f} min. Versions: {json.dumps(package_versions())}", ""]
-    (RESULTS / "lm_oneshot.md").write_text("\n".join(lines))
-    (RESULTS / "lm_oneshot.json").write_text(json.dumps({"args": vars(args), "dense": dense, "rows": rows},
-                                                        indent=2))
-    print("\n".join(lines))
+              "", "† measured before prunekit had the least-squares refit of kept weights (so without it); "
+              "re-run the row to measure it with today's defaults.",
+              "", f"Total bench time {seconds / 60:.1f} min. {versions_line()}"]
+    write_results("lm_oneshot", lines, {"args": vars(args), "dense": dense, "rows": rows}, versions=False)
 
 
 if __name__ == "__main__":

@@ -282,6 +282,9 @@ def prune(
     layer_ratios: Annotated[str, typer.Option(help="lm, unstructured: owl (outlier-aware per-block sparsity, "
                                               "same total) | uniform")] = "uniform",
     damp: Annotated[float, typer.Option(help="lm sparsegpt: Hessian dampening, × mean diagonal.")] = 0.01,
+    refit: Annotated[bool | None, typer.Option("--refit/--no-refit", help="lm: refit each row's kept weights by "
+                                               "least squares once the mask is fixed (default: on for sparsegpt, "
+                                               "off for magnitude/wanda).")] = None,
     reconstruct: Annotated[bool, typer.Option(help="lm, structured: refit o_proj/down_proj by least squares on "
                                               "calibration activations after removing heads/neurons.")] = True,
     save: Annotated[str, typer.Option(help="lm: packed (non-zeros + bitmask, smaller file; reload with "
@@ -315,7 +318,7 @@ def prune(
         structured = StructuredLM(heads=heads, ffn=ffn, layers=layers, round_to=round_to, reconstruct=reconstruct,
                                   latency=latency) if (heads or ffn or layers) else None
         settings = OneShotSettings(method=method or "sparsegpt", sparsity=0.5 if sparsity is None else sparsity,
-                                   pattern=pattern, layer_ratios=layer_ratios, damp=damp)
+                                   pattern=pattern, layer_ratios=layer_ratios, damp=damp, refit=refit)
         if pattern and sparsity is None:
             settings.sparsity = settings.target
         plan_dict = None

@@ -170,3 +170,28 @@ def test_dense_targets_correct_the_drift_of_earlier_blocks() -> None:
             return float((model(input_ids=ids).logits - reference).pow(2).mean())
 
     assert error(True) < error(False)
+
+
+@pytest.mark.parametrize("method", ["sparsegpt", "wanda"])
+def test_refit_keeps_the_mask_and_lowers_the_error(method: str) -> None:
+    ids = windows(8, 16, seed=4)
+    with torch.no_grad():
+        reference = build("llama")(input_ids=ids).logits
+
+    def run(refit: bool) -> tuple[float, dict[str, torch.Tensor]]:
+        model = build("llama")
+        prune_oneshot(model, ids, OneShotSettings(method=method, sparsity=0.6, layer_ratios="uniform", refit=refit,
+                                                  true_sequential=False))
+        prefix, layers = transformer_layers(model)
+        masks = {f"{i}.{n}": as_rows(m) != 0 for i, b in enumerate(layers) for n, m in b.named_modules()
+                 if isinstance(m, torch.nn.Linear)}
+        with torch.no_grad():
+            return float((model(input_ids=ids).logits - reference).pow(2).mean()), masks
+
+    plain, plain_masks = run(False)
+    refit, refit_masks = run(True)
+    assert refit < plain
+    if method == "wanda":  # the refit only moves kept weights: block 0 sees the same inputs, so the same mask
+        first = [k for k in plain_masks if k.startswith("0.")]
+        assert first and all(torch.equal(plain_masks[k], refit_masks[k]) for k in first)
+    assert OneShotSettings(method="sparsegpt").refits and not OneShotSettings(method="wanda").refits

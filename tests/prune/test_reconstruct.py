@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from _structured_zoo import VOCAB, build, one_thread  # noqa: F401 - fixture
 
-from prunekit.prune.reconstruct import calibrated_scores, least_squares_columns, plan_lm, reconstruct
+from prunekit.prune.reconstruct import calibrated_scores, least_squares_columns, plan_lm, reconstruct, refit_kept
 from prunekit.prune.structured import apply_plan
 
 
@@ -22,6 +22,23 @@ def test_least_squares_is_exact_when_the_removed_inputs_are_redundant() -> None:
     new = least_squares_columns(w, x.t() @ x, keep, damp=1e-9)
     assert torch.allclose(x[:, keep] @ new.t(), x @ w.t(), atol=1e-3)
     assert not torch.allclose(x[:, keep] @ w[:, keep].t(), x @ w.t(), atol=1e-1)
+
+
+def test_refit_kept_solves_each_rows_own_least_squares_problem() -> None:
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(300, 12, generator=g) @ torch.randn(12, 12, generator=g)  # correlated inputs
+    w = torch.randn(4, 12, generator=g)
+    keep = torch.rand(4, 12, generator=g) > 0.5  # a different kept set in every row
+    h = x.t() @ x
+    start = w * keep
+    new, steps = refit_kept(start, w, h, keep, damp=1e-8, iters=200, tol=1e-10)
+    assert torch.equal(new[~keep], torch.zeros(int((~keep).sum())))
+    for r in range(4):
+        s = keep[r]
+        exact = torch.linalg.lstsq(x[:, s].double(), (x @ w[r]).double().unsqueeze(1)).solution.squeeze(1)
+        assert torch.allclose(new[r, s].double(), exact, atol=1e-3), r
+    err = (x @ (new - w).t()).pow(2).sum()
+    assert err < (x @ (start - w).t()).pow(2).sum() and steps <= 200
 
 
 def test_scores_cover_every_group() -> None:
