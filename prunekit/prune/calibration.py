@@ -137,14 +137,18 @@ def capture_block_inputs(
     return captured
 
 
-def run_block(block: nn.Module, inputs: BlockInputs, device: torch.device) -> list[Tensor]:
-    """The block's outputs for every calibration batch (the next block's inputs)."""
-    outs = []
+def run_block(block: nn.Module, inputs: BlockInputs, device: torch.device, *, in_place: bool = False) -> list[Tensor]:
+    """The block's outputs for every calibration batch (the next block's inputs).
+
+    ``in_place`` replaces each batch's input by its output as soon as it is computed, so only one
+    stream of activations is ever held (the caller must not need the inputs afterwards).
+    """
+    outs = inputs.hidden if in_place else [None] * len(inputs.hidden)
     with torch.no_grad():
-        for hidden, args, kwargs in zip(inputs.hidden, inputs.args, inputs.kwargs, strict=True):
+        for i, (hidden, args, kwargs) in enumerate(zip(inputs.hidden, inputs.args, inputs.kwargs, strict=True)):
             out = block(hidden.to(device), *_move(args, device), **_move(kwargs, device))
             out = out[0] if isinstance(out, tuple) else out
-            outs.append(out.detach().to(hidden.device))
+            outs[i] = out.detach().to(hidden.device)
     return outs
 
 
@@ -257,9 +261,9 @@ def sequential(
             stats = collect_stats(block, group, inputs, device, hessian, dense)
             for name in group:
                 prune_linear(index, name, block.get_submodule(name), stats.pop(name))
-        inputs.hidden = run_block(block, inputs, device)
+        inputs.hidden = run_block(block, inputs, device, in_place=True)
         if original is not None:
-            dense_inputs.hidden = run_block(original, dense_inputs, device)
+            dense_inputs.hidden = run_block(original, dense_inputs, device, in_place=True)
             del original
         block.to(offload)
         if progress is not None:
@@ -284,6 +288,6 @@ def per_block_statistic(
         names = [n for g in sublayer_groups(model, block) for n in g]
         stats = collect_stats(block, names, inputs, device, hessian=False)
         out.append(float(statistic([block.get_submodule(n) for n in names], [stats[n] for n in names])))
-        inputs.hidden = run_block(block, inputs, device)
+        inputs.hidden = run_block(block, inputs, device, in_place=True)
         block.to(offload)
     return out

@@ -150,7 +150,7 @@ def reconstruct(model: nn.Module, windows: Tensor, plan: StructuredPlan, *, batc
             new = least_squares_columns(rows, stats[name].xtx, keep.to(rows.device), damp)
             rows.zero_()
             rows[:, keep.to(rows.device)] = new
-        inputs.hidden = run_block(block, inputs, device)
+        inputs.hidden = run_block(block, inputs, device, in_place=True)
         block.to("cpu")
         if progress is not None:
             progress(i + 1, len(layers))
