@@ -20,8 +20,9 @@ def windows(n: int = 6, seq_len: int = 12, seed: int = 0) -> torch.Tensor:
     return torch.randint(1, VOCAB, (n, seq_len), generator=torch.Generator().manual_seed(seed))
 
 
+@pytest.mark.parametrize("in_place", [False, True])
 @pytest.mark.parametrize("family", ["llama", "gpt2"])
-def test_blocks_see_exactly_what_the_model_feeds_them(family: str) -> None:
+def test_blocks_see_exactly_what_the_model_feeds_them(family: str, in_place: bool) -> None:
     model = build(family)
     ids = windows()
     inputs = capture_block_inputs(model, ids, batch_size=4, device=CPU, offload=CPU)
@@ -31,7 +32,9 @@ def test_blocks_see_exactly_what_the_model_feeds_them(family: str) -> None:
     for i, block in enumerate(layers):
         got = torch.cat(inputs.hidden)
         assert torch.allclose(got, expected[i], atol=1e-5), f"block {i} inputs differ"
-        inputs.hidden = run_block(block, inputs, CPU)
+        before = inputs.hidden
+        inputs.hidden = run_block(block, inputs, CPU, in_place=in_place)
+        assert (inputs.hidden is before) == in_place
 
 
 def test_masks_per_row_and_n_of_m() -> None:
