@@ -85,7 +85,7 @@ def least_squares_columns(weight: Tensor, xtx: Tensor, keep: Tensor, damp: float
 
 @torch.no_grad()
 def refit_kept(weight: Tensor, target: Tensor, xtx: Tensor, keep: Tensor, *, damp: float = 0.01,
-               iters: int = 200, tol: float = 1e-3) -> tuple[Tensor, int]:
+               iters: int = 200, tol: float = 1e-3, dtype: torch.dtype = torch.float32) -> tuple[Tensor, int]:
     """Kept weights of each row refit to ‖X wᵀ − X targetᵀ‖² (+ λ‖w‖²) under that row's own mask.
 
     SparseGPT's OBS update fixes the kept weights greedily, left to right, and Wanda/magnitude do not
@@ -93,18 +93,20 @@ def refit_kept(weight: Tensor, target: Tensor, xtx: Tensor, keep: Tensor, *, dam
     (H_SS + λI) w_S = (H target)_S with H = XᵀX. Each row has its own S, so instead of one gather-and-
     solve per row this runs preconditioned conjugate gradients on all rows at once (one (out, in) @
     (in, in) product per step), starting from ``weight`` — already near the optimum after SparseGPT.
-    Returns the refit weight (pruned entries stay exactly zero) and the steps taken.
+    Returns the refit weight (pruned entries stay exactly zero) and the steps taken. float32 steps
+    are as good as float64 ones here (CG restarts from a good point and stops after a few dozen
+    steps) at half the cost.
     """
-    keep_f = keep.to(device=weight.device, dtype=torch.float64)
-    h = xtx.to(device=weight.device, dtype=torch.float64)
+    keep_f = keep.to(device=weight.device, dtype=dtype)
+    h = xtx.to(device=weight.device, dtype=dtype)
     lam = damp * torch.diag(h).mean().clamp_min(1e-12)
     precond = keep_f / (torch.diag(h) + lam).unsqueeze(0)  # Jacobi, zero on pruned entries
 
     def apply(v: Tensor) -> Tensor:
         return (v @ h + lam * v) * keep_f
 
-    x = weight.detach().to(torch.float64) * keep_f
-    b = (target.detach().to(torch.float64) @ h) * keep_f
+    x = weight.detach().to(dtype) * keep_f
+    b = (target.detach().to(dtype) @ h) * keep_f
     r = b - apply(x)
     z = r * precond
     p = z.clone()
