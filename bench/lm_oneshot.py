@@ -170,7 +170,9 @@ def write(rows: list[dict], dense: dict, args: argparse.Namespace, seconds: floa
     for r in rows:
         lat = " / ".join(f"{v:.0f}" for v in r["latency_ms"].values()) if r.get("latency_ms") else "–"
         # rows measured before the least-squares refit existed ran without it, whatever their settings say
-        old = "†" if "refit" not in (r.get("oneshot_settings") or {}) else ""
+        spec = ROWS.get(r["row"], {})
+        refits_now = spec.get("refit", spec.get("method") == "sparsegpt")
+        old = "†" if refits_now and "refit" not in (r.get("oneshot_settings") or {}) else ""
         lines.append(
             f"| {r['row']}{old} | {r['calib_samples']} | {r['perplexity']:.2f} | {r['ratio']:.2f} | "
             f"{100 * r['sparsity']:.0f} % | "
