@@ -91,8 +91,8 @@ def minilm_rows(args: argparse.Namespace, which: tuple[str, ...] = MINILM_ROWS) 
                                                               **{k: v for k, v in common.items() if k != "importance"}),
             used, search_seconds, {"plan": {k: plan[k] for k in ("heads", "ffn", "budget", "scores")},
                                    "recover_epochs": summary["search"].get("recover_epochs"),
-                                   "candidates": [{k: c.get(k) for k in ("label", "real", "proxy")}
-                                                  for c in summary["search"]["candidates"]]})
+                                   "finalists": [{k: c.get(k) for k in ("label", "real", "proxy", "ratios")}
+                                                 for c in summary["search"]["candidates"]]})
     if "l0" in which:
         report = run("L0 gates (learned, params=0.5)",
                      PruneSettings(learn_structure=True, budget="params=0.5", **common), 0, 0.0, {})
@@ -201,6 +201,13 @@ def render(rows: list[dict], args: argparse.Namespace) -> str:
         dfmt = f"{delta:+.2f}" if r["metric"] != "perplexity" else f"{r['value'] / r['baseline']:.3f}×"
         lines.append(f"| {r['model']} | {r['method']} | {fmt} {'%' if r['metric'] != 'perplexity' else 'ppl'} | "
                      f"{dfmt} | {r['evaluations']} | {r['search_seconds']:.0f} | {r['prune_recover_seconds']:.0f} |")
+    for r in rows:
+        if r["model"] == "MiniLM" and r.get("finalists"):
+            lines += ["", f"MiniLM search, finalists (validation accuracy after {r.get('recover_epochs')} epoch(s) of "
+                      "distilled recovery; predicted = the sensitivity proxy, no recovery):", "",
+                      "| finalist | predicted % | validation % |", "| --- | --: | --: |"]
+            lines += [f"| {c['label']} {k} | {c['proxy']:.2f} | {c['real']:.2f} |"
+                      for k, c in enumerate(r["finalists"])]
     searched = [r for r in rows if r.get("candidates")]
     if searched:
         lines += ["", f"SmolLM2 search, real evaluations (sequential Wanda, {args.lm_val} × 256 held-out calibration "
