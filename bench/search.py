@@ -97,7 +97,8 @@ def minilm_rows(args: argparse.Namespace, which: tuple[str, ...] = MINILM_ROWS) 
         report = run("L0 gates (learned, params=0.5)",
                      PruneSettings(learn_structure=True, budget="params=0.5", **common), 0, 0.0, {})
         rows[-1]["search_seconds"] = rows[-1]["prune_recover_seconds"]  # the gates are learned while training
-        rows[-1]["note"] = "gates trained during 3/4 of the recovery budget; wall time includes that training"
+        rows[-1]["note"] = ("gates on heads and FFN neurons (layer gates off, see prunekit/search/l0.py) trained "
+                            "during 3/4 of the recovery budget; wall time includes that training")
         learned = report.get("learned_structure") or rows[-1].get("learned") or {}
         rows[-1]["learned"] = {k: learned.get(k) for k in ("kept_fraction", "heads", "ffn", "layers_kept",
                                                             "layer_gates", "note")}
