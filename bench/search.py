@@ -69,17 +69,17 @@ def minilm_rows(args: argparse.Namespace, which: tuple[str, ...] = MINILM_ROWS) 
             f.write(json.dumps(rows[-1]) + "\n")
         return report
 
-    if "uniform" in which:
+    def uniform() -> None:
         run("uniform (50 % heads + 50 % FFN per layer)",
             PruneSettings(heads=0.5, ffn=0.5, scope="local", **common), 0, 0.0, {})
-    if "global" in which:
+    def global_() -> None:
         # global ranking as plan_from_ratios(scope="global") does it, except that every layer keeps its best head
         # (plain global ranking removes all 12 heads of layer 5 here, which a BERT layer cannot run without)
         global_plan = global_ranking_plan(base, data, WORK / "global-plan.yaml", args.seed)
         run("global ranking (heads, FFN across layers)",
             PruneSettings(plan=str(global_plan), **{k: v for k, v in common.items() if k != "importance"}),
             0, 0.0, {})
-    if "search" in which:
+    def searched() -> None:
         t0 = time.perf_counter()
         summary = search(str(base), data, WORK / "plan", "params=0.5", evals=args.evals, steps=args.steps,
                          opts=SearchData(importance="taylor", seed=args.seed, recover_epochs=args.recover_epochs),
@@ -93,7 +93,7 @@ def minilm_rows(args: argparse.Namespace, which: tuple[str, ...] = MINILM_ROWS) 
                                    "recover_epochs": summary["search"].get("recover_epochs"),
                                    "finalists": [{k: c.get(k) for k in ("label", "real", "proxy", "ratios")}
                                                  for c in summary["search"]["candidates"]]})
-    if "l0" in which:
+    def l0() -> None:
         report = run("L0 gates (learned, params=0.5)",
                      PruneSettings(learn_structure=True, budget="params=0.5", **common), 0, 0.0, {})
         rows[-1]["search_seconds"] = rows[-1]["prune_recover_seconds"]  # the gates are learned while training
@@ -105,6 +105,10 @@ def minilm_rows(args: argparse.Namespace, which: tuple[str, ...] = MINILM_ROWS) 
         if learned.get("trajectory"):
             rows[-1]["trajectory"] = [{k: t.get(k) for k in ("step", "expected_keep", "target", "lambda")}
                                       for t in learned["trajectory"][::5]]
+
+    steps = {"uniform": uniform, "global": global_, "search": searched, "l0": l0}
+    for name in which:  # in the order asked for
+        steps[name]()
     return rows
 
 
