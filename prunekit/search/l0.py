@@ -22,6 +22,10 @@ MiniLM at params=0.5 met the budget by closing layers 0–2 outright and keeping
 (75.4 % test vs 82.7 % for uniform widths): a layer gate carries a sixth of the size term, and in Adam it
 moves as fast as one neuron's gate, so layers win the race to close long before the task loss can say which
 heads and neurons matter; partly open layer gates (0.57, 0.34 there) also cannot be folded into the weights.
+Open problem: the same race runs between heads and neurons. Without layer gates MiniLM kept 13 of 72 heads
+and most FFN neurons (75.5 % test): a head carries 64 neurons' share of the size term but Adam moves its
+gate no faster, so head gates close first. A size-aware gate step (a shared second moment for all gates,
+or plain SGD on log α) is the next thing to try.
 
 Afterwards the deterministic gates decide: a group whose gate is 0 goes (then the lowest-log α groups,
 until the budget holds exactly), kept heads' and neurons' gate values are folded into ``o`` / ``down``
