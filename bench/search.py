@@ -8,7 +8,7 @@ perplexity on the Wikipedia evaluation articles (the search only saw held-out ca
 Columns: test metric, evaluations the method used to choose its ratios, its wall time.
 Writes bench/results/search.{md,json}.
 
-    python bench/search.py [--epochs 1] [--lr 2e-4] [--only minilm|smollm]
+    python bench/search.py [--epochs 1] [--lr 2e-4] [--only minilm|smollm|uniform,global,search,l0] [--append]
 """
 
 from __future__ import annotations
@@ -31,9 +31,12 @@ from prunekit.search.api import SearchData, search
 ROOT = Path(__file__).resolve().parent
 WORK = ROOT / "work" / "search"
 LM_ARGS = ("lm_calib", "lm_eval", "lm_ratios", "lm_val", "lm_space")
+#: --only names of single MiniLM rows
+MINILM_ROWS = ("uniform", "global", "search", "l0")
 
 
-def minilm_rows(args: argparse.Namespace) -> list[dict]:
+def minilm_rows(args: argparse.Namespace, which: tuple[str, ...] = MINILM_ROWS) -> list[dict]:
+    """The MiniLM rows named in ``which`` (all by default)."""
     base = default_baseline(args.seed)
     data: DataOptions = DEFAULT_DATA
     common = {"finetune_epochs": args.epochs, "lr": args.lr, "batch_size": 32, "latency": False,
@@ -46,10 +49,10 @@ def minilm_rows(args: argparse.Namespace) -> list[dict]:
     elif partial.exists():
         partial.unlink()
 
-    def run(name: str, settings: PruneSettings, evaluations: int, search_seconds: float, extra: dict) -> None:
+    def run(name: str, settings: PruneSettings, evaluations: int, search_seconds: float, extra: dict) -> dict:
         if name in done:  # a finished row of an interrupted run (seeded: a rerun gives the same numbers)
             rows.append(done[name])
-            return
+            return {}
         out = WORK / name.split(" ")[0]
         t0 = time.perf_counter()
         report = prune(str(base), data, out, settings, seed=args.seed, force=True)
@@ -64,28 +67,48 @@ def minilm_rows(args: argparse.Namespace) -> list[dict]:
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "shapes"}), flush=True)
         with open(partial, "a") as f:
             f.write(json.dumps(rows[-1]) + "\n")
+        return report
 
-    run("uniform (50 % heads + 50 % FFN per layer)", PruneSettings(heads=0.5, ffn=0.5, scope="local", **common),
-        0, 0.0, {})
-    # global ranking as plan_from_ratios(scope="global") does it, except that every layer keeps its best head
-    # (plain global ranking removes all 12 heads of layer 5 here, which a BERT layer cannot run without)
-    global_plan = global_ranking_plan(base, data, WORK / "global-plan.yaml", args.seed)
-    run("global ranking (heads, FFN across layers)",
-        PruneSettings(plan=str(global_plan), **{k: v for k, v in common.items() if k != "importance"}), 0, 0.0, {})
-    t0 = time.perf_counter()
-    summary = search(str(base), data, WORK / "plan", "params=0.5", evals=args.evals, steps=args.steps,
-                     opts=SearchData(importance="taylor", seed=args.seed), force=True)
-    search_seconds = time.perf_counter() - t0
-    plan = summary["plan"]
-    used = plan["search"]["real_evaluations"] + plan["search"]["sensitivity_evaluations"]
-    run("prunekit search (SA, params=0.5)", PruneSettings(plan=str(WORK / "plan" / "plan.yaml"),
-                                                          **{k: v for k, v in common.items() if k != "importance"}),
-        used, search_seconds, {"plan": {k: plan[k] for k in ("heads", "ffn", "budget", "scores")}})
-    t0 = time.perf_counter()
-    run("L0 gates (learned, params=0.5)", PruneSettings(learn_structure=True, budget="params=0.5", **common),
-        0, 0.0, {})
-    rows[-1]["search_seconds"] = rows[-1]["prune_recover_seconds"]  # the gates are learned while training
-    rows[-1]["note"] = "gates trained during 3/4 of the recovery budget; wall time includes that training"
+    def uniform() -> None:
+        run("uniform (50 % heads + 50 % FFN per layer)",
+            PruneSettings(heads=0.5, ffn=0.5, scope="local", **common), 0, 0.0, {})
+    def global_() -> None:
+        # global ranking as plan_from_ratios(scope="global") does it, except that every layer keeps its best head
+        # (plain global ranking removes all 12 heads of layer 5 here, which a BERT layer cannot run without)
+        global_plan = global_ranking_plan(base, data, WORK / "global-plan.yaml", args.seed)
+        run("global ranking (heads, FFN across layers)",
+            PruneSettings(plan=str(global_plan), **{k: v for k, v in common.items() if k != "importance"}),
+            0, 0.0, {})
+    def searched() -> None:
+        t0 = time.perf_counter()
+        summary = search(str(base), data, WORK / "plan", "params=0.5", evals=args.evals, steps=args.steps,
+                         opts=SearchData(importance="taylor", seed=args.seed, recover_epochs=args.recover_epochs),
+                         force=True)
+        search_seconds = time.perf_counter() - t0
+        plan = summary["plan"]
+        used = plan["search"]["real_evaluations"] + plan["search"]["sensitivity_evaluations"]
+        run("prunekit search (SA, params=0.5)", PruneSettings(plan=str(WORK / "plan" / "plan.yaml"),
+                                                              **{k: v for k, v in common.items() if k != "importance"}),
+            used, search_seconds, {"plan": {k: plan[k] for k in ("heads", "ffn", "budget", "scores")},
+                                   "recover_epochs": summary["search"].get("recover_epochs"),
+                                   "finalists": [{k: c.get(k) for k in ("label", "real", "proxy", "ratios")}
+                                                 for c in summary["search"]["candidates"]]})
+    def l0() -> None:
+        report = run("L0 gates (learned, params=0.5)",
+                     PruneSettings(learn_structure=True, budget="params=0.5", **common), 0, 0.0, {})
+        rows[-1]["search_seconds"] = rows[-1]["prune_recover_seconds"]  # the gates are learned while training
+        rows[-1]["note"] = ("gates on heads and FFN neurons (layer gates off, see prunekit/search/l0.py) trained "
+                            "during 3/4 of the recovery budget; wall time includes that training")
+        learned = report.get("learned_structure") or rows[-1].get("learned") or {}
+        rows[-1]["learned"] = {k: learned.get(k) for k in ("kept_fraction", "heads", "ffn", "layers_kept",
+                                                            "layer_gates", "note")}
+        if learned.get("trajectory"):
+            rows[-1]["trajectory"] = [{k: t.get(k) for k in ("step", "expected_keep", "target", "lambda")}
+                                      for t in learned["trajectory"][::5]]
+
+    steps = {"uniform": uniform, "global": global_, "search": searched, "l0": l0}
+    for name in which:  # in the order asked for
+        steps[name]()
     return rows
 
 
@@ -183,6 +206,13 @@ def render(rows: list[dict], args: argparse.Namespace) -> str:
         dfmt = f"{delta:+.2f}" if r["metric"] != "perplexity" else f"{r['value'] / r['baseline']:.3f}×"
         lines.append(f"| {r['model']} | {r['method']} | {fmt} {'%' if r['metric'] != 'perplexity' else 'ppl'} | "
                      f"{dfmt} | {r['evaluations']} | {r['search_seconds']:.0f} | {r['prune_recover_seconds']:.0f} |")
+    for r in rows:
+        if r["model"] == "MiniLM" and r.get("finalists"):
+            lines += ["", f"MiniLM search, finalists (validation accuracy after {r.get('recover_epochs')} epoch(s) of "
+                      "distilled recovery; predicted = the sensitivity proxy, no recovery):", "",
+                      "| finalist | predicted % | validation % |", "| --- | --: | --: |"]
+            lines += [f"| {c['label']} {k} | {c['proxy']:.2f} | {c['real']:.2f} |"
+                      for k, c in enumerate(r["finalists"])]
     searched = [r for r in rows if r.get("candidates")]
     if searched:
         lines += ["", f"SmolLM2 search, real evaluations (sequential Wanda, {args.lm_val} × 256 held-out calibration "
@@ -200,34 +230,58 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--evals", type=int, default=8)
     ap.add_argument("--steps", type=int, default=4000)
+    ap.add_argument("--recover-epochs", type=float, default=None,
+                    help="MiniLM search: each finalist's distilled recovery before it is measured (default 0.25).")
     ap.add_argument("--lm-calib", type=int, default=128)
     ap.add_argument("--lm-eval", type=int, default=32)
     ap.add_argument("--lm-ratios", default="0.3,0.5,0.7")
     ap.add_argument("--lm-val", type=int, default=64, help="Held-out windows of the search's real evaluations.")
     ap.add_argument("--lm-space", choices=["profile", "blocks"], default="profile")
-    ap.add_argument("--only", choices=["minilm", "smollm"], default=None)
+    ap.add_argument("--only", default=None,
+                    help=f"minilm | smollm | comma-separated MiniLM rows ({', '.join(MINILM_ROWS)}; needs --append)")
+    ap.add_argument("--append", action="store_true",
+                    help="Keep the other rows of results/search.json; rerun rows replace theirs in place.")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--resume", action="store_true", help="Reuse the MiniLM rows an interrupted run finished.")
     ap.add_argument("--render", action="store_true", help="Only rewrite the Markdown table from the JSON.")
     args = ap.parse_args()
+    single = tuple(args.only.split(",")) if args.only and args.only not in ("minilm", "smollm") else ()
+    if single and (not set(single) <= set(MINILM_ROWS) or not args.append):
+        ap.error(f"--only takes minilm, smollm or MiniLM rows among {', '.join(MINILM_ROWS)} (with --append)")
     WORK.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
     previous = RESULTS / "search.json"
-    if (args.only or args.render) and previous.is_file():  # keep the other model's rows from the last run
-        old = json.loads(previous.read_text())
-        if args.render:
-            rows, args = old["rows"], argparse.Namespace(**{**old["args"], "render": True})
-        else:
+    old = json.loads(previous.read_text()) if previous.is_file() else None
+    if args.render and old:
+        rows, args = old["rows"], argparse.Namespace(**{**old["args"], "render": True})
+    elif single:
+        if old is None:
+            ap.error("--append needs an earlier results/search.json")
+        for k in ("epochs", "lr", "seed"):  # rows of one table share the recovery budget
+            if k in old["args"] and old["args"][k] != getattr(args, k):
+                ap.error(f"--{k} {getattr(args, k)} differs from the table's {old['args'][k]}")
+        for k in LM_ARGS:  # the kept SmolLM2 rows were measured with the earlier run's settings
+            if k in old["args"]:
+                setattr(args, k, old["args"][k])
+        rows = list(old["rows"])
+        for new in minilm_rows(args, single):
+            at = [i for i, r in enumerate(rows) if r["model"] == new["model"] and r["method"] == new["method"]]
+            if at:
+                rows[at[0]] = new
+            else:
+                rows.append(new)
+    else:
+        if args.only and old:  # keep the other model's rows from the last run
             other = "SmolLM2-135M" if args.only == "minilm" else "MiniLM"
             rows += [r for r in old["rows"] if r["model"] == other]
             kept = LM_ARGS if other == "SmolLM2-135M" else ("epochs", "lr")
             for k in kept:  # the kept rows were measured with the earlier run's settings
                 if k in old["args"]:
                     setattr(args, k, old["args"][k])
-    if not args.render and args.only in (None, "minilm"):
-        rows = minilm_rows(args) + rows
-    if not args.render and args.only in (None, "smollm"):
-        rows += smollm_rows(args)
+        if args.only in (None, "minilm"):
+            rows = minilm_rows(args) + rows
+        if args.only in (None, "smollm"):
+            rows += smollm_rows(args)
     write_results("search", render(rows, args).splitlines(),
                   {"rows": rows, "args": vars(args), "versions": package_versions(), "cores": os.cpu_count()})
 

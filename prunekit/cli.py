@@ -296,6 +296,9 @@ def prune(
                                                   "--budget).")] = False,
     budget: Annotated[str | None, typer.Option(help="--learn-structure: the size to reach, params=F (keep at most "
                                                "F of the heads+FFN parameters).")] = None,
+    learn_layers: Annotated[bool, typer.Option("--learn-layers", help="--learn-structure: gate whole layers too "
+                                               "(off by default: with one epoch of training they close whole "
+                                               "layers first).")] = False,
     module: UserModule = None, module_kwargs: UserKwargs = None,
     seed: Seed = 0, force: Force = False, trust_remote_code: Remote = False,
 ) -> None:
@@ -349,7 +352,7 @@ def prune(
         distill_alpha=distill_alpha, temperature=temperature, distill_hidden=distill_hidden, latency=latency,
         heads=heads, ffn=ffn, layers=layers, hidden=hidden, round_to=round_to, importance=importance,
         layer_importance=layer_importance, vocab_corpus=vocab_corpus, units=units, filters=filters, embedding=embedding,
-        plan=plan, learn_structure=learn_structure, budget=budget,
+        plan=plan, learn_structure=learn_structure, budget=budget, learn_layers=learn_layers,
     )
     from prunekit.models.custom import parse_kwargs
 

@@ -84,6 +84,7 @@ class PruneSettings:
     plan: str | None = None
     learn_structure: bool = False
     budget: str | None = None  # --learn-structure: e.g. params=0.5
+    learn_layers: bool = False  # --learn-structure: gate whole layers too (prunekit.search.l0: off by default)
 
     @property
     def plan_granularity(self) -> str | None:
@@ -179,6 +180,8 @@ class PruneSettings:
                                     "be > 0")
         elif self.budget is not None:
             raise PrunekitError("--budget goes with --learn-structure (or with prunekit search)")
+        elif self.learn_layers:
+            raise PrunekitError("--learn-layers adds layer gates to --learn-structure: add --learn-structure")
         if self.importance is None:
             self.importance = "l2"
 

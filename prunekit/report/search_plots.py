@@ -92,8 +92,9 @@ def plot_gates(trajectory: Sequence[Mapping[str, Any]], final: Mapping[str, Any]
         ax.plot(steps, [t["expected_keep"] for t in trajectory], label="expected kept fraction")
         ax.plot(steps, [t["target"] for t in trajectory], ls="--", color="black", label="target")
         ax2 = ax.twinx()
-        ax2.plot(steps, [t["lambda1"] for t in trajectory], color="#C44E52", lw=0.8, label="λ1")
-        ax2.set_ylabel("λ1", color="#C44E52")
+        ax2.plot(steps, [t.get("lambda", t.get("lambda1")) for t in trajectory], color="#C44E52", lw=0.8,
+                 label="λ")
+        ax2.set_ylabel("λ", color="#C44E52")
     ax.set_xlabel("training step")
     ax.set_ylabel("kept fraction of searched params")
     ax.set_title("L0 gates: expected size")
