@@ -38,9 +38,9 @@ ROWS: dict[str, dict] = {
     "sparsegpt-50-published": {"method": "sparsegpt", "sparsity": 0.5, "layer_ratios": "uniform",
                                "true_sequential": False, "refit": False, "calib_samples": 32},
     "sparsegpt-50": {"method": "sparsegpt", "sparsity": 0.5},
-    # the least-squares refit of the kept weights (on by default for sparsegpt), measured by turning it off/on
     # the CLI's default calibration (128 windows) rather than the bench's --calib
     "sparsegpt-50-calib128": {"method": "sparsegpt", "sparsity": 0.5, "calib_samples": 128},
+    # the least-squares refit of the kept weights (on by default for sparsegpt), measured by turning it off/on
     "sparsegpt-50-no-refit": {"method": "sparsegpt", "sparsity": 0.5, "refit": False},
     "wanda-50-refit": {"method": "wanda", "sparsity": 0.5, "refit": True},
     # the two options left off by default, each measured against the default row
@@ -144,6 +144,14 @@ def main() -> None:
     write(rows, dense, args, time.perf_counter() - start)
 
 
+def refits_today(name: str) -> bool:
+    """Whether the row, run now, would refit its kept weights (prunekit's own default rule decides)."""
+    from prunekit.prune.oneshot import OneShotSettings
+
+    spec = {k: v for k, v in ROWS.get(name, {}).items() if k != "calib_samples"}
+    return "structured" not in spec and bool(spec) and OneShotSettings(**spec).refits
+
+
 def working(row: dict) -> int:
     """The fp32 model plus pruning's own peak memory: what a model of this size needs to prune."""
     return row["model_fp32_bytes"] + row["peak_extra_bytes"]
@@ -170,9 +178,7 @@ def write(rows: list[dict], dense: dict, args: argparse.Namespace, seconds: floa
     for r in rows:
         lat = " / ".join(f"{v:.0f}" for v in r["latency_ms"].values()) if r.get("latency_ms") else "–"
         # rows measured before the least-squares refit existed ran without it, whatever their settings say
-        spec = ROWS.get(r["row"], {})
-        refits_now = spec.get("refit", spec.get("method") == "sparsegpt")
-        old = "†" if refits_now and "refit" not in (r.get("oneshot_settings") or {}) else ""
+        old = "†" if refits_today(r["row"]) and "refit" not in (r.get("oneshot_settings") or {}) else ""
         lines.append(
             f"| {r['row']}{old} | {r['calib_samples']} | {r['perplexity']:.2f} | {r['ratio']:.2f} | "
             f"{100 * r['sparsity']:.0f} % | "

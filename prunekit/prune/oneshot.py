@@ -49,8 +49,9 @@ class OneShotSettings:
     mlp_ratios: list[float] | None = None
     dense_targets: bool = False  # sparsegpt: aim each layer at the unpruned model's output (corrects drift)
     # refit the kept weights of every row by least squares once the mask is fixed (prune/reconstruct.py).
-    # None: on for sparsegpt, whose greedy OBS update leaves 10-40 % of each layer's output error on the
-    # table; off for magnitude and wanda, which would then need the Hessian they are chosen to avoid
+    # None: on for sparsegpt, whose greedy OBS update leaves part of each layer's output error on the table
+    # (bench/results/lm_oneshot.md); off for magnitude and wanda, which would then need the Hessian they
+    # are chosen to avoid
     refit: bool | None = None
     refit_damp: float = 0.001  # λ of the refit, × mean(diag XᵀX)
     refit_iters: int = 30  # conjugate-gradient steps (the error stops falling after ~20 on SmolLM2)
@@ -211,8 +212,9 @@ def prune_oneshot(
     def prune_linear(index: int, name: str, module: nn.Module, stats: InputStats | None) -> None:
         rows = as_rows(module)
         sparsity = targets[index] if mlp_targets is None or name in attention else mlp_targets[index]
-        # what the layer should compute: its own dense weights, or their dense-target correction
-        target = rows.detach().clone()
+        # what the layer should compute: its own dense weights, or their dense-target correction (a copy
+        # only when the refit needs the dense weights after the mask has zeroed them)
+        target = rows.detach().clone() if settings.refits else rows
         if stats is not None and stats.xtd is not None:
             target = corrected_target(target, stats.xtx, stats.xtd, settings.damp)
         if settings.method == "sparsegpt":
@@ -229,7 +231,7 @@ def prune_oneshot(
         result.layer_sparsity[f"{prefix}.{index}.{name}"] = 1.0 - float(keep.float().mean())
 
     with torch.no_grad():
-        if not settings.uses_calibration or (settings.method == "magnitude" and not settings.refits):
+        if settings.method == "magnitude" and not settings.refits:  # OWL's statistics were taken above
             for index, block in enumerate(layers):
                 for name in (n for g in sublayer_groups(model, block) for n in g):
                     prune_linear(index, name, block.get_submodule(name), None)
