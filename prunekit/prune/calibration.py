@@ -183,17 +183,33 @@ def collect_stats(
     """Run the block over the calibration batches, recording the inputs of the named Linears.
 
     The block stops as soon as every named Linear has seen its input, so collecting q/k/v statistics
-    costs almost nothing and only the last group needs most of the block. With ``dense`` (the unpruned
-    block and the unpruned model's hidden states) the cross term XᵀX_dense is recorded too.
+    costs almost nothing and only the last group needs most of the block. Linears fed the same tensor
+    (q/k/v, gate/up) share one :class:`InputStats` (read-only to pruners): one Hessian, not three. With
+    ``dense`` (the unpruned block and the unpruned model's hidden states) the cross term XᵀX_dense is
+    recorded too.
     """
-    stats = {n: InputStats(as_rows(block.get_submodule(n)).shape[1], hessian) for n in names}
+    stats: dict[str, InputStats] = {}
+    owner: dict[str, str] = {}  # name -> the first name fed the very same tensor (q/k/v, gate/up)
     batches = zip(inputs.hidden, inputs.args, inputs.kwargs, strict=True)
     for b, (hidden, args, kwargs) in enumerate(batches):
         seen = _first_inputs(block, names, hidden, args, kwargs, device)
         ref = _first_inputs(dense[0], names, dense[1].hidden[b], args, kwargs, device) if dense else {}
+        if not stats:
+            for name in names:
+                owner[name] = next(n for n in names if _same(seen[n], seen[name]))
+                stats[name] = stats[owner[name]] if owner[name] != name else InputStats(
+                    as_rows(block.get_submodule(name)).shape[1], hessian)
         for name in names:
-            stats[name].add(seen[name], ref.get(name))
+            if owner[name] == name:
+                stats[name].add(seen[name], ref.get(name))
+            elif not _same(seen[name], seen[owner[name]]):
+                raise PrunekitError(f"calibration: {name} and {owner[name]} shared an input once but not always")
     return stats
+
+
+def _same(a: Tensor, b: Tensor) -> bool:
+    """Whether two Linears were handed the same activation (then one set of statistics serves both)."""
+    return a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.stride() == b.stride()
 
 
 def sublayer_groups(model: nn.Module, block: nn.Module) -> list[list[str]]:
@@ -261,10 +277,11 @@ def sequential(
             stats = collect_stats(block, group, inputs, device, hessian, dense)
             for name in group:
                 prune_linear(index, name, block.get_submodule(name), stats.pop(name))
-        inputs.hidden = run_block(block, inputs, device, in_place=True)
-        if original is not None:
-            dense_inputs.hidden = run_block(original, dense_inputs, device, in_place=True)
-            del original
+        if index < len(layers) - 1:  # the last block's outputs feed nothing
+            inputs.hidden = run_block(block, inputs, device, in_place=True)
+            if original is not None:
+                dense_inputs.hidden = run_block(original, dense_inputs, device, in_place=True)
+        del original
         block.to(offload)
         if progress is not None:
             progress(index + 1, len(layers))
@@ -283,11 +300,12 @@ def per_block_statistic(
     _, layers = transformer_layers(model)
     inputs = capture_block_inputs(model, windows, batch_size, device, offload)
     out = []
-    for block in layers:
+    for index, block in enumerate(layers):
         block.to(device)
         names = [n for g in sublayer_groups(model, block) for n in g]
         stats = collect_stats(block, names, inputs, device, hessian=False)
         out.append(float(statistic([block.get_submodule(n) for n in names], [stats[n] for n in names])))
-        inputs.hidden = run_block(block, inputs, device, in_place=True)
+        if index < len(layers) - 1:
+            inputs.hidden = run_block(block, inputs, device, in_place=True)
         block.to(offload)
     return out

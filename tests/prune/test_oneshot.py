@@ -198,3 +198,31 @@ def test_refit_keeps_the_mask_and_lowers_the_error(method: str) -> None:
         first = [k for k in plain_masks if k.startswith("0.")]
         assert first and all(torch.equal(plain_masks[k], refit_masks[k]) for k in first)
     assert OneShotSettings(method="sparsegpt").refits and not OneShotSettings(method="wanda").refits
+
+
+def test_linears_fed_one_tensor_share_one_set_of_statistics() -> None:
+    """q/k/v (and gate/up) see the same activation: one Hessian serves them, equal to a separate one's."""
+    from prunekit.prune.calibration import collect_stats, sublayer_groups
+
+    model = build("llama")
+    inputs = capture_block_inputs(model, windows(), batch_size=4, device=CPU, offload=CPU)
+    _, layers = transformer_layers(model)
+    block = layers[0]
+    names = [n for g in sublayer_groups(model, block) for n in g]
+    stats = collect_stats(block, names, inputs, CPU, hessian=True)
+    q, k, v, o, gate, up, down = names
+    assert stats[q] is stats[k] is stats[v] and stats[gate] is stats[up]
+    assert len({id(stats[n]) for n in names}) == 4
+    alone = collect_stats(block, [k], inputs, CPU, hessian=True)[k]
+    assert torch.allclose(stats[q].xtx, alone.xtx) and stats[q].tokens == alone.tokens == 6 * 12
+
+
+def test_sequential_skips_the_last_blocks_output_pass() -> None:
+    model = build("llama")
+    _, layers = transformer_layers(model)
+    calls = [0] * len(layers)
+    for i, block in enumerate(layers):
+        block.register_forward_hook(lambda *_a, i=i: calls.__setitem__(i, calls[i] + 1))
+    sequential(model, windows(), lambda *a: None, hessian=False, true_sequential=False, batch_size=3)
+    # a stats pass stops before the block returns; each block but the last then runs once per batch
+    assert calls[:-1] == [2] * (len(layers) - 1) and calls[-1] == 0
