@@ -34,6 +34,8 @@ ROWS: dict[str, dict] = {
     "wanda-50-published": {"method": "wanda", "sparsity": 0.5, "layer_ratios": "uniform", "true_sequential": False,
                            "calib_samples": 32},
     "wanda-50": {"method": "wanda", "sparsity": 0.5},
+    # statistics from the unpruned model, one block pass instead of two
+    "wanda-50-dense-calibration": {"method": "wanda", "sparsity": 0.5, "calibration": "dense"},
     "wanda-2:4": {"method": "wanda", "pattern": "2:4", "sparsity": 0.5},
     "sparsegpt-50-published": {"method": "sparsegpt", "sparsity": 0.5, "layer_ratios": "uniform",
                                "true_sequential": False, "refit": False, "calib_samples": 32},

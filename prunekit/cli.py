@@ -282,6 +282,9 @@ def prune(
     layer_ratios: Annotated[str, typer.Option(help="lm, unstructured: owl (outlier-aware per-block sparsity, "
                                               "same total) | uniform")] = "uniform",
     damp: Annotated[float, typer.Option(help="lm sparsegpt: Hessian dampening, × mean diagonal.")] = 0.01,
+    calibration: Annotated[str, typer.Option(help="lm: sequential (each block calibrated on the already-pruned "
+                                             "blocks' outputs) | dense (on the unpruned model's activations: "
+                                             "one pass per block, about half the time)")] = "sequential",
     refit: Annotated[bool | None, typer.Option("--refit/--no-refit", help="lm: refit each row's kept weights by "
                                                "least squares once the mask is fixed (default: on for sparsegpt, "
                                                "off for magnitude/wanda).")] = None,
@@ -321,7 +324,8 @@ def prune(
         structured = StructuredLM(heads=heads, ffn=ffn, layers=layers, round_to=round_to, reconstruct=reconstruct,
                                   latency=latency) if (heads or ffn or layers) else None
         settings = OneShotSettings(method=method or "sparsegpt", sparsity=0.5 if sparsity is None else sparsity,
-                                   pattern=pattern, layer_ratios=layer_ratios, damp=damp, refit=refit)
+                                   pattern=pattern, layer_ratios=layer_ratios, damp=damp, refit=refit,
+                                   calibration=calibration)
         if pattern and sparsity is None:
             settings.sparsity = settings.target
         plan_dict = None

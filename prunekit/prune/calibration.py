@@ -152,6 +152,38 @@ def run_block(block: nn.Module, inputs: BlockInputs, device: torch.device, *, in
     return outs
 
 
+def run_block_with_stats(block: nn.Module, names: Sequence[str], inputs: BlockInputs, device: torch.device,
+                         hessian: bool) -> dict[str, InputStats]:
+    """One pass: the named Linears' input statistics *and* the block's outputs (replacing its inputs).
+
+    For a dense stream (statistics of the unpruned model): the block is pruned after this pass, so
+    the next block sees what the unpruned block computed, and each block runs once instead of twice.
+    """
+    stats: dict[str, InputStats] = {}
+    owner: dict[str, str] = {}
+    seen: dict[str, Tensor] = {}
+    handles = []
+    for name in names:
+
+        def hook(_m: nn.Module, a: tuple, name: str = name) -> None:
+            seen[name] = a[0].detach()
+
+        handles.append(block.get_submodule(name).register_forward_pre_hook(hook))
+    try:
+        with torch.no_grad():
+            for i, (hidden, args, kwargs) in enumerate(zip(inputs.hidden, inputs.args, inputs.kwargs, strict=True)):
+                seen.clear()
+                out = block(hidden.to(device), *_move(args, device), **_move(kwargs, device))
+                out = out[0] if isinstance(out, tuple) else out
+                inputs.hidden[i] = out.detach().to(hidden.device)
+                _add_seen(stats, owner, block, names, seen, {}, hessian)
+                seen.clear()  # do not hold the last batch's activations past its use
+    finally:
+        for h in handles:
+            h.remove()
+    return stats
+
+
 def _first_inputs(block: nn.Module, names: Sequence[str], hidden: Tensor, args: tuple, kwargs: dict,
                   device: torch.device) -> dict[str, Tensor]:
     """The inputs each named Linear receives when the block runs on ``hidden``; stops as soon as all are seen."""
@@ -194,17 +226,26 @@ def collect_stats(
     for b, (hidden, args, kwargs) in enumerate(batches):
         seen = _first_inputs(block, names, hidden, args, kwargs, device)
         ref = _first_inputs(dense[0], names, dense[1].hidden[b], args, kwargs, device) if dense else {}
-        if not stats:
-            for name in names:
-                owner[name] = next(n for n in names if _same(seen[n], seen[name]))
-                stats[name] = stats[owner[name]] if owner[name] != name else InputStats(
-                    as_rows(block.get_submodule(name)).shape[1], hessian)
-        for name in names:
-            if owner[name] == name:
-                stats[name].add(seen[name], ref.get(name))
-            elif not _same(seen[name], seen[owner[name]]):
-                raise PrunekitError(f"calibration: {name} and {owner[name]} shared an input once but not always")
+        _add_seen(stats, owner, block, names, seen, ref, hessian)
     return stats
+
+
+def _add_seen(stats: dict[str, InputStats], owner: dict[str, str], block: nn.Module, names: Sequence[str],
+              seen: dict[str, Tensor], ref: dict[str, Tensor], hessian: bool) -> None:
+    """Add one batch's inputs; on the first batch decide which Linears share a tensor (and so statistics)."""
+    missing = sorted(set(names) - set(seen))
+    if missing:
+        raise PrunekitError(f"calibration: {missing} never ran in the block's forward pass")
+    if not stats:
+        for name in names:
+            owner[name] = next(n for n in names if _same(seen[n], seen[name]))
+            stats[name] = stats[owner[name]] if owner[name] != name else InputStats(
+                as_rows(block.get_submodule(name)).shape[1], hessian)
+    for name in names:
+        if owner[name] == name:
+            stats[name].add(seen[name], ref.get(name))
+        elif not _same(seen[name], seen[owner[name]]):
+            raise PrunekitError(f"calibration: {name} and {owner[name]} shared an input once but not always")
 
 
 def _same(a: Tensor, b: Tensor) -> bool:
@@ -244,6 +285,7 @@ def sequential(
     hessian: bool,
     true_sequential: bool = True,
     dense_targets: bool = False,
+    stream: str = "pruned",
     batch_size: int = 8,
     device: torch.device | None = None,
     offload: torch.device | None = None,
@@ -260,7 +302,13 @@ def sequential(
     a pruner can aim at what the *dense* model computes (XᵀX_dense in the stats) rather than at what
     the pruned layer would compute on already-distorted inputs: earlier blocks' error gets corrected,
     not just carried along. It costs a second stream of activations and about twice the block passes.
+
+    ``stream="dense"`` calibrates every block on the *unpruned* model's activations instead: each block
+    runs once (statistics and outputs in the same pass) and is pruned afterwards, half the passes of
+    the pruned stream; ``true_sequential`` and ``dense_targets`` then have nothing to act on.
     """
+    if stream not in ("pruned", "dense"):
+        raise PrunekitError(f"calibration stream must be pruned or dense, got {stream!r}")
     device = device or next(model.parameters()).device
     offload = offload or torch.device("cpu")
     _, layers = transformer_layers(model)
@@ -268,6 +316,15 @@ def sequential(
     dense_inputs = BlockInputs(list(inputs.hidden), inputs.args, inputs.kwargs) if dense_targets else None
     for index, block in enumerate(layers):
         block.to(device)
+        if stream == "dense":
+            names = [n for g in sublayer_groups(model, block) for n in g]
+            stats = run_block_with_stats(block, names, inputs, device, hessian)
+            for name in names:
+                prune_linear(index, name, block.get_submodule(name), stats.pop(name))
+            block.to(offload)
+            if progress is not None:
+                progress(index + 1, len(layers))
+            continue
         original = copy.deepcopy(block) if dense_targets else None
         groups = sublayer_groups(model, block)
         if not true_sequential:

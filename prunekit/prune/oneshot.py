@@ -48,6 +48,9 @@ class OneShotSettings:
     # holds the attention sparsity): `prunekit search` may split a block's budget between the two
     mlp_ratios: list[float] | None = None
     dense_targets: bool = False  # sparsegpt: aim each layer at the unpruned model's output (corrects drift)
+    # sequential: each block calibrated on the outputs of the already-pruned blocks before it (two block
+    # passes: statistics, then outputs); dense: on the unpruned model's activations (one pass, half the time)
+    calibration: str = "sequential"
     # refit the kept weights of every row by least squares once the mask is fixed (prune/reconstruct.py).
     # None: on for sparsegpt, whose greedy OBS update leaves part of each layer's output error on the table
     # (bench/results/lm_oneshot.md); off for magnitude and wanda, which would then need the Hessian they
@@ -67,6 +70,11 @@ class OneShotSettings:
         if nm is not None and self.sparsity and abs(self.sparsity - (1 - nm[0] / nm[1])) > 1e-9:
             raise PrunekitError(f"--pattern {self.pattern} fixes the sparsity at {1 - nm[0] / nm[1]:.2f}; "
                                 f"drop --sparsity {self.sparsity} or make them agree")
+        if self.calibration not in ("sequential", "dense"):
+            raise PrunekitError(f"--calibration must be sequential or dense, got {self.calibration!r}")
+        if self.calibration == "dense" and (self.dense_targets or self.true_sequential):
+            raise PrunekitError("--calibration dense calibrates on the unpruned model: dense targets and "
+                                "sublayer-sequential statistics need the pruned stream (--calibration sequential)")
         if self.layer_ratios not in ("uniform", "owl"):
             raise PrunekitError(f"--layer-ratios must be uniform or owl, got {self.layer_ratios!r}")
         if self.block_ratios is not None:
@@ -238,7 +246,9 @@ def prune_oneshot(
         else:
             sequential(
                 model, calibration, prune_linear, hessian=settings.needs_hessian,
-                true_sequential=settings.sequential_sublayers, batch_size=settings.batch_size, device=device,
+                true_sequential=settings.sequential_sublayers and settings.calibration == "sequential",
+                stream="dense" if settings.calibration == "dense" else "pruned",
+                batch_size=settings.batch_size, device=device,
                 dense_targets=settings.dense_targets and settings.needs_hessian,
                 progress=(lambda i, n: progress("blocks", i, n)) if progress else None,
             )

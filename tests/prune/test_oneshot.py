@@ -226,3 +226,42 @@ def test_sequential_skips_the_last_blocks_output_pass() -> None:
     sequential(model, windows(), lambda *a: None, hessian=False, true_sequential=False, batch_size=3)
     # a stats pass stops before the block returns; each block but the last then runs once per batch
     assert calls[:-1] == [2] * (len(layers) - 1) and calls[-1] == 0
+
+
+def test_dense_stream_runs_each_block_once_on_the_unpruned_models_activations() -> None:
+    """--calibration dense: statistics come from the unpruned model (one pass per block), so they do
+    not depend on how earlier blocks were pruned, and every block still gets pruned."""
+    from prunekit.prune.calibration import InputStats
+
+    model = build("llama")
+    ids = windows()
+    with torch.no_grad():
+        expected = model(input_ids=ids, output_hidden_states=True).hidden_states
+    _, layers = transformer_layers(model)
+    calls = [0] * len(layers)
+    for i, block in enumerate(layers):
+        block.register_forward_hook(lambda *_a, i=i: calls.__setitem__(i, calls[i] + 1))
+    got: dict[int, InputStats] = {}
+
+    def zero_everything(i: int, name: str, module: torch.nn.Module, stats: InputStats) -> None:
+        if name.endswith("q_proj"):
+            got[i] = stats
+        with torch.no_grad():
+            as_rows(module).zero_()  # a pruned stream would now feed the next block something else
+
+    sequential(model, ids, zero_everything, hessian=False, stream="dense", batch_size=3)
+    assert calls == [2] * len(layers)
+    for i, block in enumerate(layers):
+        with torch.no_grad():
+            x = block.input_layernorm(expected[i]).reshape(-1, expected[i].shape[-1])
+        assert torch.allclose(got[i].sq_norms, (x * x).sum(0), rtol=1e-4, atol=1e-5), f"block {i}"
+
+
+def test_dense_calibration_prunes_to_target_and_refuses_what_needs_the_pruned_stream() -> None:
+    model = build("llama")
+    result = prune_oneshot(model, windows(), OneShotSettings(method="wanda", sparsity=0.5, calibration="dense"))
+    assert all(abs(s - 0.5) < 0.02 for s in result.layer_sparsity.values())
+    for bad in ({"calibration": "both"}, {"calibration": "dense", "dense_targets": True},
+                {"calibration": "dense", "true_sequential": True}):
+        with pytest.raises(PrunekitError):
+            OneShotSettings(method="sparsegpt", **bad).check()
