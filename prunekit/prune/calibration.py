@@ -21,6 +21,11 @@ from torch import Tensor, nn
 from prunekit.arch import family_for, transformer_layers
 from prunekit.errors import PrunekitError
 
+#: Calibration windows per forward pass. On 2 CPU cores a SmolLM2-135M block runs fastest at 2-4 windows of
+#: 512 tokens (27-28 ms per window, against 30.5 at 8 and 35 at 16: larger activations fall out of the
+#: cache), and the forward pass's transient memory grows with it, so 4 is both faster and leaner than 8.
+CALIB_BATCH = 4
+
 
 def as_rows(module: nn.Module) -> Tensor:
     """A Linear's weight as (out, in); GPT-2's Conv1D stores it transposed."""
@@ -286,7 +291,7 @@ def sequential(
     true_sequential: bool = True,
     dense_targets: bool = False,
     stream: str = "pruned",
-    batch_size: int = 8,
+    batch_size: int = CALIB_BATCH,
     device: torch.device | None = None,
     offload: torch.device | None = None,
     progress: Callable[[int, int], None] | None = None,
@@ -346,7 +351,7 @@ def sequential(
 
 def per_block_statistic(
     model: nn.Module, windows: Tensor, statistic: Callable[[list[nn.Module], list[InputStats]], float], *,
-    batch_size: int = 8, device: torch.device | None = None, offload: torch.device | None = None,
+    batch_size: int = CALIB_BATCH, device: torch.device | None = None, offload: torch.device | None = None,
 ) -> list[float]:
     """Per block, ``statistic(linears, their input stats)`` on the dense model's activations (no pruning).
 

@@ -19,7 +19,14 @@ from torch import Tensor, nn
 from prunekit.arch import transformer_layers
 from prunekit.errors import PrunekitError
 from prunekit.importance.wanda import outlier_ratio, wanda_scores
-from prunekit.prune.calibration import InputStats, as_rows, per_block_statistic, sequential, sublayer_groups
+from prunekit.prune.calibration import (
+    CALIB_BATCH,
+    InputStats,
+    as_rows,
+    per_block_statistic,
+    sequential,
+    sublayer_groups,
+)
 from prunekit.prune.masks import check_sparsity, keep_n_of_m, keep_per_row, parse_pattern
 from prunekit.prune.reconstruct import refit_kept
 from prunekit.prune.sparsegpt import sparsegpt_prune
@@ -60,7 +67,7 @@ class OneShotSettings:
     refit_iters: int = 30  # conjugate-gradient steps (the error stops falling after ~20 on SmolLM2)
     damp: float = 0.01
     block_size: int = 128
-    batch_size: int = 8
+    batch_size: int = CALIB_BATCH  # windows per forward pass (prune/calibration.py says why)
 
     def check(self) -> None:
         if self.method not in ONESHOT_METHODS:

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from prunekit.arch import family_for, transformer_layers
-from prunekit.prune.calibration import as_rows, capture_block_inputs, collect_stats, run_block
+from prunekit.prune.calibration import CALIB_BATCH, as_rows, capture_block_inputs, collect_stats, run_block
 from prunekit.prune.structured import GroupScores, StructuredPlan, attn_site, plan_from_ratios
 
 
@@ -32,7 +32,7 @@ def _column_energy(module: nn.Module, sq_norms: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def calibrated_scores(model: nn.Module, windows: Tensor, *, batch_size: int = 8,
+def calibrated_scores(model: nn.Module, windows: Tensor, *, batch_size: int = CALIB_BATCH,
                       device: torch.device | None = None) -> GroupScores:
     """Group scores (heads, kv groups, FFN neurons, layers) from the dense model's calibration activations."""
     from prunekit.importance.groups import token_influence  # importance builds on prune: import late
@@ -128,8 +128,9 @@ def refit_kept(weight: Tensor, target: Tensor, xtx: Tensor, keep: Tensor, *, dam
 
 
 @torch.no_grad()
-def reconstruct(model: nn.Module, windows: Tensor, plan: StructuredPlan, *, batch_size: int = 8, damp: float = 0.01,
-                device: torch.device | None = None, progress: Callable[[int, int], None] | None = None) -> None:
+def reconstruct(model: nn.Module, windows: Tensor, plan: StructuredPlan, *, batch_size: int = CALIB_BATCH,
+                damp: float = 0.01, device: torch.device | None = None,
+                progress: Callable[[int, int], None] | None = None) -> None:
     """Zero the removed groups' columns of o/down and refit the kept ones by least squares, block by block
     on the activations of the already-reconstructed blocks before (removed blocks are skipped)."""
     device = device or next(model.parameters()).device
