@@ -18,6 +18,7 @@ import json
 import math
 import os
 import shutil
+import statistics
 import time
 from pathlib import Path
 
@@ -45,28 +46,43 @@ def minilm_rows(args: argparse.Namespace, which: tuple[str, ...] = MINILM_ROWS) 
     partial = WORK / "minilm-rows.jsonl"
     done = {}
     if args.resume and partial.is_file():
-        done = {r["method"]: r for r in map(json.loads, partial.read_text().splitlines())}
+        done = {(r["method"], r["seed"]): r for r in map(json.loads, partial.read_text().splitlines())
+                if "seed" in r}
     elif partial.exists():
         partial.unlink()
 
     def run(name: str, settings: PruneSettings, evaluations: int, search_seconds: float, extra: dict) -> dict:
-        if name in done:  # a finished row of an interrupted run (seeded: a rerun gives the same numbers)
-            rows.append(done[name])
-            return {}
-        out = WORK / name.split(" ")[0]
-        t0 = time.perf_counter()
-        report = prune(str(base), data, out, settings, seed=args.seed, force=True)
-        seconds = time.perf_counter() - t0
-        b, f = report["stages"][0], report["stages"][-1]
-        rows.append({"model": "MiniLM", "method": name, "metric": "accuracy %",
-                     "value": 100 * f["metrics"]["accuracy"], "baseline": 100 * b["metrics"]["accuracy"],
-                     "validation": 100 * f["validation_metrics"]["accuracy"],
-                     "params_total": f["params_total"], "macs_ratio": b["macs_per_token"] / f["macs_per_token"],
+        """One row: prune + recover once per recovery seed (``--seeds``); the row's value is their mean."""
+        runs, report = [], {}
+        for seed in args.seeds:
+            if (name, seed) in done:  # a finished run of an interrupted job (seeded: a rerun gives the same)
+                runs.append(done[(name, seed)])
+                continue
+            out = WORK / name.split(" ")[0]
+            t0 = time.perf_counter()
+            report = prune(str(base), data, out, settings, seed=seed, force=True)
+            seconds = time.perf_counter() - t0
+            b, f = report["stages"][0], report["stages"][-1]
+            runs.append({"method": name, "seed": seed, "value": 100 * f["metrics"]["accuracy"],
+                         "baseline": 100 * b["metrics"]["accuracy"],
+                         "validation": 100 * f["validation_metrics"]["accuracy"], "params_total": f["params_total"],
+                         "macs_ratio": b["macs_per_token"] / f["macs_per_token"], "prune_recover_seconds": seconds,
+                         "shapes": report.get("shapes")})
+            print(json.dumps({k: v for k, v in runs[-1].items() if k != "shapes"}), flush=True)
+            with open(partial, "a") as fh:
+                fh.write(json.dumps(runs[-1]) + "\n")
+        last = runs[-1]
+        values = [r["value"] for r in runs]
+        rows.append({"model": "MiniLM", "method": name, "metric": "accuracy %", "value": statistics.fmean(values),
+                     "baseline": last["baseline"],
+                     "validation": statistics.fmean(r["validation"] for r in runs),
+                     "params_total": last["params_total"], "macs_ratio": last["macs_ratio"],
                      "evaluations": evaluations, "search_seconds": search_seconds,
-                     "prune_recover_seconds": seconds, "shapes": report.get("shapes"), **extra})
-        print(json.dumps({k: v for k, v in rows[-1].items() if k != "shapes"}), flush=True)
-        with open(partial, "a") as f:
-            f.write(json.dumps(rows[-1]) + "\n")
+                     "prune_recover_seconds": statistics.fmean(r["prune_recover_seconds"] for r in runs),
+                     "shapes": last["shapes"], "seeds": list(args.seeds), "values": values,
+                     "value_sd": statistics.stdev(values) if len(values) > 1 else None,
+                     "per_seed": [{k: r[k] for k in ("seed", "value", "validation", "prune_recover_seconds")}
+                                  for r in runs], **extra})
         return report
 
     def uniform() -> None:
@@ -202,10 +218,19 @@ def render(rows: list[dict], args: argparse.Namespace) -> str:
              "`python bench/search.py`.", "", head]
     for r in rows:
         delta = r["value"] - r["baseline"]
-        fmt = f"{r['value']:.2f}"
+        unit = "ppl" if r["metric"] == "perplexity" else "%"
+        cell = f"{r['value']:.2f} {unit}"
+        if len(r.get("values") or ()) > 1:  # the mean over recovery seeds, then every seed's value
+            cell += " (" + " / ".join(f"{v:.2f}" for v in r["values"]) + ")"
         dfmt = f"{delta:+.2f}" if r["metric"] != "perplexity" else f"{r['value'] / r['baseline']:.3f}×"
-        lines.append(f"| {r['model']} | {r['method']} | {fmt} {'%' if r['metric'] != 'perplexity' else 'ppl'} | "
-                     f"{dfmt} | {r['evaluations']} | {r['search_seconds']:.0f} | {r['prune_recover_seconds']:.0f} |")
+        lines.append(f"| {r['model']} | {r['method']} | {cell} | {dfmt} | {r['evaluations']} | "
+                     f"{r['search_seconds']:.0f} | {r['prune_recover_seconds']:.0f} |")
+    seeded = [r for r in rows if len(r.get("values") or ()) > 1]
+    if seeded:
+        lines += ["", f"MiniLM rows with several values: the mean test accuracy over recovery seeds "
+                  f"{', '.join(map(str, seeded[0]['seeds']))} (each seed's value in brackets; the plan is fixed, the "
+                  "seed sets the calibration batches that pick heads / neurons inside a layer and the recovery's "
+                  "data order); prune + recovery s is the mean per seed."]
     for r in rows:
         if r["model"] == "MiniLM" and r.get("finalists"):
             lines += ["", f"MiniLM search, finalists (validation accuracy after {r.get('recover_epochs')} epoch(s) of "
@@ -241,10 +266,14 @@ def main() -> None:
                     help=f"minilm | smollm | comma-separated MiniLM rows ({', '.join(MINILM_ROWS)}; needs --append)")
     ap.add_argument("--append", action="store_true",
                     help="Keep the other rows of results/search.json; rerun rows replace theirs in place.")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="The baseline's, the search's and global ranking's seed.")
+    ap.add_argument("--seeds", default=None,
+                    help="MiniLM rows: the final prune + recovery runs once per seed (e.g. 0,1,2); a row's value is "
+                         "their mean, every seed's value is kept (default: --seed).")
     ap.add_argument("--resume", action="store_true", help="Reuse the MiniLM rows an interrupted run finished.")
     ap.add_argument("--render", action="store_true", help="Only rewrite the Markdown table from the JSON.")
     args = ap.parse_args()
+    args.seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [args.seed]
     single = tuple(args.only.split(",")) if args.only and args.only not in ("minilm", "smollm") else ()
     if single and (not set(single) <= set(MINILM_ROWS) or not args.append):
         ap.error(f"--only takes minilm, smollm or MiniLM rows among {', '.join(MINILM_ROWS)} (with --append)")
@@ -257,8 +286,8 @@ def main() -> None:
     elif single:
         if old is None:
             ap.error("--append needs an earlier results/search.json")
-        for k in ("epochs", "lr", "seed"):  # rows of one table share the recovery budget
-            if k in old["args"] and old["args"][k] != getattr(args, k):
+        for k in ("epochs", "lr", "seed", "seeds"):  # rows of one table share the recovery budget (and seeds,
+            if k in old["args"] and old["args"][k] != getattr(args, k):  # once a run has set them)
                 ap.error(f"--{k} {getattr(args, k)} differs from the table's {old['args'][k]}")
         for k in LM_ARGS:  # the kept SmolLM2 rows were measured with the earlier run's settings
             if k in old["args"]:
@@ -274,7 +303,7 @@ def main() -> None:
         if args.only and old:  # keep the other model's rows from the last run
             other = "SmolLM2-135M" if args.only == "minilm" else "MiniLM"
             rows += [r for r in old["rows"] if r["model"] == other]
-            kept = LM_ARGS if other == "SmolLM2-135M" else ("epochs", "lr")
+            kept = LM_ARGS if other == "SmolLM2-135M" else ("epochs", "lr", "seeds")
             for k in kept:  # the kept rows were measured with the earlier run's settings
                 if k in old["args"]:
                     setattr(args, k, old["args"][k])
