@@ -98,7 +98,8 @@ def minilm_rows(args: argparse.Namespace, which: tuple[str, ...] = MINILM_ROWS) 
     def searched() -> None:
         t0 = time.perf_counter()
         summary = search(str(base), data, WORK / "plan", "params=0.5", evals=args.evals, steps=args.steps,
-                         opts=SearchData(importance="taylor", seed=args.seed, recover_epochs=args.recover_epochs),
+                         opts=SearchData(importance="taylor", seed=args.seed, recover_epochs=args.recover_epochs,
+                                         finalist_metric=args.rank),
                          force=True)
         search_seconds = time.perf_counter() - t0
         plan = summary["plan"]
@@ -107,7 +108,9 @@ def minilm_rows(args: argparse.Namespace, which: tuple[str, ...] = MINILM_ROWS) 
                                                               **{k: v for k, v in common.items() if k != "importance"}),
             used, search_seconds, {"plan": {k: plan[k] for k in ("heads", "ffn", "budget", "scores")},
                                    "recover_epochs": summary["search"].get("recover_epochs"),
-                                   "finalists": [{k: c.get(k) for k in ("label", "real", "proxy", "ratios")}
+                                   "finalist_ranking": summary["search"].get("finalist_ranking"),
+                                   "finalists": [{k: c.get(k) for k in ("label", "real", "proxy", "ratios", "loss",
+                                                                        "paired")}
                                                  for c in summary["search"]["candidates"]]})
     def l0() -> None:
         report = run("L0 gates (learned, params=0.5)",
@@ -233,11 +236,26 @@ def render(rows: list[dict], args: argparse.Namespace) -> str:
                   "data order); prune + recovery s is the mean per seed."]
     for r in rows:
         if r["model"] == "MiniLM" and r.get("finalists"):
+            rk = r.get("finalist_ranking")
             lines += ["", f"MiniLM search, finalists (validation accuracy after {r.get('recover_epochs')} epoch(s) of "
-                      "distilled recovery; predicted = the sensitivity proxy, no recovery):", "",
-                      "| finalist | predicted % | validation % |", "| --- | --: | --: |"]
-            lines += [f"| {c['label']} {k} | {c['proxy']:.2f} | {c['real']:.2f} |"
-                      for k, c in enumerate(r["finalists"])]
+                      "distilled recovery; predicted = the sensitivity proxy, no recovery" + (
+                          f"; held-out KL = mean per-example KL to the unpruned model on {rk['examples']} examples "
+                          f"({rk['validation']} validation + {rk['heldout_train']} training examples kept out of the "
+                          f"recovery), gain = uniform's KL − the finalist's, paired, with its standard error; a plan "
+                          f"replaces uniform only if its gain exceeds {rk['margin']:g} SE; chosen: finalist "
+                          f"{rk['chosen']}" if rk else "") + "):", ""]
+            if rk:
+                lines += ["| finalist | predicted % | validation % | held-out KL | gain (SE) |",
+                          "| --- | --: | --: | --: | --: |"]
+                lines += [f"| {c['label']} {k} | {c['proxy']:.2f} | {c['real']:.2f} | {c['loss']:.4f} | "
+                          f"{c['paired']['gain']:+.4f} ({c['paired']['se']:.4f}) |"
+                          for k, c in enumerate(r["finalists"])]
+                if rk.get("note"):
+                    lines += ["", rk["note"]]
+            else:
+                lines += ["| finalist | predicted % | validation % |", "| --- | --: | --: |"]
+                lines += [f"| {c['label']} {k} | {c['proxy']:.2f} | {c['real']:.2f} |"
+                          for k, c in enumerate(r["finalists"])]
     searched = [r for r in rows if r.get("candidates")]
     if searched:
         lines += ["", f"SmolLM2 search, real evaluations (sequential Wanda, {args.lm_val} × 256 held-out calibration "
@@ -257,6 +275,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=4000)
     ap.add_argument("--recover-epochs", type=float, default=None,
                     help="MiniLM search: each finalist's distilled recovery before it is measured (default 0.25).")
+    ap.add_argument("--rank", choices=["kl", "accuracy"], default="kl",
+                    help="MiniLM search: rank the finalists by held-out KL, paired vs uniform, or validation accuracy.")
     ap.add_argument("--lm-calib", type=int, default=128)
     ap.add_argument("--lm-eval", type=int, default=32)
     ap.add_argument("--lm-ratios", default="0.3,0.5,0.7")
