@@ -108,7 +108,7 @@ def minilm_rows(args: argparse.Namespace, which: tuple[str, ...] = MINILM_ROWS) 
                                                               **{k: v for k, v in common.items() if k != "importance"}),
             used, search_seconds, {"plan": {k: plan[k] for k in ("heads", "ffn", "budget", "scores")},
                                    "recover_epochs": summary["search"].get("recover_epochs"),
-                                   "finalist_ranking": summary["search"].get("finalist_ranking"),
+                                   "finalist_ranking": plan["search"].get("finalist_ranking"),
                                    "finalists": [{k: c.get(k) for k in ("label", "real", "proxy", "ratios", "loss",
                                                                         "paired")}
                                                  for c in summary["search"]["candidates"]]})
@@ -237,20 +237,24 @@ def render(rows: list[dict], args: argparse.Namespace) -> str:
     for r in rows:
         if r["model"] == "MiniLM" and r.get("finalists"):
             rk = r.get("finalist_ranking")
+            kl = all(c.get("loss") is not None for c in r["finalists"])
+            chosen = next((k for k, c in enumerate(r["finalists"])
+                           if kl and c["loss"] == r.get("plan", {}).get("scores", {}).get("heldout_kl")), None)
+            on = (f"{rk['examples']} examples ({rk['validation']} validation + {rk['heldout_train']} training examples "
+                  "kept out of the recovery)" if rk else "validation + the training examples kept out of the recovery")
             lines += ["", f"MiniLM search, finalists (validation accuracy after {r.get('recover_epochs')} epoch(s) of "
                       "distilled recovery; predicted = the sensitivity proxy, no recovery" + (
-                          f"; held-out KL = mean per-example KL to the unpruned model on {rk['examples']} examples "
-                          f"({rk['validation']} validation + {rk['heldout_train']} training examples kept out of the "
-                          f"recovery), gain = uniform's KL − the finalist's, paired, with its standard error; a plan "
-                          f"replaces uniform only if its gain exceeds {rk['margin']:g} SE; chosen: finalist "
-                          f"{rk['chosen']}" if rk else "") + "):", ""]
-            if rk:
+                          f"; held-out KL = mean per-example KL to the unpruned model on {on}, gain = uniform's KL − "
+                          "the finalist's, paired on the same examples, with its standard error; a plan replaces "
+                          f"uniform only if its gain exceeds {rk['margin'] if rk else 2:g} SE; chosen: finalist "
+                          f"{chosen}" if kl else "") + "):", ""]
+            if kl:
                 lines += ["| finalist | predicted % | validation % | held-out KL | gain (SE) |",
                           "| --- | --: | --: | --: | --: |"]
                 lines += [f"| {c['label']} {k} | {c['proxy']:.2f} | {c['real']:.2f} | {c['loss']:.4f} | "
                           f"{c['paired']['gain']:+.4f} ({c['paired']['se']:.4f}) |"
                           for k, c in enumerate(r["finalists"])]
-                if rk.get("note"):
+                if rk and rk.get("note"):
                     lines += ["", rk["note"]]
             else:
                 lines += ["| finalist | predicted % | validation % |", "| --- | --: | --: |"]

@@ -307,6 +307,8 @@ def search(
     else:
         result = _anneal(session, units, cost, budget, tables, settings, max_drop, recover)
     result.extra["recover_epochs"] = recover
+    if getattr(session, "ranking", None):
+        result.extra["finalist_ranking"] = session.ranking  # in search.json's "search" as in plan.yaml's
     result.extra["sensitivity_seconds"] = sens_seconds
     result.extra["sensitivity_evaluations"] = sum(t.evaluations for t in tables)
     if opts.task == "lm":

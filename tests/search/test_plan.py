@@ -40,6 +40,7 @@ def test_structured_search_writes_a_plan_that_prune_applies(trained_tiny, tmp_pa
     assert plan["search"]["recover_epochs"] == 0.25  # finalists ranked after a short distilled recovery
     # ... by per-example KL to the unpruned model on validation + held-out train, paired against uniform
     ranking = plan["search"]["finalist_ranking"]
+    assert summary["search"]["finalist_ranking"] == ranking
     assert ranking["metric"] == "kl" and ranking["heldout_train"] > 0
     assert ranking["examples"] == ranking["validation"] + ranking["heldout_train"]
     finalists = summary["search"]["candidates"]
