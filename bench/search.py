@@ -18,6 +18,7 @@ import json
 import math
 import os
 import shutil
+import statistics
 import time
 from pathlib import Path
 
@@ -45,28 +46,43 @@ def minilm_rows(args: argparse.Namespace, which: tuple[str, ...] = MINILM_ROWS) 
     partial = WORK / "minilm-rows.jsonl"
     done = {}
     if args.resume and partial.is_file():
-        done = {r["method"]: r for r in map(json.loads, partial.read_text().splitlines())}
+        done = {(r["method"], r["seed"]): r for r in map(json.loads, partial.read_text().splitlines())
+                if "seed" in r}
     elif partial.exists():
         partial.unlink()
 
     def run(name: str, settings: PruneSettings, evaluations: int, search_seconds: float, extra: dict) -> dict:
-        if name in done:  # a finished row of an interrupted run (seeded: a rerun gives the same numbers)
-            rows.append(done[name])
-            return {}
-        out = WORK / name.split(" ")[0]
-        t0 = time.perf_counter()
-        report = prune(str(base), data, out, settings, seed=args.seed, force=True)
-        seconds = time.perf_counter() - t0
-        b, f = report["stages"][0], report["stages"][-1]
-        rows.append({"model": "MiniLM", "method": name, "metric": "accuracy %",
-                     "value": 100 * f["metrics"]["accuracy"], "baseline": 100 * b["metrics"]["accuracy"],
-                     "validation": 100 * f["validation_metrics"]["accuracy"],
-                     "params_total": f["params_total"], "macs_ratio": b["macs_per_token"] / f["macs_per_token"],
+        """One row: prune + recover once per recovery seed (``--seeds``); the row's value is their mean."""
+        runs, report = [], {}
+        for seed in args.seeds:
+            if (name, seed) in done:  # a finished run of an interrupted job (seeded: a rerun gives the same)
+                runs.append(done[(name, seed)])
+                continue
+            out = WORK / name.split(" ")[0]
+            t0 = time.perf_counter()
+            report = prune(str(base), data, out, settings, seed=seed, force=True)
+            seconds = time.perf_counter() - t0
+            b, f = report["stages"][0], report["stages"][-1]
+            runs.append({"method": name, "seed": seed, "value": 100 * f["metrics"]["accuracy"],
+                         "baseline": 100 * b["metrics"]["accuracy"],
+                         "validation": 100 * f["validation_metrics"]["accuracy"], "params_total": f["params_total"],
+                         "macs_ratio": b["macs_per_token"] / f["macs_per_token"], "prune_recover_seconds": seconds,
+                         "shapes": report.get("shapes")})
+            print(json.dumps({k: v for k, v in runs[-1].items() if k != "shapes"}), flush=True)
+            with open(partial, "a") as fh:
+                fh.write(json.dumps(runs[-1]) + "\n")
+        last = runs[-1]
+        values = [r["value"] for r in runs]
+        rows.append({"model": "MiniLM", "method": name, "metric": "accuracy %", "value": statistics.fmean(values),
+                     "baseline": last["baseline"],
+                     "validation": statistics.fmean(r["validation"] for r in runs),
+                     "params_total": last["params_total"], "macs_ratio": last["macs_ratio"],
                      "evaluations": evaluations, "search_seconds": search_seconds,
-                     "prune_recover_seconds": seconds, "shapes": report.get("shapes"), **extra})
-        print(json.dumps({k: v for k, v in rows[-1].items() if k != "shapes"}), flush=True)
-        with open(partial, "a") as f:
-            f.write(json.dumps(rows[-1]) + "\n")
+                     "prune_recover_seconds": statistics.fmean(r["prune_recover_seconds"] for r in runs),
+                     "shapes": last["shapes"], "seeds": list(args.seeds), "values": values,
+                     "value_sd": statistics.stdev(values) if len(values) > 1 else None,
+                     "per_seed": [{k: r[k] for k in ("seed", "value", "validation", "prune_recover_seconds")}
+                                  for r in runs], **extra})
         return report
 
     def uniform() -> None:
@@ -82,7 +98,8 @@ def minilm_rows(args: argparse.Namespace, which: tuple[str, ...] = MINILM_ROWS) 
     def searched() -> None:
         t0 = time.perf_counter()
         summary = search(str(base), data, WORK / "plan", "params=0.5", evals=args.evals, steps=args.steps,
-                         opts=SearchData(importance="taylor", seed=args.seed, recover_epochs=args.recover_epochs),
+                         opts=SearchData(importance="taylor", seed=args.seed, recover_epochs=args.recover_epochs,
+                                         finalist_metric=args.rank),
                          force=True)
         search_seconds = time.perf_counter() - t0
         plan = summary["plan"]
@@ -91,7 +108,9 @@ def minilm_rows(args: argparse.Namespace, which: tuple[str, ...] = MINILM_ROWS) 
                                                               **{k: v for k, v in common.items() if k != "importance"}),
             used, search_seconds, {"plan": {k: plan[k] for k in ("heads", "ffn", "budget", "scores")},
                                    "recover_epochs": summary["search"].get("recover_epochs"),
-                                   "finalists": [{k: c.get(k) for k in ("label", "real", "proxy", "ratios")}
+                                   "finalist_ranking": plan["search"].get("finalist_ranking"),
+                                   "finalists": [{k: c.get(k) for k in ("label", "real", "proxy", "ratios", "loss",
+                                                                        "paired")}
                                                  for c in summary["search"]["candidates"]]})
     def l0() -> None:
         report = run("L0 gates (learned, params=0.5)",
@@ -202,17 +221,45 @@ def render(rows: list[dict], args: argparse.Namespace) -> str:
              "`python bench/search.py`.", "", head]
     for r in rows:
         delta = r["value"] - r["baseline"]
-        fmt = f"{r['value']:.2f}"
+        unit = "ppl" if r["metric"] == "perplexity" else "%"
+        cell = f"{r['value']:.2f} {unit}"
+        if len(r.get("values") or ()) > 1:  # the mean over recovery seeds, then every seed's value
+            cell += " (" + " / ".join(f"{v:.2f}" for v in r["values"]) + ")"
         dfmt = f"{delta:+.2f}" if r["metric"] != "perplexity" else f"{r['value'] / r['baseline']:.3f}×"
-        lines.append(f"| {r['model']} | {r['method']} | {fmt} {'%' if r['metric'] != 'perplexity' else 'ppl'} | "
-                     f"{dfmt} | {r['evaluations']} | {r['search_seconds']:.0f} | {r['prune_recover_seconds']:.0f} |")
+        lines.append(f"| {r['model']} | {r['method']} | {cell} | {dfmt} | {r['evaluations']} | "
+                     f"{r['search_seconds']:.0f} | {r['prune_recover_seconds']:.0f} |")
+    seeded = [r for r in rows if len(r.get("values") or ()) > 1]
+    if seeded:
+        lines += ["", f"MiniLM rows with several values: the mean test accuracy over recovery seeds "
+                  f"{', '.join(map(str, seeded[0]['seeds']))} (each seed's value in brackets; the plan is fixed, the "
+                  "seed sets the calibration batches that pick heads / neurons inside a layer and the recovery's "
+                  "data order); prune + recovery s is the mean per seed."]
     for r in rows:
         if r["model"] == "MiniLM" and r.get("finalists"):
+            rk = r.get("finalist_ranking")
+            kl = all(c.get("loss") is not None for c in r["finalists"])
+            chosen = next((k for k, c in enumerate(r["finalists"])
+                           if kl and c["loss"] == r.get("plan", {}).get("scores", {}).get("heldout_kl")), None)
+            on = (f"{rk['examples']} examples ({rk['validation']} validation + {rk['heldout_train']} training examples "
+                  "kept out of the recovery)" if rk else "validation + the training examples kept out of the recovery")
             lines += ["", f"MiniLM search, finalists (validation accuracy after {r.get('recover_epochs')} epoch(s) of "
-                      "distilled recovery; predicted = the sensitivity proxy, no recovery):", "",
-                      "| finalist | predicted % | validation % |", "| --- | --: | --: |"]
-            lines += [f"| {c['label']} {k} | {c['proxy']:.2f} | {c['real']:.2f} |"
-                      for k, c in enumerate(r["finalists"])]
+                      "distilled recovery; predicted = the sensitivity proxy, no recovery" + (
+                          f"; held-out KL = mean per-example KL to the unpruned model on {on}, gain = uniform's KL − "
+                          "the finalist's, paired on the same examples, with its standard error; a plan replaces "
+                          f"uniform only if its gain exceeds {rk['margin'] if rk else 2:g} SE; chosen: finalist "
+                          f"{chosen}" if kl else "") + "):", ""]
+            if kl:
+                lines += ["| finalist | predicted % | validation % | held-out KL | gain (SE) |",
+                          "| --- | --: | --: | --: | --: |"]
+                lines += [f"| {c['label']} {k} | {c['proxy']:.2f} | {c['real']:.2f} | {c['loss']:.4f} | "
+                          f"{c['paired']['gain']:+.4f} ({c['paired']['se']:.4f}) |"
+                          for k, c in enumerate(r["finalists"])]
+                if rk and rk.get("note"):
+                    lines += ["", rk["note"]]
+            else:
+                lines += ["| finalist | predicted % | validation % |", "| --- | --: | --: |"]
+                lines += [f"| {c['label']} {k} | {c['proxy']:.2f} | {c['real']:.2f} |"
+                          for k, c in enumerate(r["finalists"])]
     searched = [r for r in rows if r.get("candidates")]
     if searched:
         lines += ["", f"SmolLM2 search, real evaluations (sequential Wanda, {args.lm_val} × 256 held-out calibration "
@@ -232,6 +279,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=4000)
     ap.add_argument("--recover-epochs", type=float, default=None,
                     help="MiniLM search: each finalist's distilled recovery before it is measured (default 0.25).")
+    ap.add_argument("--rank", choices=["kl", "accuracy"], default="kl",
+                    help="MiniLM search: rank the finalists by held-out KL, paired vs uniform, or validation accuracy.")
     ap.add_argument("--lm-calib", type=int, default=128)
     ap.add_argument("--lm-eval", type=int, default=32)
     ap.add_argument("--lm-ratios", default="0.3,0.5,0.7")
@@ -241,10 +290,14 @@ def main() -> None:
                     help=f"minilm | smollm | comma-separated MiniLM rows ({', '.join(MINILM_ROWS)}; needs --append)")
     ap.add_argument("--append", action="store_true",
                     help="Keep the other rows of results/search.json; rerun rows replace theirs in place.")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="The baseline's, the search's and global ranking's seed.")
+    ap.add_argument("--seeds", default=None,
+                    help="MiniLM rows: the final prune + recovery runs once per seed (e.g. 0,1,2); a row's value is "
+                         "their mean, every seed's value is kept (default: --seed).")
     ap.add_argument("--resume", action="store_true", help="Reuse the MiniLM rows an interrupted run finished.")
     ap.add_argument("--render", action="store_true", help="Only rewrite the Markdown table from the JSON.")
     args = ap.parse_args()
+    args.seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [args.seed]
     single = tuple(args.only.split(",")) if args.only and args.only not in ("minilm", "smollm") else ()
     if single and (not set(single) <= set(MINILM_ROWS) or not args.append):
         ap.error(f"--only takes minilm, smollm or MiniLM rows among {', '.join(MINILM_ROWS)} (with --append)")
@@ -257,8 +310,8 @@ def main() -> None:
     elif single:
         if old is None:
             ap.error("--append needs an earlier results/search.json")
-        for k in ("epochs", "lr", "seed"):  # rows of one table share the recovery budget
-            if k in old["args"] and old["args"][k] != getattr(args, k):
+        for k in ("epochs", "lr", "seed", "seeds"):  # rows of one table share the recovery budget (and seeds,
+            if k in old["args"] and old["args"][k] != getattr(args, k):  # once a run has set them)
                 ap.error(f"--{k} {getattr(args, k)} differs from the table's {old['args'][k]}")
         for k in LM_ARGS:  # the kept SmolLM2 rows were measured with the earlier run's settings
             if k in old["args"]:
@@ -274,7 +327,7 @@ def main() -> None:
         if args.only and old:  # keep the other model's rows from the last run
             other = "SmolLM2-135M" if args.only == "minilm" else "MiniLM"
             rows += [r for r in old["rows"] if r["model"] == other]
-            kept = LM_ARGS if other == "SmolLM2-135M" else ("epochs", "lr")
+            kept = LM_ARGS if other == "SmolLM2-135M" else ("epochs", "lr", "seeds")
             for k in kept:  # the kept rows were measured with the earlier run's settings
                 if k in old["args"]:
                     setattr(args, k, old["args"][k])

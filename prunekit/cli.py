@@ -367,13 +367,15 @@ def prune(
 
 def _search_data(task: str, importance: str, calib_batches: int, max_eval_samples: int | None, seq_len: int,
                  calib_samples: int, eval_windows: int, seed: int, recover_epochs: float | None = None,
-                 val_windows: int = 64, space: str = "profile"):
+                 val_windows: int = 64, space: str = "profile", rank: str = "kl", heldout: int = 1000,
+                 margin: float = 2.0):
     from prunekit.search.api import SearchData
 
     _check_task(task)
     return SearchData(task=task, importance=importance, calib_batches=calib_batches, max_eval_samples=max_eval_samples,
                       lm_calib_samples=calib_samples, lm_eval_windows=eval_windows, seq_len=seq_len, seed=seed,
-                      recover_epochs=recover_epochs, lm_val_windows=val_windows, lm_space=space)
+                      recover_epochs=recover_epochs, lm_val_windows=val_windows, lm_space=space,
+                      finalist_metric=rank, heldout=heldout, margin=margin)
 
 
 def _task_data(task: str, data, text_column, label_column, max_train, max_length):
@@ -440,6 +442,14 @@ def search(
                                                          "measuring it, so candidates are ranked as they end up "
                                                          "after `prune`; 0 = measure right after the cut "
                                                          "(default 0.25).")] = None,
+    rank: Annotated[str, typer.Option(help="Structured classifier search: rank the recovered candidates by kl "
+                                      "(per-example KL to the unpruned model on validation + --heldout training "
+                                      "examples; a plan replaces uniform only if it beats it by more than --margin "
+                                      "paired standard errors) | accuracy (validation accuracy, best wins).")] = "kl",
+    heldout: Annotated[int, typer.Option(help="--rank kl: training examples kept out of the candidates' recovery "
+                                         "and scored with validation.")] = 1000,
+    margin: Annotated[float, typer.Option(help="--rank kl: paired standard errors a plan must beat uniform by.")]
+    = 2.0,
     steps: Annotated[int, typer.Option(help="Simulated-annealing steps on the sensitivity proxy.")] = 4000,
     granularity: Annotated[str | None, typer.Option(help="structured (heads + FFN widths per layer) | "
                                                     "unstructured (sparsity per block); lm: unstructured.")] = None,
@@ -463,7 +473,7 @@ def search(
     run(model, _task_data(task, data, text_column, label_column, None, max_length), out, budget,
         granularity=granularity, max_drop=max_drop, evals=evals, steps=steps, ratios=ratios, round_to=round_to,
         opts=_search_data(task, importance, calib_batches, max_eval_samples, seq_len, calib_samples, eval_windows,
-                          seed, recover_epochs, val_windows, space), force=force,
+                          seed, recover_epochs, val_windows, space, rank, heldout, margin), force=force,
         trust_remote_code=trust_remote_code)
     typer.echo(f"plan: {out / 'plan.yaml'}")
 

@@ -61,6 +61,10 @@ class Candidate:
     # LM profiles: per-block "attention" and "mlp" sparsities when they differ (ratios: the blocks' totals)
     parts: dict[str, list[float]] | None = None
     halves: list[float] | None = None  # LM: the real metric on each half of the validation windows
+    # classifier finalists ranked on a held-out loss (prunekit.search.finalists): its mean, and the paired
+    # gain over uniform with its standard error
+    loss: float | None = None
+    paired: dict[str, float] | None = None
 
 
 @dataclass
@@ -193,10 +197,12 @@ def _solve(cost: CostModel, r: list[float], b: int, target_removed: float, cap: 
 def anneal(
     units: Sequence[Unit], cost: CostModel, budget: Budget, proxy: Proxy, evaluate: Callable[[Sequence[float]], float],
     settings: SearchSettings | None = None, progress: Callable[[str], None] | None = None,
+    choose: Callable[[list[Candidate]], int] | None = None,
 ) -> SearchResult:
     """Search per-unit ratios meeting ``budget`` that maximise the proxy, then evaluate the best for real.
 
-    ``evaluate(ratios)`` returns the real validation metric of a (rounded) plan.
+    ``evaluate(ratios)`` returns the real validation metric of a (rounded) plan. ``choose(finalists)``
+    (uniform first, all measured) returns the index of the one to keep; by default the best real metric.
     """
     s = settings or SearchSettings()
     s.check()
@@ -273,7 +279,8 @@ def anneal(
         if progress:
             progress(f"real evaluation {k}/{len(chosen)} ({c.label}): {proxy.metric} {c.real:.4g} "
                      f"(predicted {_from_score(proxy.metric, c.proxy):.4g})")
-    best = max(chosen, key=lambda c: (sign * c.real, c.proxy))  # exact ties: the better prediction, else uniform
+    # by default the best real metric (exact ties: the better prediction, else uniform)
+    best = max(chosen, key=lambda c: (sign * c.real, c.proxy)) if choose is None else chosen[choose(chosen)]
     return SearchResult(units, best, uniform, chosen, trace, t0, time.perf_counter() - start, len(chosen),
                         proxy.metric, proxy.baseline, budget,
                         extra={"best_proxy": max(c.proxy for c in pool.values()), "distinct_plans": len(pool)})

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from prunekit.errors import PrunekitError
@@ -53,6 +54,10 @@ def _fingerprint(spec: str) -> str:
     return f"{where.resolve()}|" + "|".join(f"{f.name}:{f.stat().st_size}:{int(f.stat().st_mtime)}" for f in files)
 
 
+def _key(ratios: Any) -> tuple[float, ...]:
+    return tuple(round(float(x), 4) for x in ratios)
+
+
 def _cache_dir() -> Path:
     from prunekit.assets import cache_dir
 
@@ -83,6 +88,13 @@ class SearchData:
     # (None: 0.25 for structured classifier searches, 0 otherwise)
     recover_epochs: float | None = None
     recover_lr: float = 2e-4
+    # how recovered finalists are ranked (prunekit.search.finalists): "kl" = per-example KL to the unpruned
+    # model on validation + ``heldout`` training examples kept out of the recovery, and a plan replaces
+    # uniform only if it beats it by more than ``margin`` paired standard errors; "accuracy" = validation
+    # accuracy, best wins (the ranking before; noisy: one of ~1,000 snippets is 0.1 point)
+    finalist_metric: str = "kl"
+    heldout: int = 1000
+    margin: float = 2.0
 
 
 class _Session:
@@ -148,20 +160,48 @@ class _Session:
         self.probe = LMProbe(self.model, calibration, windows, self.identity, validation=validation)
         self.scores = None
 
+    def _finalist_data(self) -> None:
+        """For KL ranking: the training examples the finalists recover on, the held-out set they are scored
+        on (validation + a seeded slice of train kept out of that recovery) and the unpruned model's logits."""
+        from prunekit.search.finalists import heldout_indices
+        from prunekit.tasks.classification import EncodedSplit, predict
+
+        o, train = self.opts, self.wb.train
+        size = min(o.heldout, len(train) // 4)  # small data sets: the recovery keeps at least 3/4 of train
+        held = set(heldout_indices(len(train), size, o.seed).tolist()) if size else set()
+        self.recover_train = EncodedSplit([f for i, f in enumerate(train.features) if i not in held],
+                                          [y for i, y in enumerate(train.labels) if i not in held])
+        order = sorted(held)
+        self.heldout = EncodedSplit(self.validation.features + [train.features[i] for i in order],
+                                    self.validation.labels + [train.labels[i] for i in order])
+        self.teacher_logits = predict(self.model, self.heldout, self.wb.tokenizer, desc=False)
+        self.finalist_losses: dict[tuple, np.ndarray] = {}
+
     def recovered(self, units, ratios: Mapping[str, float], epochs: float) -> float:
         """Validation accuracy of the plan cut out of a copy of the model and briefly recovered by
-        distillation from the unpruned model: what the plan is worth after ``prunekit prune`` recovers it."""
+        distillation from the unpruned model: what the plan is worth after ``prunekit prune`` recovers it.
+        With KL ranking, the per-example KL on the held-out set is kept in ``finalist_losses``."""
         from prunekit.prune.structured import apply_plan
+        from prunekit.search.finalists import kl_per_example
         from prunekit.tasks.classification import evaluate as evaluate_split
+        from prunekit.tasks.classification import predict
         from prunekit.train import DistillConfig, TrainConfig, train
 
         o = self.opts
+        kl = o.finalist_metric == "kl"
+        if kl and not hasattr(self, "heldout"):
+            self._finalist_data()
         model = copy.deepcopy(self.model)
         apply_plan(model, structured_plan(model, self.scores, units, ratios, gqa=o.gqa))
-        train(model, self.wb.train, self.wb.tokenizer, TrainConfig(epochs=epochs, lr=o.recover_lr,
-                                                                   batch_size=o.batch_size, seed=o.seed),
+        train(model, self.recover_train if kl else self.wb.train, self.wb.tokenizer,
+              TrainConfig(epochs=epochs, lr=o.recover_lr, batch_size=o.batch_size, seed=o.seed),
               teacher=self.model, distill=DistillConfig(), desc="search: recover candidate")
-        return 100.0 * evaluate_split(model.eval(), self.validation, self.wb.tokenizer, desc=False)[0]["accuracy"]
+        if not kl:
+            return 100.0 * evaluate_split(model.eval(), self.validation, self.wb.tokenizer, desc=False)[0]["accuracy"]
+        logits = predict(model.eval(), self.heldout, self.wb.tokenizer, desc=False)
+        self.finalist_losses[_key(ratios.values())] = kl_per_example(logits, self.teacher_logits)
+        n_val = len(self.validation)
+        return 100.0 * float((logits[:n_val].argmax(-1) == np.asarray(self.validation.labels)).mean())
 
     def table(self, granularity: str, ratios: Sequence[float], cache: bool = True) -> SensitivityTable:
         path = _cache_dir() / f"sensitivity-{cache_key(self.identity, granularity)}.json"
@@ -235,6 +275,12 @@ def search(
         recover = 0.25 if opts.task == "classification" and granularity == "structured" else 0.0
     if recover < 0 or (recover > 0 and (opts.task != "classification" or granularity != "structured")):
         raise PrunekitError("--recover-epochs (≥ 0) applies to structured classifier searches only")
+    from prunekit.search.finalists import FINALIST_METRICS
+
+    if opts.finalist_metric not in FINALIST_METRICS:
+        raise PrunekitError(f"--rank must be {' or '.join(FINALIST_METRICS)}, got {opts.finalist_metric!r}")
+    if opts.heldout < 0 or opts.margin < 0:
+        raise PrunekitError(f"--heldout and --margin must be ≥ 0, got {opts.heldout} and {opts.margin}")
 
     settings = SearchSettings(steps=steps, evals=evals, round_to=round_to, seed=opts.seed)
     settings.check()
@@ -261,6 +307,8 @@ def search(
     else:
         result = _anneal(session, units, cost, budget, tables, settings, max_drop, recover)
     result.extra["recover_epochs"] = recover
+    if getattr(session, "ranking", None):
+        result.extra["finalist_ranking"] = session.ranking  # in search.json's "search" as in plan.yaml's
     result.extra["sensitivity_seconds"] = sens_seconds
     result.extra["sensitivity_evaluations"] = sum(t.evaluations for t in tables)
     if opts.task == "lm":
@@ -298,9 +346,36 @@ def _anneal(session: _Session, units, cost: CostModel, budget: Budget, tables: S
             return probe.measure_real(probe.blocks(ratios))
         return session.recovered(units, ratios, recover) if recover > 0 else probe.measure(ratios)
 
+    choose = None
+    if recover > 0 and session.opts.finalist_metric == "kl":
+        def choose(finalists: list) -> int:
+            return _choose_by_kl(session, finalists)
+
     if max_drop is None:
-        return anneal(units, cost, budget, proxy, evaluate, settings, progress=_log)
+        return anneal(units, cost, budget, proxy, evaluate, settings, progress=_log, choose=choose)
     return min_size_search(units, cost, proxy, evaluate, max_drop, budget.kind, settings, progress=_log)
+
+
+def _choose_by_kl(session: _Session, finalists: list) -> int:
+    """Rank the recovered finalists (uniform first) by held-out KL to the unpruned model; a plan replaces
+    uniform only if its paired gain is beyond ``margin`` standard errors (:func:`paired_choice`)."""
+    from prunekit.search.finalists import paired_choice
+
+    o = session.opts
+    choice = paired_choice([session.finalist_losses[_key(c.ratios)] for c in finalists], 0, o.margin)
+    for c, mean, gain, se, z in zip(finalists, choice.means, choice.gains, choice.ses, choice.z, strict=True):
+        c.loss = mean
+        c.paired = {"gain": gain, "se": se, "z": z}
+    n = len(session.heldout)
+    _log(f"finalists by held-out KL to the unpruned model ({n} examples: {len(session.validation)} validation + "
+         f"{n - len(session.validation)} held-out train): " + ", ".join(
+             f"{c.label} {m:.4g} ({z:+.1f} SE)" for c, m, z in zip(finalists, choice.means, choice.z, strict=True)))
+    if choice.note:
+        _log(choice.note)
+    session.ranking = {"metric": "kl", "examples": n, "validation": len(session.validation),
+                       "heldout_train": n - len(session.validation), "margin": o.margin, "best": choice.best,
+                       "chosen": choice.index, **({"note": choice.note} if choice.note else {})}
+    return choice.index
 
 
 def _profile_search(session: _Session, units, cost: CostModel, budget: Budget,
@@ -360,6 +435,9 @@ def _plan(session: _Session, units, result: SearchResult, granularity: str, budg
               "seed": settings.seed, "seconds": round(seconds, 1), "model": session.spec}
     if result.extra.get("recover_epochs"):
         search["recover_epochs"] = result.extra["recover_epochs"]  # each real evaluation recovered this long first
+    if getattr(session, "ranking", None):
+        search["finalist_ranking"] = session.ranking
+        scores["heldout_kl"], scores["uniform_heldout_kl"] = b.loss, result.uniform.loss
     if "note" in result.extra:
         search["note"] = result.extra["note"]
     budget_d = {"kind": result.budget.kind, "keep": result.budget.keep, "achieved_keep": round(b.kept, 4)}
@@ -387,8 +465,18 @@ def _search_md(plan: dict[str, Any], r: SearchResult, seconds: float, tables: bo
              "| plan | predicted | validation " + r.metric + " | kept |", "| --- | --: | --: | --: |"]
     from prunekit.search.annealing import _from_score
 
+    ranked = any(c.loss is not None for c in r.candidates)
+    if ranked:  # finalists ranked by held-out KL, paired against uniform
+        lines[-2] += " held-out KL | gain over uniform (SE) |"
+        lines[-1] += " --: | --: |"
     for c in r.candidates:
-        lines.append(f"| {c.label} | {_from_score(r.metric, c.proxy):.4g} | {c.real:.4g} | {100 * c.kept:.1f} % |")
+        row = f"| {c.label} | {_from_score(r.metric, c.proxy):.4g} | {c.real:.4g} | {100 * c.kept:.1f} % |"
+        if ranked and c.loss is not None:
+            p = c.paired or {}
+            row += f" {c.loss:.4g} | {p.get('gain', 0.0):+.3g} ({p.get('se', 0.0):.2g}) |"
+        lines.append(row)
+    if plan["search"].get("finalist_ranking", {}).get("note"):
+        lines += ["", plan["search"]["finalist_ranking"]["note"]]
     lines += ["", f"Chosen: **{s['chosen']}** ({r.metric} {s['validation']:.4g}; baseline {s['baseline']:.4g}).", "",
               "![trace](search_trace.png)", ""] + (["![sensitivity](sensitivity.png)", ""] if tables else [])
     return "\n".join(lines)

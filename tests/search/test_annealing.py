@@ -90,3 +90,20 @@ def test_latency_budget_refuses_unstructured():
     units = [Unit("block.0", "block", 0, 10, 10, 10, 0.99)]
     with pytest.raises(PrunekitError, match="latency budget needs structured"):
         CostModel(units, "latency", {})
+
+
+def test_choose_decides_among_the_measured_finalists():
+    """A custom ranking (the KL rule of prunekit.search.finalists) overrides the best real metric:
+    here it keeps uniform although a searched plan measured far better."""
+    slopes = (1.0, 20.0, 2.0, 30.0)
+    units, proxy = _setup(slopes)
+    seen = []
+
+    def keep_uniform(finalists):
+        seen.extend(c.label for c in finalists)
+        return 0
+
+    res = anneal(units, CostModel(units, "params"), Budget("params", 0.5), proxy, _true(slopes),
+                 SearchSettings(steps=500, evals=3), choose=keep_uniform)
+    assert seen[0] == "uniform" and len(seen) == 3 and all(c.real is not None for c in res.candidates)
+    assert res.best is res.uniform and max(c.real for c in res.candidates) > res.uniform.real + 10

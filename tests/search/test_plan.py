@@ -38,6 +38,18 @@ def test_structured_search_writes_a_plan_that_prune_applies(trained_tiny, tmp_pa
     assert plan["budget"]["achieved_keep"] <= 0.6 + 1e-9
     assert plan["scores"]["metric"] == "accuracy" and plan["search"]["real_evaluations"] == 3
     assert plan["search"]["recover_epochs"] == 0.25  # finalists ranked after a short distilled recovery
+    # ... by per-example KL to the unpruned model on validation + held-out train, paired against uniform
+    ranking = plan["search"]["finalist_ranking"]
+    assert summary["search"]["finalist_ranking"] == ranking
+    assert ranking["metric"] == "kl" and ranking["heldout_train"] > 0
+    assert ranking["examples"] == ranking["validation"] + ranking["heldout_train"]
+    finalists = summary["search"]["candidates"]
+    assert finalists[0]["label"] == "uniform" and finalists[0]["paired"]["gain"] == 0
+    assert all(c["loss"] is not None and c["loss"] >= 0 for c in finalists)
+    chosen = finalists[ranking["chosen"]]
+    assert plan["scores"]["heldout_kl"] == chosen["loss"]
+    assert plan["scores"]["uniform_heldout_kl"] == finalists[0]["loss"]
+    assert ranking["chosen"] == 0 or chosen["paired"]["z"] > ranking["margin"]  # only a gain beyond noise wins
     assert plan["architecture"]["num_layers"] == 2 and set(plan["heads"]) | set(plan["ffn"]) <= {0, 1}
     assert (path.parent / "search_trace.png").stat().st_size > 1000
     assert len(summary["search"]["trace"]) > 100
@@ -118,7 +130,21 @@ def test_search_bad_input(trained_tiny, tmp_path):
     with pytest.raises(PrunekitError, match="recover-epochs"):
         search(str(clf), DataOptions(str(csv)), tmp_path / "c", "params=0.5", granularity="unstructured",
                opts=SearchData(recover_epochs=0.5))
-    assert not any((tmp_path / d).exists() for d in "abc")
+    with pytest.raises(PrunekitError, match="--rank must be kl or accuracy"):
+        search(str(clf), DataOptions(str(csv)), tmp_path / "d", "params=0.5", opts=SearchData(finalist_metric="f1"))
+    with pytest.raises(PrunekitError, match="--margin"):
+        search(str(clf), DataOptions(str(csv)), tmp_path / "e", "params=0.5", opts=SearchData(margin=-1))
+    assert not any((tmp_path / d).exists() for d in "abcde")
+
+
+def test_accuracy_ranking_is_the_old_rule(trained_tiny, tmp_path):
+    clf, csv = trained_tiny
+    summary = search(str(clf), DataOptions(str(csv)), tmp_path / "s", "params=0.6", steps=200, evals=2,
+                     ratios="0.5", opts=SearchData(importance="l2", finalist_metric="accuracy"))
+    plan = summary["plan"]
+    assert "finalist_ranking" not in plan["search"] and "heldout_kl" not in plan["scores"]
+    finalists = summary["search"]["candidates"]
+    assert plan["scores"]["validation"] == max(c["real"] for c in finalists)
 
 
 def test_lm_search_plan_goes_through_oneshot_block_ratios(tiny_lm, tiny_text, tmp_path):
