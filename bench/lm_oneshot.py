@@ -32,10 +32,11 @@ ROWS: dict[str, dict] = {
     "magnitude-50": {"method": "magnitude", "sparsity": 0.5, "layer_ratios": "uniform"},
     "magnitude-2:4": {"method": "magnitude", "pattern": "2:4", "sparsity": 0.5, "layer_ratios": "uniform"},
     "wanda-50-published": {"method": "wanda", "sparsity": 0.5, "layer_ratios": "uniform", "true_sequential": False,
-                           "calib_samples": 32},
+                           "calibration": "sequential", "calib_samples": 32},
+    # prunekit's default for a mask-only wanda: statistics from the unpruned model, one block pass
     "wanda-50": {"method": "wanda", "sparsity": 0.5},
-    # statistics from the unpruned model, one block pass instead of two
-    "wanda-50-dense-calibration": {"method": "wanda", "sparsity": 0.5, "calibration": "dense"},
+    # each block calibrated on the already-pruned blocks' outputs: two block passes
+    "wanda-50-sequential": {"method": "wanda", "sparsity": 0.5, "calibration": "sequential"},
     "wanda-2:4": {"method": "wanda", "pattern": "2:4", "sparsity": 0.5},
     "sparsegpt-50-published": {"method": "sparsegpt", "sparsity": 0.5, "layer_ratios": "uniform",
                                "true_sequential": False, "refit": False, "calib_samples": 32},

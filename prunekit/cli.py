@@ -282,9 +282,11 @@ def prune(
     layer_ratios: Annotated[str, typer.Option(help="lm, unstructured: owl (outlier-aware per-block sparsity, "
                                               "same total) | uniform")] = "uniform",
     damp: Annotated[float, typer.Option(help="lm sparsegpt: Hessian dampening, × mean diagonal.")] = 0.01,
-    calibration: Annotated[str, typer.Option(help="lm: sequential (each block calibrated on the already-pruned "
-                                             "blocks' outputs) | dense (on the unpruned model's activations: "
-                                             "one pass per block, about half the time)")] = "sequential",
+    calibration: Annotated[str | None, typer.Option(help="lm: sequential (each block calibrated on the already-"
+                                                    "pruned blocks' outputs) | dense (on the unpruned model's "
+                                                    "activations: one pass per block, about half the time). "
+                                                    "Default: sequential when weights are updated (sparsegpt, "
+                                                    "--refit), dense for wanda.")] = None,
     refit: Annotated[bool | None, typer.Option("--refit/--no-refit", help="lm: refit each row's kept weights by "
                                                "least squares once the mask is fixed (default: on for sparsegpt, "
                                                "off for magnitude/wanda).")] = None,

@@ -56,8 +56,11 @@ class OneShotSettings:
     mlp_ratios: list[float] | None = None
     dense_targets: bool = False  # sparsegpt: aim each layer at the unpruned model's output (corrects drift)
     # sequential: each block calibrated on the outputs of the already-pruned blocks before it (two block
-    # passes: statistics, then outputs); dense: on the unpruned model's activations (one pass, half the time)
-    calibration: str = "sequential"
+    # passes: statistics, then outputs); dense: on the unpruned model's activations (one pass, half the
+    # time). None: sequential whenever weights are updated (sparsegpt, refit: they must see, and correct,
+    # the error of earlier blocks); dense for a mask-only wanda, which on SmolLM2-135M was as good that
+    # way (2.28x vs 2.31x dense perplexity) in 56 % of the time (bench/results/lm_oneshot.md)
+    calibration: str | None = None
     # refit the kept weights of every row by least squares once the mask is fixed (prune/reconstruct.py).
     # None: on for sparsegpt, whose greedy OBS update leaves part of each layer's output error on the table
     # (bench/results/lm_oneshot.md); off for magnitude and wanda, which would then need the Hessian they
@@ -77,7 +80,7 @@ class OneShotSettings:
         if nm is not None and self.sparsity and abs(self.sparsity - (1 - nm[0] / nm[1])) > 1e-9:
             raise PrunekitError(f"--pattern {self.pattern} fixes the sparsity at {1 - nm[0] / nm[1]:.2f}; "
                                 f"drop --sparsity {self.sparsity} or make them agree")
-        if self.calibration not in ("sequential", "dense"):
+        if self.calibration not in (None, "sequential", "dense"):
             raise PrunekitError(f"--calibration must be sequential or dense, got {self.calibration!r}")
         if self.calibration == "dense" and (self.dense_targets or self.true_sequential):
             raise PrunekitError("--calibration dense calibrates on the unpruned model: dense targets and "
@@ -111,6 +114,13 @@ class OneShotSettings:
     @property
     def needs_hessian(self) -> bool:
         return self.method == "sparsegpt" or self.refits
+
+    @property
+    def stream(self) -> str:
+        """What blocks are calibrated on: "pruned" (sequential) or "dense" (the unpruned model)."""
+        if self.calibration is None:
+            return "pruned" if self.needs_hessian or self.dense_targets or self.true_sequential else "dense"
+        return "dense" if self.calibration == "dense" else "pruned"
 
     @property
     def sequential_sublayers(self) -> bool:
@@ -253,8 +263,7 @@ def prune_oneshot(
         else:
             sequential(
                 model, calibration, prune_linear, hessian=settings.needs_hessian,
-                true_sequential=settings.sequential_sublayers and settings.calibration == "sequential",
-                stream="dense" if settings.calibration == "dense" else "pruned",
+                true_sequential=settings.sequential_sublayers and settings.stream == "pruned", stream=settings.stream,
                 batch_size=settings.batch_size, device=device,
                 dense_targets=settings.dense_targets and settings.needs_hessian,
                 progress=(lambda i, n: progress("blocks", i, n)) if progress else None,

@@ -323,8 +323,9 @@ class LMProbe:
         return out
 
     def measure_real(self, blocks: Sequence[float], mlp: Sequence[float] | None = None) -> float:
-        """Perplexity on the validation windows after the real sequential prune at per-block ratios
-        ``blocks`` (attention's, when ``mlp`` gives the MLP Linears their own); the weights are restored."""
+        """Perplexity on the validation windows after the real prune (the method's default calibration) at
+        per-block ratios ``blocks`` (attention's, when ``mlp`` gives the MLP Linears their own); the weights
+        are restored."""
         from prunekit.arch import transformer_layers
         from prunekit.prune.oneshot import OneShotSettings, prune_oneshot
         from prunekit.report.measure import model_device

@@ -265,3 +265,17 @@ def test_dense_calibration_prunes_to_target_and_refuses_what_needs_the_pruned_st
                 {"calibration": "dense", "true_sequential": True}):
         with pytest.raises(PrunekitError):
             OneShotSettings(method="sparsegpt", **bad).check()
+
+
+@pytest.mark.parametrize(("spec", "stream"), [
+    ({"method": "wanda"}, "dense"),  # mask only: the unpruned model's statistics, one pass
+    ({"method": "wanda", "refit": True}, "pruned"),  # weights updated: must see earlier blocks' error
+    ({"method": "wanda", "true_sequential": True}, "pruned"),
+    ({"method": "sparsegpt"}, "pruned"),
+    ({"method": "sparsegpt", "calibration": "dense", "true_sequential": False}, "dense"),
+    ({"method": "wanda", "calibration": "sequential"}, "pruned"),
+])
+def test_default_calibration_stream_follows_whether_weights_are_updated(spec: dict, stream: str) -> None:
+    settings = OneShotSettings(**spec)
+    settings.check()
+    assert settings.stream == stream
