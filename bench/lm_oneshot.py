@@ -128,7 +128,7 @@ def main() -> None:
     names = args.only.split(",") if args.only else list(ROWS)
     path = RESULTS / "lm_oneshot.json"
     rows = json.loads(path.read_text())["rows"] if args.append and path.exists() else []
-    rows = [r for r in rows if r["row"] not in names]
+    rows = [r for r in rows if r["row"] not in names and r["row"] in ROWS]  # rows no longer defined go
     for name in names:
         cmd = [sys.executable, __file__, "--row", name, "--baseline", json.dumps(baseline), "--calib", str(args.calib),
                "--eval", str(args.eval), "--seq-len", str(args.seq_len), "--seed", str(args.seed),
