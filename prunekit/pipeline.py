@@ -616,7 +616,7 @@ def _prune_learned(wb: Workbench, data: DataOptions, out: str | Path, s: PruneSe
     distill = s.distill_config() if teacher is not None else None
     gate_epochs = s.finetune_epochs * L0_GATED_SHARE
     steps = max(1, math.ceil(gate_epochs * math.ceil(len(wb.train) / s.batch_size)))
-    gates = Gates(wb.model, Budget.parse(s.budget), steps, s.lr, L0Settings(gqa=s.gqa, layers=s.learn_layers))
+    gates = Gates(wb.model, Budget.parse(s.budget), steps, L0Settings(gqa=s.gqa, layers=s.learn_layers))
     gated = GatedModel(wb.model, gates)
     t0 = time.perf_counter()
     train(gated, wb.train, wb.tokenizer, TrainConfig(epochs=gate_epochs, lr=s.lr, batch_size=s.batch_size, seed=seed),
