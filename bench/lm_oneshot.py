@@ -21,6 +21,8 @@ from pathlib import Path
 
 from _results import RESULTS, versions_line, write_results  # bench/ is on sys.path when a script runs
 
+from prunekit.prune.calibration import CALIB_BATCH
+
 ROOT = Path(__file__).resolve().parent
 WORK = ROOT / "work" / "lm"
 MODEL, DATA = "smollm2-135m", "wikipedia"
@@ -108,11 +110,17 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", default=None, help="comma-separated row names")
     ap.add_argument("--append", action="store_true", help="keep earlier rows of results/lm_oneshot.json")
+    ap.add_argument("--render", action="store_true", help="only rewrite results/lm_oneshot.md from the JSON")
     ap.add_argument("--row", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--baseline", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.row:
         print("ROW " + json.dumps(run_row(args.row, args, json.loads(args.baseline))), flush=True)
+        return
+
+    if args.render:
+        saved = json.loads((RESULTS / "lm_oneshot.json").read_text())
+        write(saved["rows"], saved["dense"], argparse.Namespace(**saved["args"]), saved.get("seconds"))
         return
 
     import torch
@@ -160,7 +168,7 @@ def working(row: dict) -> int:
     return row["model_fp32_bytes"] + row["peak_extra_bytes"]
 
 
-def write(rows: list[dict], dense: dict, args: argparse.Namespace, seconds: float) -> None:
+def write(rows: list[dict], dense: dict, args: argparse.Namespace, seconds: float | None) -> None:
     fp32 = rows[0]["model_fp32_bytes"] if rows else None
     lines = [
         "# One-shot pruning of SmolLM2-135M (bench/lm_oneshot.py)",
@@ -182,6 +190,9 @@ def write(rows: list[dict], dense: dict, args: argparse.Namespace, seconds: floa
         lat = " / ".join(f"{v:.0f}" for v in r["latency_ms"].values()) if r.get("latency_ms") else "–"
         # rows measured before the least-squares refit existed ran without it, whatever their settings say
         old = "†" if refits_today(r["row"]) and "refit" not in (r.get("oneshot_settings") or {}) else ""
+        # rows that recorded no settings predate CALIB_BATCH, when every calibration ran 8 windows per pass
+        batch = (r.get("oneshot_settings") or {}).get("batch_size", 8)
+        old += "‡" if ROWS.get(r["row"], {}).get("method") != "magnitude" and batch != CALIB_BATCH else ""
         lines.append(
             f"| {r['row']}{old} | {r['calib_samples']} | {r['perplexity']:.2f} | {r['ratio']:.2f} | "
             f"{100 * r['sparsity']:.0f} % | "
@@ -193,8 +204,11 @@ def write(rows: list[dict], dense: dict, args: argparse.Namespace, seconds: floa
               "about 0.4 GB of Python, torch and transformers code and the tokenised corpus.",
               "", "† measured before prunekit had the least-squares refit of kept weights (so without it); "
               "re-run the row to measure it with today's defaults.",
-              "", f"Total bench time {seconds / 60:.1f} min. {versions_line()}"]
-    write_results("lm_oneshot", lines, {"args": vars(args), "dense": dense, "rows": rows}, versions=False)
+              "", f"‡ calibrated with another number of windows per forward pass than today's {CALIB_BATCH} "
+              "(bench/calib_batch.py): the same statistics, but more transient memory and a little more time.",
+              "", (f"Last run {seconds / 60:.1f} min. " if seconds else "") + versions_line()]
+    write_results("lm_oneshot", lines, {"args": vars(args), "dense": dense, "rows": rows, "seconds": seconds},
+                  versions=False)
 
 
 if __name__ == "__main__":
