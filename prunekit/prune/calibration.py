@@ -22,8 +22,8 @@ from prunekit.arch import family_for, transformer_layers
 from prunekit.errors import PrunekitError
 
 #: Calibration windows per forward pass. On 2 CPU cores a SmolLM2-135M block runs fastest at 2-4 windows of
-#: 512 tokens (27-28 ms per window, against 30.5 at 8 and 35 at 16: larger activations fall out of the
-#: cache), and the forward pass's transient memory grows with it, so 4 is both faster and leaner than 8.
+#: 512 tokens (29 ms per window, against 32 at 8 and 36 at 16: larger activations fall out of the cache;
+#: bench/calib_batch.py), and the forward pass's transient memory grows with it, so 4 beats 8 on both.
 CALIB_BATCH = 4
 
 

@@ -59,7 +59,8 @@ class OneShotSettings:
     # passes: statistics, then outputs); dense: on the unpruned model's activations (one pass, half the
     # time). None: sequential whenever weights are updated (sparsegpt, refit: they must see, and correct,
     # the error of earlier blocks); dense for a mask-only wanda, which on SmolLM2-135M was as good that
-    # way (2.28x vs 2.31x dense perplexity) in 56 % of the time (bench/results/lm_oneshot.md)
+    # way (2.28x vs 2.31x dense perplexity at 50 %, 8.48x vs 8.36x at 2:4) in about half the time
+    # (bench/results/lm_oneshot.md)
     calibration: str | None = None
     # refit the kept weights of every row by least squares once the mask is fixed (prune/reconstruct.py).
     # None: on for sparsegpt, whose greedy OBS update leaves part of each layer's output error on the table
