@@ -182,7 +182,8 @@ def smollm_rows(args: argparse.Namespace) -> list[dict]:
                      "evaluations": evaluations, "search_seconds": search_seconds,
                      "prune_recover_seconds": report["prune_seconds"],
                      "block_sparsity": report["block_sparsity_targets"],
-                     "mlp_sparsity": report.get("mlp_sparsity_targets")})
+                     "mlp_sparsity": report.get("mlp_sparsity_targets"),
+                     "calibration_stream": settings.stream})
         print(json.dumps(rows[-1]), flush=True)
         shutil.rmtree(out, ignore_errors=True)  # 0.3 GB each; the numbers are in the report above
 
@@ -262,7 +263,10 @@ def render(rows: list[dict], args: argparse.Namespace) -> str:
                           for k, c in enumerate(r["finalists"])]
     searched = [r for r in rows if r.get("candidates")]
     if searched:
-        lines += ["", f"SmolLM2 search, real evaluations (sequential Wanda, {args.lm_val} × 256 held-out calibration "
+        # rows measured before the stream was recorded ran Wanda on the pruned (sequential) stream
+        how = {"pruned": "sequential Wanda", "dense": "Wanda calibrated on the unpruned model"}[
+            searched[-1].get("calibration_stream", "pruned")]
+        lines += ["", f"SmolLM2 search, real evaluations ({how}, {args.lm_val} × 256 held-out calibration "
                   "tokens scored in two halves; predicted = the dense-statistics proxy on 8 × 256):", "",
                   "| candidate | predicted ppl | validation ppl | half A | half B |", "| --- | --: | --: | --: | --: |"]
         for c in searched[-1]["candidates"]:

@@ -332,7 +332,7 @@ def search(
 def _anneal(session: _Session, units, cost: CostModel, budget: Budget, tables: Sequence[SensitivityTable],
             settings: SearchSettings, max_drop: float | None, recover: float = 0.0) -> SearchResult:
     """Simulated annealing on the sensitivity proxy; the best plans measured for real (LMs: by the
-    sequential one-shot prune, see :meth:`LMProbe.measure_real`; structured classifiers: after a short
+    one-shot prune, see :meth:`LMProbe.measure_real`; structured classifiers: after a short
     recovery when ``recover`` > 0)."""
     from prunekit.search.annealing import Proxy
 

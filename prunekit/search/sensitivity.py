@@ -10,7 +10,7 @@ A *probe* is the task side: it knows the model, the units and how to measure one
 :class:`ClassifierProbe` masks a classifier exactly (zeroed output columns, skipped layers) and
 measures validation accuracy; :class:`LMProbe` masks one block with Wanda scores from the dense
 model's calibration activations and measures perplexity on a few held-out windows (the proxy), and
-measures a whole plan for real by the sequential one-shot prune of ``prunekit prune --task lm``.
+measures a whole plan for real by the one-shot prune of ``prunekit prune --task lm``.
 """
 
 from __future__ import annotations
@@ -281,8 +281,8 @@ class LMProbe:
 
     :meth:`measure` is the cheap proxy: Wanda masks (per output row) from the *dense* model's calibration
     statistics, perplexity on a few windows; it fills the sensitivity table the annealing walks on.
-    :meth:`measure_real` runs the sequential one-shot prune ``prunekit prune --task lm`` runs (each block
-    calibrated on the already pruned blocks before it) on the model's own weights, restores them after,
+    :meth:`measure_real` runs the one-shot prune ``prunekit prune --task lm`` runs (with the method's
+    default calibration, so the plan is judged as it will be applied) on the model's own weights, restores them after,
     and scores more held-out windows, in two halves, so a difference between plans can be told from noise.
     """
 
