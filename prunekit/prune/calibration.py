@@ -353,9 +353,9 @@ def per_block_statistic(
     model: nn.Module, windows: Tensor, statistic: Callable[[list[nn.Module], list[InputStats]], float], *,
     batch_size: int = CALIB_BATCH, device: torch.device | None = None, offload: torch.device | None = None,
 ) -> list[float]:
-    """Per block, ``statistic(linears, their input stats)`` on the dense model's activations (no pruning).
-
-    Only one number per block is kept, so memory stays at one block's scores, not a copy of the model.
+    """Per block, ``statistic(linears, their input stats)`` on the dense model's activations (no pruning:
+    one pass per block). Only one number per block is kept, so memory stays at one block's scores, not a
+    copy of the model.
     """
     device = device or next(model.parameters()).device
     offload = offload or torch.device("cpu")
@@ -365,9 +365,10 @@ def per_block_statistic(
     for index, block in enumerate(layers):
         block.to(device)
         names = [n for g in sublayer_groups(model, block) for n in g]
-        stats = collect_stats(block, names, inputs, device, hessian=False)
+        if index < len(layers) - 1:  # statistics and outputs in one pass (nothing is pruned in between)
+            stats = run_block_with_stats(block, names, inputs, device, hessian=False)
+        else:
+            stats = collect_stats(block, names, inputs, device, hessian=False)
         out.append(float(statistic([block.get_submodule(n) for n in names], [stats[n] for n in names])))
-        if index < len(layers) - 1:
-            inputs.hidden = run_block(block, inputs, device, in_place=True)
         block.to(offload)
     return out
