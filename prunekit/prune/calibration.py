@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -142,11 +142,13 @@ def capture_block_inputs(
     return captured
 
 
-def run_block(block: nn.Module, inputs: BlockInputs, device: torch.device, *, in_place: bool = False) -> list[Tensor]:
+def run_block(block: nn.Module, inputs: BlockInputs, device: torch.device, *, in_place: bool = False,
+              after_batch: Callable[[], None] | None = None) -> list[Tensor]:
     """The block's outputs for every calibration batch (the next block's inputs).
 
     ``in_place`` replaces each batch's input by its output as soon as it is computed, so only one
     stream of activations is ever held (the caller must not need the inputs afterwards).
+    ``after_batch`` runs after each batch's forward pass (e.g. to fold what hooks recorded).
     """
     outs = inputs.hidden if in_place else [None] * len(inputs.hidden)
     with torch.no_grad():
@@ -154,6 +156,8 @@ def run_block(block: nn.Module, inputs: BlockInputs, device: torch.device, *, in
             out = block(hidden.to(device), *_move(args, device), **_move(kwargs, device))
             out = out[0] if isinstance(out, tuple) else out
             outs[i] = out.detach().to(hidden.device)
+            if after_batch is not None:
+                after_batch()
     return outs
 
 
@@ -167,50 +171,43 @@ def run_block_with_stats(block: nn.Module, names: Sequence[str], inputs: BlockIn
     stats: dict[str, InputStats] = {}
     owner: dict[str, str] = {}
     seen: dict[str, Tensor] = {}
+
+    def fold() -> None:
+        _add_seen(stats, owner, block, names, seen, {}, hessian)
+        seen.clear()  # do not hold a batch's activations past its use
+
+    with _recording(block, names, seen, stop=False):
+        inputs.hidden = run_block(block, inputs, device, in_place=True, after_batch=fold)
+    return stats
+
+
+@contextlib.contextmanager
+def _recording(block: nn.Module, names: Sequence[str], seen: dict[str, Tensor], *, stop: bool) -> Iterator[None]:
+    """While inside, the first input each named Linear receives goes into ``seen``; with ``stop`` the
+    forward pass is cut short (raises :class:`_Caught`) as soon as every one has been seen."""
     handles = []
     for name in names:
 
         def hook(_m: nn.Module, a: tuple, name: str = name) -> None:
-            seen[name] = a[0].detach()
+            seen.setdefault(name, a[0].detach())
+            if stop and len(seen) == len(names):
+                raise _Caught
 
         handles.append(block.get_submodule(name).register_forward_pre_hook(hook))
     try:
-        with torch.no_grad():
-            for i, (hidden, args, kwargs) in enumerate(zip(inputs.hidden, inputs.args, inputs.kwargs, strict=True)):
-                seen.clear()
-                out = block(hidden.to(device), *_move(args, device), **_move(kwargs, device))
-                out = out[0] if isinstance(out, tuple) else out
-                inputs.hidden[i] = out.detach().to(hidden.device)
-                _add_seen(stats, owner, block, names, seen, {}, hessian)
-                seen.clear()  # do not hold the last batch's activations past its use
+        yield
     finally:
         for h in handles:
             h.remove()
-    return stats
 
 
 def _first_inputs(block: nn.Module, names: Sequence[str], hidden: Tensor, args: tuple, kwargs: dict,
                   device: torch.device) -> dict[str, Tensor]:
     """The inputs each named Linear receives when the block runs on ``hidden``; stops as soon as all are seen."""
     seen: dict[str, Tensor] = {}
-    handles = []
-    for name in names:
-
-        def hook(_m: nn.Module, a: tuple, name: str = name) -> None:
-            seen.setdefault(name, a[0].detach())
-            if len(seen) == len(names):
-                raise _Caught
-
-        handles.append(block.get_submodule(name).register_forward_pre_hook(hook))
-    try:
-        with torch.no_grad(), contextlib.suppress(_Caught):
-            block(hidden.to(device), *_move(args, device), **_move(kwargs, device))
-    finally:
-        for h in handles:
-            h.remove()
-    if len(seen) != len(names):
-        raise PrunekitError(f"calibration: {sorted(set(names) - set(seen))} never ran in the block's forward pass")
-    return seen
+    with _recording(block, names, seen, stop=True), torch.no_grad(), contextlib.suppress(_Caught):
+        block(hidden.to(device), *_move(args, device), **_move(kwargs, device))
+    return seen  # a Linear that never ran is reported by _add_seen
 
 
 def collect_stats(
@@ -321,29 +318,26 @@ def sequential(
     dense_inputs = BlockInputs(list(inputs.hidden), inputs.args, inputs.kwargs) if dense_targets else None
     for index, block in enumerate(layers):
         block.to(device)
-        if stream == "dense":
+        if stream == "dense":  # statistics and outputs in one pass; prune afterwards
             names = [n for g in sublayer_groups(model, block) for n in g]
             stats = run_block_with_stats(block, names, inputs, device, hessian)
             for name in names:
                 prune_linear(index, name, block.get_submodule(name), stats.pop(name))
-            block.to(offload)
-            if progress is not None:
-                progress(index + 1, len(layers))
-            continue
-        original = copy.deepcopy(block) if dense_targets else None
-        groups = sublayer_groups(model, block)
-        if not true_sequential:
-            groups = [[n for g in groups for n in g]]
-        for group in groups:
-            dense = (original, dense_inputs) if original is not None else None
-            stats = collect_stats(block, group, inputs, device, hessian, dense)
-            for name in group:
-                prune_linear(index, name, block.get_submodule(name), stats.pop(name))
-        if index < len(layers) - 1:  # the last block's outputs feed nothing
-            inputs.hidden = run_block(block, inputs, device, in_place=True)
-            if original is not None:
-                dense_inputs.hidden = run_block(original, dense_inputs, device, in_place=True)
-        del original
+        else:  # statistics per sublayer group (or all at once), prune, then the pruned block's outputs
+            original = copy.deepcopy(block) if dense_inputs is not None else None
+            groups = sublayer_groups(model, block)
+            if not true_sequential:
+                groups = [[n for g in groups for n in g]]
+            for group in groups:
+                dense = (original, dense_inputs) if original is not None else None
+                stats = collect_stats(block, group, inputs, device, hessian, dense)
+                for name in group:
+                    prune_linear(index, name, block.get_submodule(name), stats.pop(name))
+            if index < len(layers) - 1:  # the last block's outputs feed nothing
+                inputs.hidden = run_block(block, inputs, device, in_place=True)
+                if original is not None:
+                    dense_inputs.hidden = run_block(original, dense_inputs, device, in_place=True)
+            del original
         block.to(offload)
         if progress is not None:
             progress(index + 1, len(layers))

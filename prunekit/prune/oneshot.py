@@ -264,7 +264,7 @@ def prune_oneshot(
         else:
             sequential(
                 model, calibration, prune_linear, hessian=settings.needs_hessian,
-                true_sequential=settings.sequential_sublayers and settings.stream == "pruned", stream=settings.stream,
+                true_sequential=settings.sequential_sublayers, stream=settings.stream,
                 batch_size=settings.batch_size, device=device,
                 dense_targets=settings.dense_targets and settings.needs_hessian,
                 progress=(lambda i, n: progress("blocks", i, n)) if progress else None,
