@@ -40,6 +40,7 @@ ROWS: dict[str, dict] = {
     # each block calibrated on the already-pruned blocks' outputs: two block passes
     "wanda-50-sequential": {"method": "wanda", "sparsity": 0.5, "calibration": "sequential"},
     "wanda-2:4": {"method": "wanda", "pattern": "2:4", "sparsity": 0.5},
+    "wanda-2:4-sequential": {"method": "wanda", "pattern": "2:4", "sparsity": 0.5, "calibration": "sequential"},
     "sparsegpt-50-published": {"method": "sparsegpt", "sparsity": 0.5, "layer_ratios": "uniform",
                                "true_sequential": False, "refit": False, "calib_samples": 32},
     "sparsegpt-50": {"method": "sparsegpt", "sparsity": 0.5},
