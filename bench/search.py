@@ -3,8 +3,8 @@
 MiniLM on movie reviews, 50 % of the encoder's attention + FFN parameters removed structurally; every
 row starts from the same fine-tuned baseline and gets the same recovery budget (one epoch, AdamW, the
 same learning rate; the L0 row learns its gates during 3/4 of that epoch and recovers the cut model in
-the last 1/4). SmolLM2-135M at 50 % unstructured Wanda: uniform vs OWL vs the searched per-block plan,
-perplexity on the Wikipedia evaluation articles (the search only saw held-out calibration text).
+the last 1/4). SmolLM2-135M at 50 % unstructured Wanda: uniform vs OWL vs global ranking vs the searched
+per-block plan, perplexity on the Wikipedia evaluation articles (the search only saw held-out calibration text).
 Columns: test metric, evaluations the method used to choose its ratios, its wall time.
 Writes bench/results/search.{md,json}.
 
@@ -41,13 +41,14 @@ def minilm_rows(args: argparse.Namespace, which: tuple[str, ...] = MINILM_ROWS) 
     base = default_baseline(args.seed)
     data: DataOptions = DEFAULT_DATA
     common = {"finetune_epochs": args.epochs, "lr": args.lr, "batch_size": 32, "latency": False,
-              "importance": "taylor"}
+              "importance": "taylor", "distill": args.distill}
+    recovery = {"epochs": args.epochs, "distill": args.distill}
     rows = []
     partial = WORK / "minilm-rows.jsonl"
     done = {}
     if args.resume and partial.is_file():
         done = {(r["method"], r["seed"]): r for r in map(json.loads, partial.read_text().splitlines())
-                if "seed" in r}
+                if "seed" in r and r.get("recovery") == recovery}
     elif partial.exists():
         partial.unlink()
 
@@ -67,13 +68,14 @@ def minilm_rows(args: argparse.Namespace, which: tuple[str, ...] = MINILM_ROWS) 
                          "baseline": 100 * b["metrics"]["accuracy"],
                          "validation": 100 * f["validation_metrics"]["accuracy"], "params_total": f["params_total"],
                          "macs_ratio": b["macs_per_token"] / f["macs_per_token"], "prune_recover_seconds": seconds,
-                         "shapes": report.get("shapes")})
+                         "shapes": report.get("shapes"), "recovery": recovery})
             print(json.dumps({k: v for k, v in runs[-1].items() if k != "shapes"}), flush=True)
             with open(partial, "a") as fh:
                 fh.write(json.dumps(runs[-1]) + "\n")
         last = runs[-1]
         values = [r["value"] for r in runs]
-        rows.append({"model": "MiniLM", "method": name, "metric": "accuracy %", "value": statistics.fmean(values),
+        rows.append({"model": "MiniLM", "method": name, "recovery": recovery, "metric": "accuracy %",
+                     "value": statistics.fmean(values),
                      "baseline": last["baseline"],
                      "validation": statistics.fmean(r["validation"] for r in runs),
                      "params_total": last["params_total"], "macs_ratio": last["macs_ratio"],
@@ -96,15 +98,21 @@ def minilm_rows(args: argparse.Namespace, which: tuple[str, ...] = MINILM_ROWS) 
             PruneSettings(plan=str(global_plan), **{k: v for k, v in common.items() if k != "importance"}),
             0, 0.0, {})
     def searched() -> None:
-        t0 = time.perf_counter()
-        summary = search(str(base), data, WORK / "plan", "params=0.5", evals=args.evals, steps=args.steps,
-                         opts=SearchData(importance="taylor", seed=args.seed, recover_epochs=args.recover_epochs,
-                                         finalist_metric=args.rank),
-                         force=True)
-        search_seconds = time.perf_counter() - t0
+        if args.plan:  # the plan of an earlier search (its own wall time and evaluations)
+            where = Path(args.plan)
+            summary = json.loads((where / "search.json").read_text())
+            search_seconds = summary["seconds"]
+        else:
+            where = WORK / "plan"
+            t0 = time.perf_counter()
+            summary = search(str(base), data, where, "params=0.5", evals=args.evals, steps=args.steps,
+                             opts=SearchData(importance="taylor", seed=args.seed, recover_epochs=args.recover_epochs,
+                                             finalist_metric=args.rank),
+                             force=True)
+            search_seconds = time.perf_counter() - t0
         plan = summary["plan"]
         used = plan["search"]["real_evaluations"] + plan["search"]["sensitivity_evaluations"]
-        run("prunekit search (SA, params=0.5)", PruneSettings(plan=str(WORK / "plan" / "plan.yaml"),
+        run("prunekit search (SA, params=0.5)", PruneSettings(plan=str(where / "plan.yaml"),
                                                               **{k: v for k, v in common.items() if k != "importance"}),
             used, search_seconds, {"plan": {k: plan[k] for k in ("heads", "ffn", "budget", "scores")},
                                    "recover_epochs": summary["search"].get("recover_epochs"),
@@ -189,6 +197,8 @@ def smollm_rows(args: argparse.Namespace) -> list[dict]:
 
     run("uniform Wanda 50 %", OneShotSettings(method="wanda", sparsity=0.5, layer_ratios="uniform"), 0, 0.0)
     run("OWL Wanda 50 % (outlier-weighted)", OneShotSettings(method="wanda", sparsity=0.5, layer_ratios="owl"), 0, 0.0)
+    run("global ranking Wanda 50 % (one threshold on all blocks' scores)",
+        OneShotSettings(method="wanda", sparsity=0.5, layer_ratios="global"), 0, 0.0)
     t0 = time.perf_counter()
     summary = search(model, data, WORK / "lm-plan", "params=0.5", evals=args.evals, steps=args.steps,
                      ratios=args.lm_ratios, opts=SearchData(task="lm", seq_len=256, lm_calib_samples=32,
@@ -213,21 +223,29 @@ def smollm_rows(args: argparse.Namespace) -> list[dict]:
 
 
 def render(rows: list[dict], args: argparse.Namespace) -> str:
-    head = ("| model | method | test metric | Δ vs dense | evaluations used | search wall s | prune + recovery s |\n"
-            "| --- | --- | --: | --: | --: | --: | --: |")
-    lines = [f"Same fine-tuned baseline for every MiniLM row; recovery {args.epochs} epoch(s), AdamW lr {args.lr}, "
-             "batch 32, max length 64; 50 % of the encoder's attention + FFN parameters removed (structured). "
+    head = ("| model | method | recovery | test metric | Δ vs dense | evaluations used | search wall s | "
+            "prune + recovery s |\n| --- | --- | --- | --: | --: | --: | --: | --: |")
+    lines = [f"Same fine-tuned baseline for every MiniLM row; every row of a group has the same recovery budget "
+             f"(the recovery column: epochs of fine-tuning, distilled from the unpruned model where marked), AdamW lr "
+             f"{args.lr}, batch 32, max length 64; 50 % of the encoder's attention + FFN parameters removed "
+             "(structured). "
              f"SmolLM2-135M: Wanda, 50 % of the block Linear weights, {args.lm_calib} × 512 calibration tokens, "
              f"perplexity on {args.lm_eval} × 512 evaluation tokens. 2 cores, shared machine. "
              "`python bench/search.py`.", "", head]
+    groups = list(dict.fromkeys(json.dumps(r.get("recovery"), sort_keys=True) for r in rows))
+    rows = sorted(rows, key=lambda r: (r["model"] != "MiniLM", groups.index(json.dumps(r.get("recovery"),
+                                                                                        sort_keys=True))))
     for r in rows:
         delta = r["value"] - r["baseline"]
+        rec = r.get("recovery")
+        how = (f"{rec['epochs']:g} epoch" + ("s" if rec["epochs"] != 1 else "") + (", distilled" if rec["distill"]
+                                                                                    else "")) if rec else "none"
         unit = "ppl" if r["metric"] == "perplexity" else "%"
         cell = f"{r['value']:.2f} {unit}"
         if len(r.get("values") or ()) > 1:  # the mean over recovery seeds, then every seed's value
             cell += " (" + " / ".join(f"{v:.2f}" for v in r["values"]) + ")"
         dfmt = f"{delta:+.2f}" if r["metric"] != "perplexity" else f"{r['value'] / r['baseline']:.3f}×"
-        lines.append(f"| {r['model']} | {r['method']} | {cell} | {dfmt} | {r['evaluations']} | "
+        lines.append(f"| {r['model']} | {r['method']} | {how} | {cell} | {dfmt} | {r['evaluations']} | "
                      f"{r['search_seconds']:.0f} | {r['prune_recover_seconds']:.0f} |")
     seeded = [r for r in rows if len(r.get("values") or ()) > 1]
     if seeded:
@@ -235,8 +253,12 @@ def render(rows: list[dict], args: argparse.Namespace) -> str:
                   f"{', '.join(map(str, seeded[0]['seeds']))} (each seed's value in brackets; the plan is fixed, the "
                   "seed sets the calibration batches that pick heads / neurons inside a layer and the recovery's "
                   "data order); prune + recovery s is the mean per seed."]
+    shown = set()
     for r in rows:
         if r["model"] == "MiniLM" and r.get("finalists"):
+            if json.dumps(r["finalists"]) in shown:  # one search, its plan recovered under several budgets
+                continue
+            shown.add(json.dumps(r["finalists"]))
             rk = r.get("finalist_ranking")
             kl = all(c.get("loss") is not None for c in r["finalists"])
             chosen = next((k for k, c in enumerate(r["finalists"])
@@ -277,7 +299,12 @@ def render(rows: list[dict], args: argparse.Namespace) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--epochs", type=float, default=1.0)
+    ap.add_argument("--epochs", type=float, default=1.0, help="MiniLM rows: the recovery budget, the same for "
+                    "every row of a group (a table may hold groups with different budgets, see --append).")
+    ap.add_argument("--distill", action="store_true",
+                    help="MiniLM rows: recover by distillation from the unpruned model (as the search's finalists).")
+    ap.add_argument("--plan", default=None, help="MiniLM search row: the output folder of an earlier search of this "
+                    "bench (plan.yaml + search.json; its wall time and evaluations are reported) instead of searching.")
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--evals", type=int, default=8)
     ap.add_argument("--steps", type=int, default=4000)
@@ -309,20 +336,24 @@ def main() -> None:
     rows: list[dict] = []
     previous = RESULTS / "search.json"
     old = json.loads(previous.read_text()) if previous.is_file() else None
+    for r in old["rows"] if old else ():  # rows from before the recovery was recorded per row
+        if r["model"] == "MiniLM" and "recovery" not in r:
+            r["recovery"] = {"epochs": old["args"]["epochs"], "distill": False}
     if args.render and old:
         rows, args = old["rows"], argparse.Namespace(**{**old["args"], "render": True})
     elif single:
         if old is None:
             ap.error("--append needs an earlier results/search.json")
-        for k in ("epochs", "lr", "seed", "seeds"):  # rows of one table share the recovery budget (and seeds,
-            if k in old["args"] and old["args"][k] != getattr(args, k):  # once a run has set them)
-                ap.error(f"--{k} {getattr(args, k)} differs from the table's {old['args'][k]}")
+        for k in ("lr", "seed", "seeds"):  # rows of one table share the learning rate and seeds (once a run
+            if k in old["args"] and old["args"][k] != getattr(args, k):  # has set them); --epochs and --distill
+                ap.error(f"--{k} {getattr(args, k)} differs from the table's {old['args'][k]}")  # start a group
         for k in LM_ARGS:  # the kept SmolLM2 rows were measured with the earlier run's settings
             if k in old["args"]:
                 setattr(args, k, old["args"][k])
         rows = list(old["rows"])
         for new in minilm_rows(args, single):
-            at = [i for i, r in enumerate(rows) if r["model"] == new["model"] and r["method"] == new["method"]]
+            at = [i for i, r in enumerate(rows) if (r["model"], r["method"], r.get("recovery")) ==
+                  (new["model"], new["method"], new["recovery"])]
             if at:
                 rows[at[0]] = new
             else:
@@ -331,7 +362,7 @@ def main() -> None:
         if args.only and old:  # keep the other model's rows from the last run
             other = "SmolLM2-135M" if args.only == "minilm" else "MiniLM"
             rows += [r for r in old["rows"] if r["model"] == other]
-            kept = LM_ARGS if other == "SmolLM2-135M" else ("epochs", "lr", "seeds")
+            kept = LM_ARGS if other == "SmolLM2-135M" else ("epochs", "lr", "seeds", "distill")
             for k in kept:  # the kept rows were measured with the earlier run's settings
                 if k in old["args"]:
                     setattr(args, k, old["args"][k])

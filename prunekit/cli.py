@@ -280,7 +280,8 @@ def prune(
                                                "evaluated).")] = 128,
     seq_len: SeqLen = 512, eval_samples: EvalSamples = 32, stride: Stride = None, calib_data: CalibData = None,
     layer_ratios: Annotated[str, typer.Option(help="lm, unstructured: owl (outlier-aware per-block sparsity, "
-                                              "same total) | uniform")] = "uniform",
+                                              "same total) | global (one threshold on all blocks' Wanda "
+                                              "scores) | uniform")] = "uniform",
     damp: Annotated[float, typer.Option(help="lm sparsegpt: Hessian dampening, × mean diagonal.")] = 0.01,
     calibration: Annotated[str | None, typer.Option(help="lm: sequential (each block calibrated on the already-"
                                                     "pruned blocks' outputs) | dense (on the unpruned model's "

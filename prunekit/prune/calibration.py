@@ -13,7 +13,7 @@ import contextlib
 import copy
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -24,6 +24,7 @@ from prunekit.errors import PrunekitError
 #: Calibration windows per forward pass. On 2 CPU cores a SmolLM2-135M block runs fastest at 2-4 windows of
 #: 512 tokens (29 ms per window, against 32 at 8 and 36 at 16: larger activations fall out of the cache;
 #: bench/calib_batch.py), and the forward pass's transient memory grows with it, so 4 beats 8 on both.
+T = TypeVar("T")
 CALIB_BATCH = 4
 
 
@@ -344,11 +345,11 @@ def sequential(
 
 
 def per_block_statistic(
-    model: nn.Module, windows: Tensor, statistic: Callable[[list[nn.Module], list[InputStats]], float], *,
+    model: nn.Module, windows: Tensor, statistic: Callable[[list[nn.Module], list[InputStats]], T], *,
     batch_size: int = CALIB_BATCH, device: torch.device | None = None, offload: torch.device | None = None,
-) -> list[float]:
+) -> list[T]:
     """Per block, ``statistic(linears, their input stats)`` on the dense model's activations (no pruning:
-    one pass per block). Only one number per block is kept, so memory stays at one block's scores, not a
+    one pass per block). Only the statistic per block is kept, so memory stays at one block's scores, not a
     copy of the model.
     """
     device = device or next(model.parameters()).device
@@ -363,6 +364,6 @@ def per_block_statistic(
             stats = run_block_with_stats(block, names, inputs, device, hessian=False)
         else:
             stats = collect_stats(block, names, inputs, device, hessian=False)
-        out.append(float(statistic([block.get_submodule(n) for n in names], [stats[n] for n in names])))
+        out.append(statistic([block.get_submodule(n) for n in names], [stats[n] for n in names]))
         block.to(offload)
     return out

@@ -2,8 +2,9 @@
 
 The criterion decides the mask (importance/wanda.py, |W|), SparseGPT also rewrites the kept weights
 (prune/sparsegpt.py), and prune/calibration.py feeds every block the activations of the already
-pruned blocks before it. Per-layer ratios may be uniform or outlier-aware (OWL, Yin et al. 2024):
-blocks whose Wanda scores hold more outliers keep more weights, at the same total sparsity.
+pruned blocks before it. Per-layer ratios may be uniform, outlier-aware (OWL, Yin et al. 2024:
+blocks whose Wanda scores hold more outliers keep more weights, at the same total sparsity) or set by
+one global ranking of all Wanda scores (the baseline a per-layer search has to beat).
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ from prunekit.prune.reconstruct import refit_kept
 from prunekit.prune.sparsegpt import sparsegpt_prune
 
 ONESHOT_METHODS = ("magnitude", "wanda", "sparsegpt")
+LAYER_RATIOS = ("uniform", "owl", "global")
+#: score quantiles kept per block part for the global ranking (memory: a few KB per block, not the scores)
+GLOBAL_QUANTILES = 2049
+GLOBAL_SAMPLE = 1 << 22  # scores sampled per part beyond this many (torch.quantile's input is bounded)
 
 
 @dataclass
@@ -41,8 +46,10 @@ class OneShotSettings:
     method: str = "sparsegpt"
     sparsity: float = 0.5
     pattern: str | None = None  # "2:4", "4:8"; None = unstructured
-    # uniform | owl (unstructured only; N:M is uniform by definition). Uniform by default: on SmolLM2-135M
-    # OWL's ratios did not lower perplexity (bench/results/lm_oneshot.md) and cost one more calibration pass
+    # uniform | owl | global (unstructured only; N:M is uniform by definition). Uniform by default: on
+    # SmolLM2-135M OWL's ratios did not lower perplexity (bench/results/lm_oneshot.md) and cost one more
+    # calibration pass. global: one threshold on all blocks' Wanda scores sets each block's attention and
+    # MLP sparsity (bench/results/search.md compares it with uniform and a searched plan)
     layer_ratios: str = "uniform"
     owl_lambda: float = 0.08  # the largest deviation of a block's sparsity from the target
     owl_multiple: float = 5.0  # a score counts as an outlier above this × the block mean
@@ -86,8 +93,8 @@ class OneShotSettings:
         if self.calibration == "dense" and (self.dense_targets or self.true_sequential):
             raise PrunekitError("--calibration dense calibrates on the unpruned model: dense targets and "
                                 "sublayer-sequential statistics need the pruned stream (--calibration sequential)")
-        if self.layer_ratios not in ("uniform", "owl"):
-            raise PrunekitError(f"--layer-ratios must be uniform or owl, got {self.layer_ratios!r}")
+        if self.layer_ratios not in LAYER_RATIOS:
+            raise PrunekitError(f"--layer-ratios must be {', '.join(LAYER_RATIOS)}, got {self.layer_ratios!r}")
         if self.block_ratios is not None:
             if self.nm is not None:
                 raise PrunekitError("per-block ratios apply to unstructured sparsity only, not N:M")
@@ -135,7 +142,7 @@ class OneShotSettings:
     @property
     def uses_calibration(self) -> bool:
         return self.method != "magnitude" or self.refits or (
-            self.layer_ratios == "owl" and self.nm is None and self.block_ratios is None)
+            self.layer_ratios != "uniform" and self.nm is None and self.block_ratios is None)
 
 
 @dataclass
@@ -169,6 +176,28 @@ def owl_block_ratios(outliers: list[float], target: float, lam: float) -> list[f
     scaled = (d - d.min()) / (d.max() - d.min()) * 2 * lam
     keep = scaled - scaled.mean() + (1 - target)
     return [float(np.clip(1 - k, 0.0, 0.99)) for k in keep]
+
+
+def score_quantiles(scores: list[Tensor], seed: int = 0) -> tuple[np.ndarray, int]:
+    """A part's score distribution as GLOBAL_QUANTILES quantiles (a seeded sample of at most GLOBAL_SAMPLE
+    scores for large parts) and its count: enough to place one global threshold without keeping the scores."""
+    flat = torch.cat([s.flatten().float() for s in scores])
+    n = flat.numel()
+    if n > GLOBAL_SAMPLE:
+        g = torch.Generator(device="cpu").manual_seed(seed)
+        flat = flat[torch.randint(n, (GLOBAL_SAMPLE,), generator=g).to(flat.device)]
+    levels = torch.linspace(0, 1, GLOBAL_QUANTILES, device=flat.device)
+    return torch.quantile(flat, levels).double().cpu().numpy(), n
+
+
+def global_part_ratios(parts: list[tuple[np.ndarray, int]], target: float) -> list[float]:
+    """Each part's sparsity under one threshold on all parts' scores chosen so that ``target`` of all
+    weights fall below it (parts given as :func:`score_quantiles`)."""
+    levels = np.linspace(0.0, 1.0, GLOBAL_QUANTILES)
+    points = np.unique(np.concatenate([q for q, _ in parts]))
+    below = sum(n * np.interp(points, q, levels) for q, n in parts)  # weights below each candidate threshold
+    threshold = np.interp(target * sum(n for _, n in parts), below, points)
+    return [float(np.clip(np.interp(threshold, q, levels), 0.0, 0.99)) for q, _ in parts]
 
 
 def corrected_target(weight: Tensor, xtx: Tensor, xtd: Tensor, damp: float) -> Tensor:
@@ -230,10 +259,24 @@ def prune_oneshot(
         targets = owl_block_ratios(result.owl_outlier_ratios, settings.target, settings.owl_lambda)
         if progress:
             progress("outlier ratios", 1, 1)
-    result.block_targets = targets
-    mlp_targets = [float(r) for r in settings.mlp_ratios] if settings.mlp_ratios is not None else None
-    result.mlp_targets = mlp_targets
     attention = {n for g in sublayer_groups(model, layers[0])[:2] for n in g} if len(layers) else set()
+    mlp_targets = [float(r) for r in settings.mlp_ratios] if settings.mlp_ratios is not None else None
+    if settings.block_ratios is None and settings.layer_ratios == "global" and settings.nm is None \
+            and settings.target > 0:
+        split = len(attention)  # per_block_statistic lists a block's Linears attention first, as sublayer_groups
+
+        def attention_and_mlp(linears: list[nn.Module], stats: list[InputStats]) -> list[tuple[np.ndarray, int]]:
+            scores = [wanda_scores(as_rows(m), s.sq_norms) for m, s in zip(linears, stats, strict=True)]
+            return [score_quantiles(scores[:split]), score_quantiles(scores[split:])]
+
+        parts = per_block_statistic(model, calibration, attention_and_mlp, batch_size=settings.batch_size,
+                                    device=device)
+        ratios = global_part_ratios([p for block in parts for p in block], settings.target)
+        targets, mlp_targets = ratios[0::2], ratios[1::2]
+        if progress:
+            progress("global ranking", 1, 1)
+    result.block_targets = targets
+    result.mlp_targets = mlp_targets
 
     def prune_linear(index: int, name: str, module: nn.Module, stats: InputStats | None) -> None:
         rows = as_rows(module)

@@ -198,11 +198,15 @@ def anneal(
     units: Sequence[Unit], cost: CostModel, budget: Budget, proxy: Proxy, evaluate: Callable[[Sequence[float]], float],
     settings: SearchSettings | None = None, progress: Callable[[str], None] | None = None,
     choose: Callable[[list[Candidate]], int] | None = None,
+    anchors: Mapping[str, Sequence[float]] | None = None,
 ) -> SearchResult:
     """Search per-unit ratios meeting ``budget`` that maximise the proxy, then evaluate the best for real.
 
     ``evaluate(ratios)`` returns the real validation metric of a (rounded) plan. ``choose(finalists)``
     (uniform first, all measured) returns the index of the one to keep; by default the best real metric.
+    ``anchors`` (label → ratios, e.g. global ranking) are measured beside uniform within the same
+    ``evals``: the plan returned is then never one the user could have had without searching and that
+    measured worse than a standard allocation.
     """
     s = settings or SearchSettings()
     s.check()
@@ -270,9 +274,14 @@ def anneal(
                  f"best predicted {best_score:.4g} (uniform {proxy(uniform_q):.4g})")
     # real evaluations: the uniform plan, then the best distinct plans by proxy
     uniform = Candidate(uniform_q, proxy(uniform_q), cost.kept(uniform_q), label="uniform")
-    ranked = sorted((c for k, c in pool.items() if k != tuple(round(x, 4) for x in uniform_q)),
-                    key=lambda c: -c.proxy)
-    chosen = [uniform] + _diverse(ranked, s.evals - 1)
+    fixed, seen = [uniform], {tuple(round(x, 4) for x in uniform_q)}
+    for label, r in (anchors or {}).items():
+        q = repair(units, quantize(units, list(r), s.round_to), cost, budget, proxy, caps, s.round_to)
+        if tuple(round(x, 4) for x in q) not in seen and len(fixed) < s.evals:
+            seen.add(tuple(round(x, 4) for x in q))
+            fixed.append(Candidate(q, proxy(q), cost.kept(q), label=label))
+    ranked = sorted((c for k, c in pool.items() if k not in seen), key=lambda c: -c.proxy)
+    chosen = fixed + _diverse(ranked, s.evals - len(fixed))
     sign = 1 if proxy.tables[0].higher_is_better else -1
     for k, c in enumerate(chosen, start=1):
         c.real = evaluate(c.ratios)

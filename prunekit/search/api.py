@@ -352,8 +352,33 @@ def _anneal(session: _Session, units, cost: CostModel, budget: Budget, tables: S
             return _choose_by_kl(session, finalists)
 
     if max_drop is None:
-        return anneal(units, cost, budget, proxy, evaluate, settings, progress=_log, choose=choose)
+        anchor = _global_ranking(session, units, budget)
+        return anneal(units, cost, budget, proxy, evaluate, settings, progress=_log, choose=choose,
+                      anchors={"global": anchor} if anchor is not None else None)
     return min_size_search(units, cost, proxy, evaluate, max_drop, budget.kind, settings, progress=_log)
+
+
+def _global_ranking(session: _Session, units, budget: Budget) -> list[float] | None:
+    """Per-unit ratios of one global ranking of the session's head / neuron scores (the other standard
+    allocation beside uniform; ``prunekit prune --scope global``) at a params budget; None where that
+    ranking does not apply (LMs, other budgets, or a ranking that would empty a layer)."""
+    from prunekit.prune.structured import attn_site, plan_from_ratios
+
+    kinds = {u.kind for u in units}
+    if session.scores is None or budget.kind != "params" or not kinds <= {"heads", "ffn"}:
+        return None
+    removed = 1.0 - budget.keep
+    try:
+        plan = plan_from_ratios(session.model, session.scores, heads=removed if "heads" in kinds else 0.0,
+                                ffn=removed if "ffn" in kinds else 0.0, scope="global", gqa=session.opts.gqa)
+    except PrunekitError:
+        return None
+    out = []
+    for u in units:
+        kept = (plan.heads if u.kind == "heads" else plan.ffn).get(u.layer)
+        total = attn_site(session.model, u.layer).n_q if u.kind == "heads" else u.count
+        out.append(0.0 if kept is None else 1.0 - len(kept) / total)
+    return out
 
 
 def _choose_by_kl(session: _Session, finalists: list) -> int:

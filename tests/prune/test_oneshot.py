@@ -10,7 +10,13 @@ from prunekit.arch import transformer_layers
 from prunekit.errors import PrunekitError
 from prunekit.prune.calibration import as_rows, capture_block_inputs, run_block, sequential
 from prunekit.prune.masks import keep_n_of_m, keep_per_row, parse_pattern
-from prunekit.prune.oneshot import OneShotSettings, owl_block_ratios, prune_oneshot
+from prunekit.prune.oneshot import (
+    OneShotSettings,
+    global_part_ratios,
+    owl_block_ratios,
+    prune_oneshot,
+    score_quantiles,
+)
 from prunekit.prune.sparsegpt import sparsegpt_prune
 
 CPU = torch.device("cpu")
@@ -137,6 +143,27 @@ def test_owl_changes_block_ratios_but_not_the_total() -> None:
     assert result.owl_outlier_ratios is not None and len(result.block_targets) == 3
     assert sum(result.block_targets) / 3 == pytest.approx(0.5, abs=1e-6)
     assert len(set(round(t, 6) for t in result.block_targets)) > 1
+
+
+def test_global_ratios_put_one_threshold_on_all_parts() -> None:
+    g = torch.Generator().manual_seed(0)
+    low, high = 2 * torch.rand(40_000, generator=g), 1 + 2 * torch.rand(120_000, generator=g)  # U[0,2], U[1,3]
+    ratios = global_part_ratios([score_quantiles([low]), score_quantiles([high])], target=0.5)
+    # threshold t with 40k·t/2 + 120k·(t−1)/2 = 80k → t = 1.75: 87.5 % of the low part, 37.5 % of the high one
+    assert ratios == pytest.approx([0.875, 0.375], abs=0.01)
+    assert global_part_ratios([score_quantiles([low]), score_quantiles([low.clone()])], 0.3) == pytest.approx(
+        [0.3, 0.3], abs=0.01)
+
+
+def test_global_layer_ratios_split_blocks_but_keep_the_total() -> None:
+    model = build("llama")
+    result = prune_oneshot(model, windows(), OneShotSettings(method="wanda", sparsity=0.5, layer_ratios="global"))
+    assert result.mlp_targets is not None and len(result.block_targets) == len(result.mlp_targets) == 3
+    prefix, layers = transformer_layers(model)
+    linears = [as_rows(m) for b in layers for m in b.modules() if isinstance(m, torch.nn.Linear)]
+    zeros = sum(int((w == 0).sum()) for w in linears) / sum(w.numel() for w in linears)
+    assert zeros == pytest.approx(0.5, abs=0.02)
+    assert len({round(t, 3) for t in [*result.block_targets, *result.mlp_targets]}) > 1
 
 
 def test_sequential_without_true_sequential_runs_each_block_once_for_stats() -> None:

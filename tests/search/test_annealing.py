@@ -107,3 +107,22 @@ def test_choose_decides_among_the_measured_finalists():
                  SearchSettings(steps=500, evals=3), choose=keep_uniform)
     assert seen[0] == "uniform" and len(seen) == 3 and all(c.real is not None for c in res.candidates)
     assert res.best is res.uniform and max(c.real for c in res.candidates) > res.uniform.real + 10
+
+
+def test_anchors_are_measured_within_the_evaluation_budget_and_can_win():
+    """A standard allocation passed as an anchor (global ranking) is measured beside uniform, counts
+    against ``evals``, is repaired to the budget, and is returned when it measures best."""
+    slopes = (1.0, 20.0, 2.0, 30.0)
+    units, proxy = _setup(slopes)
+    cost = CostModel(units, "params")
+    best_possible = [0.99, 0.0, 0.99, 0.02]  # over budget by rounding: repair must bring it back
+    truth = _true(slopes)
+    res = anneal(units, cost, Budget("params", 0.5), proxy, lambda r: truth(r) + (50 if r[0] > 0.95 else 0),
+                 SearchSettings(steps=300, evals=3), anchors={"global": best_possible})
+    labels = [c.label for c in res.candidates]
+    assert labels[:2] == ["uniform", "global"] and len(labels) == 3 and res.evaluations == 3
+    assert res.best.label == "global" and cost.kept(res.best.ratios) <= 0.5 + 1e-9
+    same = anneal(units, cost, Budget("params", 0.5), proxy, truth, SearchSettings(steps=300, evals=3),
+                  anchors={"global": res.uniform.ratios})  # an anchor equal to uniform is not measured twice
+    assert [c.label for c in same.candidates].count("uniform") == 1 and "global" not in [
+        c.label for c in same.candidates]
