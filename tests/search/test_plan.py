@@ -45,6 +45,7 @@ def test_structured_search_writes_a_plan_that_prune_applies(trained_tiny, tmp_pa
     assert ranking["examples"] == ranking["validation"] + ranking["heldout_train"]
     finalists = summary["search"]["candidates"]
     assert finalists[0]["label"] == "uniform" and finalists[0]["paired"]["gain"] == 0
+    assert finalists[1]["label"] == "global"  # the other standard allocation is measured too
     assert all(c["loss"] is not None and c["loss"] >= 0 for c in finalists)
     chosen = finalists[ranking["chosen"]]
     assert plan["scores"]["heldout_kl"] == chosen["loss"]
