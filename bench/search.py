@@ -103,7 +103,8 @@ def minilm_rows(args: argparse.Namespace, which: tuple[str, ...] = MINILM_ROWS) 
             summary = json.loads((where / "search.json").read_text())
             search_seconds = summary["seconds"]
         else:
-            where = WORK / "plan"
+            # one folder per finalist recovery, so a plan reused with --plan is not overwritten by another search
+            where = WORK / ("plan" if args.recover_epochs is None else f"plan-recover{args.recover_epochs:g}")
             t0 = time.perf_counter()
             summary = search(str(base), data, where, "params=0.5", evals=args.evals, steps=args.steps,
                              opts=SearchData(importance="taylor", seed=args.seed, recover_epochs=args.recover_epochs,

@@ -21,10 +21,11 @@ from torch import Tensor, nn
 from prunekit.arch import family_for, transformer_layers
 from prunekit.errors import PrunekitError
 
+T = TypeVar("T")
+
 #: Calibration windows per forward pass. On 2 CPU cores a SmolLM2-135M block runs fastest at 2-4 windows of
 #: 512 tokens (29 ms per window, against 32 at 8 and 36 at 16: larger activations fall out of the cache;
 #: bench/calib_batch.py), and the forward pass's transient memory grows with it, so 4 beats 8 on both.
-T = TypeVar("T")
 CALIB_BATCH = 4
 
 
