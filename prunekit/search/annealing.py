@@ -205,8 +205,8 @@ def anneal(
     ``evaluate(ratios)`` returns the real validation metric of a (rounded) plan. ``choose(finalists)``
     (uniform first, all measured) returns the index of the one to keep; by default the best real metric.
     ``anchors`` (label → ratios, e.g. global ranking) are measured beside uniform within the same
-    ``evals``: the plan returned is then never one the user could have had without searching and that
-    measured worse than a standard allocation.
+    ``evals``, so the search never returns a plan that measured worse than an allocation the user could
+    have picked without searching.
     """
     s = settings or SearchSettings()
     s.check()
