@@ -223,6 +223,13 @@ def smollm_rows(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
+def _recovery_label(rec: dict | None) -> str:
+    """'1 epoch', '0.25 epochs, distilled'; 'none' for one-shot rows and rows without recovery."""
+    if not rec or not rec["epochs"]:
+        return "none"
+    return f"{rec['epochs']:g} epoch" + ("s" if rec["epochs"] != 1 else "") + (", distilled" if rec["distill"] else "")
+
+
 def render(rows: list[dict], args: argparse.Namespace) -> str:
     head = ("| model | method | recovery | test metric | Δ vs dense | evaluations used | search wall s | "
             "prune + recovery s |\n| --- | --- | --- | --: | --: | --: | --: | --: |")
@@ -238,9 +245,7 @@ def render(rows: list[dict], args: argparse.Namespace) -> str:
                                                                                         sort_keys=True))))
     for r in rows:
         delta = r["value"] - r["baseline"]
-        rec = r.get("recovery")
-        how = (f"{rec['epochs']:g} epoch" + ("s" if rec["epochs"] != 1 else "") + (", distilled" if rec["distill"]
-                                                                                    else "")) if rec else "none"
+        how = _recovery_label(r.get("recovery"))
         unit = "ppl" if r["metric"] == "perplexity" else "%"
         cell = f"{r['value']:.2f} {unit}"
         if len(r.get("values") or ()) > 1:  # the mean over recovery seeds, then every seed's value
@@ -266,8 +271,13 @@ def render(rows: list[dict], args: argparse.Namespace) -> str:
                            if kl and c["loss"] == r.get("plan", {}).get("scores", {}).get("heldout_kl")), None)
             on = (f"{rk['examples']} examples ({rk['validation']} validation + {rk['heldout_train']} training examples "
                   "kept out of the recovery)" if rk else "validation + the training examples kept out of the recovery")
-            lines += ["", f"MiniLM search, finalists (validation accuracy after {r.get('recover_epochs')} epoch(s) of "
-                      "distilled recovery; predicted = the sensitivity proxy, no recovery" + (
+            used_by = " / ".join(_recovery_label(x.get("recovery")) for x in rows
+                                 if x.get("finalists") and json.dumps(x["finalists"]) == json.dumps(r["finalists"]))
+            measured = (f"validation accuracy after {r.get('recover_epochs'):g} epoch(s) of distilled recovery"
+                        if r.get("recover_epochs") else
+                        "validation accuracy of the cut model, no recovery; the best wins")
+            lines += ["", f"MiniLM search used by the rows with recovery: {used_by}. Finalists ({measured}; "
+                      "predicted = the sensitivity proxy, no recovery" + (
                           f"; held-out KL = mean per-example KL to the unpruned model on {on}, gain = uniform's KL − "
                           "the finalist's, paired on the same examples, with its standard error; a plan replaces "
                           f"uniform only if its gain exceeds {rk['margin'] if rk else 2:g} SE; chosen: finalist "
