@@ -1,14 +1,17 @@
 """Benchmark: how much to prune where — uniform vs global ranking vs prunekit's searched plan vs L0 gates.
 
 MiniLM on movie reviews, 50 % of the encoder's attention + FFN parameters removed structurally; every
-row starts from the same fine-tuned baseline and gets the same recovery budget (one epoch, AdamW, the
-same learning rate; the L0 row learns its gates during 3/4 of that epoch and recovers the cut model in
-the last 1/4). SmolLM2-135M at 50 % unstructured Wanda: uniform vs OWL vs global ranking vs the searched
-per-block plan, perplexity on the Wikipedia evaluation articles (the search only saw held-out calibration text).
+row starts from the same fine-tuned baseline, and every row of a group gets the same recovery budget
+(--epochs, default one; --distill; AdamW, the same learning rate; the L0 row learns its gates during 3/4
+of it and recovers the cut model in the last 1/4). A table may hold several groups (--append).
+SmolLM2-135M at 50 % unstructured Wanda: uniform vs OWL vs global ranking vs the searched per-block plan,
+perplexity on the Wikipedia evaluation articles (the search only saw held-out calibration text).
 Columns: test metric, evaluations the method used to choose its ratios, its wall time.
 Writes bench/results/search.{md,json}.
 
     python bench/search.py [--epochs 1] [--lr 2e-4] [--only minilm|smollm|uniform,global,search,l0] [--append]
+    python bench/search.py --only uniform,global,search,l0 --append --epochs 0.25 --distill --seeds 0,1,2
+    python bench/search.py --only search --append --plan bench/work/search/plan --seeds 0,1,2   # reuse a plan
 """
 
 from __future__ import annotations
