@@ -115,13 +115,15 @@ def test_anchors_are_measured_within_the_evaluation_budget_and_can_win():
     slopes = (1.0, 20.0, 2.0, 30.0)
     units, proxy = _setup(slopes)
     cost = CostModel(units, "params")
-    best_possible = [0.99, 0.0, 0.99, 0.02]  # over budget by rounding: repair must bring it back
-    truth = _true(slopes)
-    res = anneal(units, cost, Budget("params", 0.5), proxy, lambda r: truth(r) + (50 if r[0] > 0.95 else 0),
-                 SearchSettings(steps=300, evals=3), anchors={"global": best_possible})
+    anchor = [0.99, 0.0, 0.99, 0.0]  # keeps 50.5 %: over the budget, so repair must remove one more step
+    truth = _true(slopes)  # cutting the flat units 0 and 2 to the cap is the best plan there is
+    res = anneal(units, cost, Budget("params", 0.5), proxy, truth, SearchSettings(steps=300, evals=3),
+                 anchors={"global": anchor})
     labels = [c.label for c in res.candidates]
     assert labels[:2] == ["uniform", "global"] and len(labels) == 3 and res.evaluations == 3
-    assert res.best.label == "global" and cost.kept(res.best.ratios) <= 0.5 + 1e-9
+    measured = res.candidates[1]
+    assert measured.ratios != anchor and cost.kept(measured.ratios) <= 0.5 + 1e-9  # repaired to the budget
+    assert res.best is measured and measured.real > max(c.real for c in res.candidates if c is not measured)
     same = anneal(units, cost, Budget("params", 0.5), proxy, truth, SearchSettings(steps=300, evals=3),
                   anchors={"global": res.uniform.ratios})  # an anchor equal to uniform is not measured twice
     assert [c.label for c in same.candidates].count("uniform") == 1 and "global" not in [
