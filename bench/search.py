@@ -94,8 +94,8 @@ def minilm_rows(args: argparse.Namespace, which: tuple[str, ...] = MINILM_ROWS) 
         run("uniform (50 % heads + 50 % FFN per layer)",
             PruneSettings(heads=0.5, ffn=0.5, scope="local", **common), 0, 0.0, {})
     def global_() -> None:
-        # global ranking as plan_from_ratios(scope="global") does it, except that every layer keeps its best head
-        # (plain global ranking removes all 12 heads of layer 5 here, which a BERT layer cannot run without)
+        # prune --scope global, every layer keeping its best head and neuron (plain global ranking removes all
+        # 12 heads of layer 5 here, which a BERT layer cannot run without)
         global_plan = global_ranking_plan(base, data, WORK / "global-plan.yaml", args.seed)
         run("global ranking (heads, FFN across layers)",
             PruneSettings(plan=str(global_plan), **{k: v for k, v in common.items() if k != "importance"}),
@@ -144,31 +144,19 @@ def minilm_rows(args: argparse.Namespace, which: tuple[str, ...] = MINILM_ROWS) 
 
 
 def global_ranking_plan(base: Path, data: DataOptions, path: Path, seed: int) -> Path:
-    """One ranking of all heads (and one of all FFN neurons) by the same taylor scores and calibration batches
-    prunekit prune uses (step 1: seed + 1), the lowest 50 % removed, at least one kept per layer; as a plan."""
-    import torch
-
+    """``prunekit prune --scope global`` (heads 0.5, FFN 0.5) as a plan: one ranking of all heads (and one of
+    all FFN neurons) by the taylor scores and calibration batches prune uses (step 1: seed + 1), every layer
+    keeping its best head and neuron (plan_from_ratios); written out so the row is applied like the others."""
     from prunekit.importance.groups import group_scores
     from prunekit.pipeline import _calibration_batches, open_workbench
+    from prunekit.prune.structured import plan_from_ratios, removed_ratios
     from prunekit.search.plan import architecture, write_plan
 
     wb = open_workbench(str(base), data, seed)
     scores = group_scores(wb.model, "taylor", batches=_calibration_batches(wb, 16, 32, seed + 1), seed=seed + 1)
-
-    def ratios(units: dict[int, torch.Tensor]) -> dict[int, float]:
-        flat = sorted((float(v), layer, j) for layer, t in units.items() for j, v in enumerate(t.tolist()))
-        left = {layer: t.numel() for layer, t in units.items()}
-        n_remove = round(0.5 * len(flat))
-        for _, layer, _ in flat:
-            if n_remove == 0:
-                break
-            if left[layer] > 1:
-                left[layer] -= 1
-                n_remove -= 1
-        return {layer: 1 - left[layer] / t.numel() for layer, t in units.items()}
-
+    heads, ffn = removed_ratios(wb.model, plan_from_ratios(wb.model, scores, heads=0.5, ffn=0.5, scope="global"))
     plan = {"prunekit_plan": 1, "granularity": "structured", "architecture": architecture(wb.model),
-            "heads": ratios(scores.heads), "ffn": ratios(scores.ffn), "importance": "taylor"}
+            "heads": heads, "ffn": ffn, "importance": "taylor"}
     write_plan(path, plan)
     return path
 

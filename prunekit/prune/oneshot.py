@@ -243,32 +243,33 @@ def prune_oneshot(
     prefix, layers = transformer_layers(model)
     result = OneShotResult()
     targets = [settings.target] * len(layers)
+    mlp_targets = [float(r) for r in settings.mlp_ratios] if settings.mlp_ratios is not None else None
+    attention = {n for g in sublayer_groups(model, layers[0])[:2] for n in g} if len(layers) else set()
+    split = len(attention)  # per_block_statistic lists a block's Linears attention first, as sublayer_groups
+
+    def block_wanda(linears: list[nn.Module], stats: list[InputStats]) -> list[Tensor]:
+        return [wanda_scores(as_rows(m), s.sq_norms) for m, s in zip(linears, stats, strict=True)]
+
+    def attention_and_mlp(linears: list[nn.Module], stats: list[InputStats]) -> list[tuple[np.ndarray, int]]:
+        scores = block_wanda(linears, stats)
+        return [score_quantiles(scores[:split]), score_quantiles(scores[split:])]
+
+    ranked = settings.nm is None and settings.target > 0  # per-block ratios from scores (OWL, global)
     if settings.block_ratios is not None:
         if len(settings.block_ratios) != len(layers) or len(settings.mlp_ratios or layers) != len(layers):
             raise PrunekitError(f"{len(settings.block_ratios)} per-block ratios given for a model with "
                                 f"{len(layers)} blocks")
         targets = [float(r) for r in settings.block_ratios]
-    elif settings.layer_ratios == "owl" and settings.nm is None and settings.target > 0:
+    elif settings.layer_ratios == "owl" and ranked:
         result.owl_outlier_ratios = per_block_statistic(
-            model, calibration,
-            lambda linears, stats: outlier_ratio(
-                [wanda_scores(as_rows(m), s.sq_norms) for m, s in zip(linears, stats, strict=True)],
-                settings.owl_multiple),
+            model, calibration, lambda linears, stats: outlier_ratio(block_wanda(linears, stats),
+                                                                     settings.owl_multiple),
             batch_size=settings.batch_size, device=device,
         )
         targets = owl_block_ratios(result.owl_outlier_ratios, settings.target, settings.owl_lambda)
         if progress:
             progress("outlier ratios", 1, 1)
-    attention = {n for g in sublayer_groups(model, layers[0])[:2] for n in g} if len(layers) else set()
-    mlp_targets = [float(r) for r in settings.mlp_ratios] if settings.mlp_ratios is not None else None
-    if settings.block_ratios is None and settings.layer_ratios == "global" and settings.nm is None \
-            and settings.target > 0:
-        split = len(attention)  # per_block_statistic lists a block's Linears attention first, as sublayer_groups
-
-        def attention_and_mlp(linears: list[nn.Module], stats: list[InputStats]) -> list[tuple[np.ndarray, int]]:
-            scores = [wanda_scores(as_rows(m), s.sq_norms) for m, s in zip(linears, stats, strict=True)]
-            return [score_quantiles(scores[:split]), score_quantiles(scores[split:])]
-
+    elif settings.layer_ratios == "global" and ranked:
         parts = per_block_statistic(model, calibration, attention_and_mlp, batch_size=settings.batch_size,
                                     device=device)
         ratios = global_part_ratios([p for block in parts for p in block], settings.target)

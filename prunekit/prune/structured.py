@@ -857,6 +857,14 @@ def _plan_heads(model: nn.Module, scores: GroupScores, ratio: float, scope: str,
     return out
 
 
+def removed_ratios(model: nn.Module, plan: StructuredPlan) -> tuple[dict[int, float], dict[int, float]]:
+    """Per layer, the fraction of query heads and of FFN neurons ``plan`` removes (a plan as ratios: what
+    ``prunekit search`` plans hold, e.g. the widths global ranking chose)."""
+    heads = {i: 1.0 - len(kept) / attn_site(model, i).n_q for i, kept in plan.heads.items()}
+    ffn = {i: 1.0 - len(kept) / ffn_site(model, i).width for i, kept in plan.ffn.items()}
+    return heads, ffn
+
+
 def plan_from_layer_ratios(
     model: nn.Module,
     scores: GroupScores,

@@ -362,7 +362,7 @@ def _global_ranking(session: _Session, units, budget: Budget) -> list[float] | N
     """Per-unit ratios of one global ranking of the session's head / neuron scores (the other standard
     allocation beside uniform; ``prunekit prune --scope global``) at a params budget; None where that
     ranking does not apply (LMs, other budgets, or a ranking that would empty a layer)."""
-    from prunekit.prune.structured import attn_site, plan_from_ratios
+    from prunekit.prune.structured import plan_from_ratios, removed_ratios
 
     kinds = {u.kind for u in units}
     if session.scores is None or budget.kind != "params" or not kinds <= {"heads", "ffn"}:
@@ -373,12 +373,8 @@ def _global_ranking(session: _Session, units, budget: Budget) -> list[float] | N
                                 ffn=removed if "ffn" in kinds else 0.0, scope="global", gqa=session.opts.gqa)
     except PrunekitError:
         return None
-    out = []
-    for u in units:
-        kept = (plan.heads if u.kind == "heads" else plan.ffn).get(u.layer)
-        total = attn_site(session.model, u.layer).n_q if u.kind == "heads" else u.count
-        out.append(0.0 if kept is None else 1.0 - len(kept) / total)
-    return out
+    heads, ffn = removed_ratios(session.model, plan)
+    return [(heads if u.kind == "heads" else ffn).get(u.layer, 0.0) for u in units]
 
 
 def _choose_by_kl(session: _Session, finalists: list) -> int:
