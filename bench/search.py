@@ -36,7 +36,12 @@ ROOT = Path(__file__).resolve().parent
 WORK = ROOT / "work" / "search"
 LM_ARGS = ("lm_calib", "lm_eval", "lm_ratios", "lm_val", "lm_space")
 #: --only names of single MiniLM rows
-MINILM_ROWS = ("uniform", "global", "search", "l0")
+MINILM_ROWS = ("uniform", "global", "search", "l0", "dense")
+DEFAULT_LR = 2e-4  # prunekit's default for fine-tuning a pruned transformer
+SEARCH_ROW = "prunekit search (SA, params=0.5)"
+#: a search whose finalists were measured as cut (--recover-epochs 0), a row of its own beside the default's
+SEARCH_CUT_ROW = "prunekit search (SA, params=0.5; finalists measured as cut)"
+DENSE_ROW = "unpruned (nothing removed), the same recovery"
 
 
 def minilm_rows(args: argparse.Namespace, which: tuple[str, ...] = MINILM_ROWS) -> list[dict]:
@@ -45,7 +50,8 @@ def minilm_rows(args: argparse.Namespace, which: tuple[str, ...] = MINILM_ROWS) 
     data: DataOptions = DEFAULT_DATA
     common = {"finetune_epochs": args.epochs, "lr": args.lr, "batch_size": 32, "latency": False,
               "importance": "taylor", "distill": args.distill}
-    recovery = {"epochs": args.epochs, "distill": args.distill}
+    planned = {k: v for k, v in common.items() if k != "importance"}  # a plan names its own criterion
+    recovery = recovery_of(args.epochs, args.distill, args.lr)
     rows = []
     partial = WORK / "minilm-rows.jsonl"
     done = {}
@@ -98,7 +104,7 @@ def minilm_rows(args: argparse.Namespace, which: tuple[str, ...] = MINILM_ROWS) 
         # 12 heads of layer 5 here, which a BERT layer cannot run without)
         global_plan = global_ranking_plan(base, data, WORK / "global-plan.yaml", args.seed)
         run("global ranking (heads, FFN across layers)",
-            PruneSettings(plan=str(global_plan), **{k: v for k, v in common.items() if k != "importance"}),
+            PruneSettings(plan=str(global_plan), **planned),
             0, 0.0, {})
     def searched() -> None:
         if args.plan:  # the plan of an earlier search (its own wall time and evaluations)
@@ -107,17 +113,19 @@ def minilm_rows(args: argparse.Namespace, which: tuple[str, ...] = MINILM_ROWS) 
             search_seconds = summary["seconds"]
         else:
             # one folder per finalist recovery, so a plan reused with --plan is not overwritten by another search
-            where = WORK / ("plan" if args.recover_epochs is None else f"plan-recover{args.recover_epochs:g}")
+            where = WORK / ("plan" + ("" if args.recover_epochs is None else f"-recover{args.recover_epochs:g}")
+                            + ("" if args.lr == DEFAULT_LR else f"-lr{args.lr:g}"))
             t0 = time.perf_counter()
+            # the finalists recover at the rows' learning rate: ranked as the bench's recovery will leave them
             summary = search(str(base), data, where, "params=0.5", evals=args.evals, steps=args.steps,
                              opts=SearchData(importance="taylor", seed=args.seed, recover_epochs=args.recover_epochs,
-                                             finalist_metric=args.rank),
+                                             recover_lr=args.lr, finalist_metric=args.rank),
                              force=True)
             search_seconds = time.perf_counter() - t0
         plan = summary["plan"]
         used = plan["search"]["real_evaluations"] + plan["search"]["sensitivity_evaluations"]
-        run("prunekit search (SA, params=0.5)", PruneSettings(plan=str(where / "plan.yaml"),
-                                                              **{k: v for k, v in common.items() if k != "importance"}),
+        name = SEARCH_ROW if summary["search"].get("recover_epochs") else SEARCH_CUT_ROW
+        run(name, PruneSettings(plan=str(where / "plan.yaml"), **planned),
             used, search_seconds, {"plan": {k: plan[k] for k in ("heads", "ffn", "budget", "scores")},
                                    "recover_epochs": summary["search"].get("recover_epochs"),
                                    "finalist_ranking": plan["search"].get("finalist_ranking"),
@@ -137,7 +145,13 @@ def minilm_rows(args: argparse.Namespace, which: tuple[str, ...] = MINILM_ROWS) 
             rows[-1]["trajectory"] = [{k: t.get(k) for k in ("step", "expected_keep", "target", "lambda")}
                                       for t in learned["trajectory"][::5]]
 
-    steps = {"uniform": uniform, "global": global_, "search": searched, "l0": l0}
+    def dense() -> None:
+        # the ceiling: the same recovery applied to the unpruned model (a plan that removes nothing), so the
+        # table shows how much any allocation could still gain
+        run(DENSE_ROW, PruneSettings(plan=str(zero_plan(base, data, WORK / "zero-plan.yaml", args.seed)),
+                                     **planned), 0, 0.0, {})
+
+    steps = {"uniform": uniform, "global": global_, "search": searched, "l0": l0, "dense": dense}
     for name in which:  # in the order asked for
         steps[name]()
     return rows
@@ -158,6 +172,18 @@ def global_ranking_plan(base: Path, data: DataOptions, path: Path, seed: int) ->
     plan = {"prunekit_plan": 1, "granularity": "structured", "architecture": architecture(wb.model),
             "heads": heads, "ffn": ffn, "importance": "taylor"}
     write_plan(path, plan)
+    return path
+
+
+def zero_plan(base: Path, data: DataOptions, path: Path, seed: int) -> Path:
+    """A structured plan for the baseline that removes nothing: the dense row recovers through the same code."""
+    from prunekit.pipeline import open_workbench
+    from prunekit.search.plan import architecture, write_plan
+
+    arch = architecture(open_workbench(str(base), data, seed).model)
+    zeros = {i: 0.0 for i in range(arch["num_layers"])}
+    write_plan(path, {"prunekit_plan": 1, "granularity": "structured", "architecture": arch,
+                      "heads": zeros, "ffn": dict(zeros), "importance": "taylor"})
     return path
 
 
@@ -214,26 +240,56 @@ def smollm_rows(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
+def recovery_of(epochs: float, distill: bool, lr: float | None) -> dict:
+    """A MiniLM group's key: rows compare only within the same recovery (no recovery: the lr does not matter)."""
+    return {"epochs": epochs, "distill": bool(distill and epochs), "lr": lr if epochs else None}
+
+
 def _recovery_label(rec: dict | None) -> str:
-    """'1 epoch', '0.25 epochs, distilled'; 'none' for one-shot rows and rows without recovery."""
+    """'1 epoch at lr 0.0002', '0.25 epochs at lr 0.0002, distilled'; 'none' for one-shot rows and rows without
+    recovery."""
     if not rec or not rec["epochs"]:
         return "none"
-    return f"{rec['epochs']:g} epoch" + ("s" if rec["epochs"] != 1 else "") + (", distilled" if rec["distill"] else "")
+    return (f"{rec['epochs']:g} epoch" + ("s" if rec["epochs"] != 1 else "") + f" at lr {rec['lr']:g}"
+            + (", distilled" if rec["distill"] else ""))
+
+
+def _vs_uniform(r: dict, rows: list[dict]) -> str:
+    """The row's difference to the uniform row of its group. MiniLM: mean over recovery seeds ± the standard error
+    of the difference of two means (from each row's spread over seeds, which holds the recovery's and the
+    calibration's randomness; the test split is the same for both); SmolLM2: the perplexity ratio (one run)."""
+    u = next((x for x in rows if x["model"] == r["model"] and x.get("recovery") == r.get("recovery")
+              and x["method"].startswith("uniform")), None)
+    if u is None or u is r:
+        return ""
+    if r["metric"] == "perplexity":
+        return f"{r['value'] / u['value']:.3f}×"
+    a, b = r.get("values") or [r["value"]], u.get("values") or [u["value"]]
+    if len(a) < 2 or len(b) < 2:
+        return f"{r['value'] - u['value']:+.2f}"
+    se = math.sqrt(statistics.variance(a) / len(a) + statistics.variance(b) / len(b))
+    return f"{r['value'] - u['value']:+.2f} ± {se:.2f}"
 
 
 def render(rows: list[dict], args: argparse.Namespace) -> str:
-    head = ("| model | method | recovery | test metric | Δ vs dense | evaluations used | search wall s | "
-            "prune + recovery s |\n| --- | --- | --- | --: | --: | --: | --: | --: |")
+    head = ("| model | method | recovery | test metric | Δ vs dense | Δ vs uniform | evaluations used | "
+            "search wall s | prune + recovery s |\n| --- | --- | --- | --: | --: | --: | --: | --: | --: |")
     lines = [f"Same fine-tuned baseline for every MiniLM row; every row of a group has the same recovery budget "
-             f"(the recovery column: epochs of fine-tuning, distilled from the unpruned model where marked), AdamW lr "
-             f"{args.lr}, batch 32, max length 64; 50 % of the encoder's attention + FFN parameters removed "
-             "(structured). "
+             "(the recovery column: epochs of fine-tuning with AdamW at that peak learning rate, distilled from the "
+             "unpruned model where marked), batch 32, max length 64; 50 % of the encoder's attention + FFN "
+             "parameters removed (structured). "
              f"SmolLM2-135M: Wanda, 50 % of the block Linear weights, {args.lm_calib} × 512 calibration tokens, "
              f"perplexity on {args.lm_eval} × 512 evaluation tokens. 2 cores, shared machine. "
              "`python bench/search.py`.", "", head]
     groups = list(dict.fromkeys(json.dumps(r.get("recovery"), sort_keys=True) for r in rows))
+    order = ("uniform", "global", SEARCH_ROW, SEARCH_CUT_ROW, "L0", DENSE_ROW)  # within a group (stable)
+
+    def place(r: dict) -> int:
+        return next((k for k, m in enumerate(order) if r["method"] == m or r["method"].startswith(m)), len(order))
+
     rows = sorted(rows, key=lambda r: (r["model"] != "MiniLM", groups.index(json.dumps(r.get("recovery"),
-                                                                                        sort_keys=True))))
+                                                                                        sort_keys=True)),
+                                       place(r) if r["model"] == "MiniLM" else 0))
     for r in rows:
         delta = r["value"] - r["baseline"]
         how = _recovery_label(r.get("recovery"))
@@ -242,14 +298,17 @@ def render(rows: list[dict], args: argparse.Namespace) -> str:
         if len(r.get("values") or ()) > 1:  # the mean over recovery seeds, then every seed's value
             cell += " (" + " / ".join(f"{v:.2f}" for v in r["values"]) + ")"
         dfmt = f"{delta:+.2f}" if r["metric"] != "perplexity" else f"{r['value'] / r['baseline']:.3f}×"
-        lines.append(f"| {r['model']} | {r['method']} | {how} | {cell} | {dfmt} | {r['evaluations']} | "
+        lines.append(f"| {r['model']} | {r['method']} | {how} | {cell} | {dfmt} | {_vs_uniform(r, rows)} | "
+                     f"{r['evaluations']} | "
                      f"{r['search_seconds']:.0f} | {r['prune_recover_seconds']:.0f} |")
     seeded = [r for r in rows if len(r.get("values") or ()) > 1]
     if seeded:
         lines += ["", f"MiniLM rows with several values: the mean test accuracy over recovery seeds "
                   f"{', '.join(map(str, seeded[0]['seeds']))} (each seed's value in brackets; the plan is fixed, the "
                   "seed sets the calibration batches that pick heads / neurons inside a layer and the recovery's "
-                  "data order); prune + recovery s is the mean per seed."]
+                  "data order); prune + recovery s is the mean per seed. Δ vs uniform: the difference of the means "
+                  "± its standard error from the two rows' spreads over seeds (a gap under 2 SE is noise); for "
+                  "SmolLM2 the perplexity ratio."]
     shown = set()
     for r in rows:
         if r["model"] == "MiniLM" and r.get("finalists"):
@@ -307,7 +366,9 @@ def main() -> None:
                     help="MiniLM rows: recover by distillation from the unpruned model (as the search's finalists).")
     ap.add_argument("--plan", default=None, help="MiniLM search row: the output folder of an earlier search of this "
                     "bench (plan.yaml + search.json; its wall time and evaluations are reported) instead of searching.")
-    ap.add_argument("--lr", type=float, default=2e-4)
+    ap.add_argument("--lr", type=float, default=DEFAULT_LR,
+                    help="MiniLM rows: the recovery's peak learning rate (a group of its own; the search's finalists "
+                         "recover at it too).")
     ap.add_argument("--evals", type=int, default=8)
     ap.add_argument("--steps", type=int, default=4000)
     ap.add_argument("--recover-epochs", type=float, default=None,
@@ -338,17 +399,20 @@ def main() -> None:
     rows: list[dict] = []
     previous = RESULTS / "search.json"
     old = json.loads(previous.read_text()) if previous.is_file() else None
-    for r in old["rows"] if old else ():  # rows from before the recovery was recorded per row
-        if r["model"] == "MiniLM" and "recovery" not in r:
-            r["recovery"] = {"epochs": old["args"]["epochs"], "distill": False}
+    for r in old["rows"] if old else ():  # rows from before the recovery (then its lr) was recorded per row
+        if r["model"] == "MiniLM":
+            rec = r.get("recovery") or {"epochs": old["args"]["epochs"], "distill": False}
+            r["recovery"] = recovery_of(rec["epochs"], rec["distill"], rec.get("lr", old["args"]["lr"]))
+        if r["method"] == SEARCH_ROW and r.get("recover_epochs") == 0:  # named before both kinds shared a group
+            r["method"] = SEARCH_CUT_ROW
     if args.render and old:
         rows, args = old["rows"], argparse.Namespace(**{**old["args"], "render": True})
     elif single:
         if old is None:
             ap.error("--append needs an earlier results/search.json")
-        for k in ("lr", "seed", "seeds"):  # rows of one table share the learning rate and seeds (once a run
-            if k in old["args"] and old["args"][k] != getattr(args, k):  # has set them); --epochs and --distill
-                ap.error(f"--{k} {getattr(args, k)} differs from the table's {old['args'][k]}")  # start a group
+        for k in ("seed", "seeds"):  # rows of one table share the seeds (once a run has set them); --epochs,
+            if k in old["args"] and old["args"][k] != getattr(args, k):  # --distill and --lr start a group
+                ap.error(f"--{k} {getattr(args, k)} differs from the table's {old['args'][k]}")
         for k in LM_ARGS:  # the kept SmolLM2 rows were measured with the earlier run's settings
             if k in old["args"]:
                 setattr(args, k, old["args"][k])
