@@ -9,9 +9,10 @@ perplexity on the Wikipedia evaluation articles (the search only saw held-out ca
 Columns: test metric, evaluations the method used to choose its ratios, its wall time.
 Writes bench/results/search.{md,json}.
 
-    python bench/search.py [--epochs 1] [--lr 2e-4] [--only minilm|smollm|uniform,global,search,l0] [--append]
+    python bench/search.py [--epochs 1] [--lr 2e-4] [--only minilm|smollm|uniform,global,search,l0,dense] [--append]
     python bench/search.py --only uniform,global,search,l0 --append --epochs 0.25 --distill --seeds 0,1,2
     python bench/search.py --only search --append --plan bench/work/search/plan --seeds 0,1,2   # reuse a plan
+    python bench/search.py --only uniform,global,dense --append --lr 3e-5 --seeds 0,1,2   # another recovery group
 """
 
 from __future__ import annotations
