@@ -23,7 +23,7 @@ from prunekit.arch import is_text_model, prunable_modules, prunable_weights
 from prunekit.config import SOLVER_METHODS, DataOptions, PruneSettings, TrainOptions, default_lr
 from prunekit.data import ClassificationData, load_classification
 from prunekit.errors import PrunekitError
-from prunekit.importance import Importance, make_importance
+from prunekit.importance import METHODS, Importance, make_importance
 from prunekit.importance.groups import group_scores
 from prunekit.io.atomic import atomic_output_dir, check_output_dir
 from prunekit.io.hf import label_names_of, load_classifier
@@ -310,7 +310,7 @@ def _check_solver(model: nn.Module, params: dict[str, nn.Parameter], method: str
     """SparseGPT runs block by block over a transformer: fail before any work on anything else."""
     if is_text_model(model):
         raise PrunekitError(f"--method {method} prunes the Linear layers of transformer blocks; for this "
-                            f"{type(model).__name__} use magnitude, random, taylor, movement or wanda")
+                            f"{type(model).__name__} use one of {', '.join(METHODS)}")
     inside = prunable_modules(model)
     outside = sorted(set(params) - set(inside))
     if outside:
