@@ -111,6 +111,8 @@ def main() -> None:
          "prunekit", {"lr": lr_hi, "schedule": "gradual", "ramp_end": 0.3, "distill": True, "method": "wanda"}),
         # the recipe behind the reference numbers (ASSETS.md: one recovery epoch at 3e-5)
         (f"torch.nn.utils.prune global L1 (one-shot), lr {lr_ref:g} (reference recipe)", "torch", {"lr": lr_ref}),
+        (f"prunekit one-shot sparsegpt (per-layer, weights updated), lr {lr_hi:g}", "prunekit",
+         {"lr": lr_hi, "schedule": "oneshot", "method": "sparsegpt"}),
     ]
     only = set(args.only.split(",")) if args.only else None
     if args.append and previous.exists():  # seeded and deterministic: rows from earlier runs stay valid

@@ -203,6 +203,8 @@ def evaluate(
     "--finetune-epochs 3 --max-drop 2 --out runs/p90\n\n"
     "  prunekit prune -m runs/minilm-mr -d movie-reviews --method movement --sparsity 0.8 --out runs/mv\n\n"
     "  prunekit prune -m runs/minilm-mr -d movie-reviews --method wanda --sparsity 0.7 --out runs/wanda70\n\n"
+    "  prunekit prune -m runs/minilm-mr -d movie-reviews --method sparsegpt --schedule oneshot --sparsity 0.5 "
+    "--out runs/sgpt50\n\n"
     "  prunekit prune -m runs/minilm-mr -d movie-reviews --schedule oneshot --threshold 0.02 --out runs/tau\n\n"
     "  prunekit prune -m runs/minilm-mr -d movie-reviews --heads 0.5 --ffn 0.5 --importance taylor --distill "
     "--out runs/half\n\n"
@@ -241,7 +243,9 @@ def prune(
                                                       "folder or dataset uses (smaller embedding + tokenizer).")]
     = None,
     method: Annotated[str | None, typer.Option(help="classification: magnitude | random | taylor | movement | "
-                                              "wanda (|w|·‖x‖ on calibration batches) (default magnitude); "
+                                              "wanda (|w|·‖x‖ on calibration batches) | sparsegpt (oneshot/"
+                                              "iterative: each layer to the target, kept weights updated on "
+                                              "calibration text) (default magnitude); "
                                               "lm: magnitude | wanda | sparsegpt (default sparsegpt)")] = None,
     scope: Annotated[str | None, typer.Option(help="global (one ranking) | local (same ratio per layer) | row "
                                                "(same ratio per output row; unstructured only); default global "
@@ -258,7 +262,9 @@ def prune(
     lr: Annotated[float | None, typer.Option(help="Recovery learning rate (default 5e-5; 2e-3 for "
                                              "LSTM/GRU/RNN/TextCNN).")] = None,
     batch_size: Annotated[int, typer.Option(help="Batch size per process.")] = 32,
-    calib_batches: Annotated[int, typer.Option(help="taylor (oneshot/iterative) and wanda: calibration batches.")] = 16,
+    calib_batches: Annotated[int, typer.Option(help="taylor (oneshot/iterative), wanda and sparsegpt: calibration "
+                                               "batches (sparsegpt packs their examples into unpadded "
+                                               "windows).")] = 16,
     prunable: Annotated[str | None, typer.Option(help="Regex of module names to prune (default: the "
                                                   "Linear layers inside the transformer blocks).")] = None,
     exclude: Annotated[str | None, typer.Option(help="Regex of module names never to prune.")] = None,

@@ -13,6 +13,11 @@ from prunekit.schedule import check_schedule
 if TYPE_CHECKING:
     from prunekit.train.distill import DistillConfig
 
+#: classifier methods that solve for new weights in calibrated block-by-block passes (prune/oneshot.py)
+#: instead of ranking weights with a criterion (importance/)
+SOLVER_METHODS = ("sparsegpt",)
+CLASSIFIER_METHODS = (*METHODS, *SOLVER_METHODS)
+
 #: default learning rates: fine-tuning a pretrained transformer, training/recovering a small text model from scratch
 TRANSFORMER_LR, TEXTNET_LR = 5e-5, 2e-3
 
@@ -110,16 +115,22 @@ class PruneSettings:
         elif self.distill_hidden:
             raise PrunekitError("--distill-hidden weights a distillation loss: add --distill")
         if self.scope is None:  # wanda's scores only compare within an output row (different layers' inputs differ)
-            self.scope = "local" if self.structured else "row" if self.method == "wanda" else "global"
+            self.scope = ("local" if self.structured or self.method in SOLVER_METHODS
+                          else "row" if self.method == "wanda" else "global")
         if self.structured:
             return self._validate_structured()
-        if self.method not in METHODS:
-            raise PrunekitError(f"unknown pruning method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.method not in CLASSIFIER_METHODS:
+            raise PrunekitError(f"unknown pruning method {self.method!r}; choose one of "
+                                f"{', '.join(CLASSIFIER_METHODS)}")
         if self.scope not in SCOPES:
             raise PrunekitError(f"unknown scope {self.scope!r}; choose {', '.join(SCOPES)}")
-        from prunekit.importance import make_importance
+        if self.method in SOLVER_METHODS:
+            check_schedule(self.schedule, False, self.method, solves=True)
+            self._validate_solver()
+        else:
+            from prunekit.importance import make_importance
 
-        check_schedule(self.schedule, make_importance(self.method).needs_training, self.method)
+            check_schedule(self.schedule, make_importance(self.method).needs_training, self.method)
         if self.threshold is not None:
             if self.schedule == "gradual":
                 raise PrunekitError("--threshold works with --schedule oneshot or iterative, not gradual")
@@ -140,6 +151,16 @@ class PruneSettings:
         if not 0.0 < self.ramp_end <= 1.0:
             raise PrunekitError(f"ramp_end must be in (0, 1], got {self.ramp_end}")
         return self
+
+    def _validate_solver(self) -> None:
+        """SparseGPT gives every pruned Linear the target sparsity itself, from a ratio."""
+        if self.scope != "local":
+            raise PrunekitError(f"{self.method} prunes each layer to the target sparsity (--scope local), "
+                                f"got --scope {self.scope}")
+        if self.threshold is not None:
+            raise PrunekitError(f"{self.method} prunes to a sparsity ratio, not a --threshold")
+        if self.plan is not None:
+            raise PrunekitError(f"--plan with --method {self.method} is not supported for classifiers yet")
 
     def _validate_search(self) -> None:
         """--plan and --learn-structure decide the ratios themselves: no other ratio may be given."""

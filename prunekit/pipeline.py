@@ -19,11 +19,11 @@ import torch
 from torch import nn
 from transformers import AutoModelForSequenceClassification, PreTrainedTokenizerBase
 
-from prunekit.arch import is_text_model, prunable_weights
-from prunekit.config import DataOptions, PruneSettings, TrainOptions, default_lr
+from prunekit.arch import is_text_model, prunable_modules, prunable_weights
+from prunekit.config import SOLVER_METHODS, DataOptions, PruneSettings, TrainOptions, default_lr
 from prunekit.data import ClassificationData, load_classification
 from prunekit.errors import PrunekitError
-from prunekit.importance import Importance, make_importance
+from prunekit.importance import METHODS, Importance, make_importance
 from prunekit.importance.groups import group_scores
 from prunekit.io.atomic import atomic_output_dir, check_output_dir
 from prunekit.io.hf import label_names_of, load_classifier
@@ -32,13 +32,21 @@ from prunekit.io.shapes import write_pruned
 from prunekit.io.textnet import write_textnet
 from prunekit.models import TextNetOptions, new_text_model
 from prunekit.prune import MaskSet, compute_masks
+from prunekit.prune.oneshot import OneShotSettings, prune_oneshot
 from prunekit.prune.structured import GroupScores, apply_plan, model_shapes, num_layers, plan_from_ratios
 from prunekit.prune.textnets import apply_text_plan, check_text_ratios, text_plan_from_ratios, text_shapes
 from prunekit.report.measure import macs_per_token, measure_latency, sparsity_by_module, stage_record
 from prunekit.report.render import package_versions, print_stage_table, write_report
 from prunekit.runtime import default_device, is_main_process, seed_everything
 from prunekit.schedule import cubic_sparsity, iterative_targets
-from prunekit.tasks.classification import EncodedSplit, encode, latency_inputs, make_loader, predict
+from prunekit.tasks.classification import (
+    EncodedSplit,
+    calibration_loader,
+    encode,
+    latency_inputs,
+    packed_windows,
+    predict,
+)
 from prunekit.tasks.classification import evaluate as evaluate_split
 from prunekit.train import DistillConfig, TrainConfig, calibrate, train
 
@@ -199,7 +207,7 @@ class _Loop:
     seed: int
     params: dict[str, nn.Parameter]
     masks: MaskSet
-    importance: Importance
+    importance: Importance | None  # None: a solver (SOLVER_METHODS) prunes and updates weights, nothing ranks
     baseline_val: float
     teacher: nn.Module | None
     stages: list[dict[str, Any]] = field(default_factory=list)
@@ -217,6 +225,10 @@ class _Loop:
 
     def prune_to(self, target: float | None, optimizer=None) -> None:
         s = self.settings
+        if self.importance is None:
+            self.solve(target, optimizer)
+            self.target = target
+            return
         calibrate(self.wb.model, self.wb.train, self.wb.tokenizer, self.importance, self.params,
                   s.calib_batches, s.batch_size, self.seed)
         scores = self.importance.scores(self.params)
@@ -229,6 +241,23 @@ class _Loop:
         if self.importance.reset_after_prune:
             self.importance.reset()
         self.target = target if target is not None else self.masks.sparsity()
+
+    def solve(self, target: float, optimizer=None) -> None:
+        """SparseGPT through the LM one-shot engine (:func:`prune_oneshot`): block by block on packed
+        training text (no padding enters a Hessian), each Linear to ``target`` with its kept weights
+        updated; the zero pattern becomes the masks recovery keeps, and what earlier steps pruned stays
+        pruned."""
+        s, model, device = self.settings, self.wb.model, default_device()
+        windows = packed_windows(self.wb.train, self.wb.tokenizer, s.calib_batches, s.batch_size, self.seed)
+        was_training = model.training
+        model.eval()  # no dropout in the activations the Hessians are built from
+        try:
+            prune_oneshot(model, windows, OneShotSettings(method=s.method, sparsity=target, batch_size=s.batch_size),
+                          device=device, only=set(self.params), previous=self.masks.masks or None)
+        finally:
+            model.to(device)  # the engine parks finished blocks on the CPU
+            model.train(was_training)
+        self.masks.update({n: p != 0 for n, p in self.params.items()}, optimizer)
 
     def stage(self, name: str, seconds: float, **extra: Any) -> dict[str, Any]:
         record, _ = measure_stage(
@@ -275,6 +304,18 @@ def _block_targets(model: nn.Module, params: dict[str, nn.Parameter], plan_file:
                                 "the transformer blocks (narrow --prunable)")
         out[name] = float(blocks[int(index)])
     return out
+
+
+def _check_solver(model: nn.Module, params: dict[str, nn.Parameter], method: str) -> None:
+    """SparseGPT runs block by block over a transformer: fail before any work on anything else."""
+    if is_text_model(model):
+        raise PrunekitError(f"--method {method} prunes the Linear layers of transformer blocks; for this "
+                            f"{type(model).__name__} use one of {', '.join(METHODS)}")
+    inside = prunable_modules(model)
+    outside = sorted(set(params) - set(inside))
+    if outside:
+        raise PrunekitError(f"--method {method} prunes Linear layers inside the transformer blocks; {outside[0]} is "
+                            "not one (narrow --prunable)")
 
 
 def _snapshot(model: nn.Module, masks: MaskSet) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -378,7 +419,10 @@ def prune(
     if s.structured:
         return _prune_structured(wb, data, out, s, seed=seed, force=force, command=command)
     params = prunable_weights(wb.model, s.prunable, s.exclude)
-    make_importance(s.method, seed).check(wb.model, params)
+    if s.method in SOLVER_METHODS:
+        _check_solver(wb.model, params, s.method)
+    else:
+        make_importance(s.method, seed).check(wb.model, params)
     stages: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     _train_new_head(wb, s, seed)
@@ -387,7 +431,8 @@ def prune(
                                 prunable=list(params), extra={"target_sparsity": 0.0})
     stages.append(baseline)
     teacher = copy.deepcopy(wb.model).eval() if s.distill else None
-    loop = _Loop(wb, s, seed, params, MaskSet(params), make_importance(s.method, seed),
+    criterion = None if s.method in SOLVER_METHODS else make_importance(s.method, seed)
+    loop = _Loop(wb, s, seed, params, MaskSet(params), criterion,
                  100 * baseline["validation_metrics"]["accuracy"], teacher, stages)
     if s.plan is not None:
         loop.block_targets = _block_targets(wb.model, params, s.plan)
@@ -463,7 +508,7 @@ def _save(wb: Workbench, out: str | Path, force: bool, report: dict[str, Any], l
 
 
 def _calibration_batches(wb: Workbench, n: int, batch_size: int, seed: int) -> list[dict[str, torch.Tensor]]:
-    loader = make_loader(wb.train, wb.tokenizer, batch_size, shuffle=True, seed=seed + 7919)
+    loader = calibration_loader(wb.train, wb.tokenizer, batch_size, seed)
     device = default_device()
     out = []
     for batch in loader:

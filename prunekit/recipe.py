@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from prunekit.config import DataOptions, default_lr
+from prunekit.config import SOLVER_METHODS, DataOptions, default_lr
 from prunekit.errors import PrunekitError
 from prunekit.io.documents import read_yaml
 
@@ -283,6 +283,9 @@ def check_recipe(recipe: Recipe, where: str = "recipe") -> None:
             if structured and unstructured:
                 raise PrunekitError(f"{at}: structured pruning after unstructured pruning cannot work; "
                                     "prune structurally first")
+            if not structured and s.method in SOLVER_METHODS:  # a recipe stage only knows criteria (_prune)
+                raise PrunekitError(f"{at}: method {s.method} is not available in recipes yet; run prunekit prune "
+                                    f"--method {s.method} --schedule oneshot")
             PruneSettings(heads=s.heads, ffn=s.ffn, layers=s.layers, hidden=s.hidden, importance=s.importance,
                           layer_importance=s.layer_importance, scope=s.scope, round_to=s.round_to,
                           sparsity=s.sparsity, method=s.method, schedule="oneshot").validate()

@@ -33,9 +33,15 @@ def iterative_targets(final: float, steps: int) -> list[float]:
     return [final * (k + 1) / steps for k in range(steps)]
 
 
-def check_schedule(schedule: str, needs_training: bool, method: str) -> None:
+def check_schedule(schedule: str, needs_training: bool, method: str, solves: bool = False) -> None:
+    """Refuse method/schedule pairs that cannot work. ``solves``: the method rewrites the kept weights in
+    a calibrated pass over every block (SparseGPT); gradual pruning would run one every few optimizer
+    steps and change the weights under the optimizer's feet."""
     if schedule not in SCHEDULES:
         raise PrunekitError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
+    if solves and schedule == "gradual":
+        raise PrunekitError(f"{method} prunes in calibrated passes that also update the kept weights, not during "
+                            "fine-tuning: use --schedule oneshot or iterative")
     if needs_training and schedule != "gradual":
         raise PrunekitError(
             f"{method} pruning learns its scores during fine-tuning: use --schedule gradual"

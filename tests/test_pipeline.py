@@ -84,6 +84,9 @@ def test_gradual_prune_report_and_reload(trained_tiny, tmp_path):
         ({"schedule": "gradual", "method": "taylor", "scope": "local"}, ["baseline", "final"]),
         ({"schedule": "oneshot", "method": "wanda", "calib_batches": 4}, ["baseline", "pruned", "final"]),
         ({"schedule": "gradual", "method": "wanda", "calib_batches": 2, "steps": 2}, ["baseline", "step_1", "final"]),
+        ({"schedule": "oneshot", "method": "sparsegpt", "calib_batches": 4}, ["baseline", "pruned", "final"]),
+        ({"schedule": "iterative", "steps": 2, "method": "sparsegpt", "calib_batches": 2, "sparsity": 0.7},
+         ["baseline", "step_1", "final"]),
     ],
 )
 def test_methods_scopes_schedules_reach_target(trained_tiny, tmp_path, kw, names):
@@ -95,6 +98,9 @@ def test_methods_scopes_schedules_reach_target(trained_tiny, tmp_path, kw, names
     scope = report["settings"]["prune"]["scope"]
     if scope in ("local", "row"):
         assert all(v == pytest.approx(s.sparsity, abs=0.01) for v in report["layer_sparsity"].values())
+    if s.method == "sparsegpt":
+        assert scope == "local"  # SparseGPT gives each layer the target itself
+        assert len(report["layer_sparsity"]) == 12  # every Linear of both blocks, as for the other methods
     if s.method == "wanda":
         assert scope == "row"  # the default for wanda: its scores only compare within an output row
         w = load_file(str(tmp_path / "out" / "model.safetensors"))
@@ -208,6 +214,11 @@ def test_bad_inputs(trained_tiny, tmp_path):
     _expect_error("add --distill", clf, csv, out, distill_hidden=1.0)
     _expect_error("hidden_weight", clf, csv, out, distill=True, distill_hidden=-1.0)
     _expect_error("Linear", clf, csv, out, method="wanda", prunable=r".*LayerNorm")
+    _expect_error("sparsegpt .* use --schedule oneshot or iterative", clf, csv, out, method="sparsegpt")  # gradual
+    _expect_error("--scope local", clf, csv, out, method="sparsegpt", schedule="oneshot", scope="global")
+    _expect_error("threshold", clf, csv, out, method="sparsegpt", schedule="oneshot", threshold=0.1)
+    _expect_error("inside the transformer blocks", clf, csv, out, method="sparsegpt", schedule="oneshot",
+                  prunable="classifier")
     full = tmp_path / "full"
     full.mkdir()
     (full / "keep.txt").write_text("precious")
@@ -228,3 +239,70 @@ def test_unsupported_model_type_and_pickle_weights(tmp_path, tiny_csv):
     (pickled / "pytorch_model.bin").write_bytes(b"not really a pickle")
     with pytest.raises(PrunekitError, match="safetensors"):
         prune(str(pickled), DataOptions(str(tiny_csv)), tmp_path / "o", _settings())
+
+
+# --- SparseGPT: one-shot solver with weight updates, masks kept through recovery ----------------------
+
+
+def test_sparsegpt_zeros_survive_recovery_and_the_model_reloads(trained_tiny, tmp_path):
+    """Same seed and calibration: the run without recovery shows the zero pattern SparseGPT chose; after
+    recovery exactly those weights are zero, the others trained on, and the saved model reproduces itself."""
+    clf, csv = trained_tiny
+    runs = {}
+    for epochs in (0, 1):
+        report = prune(str(clf), DataOptions(str(csv)), tmp_path / f"e{epochs}",
+                       _settings(method="sparsegpt", schedule="oneshot", calib_batches=2, finetune_epochs=epochs))
+        runs[epochs] = (report, load_file(str(tmp_path / f"e{epochs}" / "model.safetensors")))
+    report, after = runs[1]
+    before = runs[0][1]
+    assert [st["name"] for st in report["stages"]] == ["baseline", "pruned", "final"]
+    for name in report["layer_sparsity"]:
+        w0, w1 = before[f"{name}.weight"], after[f"{name}.weight"]
+        assert float((w0 == 0).float().mean()) == pytest.approx(0.5, abs=0.01), name
+        assert torch.equal(w1 == 0, w0 == 0), name  # pruned stay pruned, none of the kept is zeroed
+        assert not torch.equal(w1, w0), name  # recovery did train the kept weights
+    assert report["stages"][1]["sparsity"] == pytest.approx(report["stages"][-1]["sparsity"])
+    assert report["reload_check"]["same_predictions"] and report["reload_check"]["max_abs_logit_diff"] < 1e-5
+    model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "e1").eval()
+    name = next(iter(report["layer_sparsity"]))
+    assert torch.equal(model.get_submodule(name).weight.detach() == 0, after[f"{name}.weight"] == 0)
+
+
+def test_sparsegpt_update_reconstructs_blocks_better_than_masking(trained_tiny):
+    """On the calibration windows, the first block's output after the classifier path's SparseGPT step is
+    closer to the dense block's than with the same mask and no weight update, and than layer-wise
+    magnitude pruning at the same sparsity."""
+    from prunekit.arch import prunable_weights, transformer_layers
+    from prunekit.config import DataOptions as Data
+    from prunekit.pipeline import _Loop, open_workbench
+    from prunekit.prune import MaskSet, compute_masks
+    from prunekit.tasks.classification import packed_windows
+
+    clf, csv = trained_tiny
+    s = _settings(method="sparsegpt", schedule="oneshot", calib_batches=2).validate()
+    wb = open_workbench(str(clf), Data(str(csv)))
+    wb.model.eval()
+    dense = {k: v.clone() for k, v in wb.model.state_dict().items()}
+    windows = packed_windows(wb.train, wb.tokenizer, s.calib_batches, s.batch_size)
+    _, layers = transformer_layers(wb.model)
+
+    def block0_error() -> float:
+        with torch.no_grad():
+            out = wb.model(input_ids=windows, output_hidden_states=True).hidden_states[1]
+        return float((out - reference).pow(2).sum())
+
+    with torch.no_grad():
+        reference = wb.model(input_ids=windows, output_hidden_states=True).hidden_states[1]
+    params = {n: p for n, p in prunable_weights(wb.model).items() if ".layer.0." in n}
+    loop = _Loop(wb, s, 0, params, MaskSet(params), None, 0.0, None)
+    loop.prune_to(0.5)
+    keep = {n: p != 0 for n, p in params.items()}
+    err_sparsegpt = block0_error()
+    wb.model.load_state_dict(dense)  # the same mask on the dense weights: no update
+    MaskSet(params).update(keep)
+    err_mask_only = block0_error()
+    wb.model.load_state_dict(dense)
+    MaskSet(params).update(compute_masks({n: p.abs() for n, p in params.items()}, 0.5, scope="local"))
+    err_magnitude = block0_error()
+    assert all(float((~k).float().mean()) == pytest.approx(0.5, abs=0.01) for k in keep.values())
+    assert err_sparsegpt < 0.8 * err_mask_only and err_sparsegpt < 0.8 * err_magnitude

@@ -83,6 +83,7 @@ def test_prune_filters_and_unstructured_on_a_textcnn(trained, tmp_path):
     ("bigru", ["--filters", "0.5"], "no filters to remove"),
     ("bigru", ["--heads", "0.5"], "use --units"),
     ("textcnn", ["--units", "0.5", "--ffn", "0.5"], "not both"),
+    ("textcnn", ["--method", "sparsegpt", "--schedule", "oneshot"], "transformer blocks"),
 ])
 def test_bad_ratios_are_one_line_errors_and_nothing_is_written(trained, tmp_path, model, flags, message):
     result = _prune(trained, model, tmp_path / "o", *flags)

@@ -25,6 +25,7 @@ def _recipe(stages, **top):
     ([{"distill": {}}], "teacher would be the student"),
     ([{"prune": {"heads": 0.5, "sparsity": 0.5}}], "exactly one kind"),
     ([{"prune": {"heads": 1.5}}], "\\[0, 1\\)"),
+    ([{"prune": {"sparsity": 0.5, "method": "sparsegpt"}}], "sparsegpt is not available in recipes yet"),
     ([{"lowrank": {}}], "exactly one of ratio"),
     ([{"fake_quant": {"bits": 1}}], "2…8"),
     ([{"int8": {}}, {"int8": {}}], "only one int8"),

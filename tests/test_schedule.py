@@ -26,3 +26,10 @@ def test_movement_needs_gradual():
     check_schedule("gradual", True, "movement")
     with pytest.raises(PrunekitError, match="unknown schedule"):
         check_schedule("weekly", False, "magnitude")
+
+
+def test_weight_updating_solvers_refuse_gradual():
+    with pytest.raises(PrunekitError, match="sparsegpt .* use --schedule oneshot or iterative"):
+        check_schedule("gradual", False, "sparsegpt", solves=True)
+    check_schedule("oneshot", False, "sparsegpt", solves=True)
+    check_schedule("iterative", False, "sparsegpt", solves=True)

@@ -10,7 +10,7 @@ one global ranking of all Wanda scores (the baseline a per-layer search has to b
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -233,8 +233,15 @@ def prune_oneshot(
     *,
     device: torch.device | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    only: Collection[str] | None = None,
+    previous: Mapping[str, Tensor] | None = None,
 ) -> OneShotResult:
-    """Prune every Linear inside the blocks of ``model`` in place; ``calibration`` is (n, seq_len) token ids."""
+    """Prune every Linear inside the blocks of ``model`` in place; ``calibration`` is (n, seq_len) token ids.
+
+    ``only``: the qualified names (``<blocks>.<i>.<linear>``) to prune, the other Linears stay as they
+    are (a classifier's --prunable/--exclude). ``previous``: keep-masks (as the weight is stored) from an
+    earlier step, keyed the same way; what they pruned stays pruned, so sparsity only grows.
+    """
     settings.check()
     check_patterns(model, settings)
     if settings.uses_calibration and calibration is None:
@@ -280,7 +287,14 @@ def prune_oneshot(
     result.mlp_targets = mlp_targets
 
     def prune_linear(index: int, name: str, module: nn.Module, stats: InputStats | None) -> None:
+        qualified = f"{prefix}.{index}.{name}"
+        if only is not None and qualified not in only:
+            return
         rows = as_rows(module)
+        before = None
+        if previous is not None and qualified in previous:  # True = pruned before, in (out, in) layout
+            kept = previous[qualified].to(rows.device)
+            before = ~(kept.t() if type(module).__name__ == "Conv1D" else kept)
         sparsity = targets[index] if mlp_targets is None or name in attention else mlp_targets[index]
         # what the layer should compute: its own dense weights, or their dense-target correction (a copy
         # only when the refit needs the dense weights after the mask has zeroed them)
@@ -289,16 +303,18 @@ def prune_oneshot(
             target = corrected_target(target, stats.xtx, stats.xtd, settings.damp)
         if settings.method == "sparsegpt":
             new, keep = sparsegpt_prune(target, stats.hessian, sparsity=sparsity, pattern=settings.nm,
-                                        block_size=settings.block_size, damp=settings.damp)
+                                        block_size=settings.block_size, damp=settings.damp, pruned_before=before)
             rows.copy_(new)
         else:
             scores = rows.abs().float() if settings.method == "magnitude" else wanda_scores(rows, stats.sq_norms)
+            if before is not None:  # ranked below every other weight: pruned again first
+                scores = scores.masked_fill(before, float("-inf"))
             keep = _mask(settings, scores, sparsity)
             rows.masked_fill_(~keep.to(rows.device), 0.0)
         if settings.refits:
             new, _ = refit_kept(rows, target, stats.xtx, keep, damp=settings.refit_damp, iters=settings.refit_iters)
             rows.copy_(new)
-        result.layer_sparsity[f"{prefix}.{index}.{name}"] = 1.0 - float(keep.float().mean())
+        result.layer_sparsity[qualified] = 1.0 - float(keep.float().mean())
 
     with torch.no_grad():
         if settings.method == "magnitude" and not settings.refits:  # OWL's statistics were taken above

@@ -41,11 +41,14 @@ def sparsegpt_prune(
     pattern: tuple[int, int] | None = None,
     block_size: int = 128,
     damp: float = 0.01,
+    pruned_before: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Pruned (out, in) weight with the kept weights updated, and its keep-mask.
 
     ``sparsity`` is met per block of ``block_size`` columns; with ``pattern=(n, m)`` every row keeps
     n of each m consecutive weights instead. ``damp`` adds ``damp``·mean(diag H) to H's diagonal.
+    ``pruned_before`` (True = pruned by an earlier step): these weights are pruned again, first, so
+    sparsity only grows across iterative steps (the update of earlier columns would otherwise revive them).
     """
     w = weight.detach().float().clone().contiguous()
     rows, cols = w.shape
@@ -58,15 +61,20 @@ def sparsegpt_prune(
     hinv, dead = _inverse_hessian_factor(hessian.to(w.device), damp)
     w[:, dead] = 0
     pruned = torch.zeros_like(w, dtype=torch.bool)
+    before = None if pruned_before is None else pruned_before.to(device=w.device, dtype=torch.bool)
     for i1 in range(0, cols, block_size):
         i2 = min(i1 + block_size, cols)
         w1 = w[:, i1:i2].clone()
         err1 = torch.zeros_like(w1)
         hinv1 = hinv[i1:i2, i1:i2]
         diag = torch.diag(hinv1)
+        before1 = before[:, i1:i2] if before is not None else None
         if pattern is None:
             saliency = w1.pow(2) / diag.pow(2).unsqueeze(0)
             k = int(saliency.numel() * sparsity)
+            if before1 is not None:  # pruned before: chosen first (saliency below any other)
+                saliency = saliency.masked_fill(before1, -1.0)
+                k = max(k, int(before1.sum()))
             mask1 = torch.zeros(w1.shape, dtype=torch.bool, device=w1.device)
             if k:
                 idx = torch.topk(saliency.flatten(), k, largest=False, sorted=False).indices
@@ -77,8 +85,12 @@ def sparsegpt_prune(
             if pattern is not None and i % pattern[1] == 0:
                 m = pattern[1]
                 saliency = w1[:, i : i + m].pow(2) / diag[i : i + m].pow(2).unsqueeze(0)
+                if before1 is not None:
+                    saliency = saliency.masked_fill(before1[:, i : i + m], -1.0)
                 idx = torch.topk(saliency, m - pattern[0], dim=1, largest=False).indices
                 mask1[:, i : i + m].scatter_(1, idx, True)
+                if before1 is not None:
+                    mask1[:, i : i + m] |= before1[:, i : i + m]
             col = w1[:, i]
             q = col.masked_fill(mask1[:, i], 0.0)
             e = (col - q) / hinv1[i, i]

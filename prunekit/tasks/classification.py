@@ -15,6 +15,7 @@ from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from prunekit.data import Split
+from prunekit.errors import PrunekitError
 from prunekit.report.metrics import classification_metrics
 
 
@@ -52,6 +53,41 @@ def make_loader(
     lengths = [len(next(iter(f.values()))) for f in data.features]
     sampler = LengthGroupedSampler(batch_size, lengths=lengths, generator=gen)
     return DataLoader(data, batch_size=batch_size, sampler=sampler, collate_fn=collate)
+
+
+def calibration_loader(data: EncodedSplit, tokenizer: PreTrainedTokenizerBase, batch_size: int,
+                       seed: int = 0) -> DataLoader:
+    """The seeded order every calibration pass walks (criteria, group scores, SparseGPT's windows), so
+    all methods calibrate on the same training examples."""
+    return make_loader(data, tokenizer, batch_size, shuffle=True, seed=seed + 7919)
+
+
+def packed_windows(data: EncodedSplit, tokenizer: PreTrainedTokenizerBase, batches: int, batch_size: int,
+                   seed: int = 0) -> torch.Tensor:
+    """Calibration text for one-shot solvers (SparseGPT) as (n, seq_len) token ids with no padding.
+
+    The training examples calibration uses for every criterion (the first ``batches`` × ``batch_size``
+    of :func:`calibration_loader`'s order) are stripped of their [CLS]/[SEP],
+    concatenated and cut into windows as long as the longest training example, each wrapped in
+    [CLS] … [SEP]: every token is real, so no padding can enter a Hessian, and no window is longer
+    than what the model was trained on.
+    """
+    cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
+    if cls is None or sep is None:
+        raise PrunekitError("packing calibration windows needs a tokenizer with [CLS] and [SEP] tokens")
+    order = list(iter(calibration_loader(data, tokenizer, batch_size, seed).sampler))
+    body: list[int] = []
+    for i in order[: batches * batch_size]:
+        ids = data.features[i]["input_ids"]
+        start = 1 if ids and ids[0] == cls else 0
+        end = len(ids) - 1 if len(ids) > start and ids[-1] == sep else len(ids)
+        body.extend(ids[start:end])
+    if not body:
+        raise PrunekitError("no calibration text: the training examples are empty")
+    width = max(1, max(len(f["input_ids"]) for f in data.features) - 2)
+    n = max(1, len(body) // width)  # the tail that does not fill a window is dropped (unless it is all)
+    width = min(width, len(body))
+    return torch.tensor([[cls, *body[k * width : (k + 1) * width], sep] for k in range(n)], dtype=torch.long)
 
 
 def _length_sorted_batches(data: EncodedSplit, batch_size: int) -> Iterator[list[int]]:

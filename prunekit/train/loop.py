@@ -20,7 +20,7 @@ from transformers import PreTrainedTokenizerBase, get_linear_schedule_with_warmu
 from prunekit.importance import Importance
 from prunekit.prune import MaskSet
 from prunekit.runtime import accelerator
-from prunekit.tasks.classification import EncodedSplit, make_loader
+from prunekit.tasks.classification import EncodedSplit, calibration_loader, make_loader
 from prunekit.train.distill import DistillConfig, Distiller, check_teacher, distill_loss, eager_attention
 
 
@@ -180,7 +180,7 @@ def calibrate(
     if importance.state() or not (grads or importance.uses_activations):
         return
     acc = accelerator()
-    loader = make_loader(data, tokenizer, batch_size, shuffle=True, seed=seed + 7919)
+    loader = calibration_loader(data, tokenizer, batch_size, seed)
     wrapped, loader = acc.prepare(model, loader)
     current: dict[str, torch.Tensor | None] = {"mask": None}
 

@@ -306,3 +306,38 @@ def test_default_calibration_stream_follows_whether_weights_are_updated(spec: di
     settings = OneShotSettings(**spec)
     settings.check()
     assert settings.stream == stream
+
+
+@pytest.mark.parametrize("pattern", [None, (2, 4)])
+def test_sparsegpt_prunes_again_what_an_earlier_step_pruned(pattern) -> None:
+    """Iterative steps: the earlier zeros stay zero although the update of earlier columns would revive them."""
+    x = _correlated_inputs(512, 64)
+    h = 2 * x.t() @ x / len(x)
+    first, keep1 = sparsegpt_prune(torch.randn(24, 64), h, sparsity=0.25 if pattern is None else 0.5,
+                                   pattern=(3, 4) if pattern else None, block_size=32)
+    second, keep2 = sparsegpt_prune(first, h, sparsity=0.5, pattern=pattern, block_size=32, pruned_before=~keep1)
+    assert not (keep2 & ~keep1).any() and (second[~keep1] == 0).all()
+    assert abs(float(keep2.float().mean()) - 0.5) < 1e-6
+    unguarded, keep3 = sparsegpt_prune(first, h, sparsity=0.5, pattern=pattern, block_size=32)
+    assert (keep3 & ~keep1).any(), "without the guard some earlier zeros come back (else this test tests nothing)"
+
+
+@pytest.mark.parametrize(("family", "names"), [("llama", ("self_attn.q_proj", "mlp.down_proj")),
+                                               ("gpt2", ("attn.c_attn", "mlp.c_proj"))])
+def test_prune_oneshot_only_touches_the_named_linears_and_keeps_earlier_zeros(family: str, names: tuple) -> None:
+    """A classifier's --prunable picks the Linears; keep-masks as the weights are stored (GPT-2: transposed)."""
+    model = build(family)
+    prefix, _ = transformer_layers(model)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    only = {f"{prefix}.0.{names[0]}", f"{prefix}.1.{names[1]}"}
+    first = prune_oneshot(model, windows(), OneShotSettings(method="sparsegpt", sparsity=0.3), only=only)
+    assert set(first.layer_sparsity) == only
+    for name, p in model.named_parameters():
+        owner, _, kind = name.rpartition(".")
+        assert torch.equal(p, before[name]) == (owner not in only or kind == "bias"), name
+    keep = {n: model.get_submodule(n).weight != 0 for n in only}
+    prune_oneshot(model, windows(seed=1), OneShotSettings(method="sparsegpt", sparsity=0.6), only=only,
+                  previous=keep)
+    for n in only:
+        w = model.get_submodule(n).weight
+        assert (w[~keep[n]] == 0).all() and float((w == 0).float().mean()) == pytest.approx(0.6, abs=0.02)
