@@ -85,6 +85,7 @@ class PruneSettings:
     learn_structure: bool = False
     budget: str | None = None  # --learn-structure: e.g. params=0.5
     learn_layers: bool = False  # --learn-structure: gate whole layers too (prunekit.search.l0: off by default)
+    gate_warm_start: float | None = None  # --learn-structure: log α spread of the ranked start (None: L0Settings')
 
     @property
     def plan_granularity(self) -> str | None:
