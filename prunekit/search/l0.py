@@ -33,6 +33,11 @@ Layer gates are off unless asked for (``L0Settings.layers``, ``prunekit prune --
 per-gate Adam, MiniLM at params=0.5 met the budget by closing layers 0–2 outright (75.4 % test), and partly
 open layer gates cannot be folded into the weights.
 
+The gates start ranked (``L0Settings.warm_spread``, ``prunekit prune --gate-warm-start``): each group's log α
+starts between ``init`` (the layer's most important group by ``--importance``) and ``init − 3`` (its least), so
+the size term closes the least important first instead of waiting for the noisy task gradient to order equal
+gates. With a quarter epoch distilled (about 50 gated steps) MiniLM went from 73.4 % to 79.9 % test (seed 0).
+
 Afterwards the deterministic gates decide: a group whose gate is 0 goes (then the lowest-log α groups,
 until the budget holds exactly), kept heads' and neurons' gate values are folded into ``o`` / ``down``
 columns, and :func:`prunekit.prune.structured.apply_plan` cuts the model physically.
@@ -71,8 +76,8 @@ class L0Settings:
     layers: bool = False  # layer gates: see the module docstring
     betas: tuple[float, float] = (0.5, 0.99)  # 0.9 lags the ramp, then overshoots it by 0.13
     # log α spread of the ranked start (Gates.warm_start): the most important group of a layer starts at
-    # ``init``, the least at ``init - warm_spread``; 0 = every gate starts at ``init``
-    warm_spread: float = 0.0
+    # ``init``, the least at ``init - warm_spread``; 0 = every gate starts at ``init`` (see the module docstring)
+    warm_spread: float = 3.0
 
 
 def _deterministic(log_alpha: Tensor) -> Tensor:

@@ -39,12 +39,13 @@ def test_open_gates_leave_the_model_unchanged_and_closed_ones_remove_groups(tiny
     assert decided["kept_fraction"] <= 0.5 + 1e-9
 
 
-def test_learn_structure_meets_the_budget_and_reloads(trained_tiny, tmp_path):
+@pytest.mark.parametrize("warm", [0.0, None], ids=["equal-start", "ranked-start-default"])
+def test_learn_structure_meets_the_budget_and_reloads(trained_tiny, tmp_path, warm):
     clf, csv = trained_tiny
     out = tmp_path / "l0"
     report = prune(str(clf), DataOptions(str(csv)), out,
                    PruneSettings(learn_structure=True, budget="params=0.5", finetune_epochs=2, lr=1e-3,
-                                 batch_size=16, latency=False))
+                                 batch_size=16, latency=False, gate_warm_start=warm, calib_batches=2))
     learned = report["learned_structure"]
     assert learned["kept_fraction"] <= 0.5 + 1e-9
     assert learned["layers_kept"] == [0, 1]  # no layer gates unless --learn-layers
@@ -65,6 +66,8 @@ def test_learn_structure_meets_the_budget_and_reloads(trained_tiny, tmp_path):
     ({"learn_structure": True, "budget": "params=0.5", "ffn": 0.5}, "do not combine"),
     ({"budget": "params=0.5"}, "goes with --learn-structure"),
     ({"learn_layers": True}, "add --learn-structure"),
+    ({"gate_warm_start": 2.0}, "add --learn-structure"),
+    ({"learn_structure": True, "budget": "params=0.5", "gate_warm_start": -1.0}, "must be >= 0"),
 ])
 def test_learn_structure_bad_input(trained_tiny, tmp_path, kw, match):
     clf, csv = trained_tiny
