@@ -311,6 +311,9 @@ def prune(
     learn_layers: Annotated[bool, typer.Option("--learn-layers", help="--learn-structure: gate whole layers too "
                                                "(off by default: with one epoch of training they close whole "
                                                "layers first).")] = False,
+    gate_warm_start: Annotated[float | None, typer.Option(help="--learn-structure: gates start ranked by --importance "
+                                                          "within each layer, log α from 3 (most important) down "
+                                                          "by this spread (default 3; 0: all start equal).")] = None,
     module: UserModule = None, module_kwargs: UserKwargs = None,
     seed: Seed = 0, force: Force = False, trust_remote_code: Remote = False,
 ) -> None:
@@ -366,6 +369,7 @@ def prune(
         heads=heads, ffn=ffn, layers=layers, hidden=hidden, round_to=round_to, importance=importance,
         layer_importance=layer_importance, vocab_corpus=vocab_corpus, units=units, filters=filters, embedding=embedding,
         plan=plan, learn_structure=learn_structure, budget=budget, learn_layers=learn_layers,
+        gate_warm_start=gate_warm_start,
     )
     from prunekit.models.custom import parse_kwargs
 

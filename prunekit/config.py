@@ -90,6 +90,7 @@ class PruneSettings:
     learn_structure: bool = False
     budget: str | None = None  # --learn-structure: e.g. params=0.5
     learn_layers: bool = False  # --learn-structure: gate whole layers too (prunekit.search.l0: off by default)
+    gate_warm_start: float | None = None  # --learn-structure: log α spread of the ranked start (None: L0Settings')
 
     @property
     def plan_granularity(self) -> str | None:
@@ -203,6 +204,10 @@ class PruneSettings:
             raise PrunekitError("--budget goes with --learn-structure (or with prunekit search)")
         elif self.learn_layers:
             raise PrunekitError("--learn-layers adds layer gates to --learn-structure: add --learn-structure")
+        elif self.gate_warm_start is not None:
+            raise PrunekitError("--gate-warm-start sets how --learn-structure's gates start: add --learn-structure")
+        if self.gate_warm_start is not None and self.gate_warm_start < 0:
+            raise PrunekitError(f"--gate-warm-start must be >= 0 (a log α spread), got {self.gate_warm_start}")
         if self.importance is None:
             self.importance = "l2"
 

@@ -661,7 +661,16 @@ def _prune_learned(wb: Workbench, data: DataOptions, out: str | Path, s: PruneSe
     distill = s.distill_config() if teacher is not None else None
     gate_epochs = s.finetune_epochs * L0_GATED_SHARE
     steps = max(1, math.ceil(gate_epochs * math.ceil(len(wb.train) / s.batch_size)))
-    gates = Gates(wb.model, Budget.parse(s.budget), steps, L0Settings(gqa=s.gqa, layers=s.learn_layers))
+    l0 = L0Settings(gqa=s.gqa, layers=s.learn_layers)
+    if s.gate_warm_start is not None:
+        l0.warm_spread = s.gate_warm_start
+    scores = None
+    if l0.warm_spread > 0:  # the gates start ranked by --importance (Gates.warm_start); scored before the
+        batches = _calibration_batches(wb, s.calib_batches, s.batch_size, seed + 1)  # gates' hooks exist
+        scores = group_scores(wb.model, s.importance or "taylor", batches=batches, seed=seed + 1, layers="groups")
+    gates = Gates(wb.model, Budget.parse(s.budget), steps, l0)
+    if scores is not None:
+        gates.warm_start(scores)
     gated = GatedModel(wb.model, gates)
     t0 = time.perf_counter()
     train(gated, wb.train, wb.tokenizer, TrainConfig(epochs=gate_epochs, lr=s.lr, batch_size=s.batch_size, seed=seed),

@@ -33,6 +33,11 @@ Layer gates are off unless asked for (``L0Settings.layers``, ``prunekit prune --
 per-gate Adam, MiniLM at params=0.5 met the budget by closing layers 0–2 outright (75.4 % test), and partly
 open layer gates cannot be folded into the weights.
 
+The gates start ranked (``L0Settings.warm_spread``, ``prunekit prune --gate-warm-start``): each group's log α
+starts between ``init`` (the layer's most important group by ``--importance``) and ``init − 3`` (its least), so
+the size term closes the least important first instead of waiting for the noisy task gradient to order equal
+gates. With a quarter epoch distilled (about 50 gated steps) MiniLM went from 73.4 % to 79.9 % test (seed 0).
+
 Afterwards the deterministic gates decide: a group whose gate is 0 goes (then the lowest-log α groups,
 until the budget holds exactly), kept heads' and neurons' gate values are folded into ``o`` / ``down``
 columns, and :func:`prunekit.prune.structured.apply_plan` cuts the model physically.
@@ -42,13 +47,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from prunekit.errors import PrunekitError
 from prunekit.search.budget import Budget, structured_units
+
+if TYPE_CHECKING:
+    from prunekit.prune.structured import GroupScores
 
 LIMIT_L, LIMIT_R, BETA = -0.1, 1.1, 2.0 / 3.0
 
@@ -67,6 +75,9 @@ class L0Settings:
     gqa: str = "groups"
     layers: bool = False  # layer gates: see the module docstring
     betas: tuple[float, float] = (0.5, 0.99)  # 0.9 lags the ramp, then overshoots it by 0.13
+    # log α spread of the ranked start (Gates.warm_start): the most important group of a layer starts at
+    # ``init``, the least at ``init - warm_spread``; 0 = every gate starts at ``init`` (see the module docstring)
+    warm_spread: float = 3.0
 
 
 def _deterministic(log_alpha: Tensor) -> Tensor:
@@ -157,6 +168,32 @@ class Gates(nn.Module):
             mixed = x + z * (out - x)
             return (mixed, *output[1:]) if isinstance(output, tuple) else mixed
         return hook
+
+    @torch.no_grad()
+    def warm_start(self, scores: GroupScores) -> None:
+        """Start every gate's log α from its group's importance rank within its layer (``init`` for the most
+        important, ``init − warm_spread`` for the least). Why: from equal starts the noisy task gradient has to
+        find the order while the size term is already closing gates; from a ranked start the least important
+        close first (the size term's push, ∂E/∂log α, is larger at lower log α) and training only corrects the
+        order. Scores rank within a layer, so the layers' shares are still learned."""
+        s = self.s
+
+        def ranked(v: Tensor, n: int) -> Tensor:
+            v = v.detach().float().cpu().flatten()
+            if len(v) != n:
+                raise PrunekitError(f"warm start: {len(v)} scores for {n} gates")
+            if n == 1:
+                return torch.full((1,), s.init)
+            rank = torch.argsort(torch.argsort(v, stable=True), stable=True).float() / (n - 1)
+            return s.init - s.warm_spread * (1.0 - rank)
+
+        for i in range(self.n_layers):
+            grouped = self.per_gate[i] > 1
+            h = scores.kv.get(i) if grouped else scores.heads.get(i)
+            if h is not None:
+                self.heads[i].copy_(ranked(h, len(self.heads[i])))
+            if scores.ffn.get(i) is not None:
+                self.ffn[i].copy_(ranked(scores.ffn[i], len(self.ffn[i])))
 
     # -- size and the Lagrangian ----------------------------------------------------------------
     def expected_keep(self) -> Tensor:

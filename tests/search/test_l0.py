@@ -39,12 +39,13 @@ def test_open_gates_leave_the_model_unchanged_and_closed_ones_remove_groups(tiny
     assert decided["kept_fraction"] <= 0.5 + 1e-9
 
 
-def test_learn_structure_meets_the_budget_and_reloads(trained_tiny, tmp_path):
+@pytest.mark.parametrize("warm", [0.0, None], ids=["equal-start", "ranked-start-default"])
+def test_learn_structure_meets_the_budget_and_reloads(trained_tiny, tmp_path, warm):
     clf, csv = trained_tiny
     out = tmp_path / "l0"
     report = prune(str(clf), DataOptions(str(csv)), out,
                    PruneSettings(learn_structure=True, budget="params=0.5", finetune_epochs=2, lr=1e-3,
-                                 batch_size=16, latency=False))
+                                 batch_size=16, latency=False, gate_warm_start=warm, calib_batches=2))
     learned = report["learned_structure"]
     assert learned["kept_fraction"] <= 0.5 + 1e-9
     assert learned["layers_kept"] == [0, 1]  # no layer gates unless --learn-layers
@@ -65,6 +66,8 @@ def test_learn_structure_meets_the_budget_and_reloads(trained_tiny, tmp_path):
     ({"learn_structure": True, "budget": "params=0.5", "ffn": 0.5}, "do not combine"),
     ({"budget": "params=0.5"}, "goes with --learn-structure"),
     ({"learn_layers": True}, "add --learn-structure"),
+    ({"gate_warm_start": 2.0}, "add --learn-structure"),
+    ({"learn_structure": True, "budget": "params=0.5", "gate_warm_start": -1.0}, "must be >= 0"),
 ])
 def test_learn_structure_bad_input(trained_tiny, tmp_path, kw, match):
     clf, csv = trained_tiny
@@ -72,10 +75,12 @@ def test_learn_structure_bad_input(trained_tiny, tmp_path, kw, match):
         prune(str(clf), DataOptions(str(csv)), tmp_path / "o", PruneSettings(latency=False, **kw))
 
 
-def _drive_to_budget(model, steps: int = 200, noise: float = 0.0, **settings) -> tuple[Gates, list[float]]:
+def _drive_to_budget(model, steps: int = 200, noise: float = 0.0, scores=None, **settings) -> tuple[Gates, list[float]]:
     """The gate step on the size term alone (``noise`` > 0: plus a zero-mean random task gradient on every
-    FFN neuron's gate, as noisy per parameter as on a head's, which gets none)."""
+    FFN neuron's gate, as noisy per parameter as on a head's, which gets none; ``scores``: a ranked start)."""
     gates = Gates(model, Budget("params", 0.5), total_steps=steps, settings=L0Settings(**settings))
+    if scores is not None:
+        gates.warm_start(scores)
     gates.train()
     gen = torch.Generator().manual_seed(0)
     seen = []
@@ -139,3 +144,33 @@ def test_layer_gates_only_when_asked_for(tiny_model):
         gated(**batch)
     decided = finalize(tiny_model, gates)
     assert decided["layers_kept"] == [0]
+
+
+def test_warm_start_closes_the_least_important_first(tiny_model):
+    """A ranked start (Gates.warm_start): under the size term alone, the groups the scores rank lowest close
+    and the highest stay, in every layer; with equal starts nothing tells them apart."""
+    from prunekit.prune.structured import GroupScores
+
+    probe = Gates(tiny_model, Budget("params", 0.5), total_steps=10)
+    gen = torch.Generator().manual_seed(1)
+    scores = GroupScores(heads={i: torch.rand(len(p), generator=gen) for i, p in enumerate(probe.heads)},
+                         ffn={i: torch.rand(len(p), generator=gen) for i, p in enumerate(probe.ffn)})
+    probe.remove_hooks()
+    gates, seen = _drive_to_budget(tiny_model, warm_spread=3.0, scores=scores)
+    assert abs(seen[-1][1] - 0.5) < 0.03, seen[-1]
+    for i in range(gates.n_layers):
+        for kind in ("heads", "ffn"):
+            la = getattr(gates, kind)[i].detach()
+            s = getattr(scores, kind)[i]
+            assert float(la[s.argmax()]) == float(la.max()) and float(la[s.argmin()]) == float(la.min())
+            open_ = _deterministic(la) > 0
+            assert 0 < int(open_.sum()) < len(la), (kind, i, la)  # equal starts: all or nothing
+            assert float(s[~open_].max()) < float(s[open_].min()), (kind, i, s, la)  # the low ones closed
+
+
+def test_warm_start_needs_one_score_per_gate(tiny_model):
+    from prunekit.prune.structured import GroupScores
+
+    gates = Gates(tiny_model, Budget("params", 0.5), total_steps=10, settings=L0Settings(warm_spread=1.0))
+    with pytest.raises(PrunekitError, match="scores for"):
+        gates.warm_start(GroupScores(ffn={0: torch.ones(len(gates.ffn[0]) + 1)}))
