@@ -667,7 +667,7 @@ def _prune_learned(wb: Workbench, data: DataOptions, out: str | Path, s: PruneSe
     scores = None
     if l0.warm_spread > 0:  # the gates start ranked by --importance (Gates.warm_start); scored before the
         batches = _calibration_batches(wb, s.calib_batches, s.batch_size, seed + 1)  # gates' hooks exist
-        scores = group_scores(wb.model, s.importance or "taylor", batches=batches, seed=seed + 1, layers="groups")
+        scores = group_scores(wb.model, s.importance, batches=batches, seed=seed + 1, layers="groups")
     gates = Gates(wb.model, Budget.parse(s.budget), steps, l0)
     if scores is not None:
         gates.warm_start(scores)

@@ -29,9 +29,10 @@ T = TypeVar("T")
 CALIB_BATCH = 4
 
 
-def as_rows(module: nn.Module) -> Tensor:
-    """A Linear's weight as (out, in); GPT-2's Conv1D stores it transposed."""
-    w = module.weight
+def as_rows(module: nn.Module, like_weight: Tensor | None = None) -> Tensor:
+    """A Linear's weight (or ``like_weight``, a tensor stored as that weight is, e.g. its mask) as (out, in);
+    GPT-2's Conv1D stores it transposed."""
+    w = module.weight if like_weight is None else like_weight
     return w.t() if type(module).__name__ == "Conv1D" else w
 
 

@@ -293,8 +293,7 @@ def prune_oneshot(
         rows = as_rows(module)
         before = None
         if previous is not None and qualified in previous:  # True = pruned before, in (out, in) layout
-            kept = previous[qualified].to(rows.device)
-            before = ~(kept.t() if type(module).__name__ == "Conv1D" else kept)
+            before = ~as_rows(module, previous[qualified].to(rows.device))
         sparsity = targets[index] if mlp_targets is None or name in attention else mlp_targets[index]
         # what the layer should compute: its own dense weights, or their dense-target correction (a copy
         # only when the refit needs the dense weights after the mask has zeroed them)
