@@ -71,6 +71,30 @@ def tiny_classifier(tmp_path: Path) -> Path:
 
 
 @pytest.fixture()
+def tiny_gpt2_classifier(tmp_path: Path) -> Path:
+    """A GPT-2 classifier folder (Conv1D Linears, weights stored transposed) with labels negative/positive
+    (untrained weights) and a GPT-2-like tokenizer: no special tokens around a text, end-of-text pads.
+    The MLP is 160 wide, so mlp.c_proj's inputs span two of SparseGPT's 128-column blocks."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import GPT2Config, GPT2ForSequenceClassification, PreTrainedTokenizerFast
+
+    folder = tmp_path / "tiny-gpt2-classifier"
+    folder.mkdir()
+    words = ["<|endoftext|>", "<unk>", *POS, *NEG, *FILL, "neutral", "meh"]
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", eos_token="<|endoftext|>",
+                                  pad_token="<|endoftext|>", model_input_names=["input_ids", "attention_mask"])
+    cfg = GPT2Config(vocab_size=len(words), n_embd=32, n_layer=2, n_head=2, n_inner=160, n_positions=64,
+                     bos_token_id=0, eos_token_id=0, pad_token_id=0, id2label={0: "negative", 1: "positive"},
+                     label2id={"negative": 0, "positive": 1})
+    torch.manual_seed(0)
+    GPT2ForSequenceClassification(cfg).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture()
 def tiny_model() -> BertForSequenceClassification:
     torch.manual_seed(0)
     return BertForSequenceClassification(_config(40)).eval()

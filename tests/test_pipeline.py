@@ -268,6 +268,51 @@ def test_sparsegpt_zeros_survive_recovery_and_the_model_reloads(trained_tiny, tm
     assert torch.equal(model.get_submodule(name).weight.detach() == 0, after[f"{name}.weight"] == 0)
 
 
+GPT2_LINEARS = [f"transformer.h.{i}.{n}" for i in range(2) for n in ("attn.c_attn", "attn.c_proj", "mlp.c_fc",
+                                                                    "mlp.c_proj")]
+
+
+def test_sparsegpt_on_a_gpt2_classifier(tiny_gpt2_classifier, tiny_csv, tmp_path):
+    """GPT-2's Linears are Conv1D (weight stored as (in, out)) and its tokenizer frames no text with
+    [CLS]/[SEP]: every block's Linears reach the target, recovery keeps exactly SparseGPT's zeros, and the
+    saved folder reloads to the same outputs."""
+    data = DataOptions(str(tiny_csv))
+    runs = {}
+    for epochs in (0, 1):
+        report = prune(str(tiny_gpt2_classifier), data, tmp_path / f"e{epochs}",
+                       _settings(method="sparsegpt", schedule="oneshot", calib_batches=2, finetune_epochs=epochs))
+        runs[epochs] = (report, load_file(str(tmp_path / f"e{epochs}" / "model.safetensors")))
+    report, after = runs[1]
+    before = runs[0][1]
+    assert sorted(report["layer_sparsity"]) == GPT2_LINEARS
+    for name in report["layer_sparsity"]:
+        w0, w1 = before[f"{name}.weight"], after[f"{name}.weight"]
+        assert float((w0 == 0).float().mean()) == pytest.approx(0.5, abs=0.01), name
+        assert torch.equal(w1 == 0, w0 == 0), name  # pruned stay pruned, none of the kept is zeroed
+        assert not torch.equal(w1, w0), name  # recovery did train the kept weights
+    assert report["reload_check"]["same_predictions"] and report["reload_check"]["max_abs_logit_diff"] < 1e-5
+    assert evaluate(str(tmp_path / "e1"), data) == pytest.approx(report["stages"][-1]["metrics"], abs=1e-6)
+    model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "e1")
+    assert type(model.get_submodule(GPT2_LINEARS[0])).__name__ == "Conv1D"
+
+
+def test_sparsegpt_iterative_on_a_gpt2_classifier_keeps_earlier_zeros(tiny_gpt2_classifier, tiny_csv, tmp_path):
+    """Step 1 of two (to 0.25) is the one-shot 0.25 run; its zeros, passed back as Conv1D-layout masks,
+    stay zero through step 2 (to 0.5), whose weight update would otherwise revive some in mlp.c_proj (two
+    column blocks: fails if the pipeline drops the earlier masks)."""
+    data = DataOptions(str(tiny_csv))
+    kw = dict(method="sparsegpt", calib_batches=2, finetune_epochs=0)
+    prune(str(tiny_gpt2_classifier), data, tmp_path / "one", _settings(schedule="oneshot", sparsity=0.25, **kw))
+    report = prune(str(tiny_gpt2_classifier), data, tmp_path / "two", _settings(schedule="iterative", steps=2, **kw))
+    first, final = (load_file(str(tmp_path / d / "model.safetensors")) for d in ("one", "two"))
+    assert sorted(report["layer_sparsity"]) == GPT2_LINEARS
+    for name in GPT2_LINEARS:
+        w1, w2 = first[f"{name}.weight"], final[f"{name}.weight"]
+        assert float((w1 == 0).float().mean()) == pytest.approx(0.25, abs=0.01), name
+        assert float((w2 == 0).float().mean()) == pytest.approx(0.5, abs=0.01), name
+        assert bool((w2[w1 == 0] == 0).all()), name
+
+
 def test_sparsegpt_update_reconstructs_blocks_better_than_masking(trained_tiny):
     """On the calibration windows, the first block's output after the classifier path's SparseGPT step is
     closer to the dense block's than with the same mask and no weight update, and than layer-wise

@@ -62,32 +62,43 @@ def calibration_loader(data: EncodedSplit, tokenizer: PreTrainedTokenizerBase, b
     return make_loader(data, tokenizer, batch_size, shuffle=True, seed=seed + 7919)
 
 
+def _frame(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[int]]:
+    """The special tokens the tokenizer puts before and after a text: [CLS] … [SEP] (BERT), <s> … </s>
+    (RoBERTa), none (GPT-2). Read off a probe text, since only the tokenizer's post-processor knows them."""
+    full = tokenizer("a")["input_ids"]
+    body = tokenizer("a", add_special_tokens=False)["input_ids"]
+    for k in range(len(full) - len(body) + 1):
+        if full[k : k + len(body)] == body:
+            return full[:k], full[k + len(body) :]
+    raise PrunekitError("packing calibration windows: the tokenizer's special tokens do not frame its text")
+
+
 def packed_windows(data: EncodedSplit, tokenizer: PreTrainedTokenizerBase, batches: int, batch_size: int,
                    seed: int = 0) -> torch.Tensor:
     """Calibration text for one-shot solvers (SparseGPT) as (n, seq_len) token ids with no padding.
 
     The training examples calibration uses for every criterion (the first ``batches`` × ``batch_size``
-    of :func:`calibration_loader`'s order) are stripped of their [CLS]/[SEP],
-    concatenated and cut into windows as long as the longest training example, each wrapped in
-    [CLS] … [SEP]: every token is real, so no padding can enter a Hessian, and no window is longer
-    than what the model was trained on.
+    of :func:`calibration_loader`'s order) are stripped of the special tokens the tokenizer frames each
+    text with ([CLS]/[SEP]; GPT-2 has none), concatenated and cut into windows as long as the longest
+    training example, each framed again the same way: every token is real, so no padding can enter a
+    Hessian, and no window is longer than what the model was trained on.
     """
-    cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
-    if cls is None or sep is None:
-        raise PrunekitError("packing calibration windows needs a tokenizer with [CLS] and [SEP] tokens")
+    head, tail = _frame(tokenizer)
     order = list(iter(calibration_loader(data, tokenizer, batch_size, seed).sampler))
     body: list[int] = []
     for i in order[: batches * batch_size]:
         ids = data.features[i]["input_ids"]
-        start = 1 if ids and ids[0] == cls else 0
-        end = len(ids) - 1 if len(ids) > start and ids[-1] == sep else len(ids)
+        start = len(head) if ids[: len(head)] == head else 0
+        end = len(ids) - len(tail)
+        if end < start or ids[end:] != tail:
+            end = len(ids)
         body.extend(ids[start:end])
     if not body:
         raise PrunekitError("no calibration text: the training examples are empty")
-    width = max(1, max(len(f["input_ids"]) for f in data.features) - 2)
+    width = max(1, max(len(f["input_ids"]) for f in data.features) - len(head) - len(tail))
     n = max(1, len(body) // width)  # the tail that does not fill a window is dropped (unless it is all)
     width = min(width, len(body))
-    return torch.tensor([[cls, *body[k * width : (k + 1) * width], sep] for k in range(n)], dtype=torch.long)
+    return torch.tensor([[*head, *body[k * width : (k + 1) * width], *tail] for k in range(n)], dtype=torch.long)
 
 
 def _length_sorted_batches(data: EncodedSplit, batch_size: int) -> Iterator[list[int]]:

@@ -42,3 +42,16 @@ def test_packed_windows_of_little_text_and_of_none(tmp_path: Path) -> None:
     assert set(ids[0, 1:-1].tolist()) <= set(tok.convert_tokens_to_ids(["good", "movie", "bad"]))
     with pytest.raises(PrunekitError, match="empty"):
         packed_windows(encode(_split(["", ""]), tok, max_length=16), tok, batches=1, batch_size=2)
+
+
+def test_packed_windows_of_a_tokenizer_without_cls_and_sep(tiny_gpt2_classifier: Path) -> None:
+    """GPT-2 puts no special tokens around a text: the windows are the examples' tokens, framed by nothing."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_gpt2_classifier)
+    data = encode(_split(["good movie", "bad plot was dull", "fun"] * 4), tok, max_length=16)
+    ids = packed_windows(data, tok, batches=2, batch_size=4)
+    assert ids.shape[1] == 4  # the longest example, nothing added
+    order = list(iter(calibration_loader(data, tok, 4, seed=0).sampler))[:8]
+    body = [t for i in order for t in data.features[i]["input_ids"]]
+    assert ids.flatten().tolist() == body[: ids.numel()]
