@@ -313,6 +313,30 @@ def test_sparsegpt_iterative_on_a_gpt2_classifier_keeps_earlier_zeros(tiny_gpt2_
         assert bool((w2[w1 == 0] == 0).all()), name
 
 
+def test_sparsegpt_calibrates_sentence_pairs_with_their_token_types(trained_tiny, tmp_path):
+    """On a sentence-pair task the packed windows reach the model with the second texts' token type 1,
+    so the Hessians see the embeddings the model sees in training (not every token as a first text)."""
+    from prunekit.arch import prunable_weights
+    from prunekit.pipeline import _Loop, open_workbench
+    from prunekit.prune import MaskSet
+
+    clf, csv = trained_tiny
+    df = pd.read_csv(csv)
+    pairs = tmp_path / "pairs.csv"
+    pd.DataFrame({"a": df.text, "b": df.text[::-1].to_numpy(), "label": df.label}).to_csv(pairs, index=False)
+    wb = open_workbench(str(clf), DataOptions(str(pairs), text_columns=("a", "b")))
+    seen: list[torch.Tensor] = []
+    hook = wb.model.bert.embeddings.register_forward_pre_hook(
+        lambda _m, _a, kw: seen.append(kw.get("token_type_ids")), with_kwargs=True)
+    params = prunable_weights(wb.model)
+    s = _settings(method="sparsegpt", schedule="oneshot", calib_batches=2).validate()
+    _Loop(wb, s, 0, params, MaskSet(params), None, 0.0, None).prune_to(0.5)
+    hook.remove()
+    assert seen and all(t is not None for t in seen)
+    types = torch.cat(seen)
+    assert 0.2 < float(types.float().mean()) < 0.8  # both texts of each pair, in about equal parts
+
+
 def test_sparsegpt_update_reconstructs_blocks_better_than_masking(trained_tiny):
     """On the calibration windows, the first block's output after the classifier path's SparseGPT step is
     closer to the dense block's than with the same mask and no weight update, and than layer-wise
@@ -333,11 +357,11 @@ def test_sparsegpt_update_reconstructs_blocks_better_than_masking(trained_tiny):
 
     def block0_error() -> float:
         with torch.no_grad():
-            out = wb.model(input_ids=windows, output_hidden_states=True).hidden_states[1]
+            out = wb.model(**windows, output_hidden_states=True).hidden_states[1]
         return float((out - reference).pow(2).sum())
 
     with torch.no_grad():
-        reference = wb.model(input_ids=windows, output_hidden_states=True).hidden_states[1]
+        reference = wb.model(**windows, output_hidden_states=True).hidden_states[1]
     params = {n: p for n, p in prunable_weights(wb.model).items() if ".layer.0." in n}
     loop = _Loop(wb, s, 0, params, MaskSet(params), None, 0.0, None)
     loop.prune_to(0.5)

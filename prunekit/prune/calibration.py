@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -27,6 +27,10 @@ T = TypeVar("T")
 #: 512 tokens (29 ms per window, against 32 at 8 and 36 at 16: larger activations fall out of the cache;
 #: bench/calib_batch.py), and the forward pass's transient memory grows with it, so 4 beats 8 on both.
 CALIB_BATCH = 4
+
+#: Calibration windows: token ids (n, seq_len), or model inputs by name, each (n, seq_len), when the ids
+#: alone do not say what the model saw (a sentence-pair classifier's token_type_ids)
+Windows = Tensor | Mapping[str, Tensor]
 
 
 def as_rows(module: nn.Module, like_weight: Tensor | None = None) -> Tensor:
@@ -113,10 +117,12 @@ def _move_outside_blocks(model: nn.Module, layers: nn.ModuleList, device: torch.
 
 @torch.no_grad()
 def capture_block_inputs(
-    model: nn.Module, windows: Tensor, batch_size: int, device: torch.device, offload: torch.device
+    model: nn.Module, windows: Windows, batch_size: int, device: torch.device, offload: torch.device
 ) -> BlockInputs:
     """Run the windows up to the first block and keep exactly what it receives."""
     _, layers = transformer_layers(model)
+    named = {"input_ids": windows} if isinstance(windows, Tensor) else dict(windows)
+    n = len(named["input_ids"])
     _move_outside_blocks(model, layers, device)
     captured = BlockInputs()
 
@@ -134,13 +140,13 @@ def capture_block_inputs(
 
     handle = layers[0].register_forward_pre_hook(grab, with_kwargs=True)
     try:
-        for i in range(0, len(windows), batch_size):
+        for i in range(0, n, batch_size):
             with contextlib.suppress(_Caught):
-                model(input_ids=windows[i : i + batch_size].to(device), use_cache=False)
+                model(**{k: v[i : i + batch_size].to(device) for k, v in named.items()}, use_cache=False)
     finally:
         handle.remove()
         _move_outside_blocks(model, layers, offload)
-    if len(captured.hidden) != (len(windows) + batch_size - 1) // batch_size:
+    if len(captured.hidden) != (n + batch_size - 1) // batch_size:
         raise PrunekitError("could not capture the first block's inputs (does the model call its blocks in order?)")
     return captured
 
@@ -284,7 +290,7 @@ Pruner = Callable[[int, str, nn.Module, InputStats], None]
 
 def sequential(
     model: nn.Module,
-    windows: Tensor,
+    windows: Windows,
     prune_linear: Pruner,
     *,
     hessian: bool,
@@ -347,7 +353,7 @@ def sequential(
 
 
 def per_block_statistic(
-    model: nn.Module, windows: Tensor, statistic: Callable[[list[nn.Module], list[InputStats]], T], *,
+    model: nn.Module, windows: Windows, statistic: Callable[[list[nn.Module], list[InputStats]], T], *,
     batch_size: int = CALIB_BATCH, device: torch.device | None = None, offload: torch.device | None = None,
 ) -> list[T]:
     """Per block, ``statistic(linears, their input stats)`` on the dense model's activations (no pruning:

@@ -23,6 +23,7 @@ from prunekit.importance.wanda import outlier_ratio, wanda_scores
 from prunekit.prune.calibration import (
     CALIB_BATCH,
     InputStats,
+    Windows,
     as_rows,
     per_block_statistic,
     sequential,
@@ -228,7 +229,7 @@ def _mask(settings: OneShotSettings, scores: Tensor, sparsity: float) -> Tensor:
 
 def prune_oneshot(
     model: nn.Module,
-    calibration: Tensor | None,
+    calibration: Windows | None,
     settings: OneShotSettings,
     *,
     device: torch.device | None = None,
@@ -236,7 +237,8 @@ def prune_oneshot(
     only: Collection[str] | None = None,
     previous: Mapping[str, Tensor] | None = None,
 ) -> OneShotResult:
-    """Prune every Linear inside the blocks of ``model`` in place; ``calibration`` is (n, seq_len) token ids.
+    """Prune every Linear inside the blocks of ``model`` in place; ``calibration`` is (n, seq_len) token ids
+    (or model inputs by name, as :data:`~prunekit.prune.calibration.Windows`).
 
     ``only``: the qualified names (``<blocks>.<i>.<linear>``) to prune, the other Linears stay as they
     are (a classifier's --prunable/--exclude). ``previous``: keep-masks (as the weight is stored) from an

@@ -74,18 +74,22 @@ def _frame(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[int]]:
 
 
 def packed_windows(data: EncodedSplit, tokenizer: PreTrainedTokenizerBase, batches: int, batch_size: int,
-                   seed: int = 0) -> torch.Tensor:
-    """Calibration text for one-shot solvers (SparseGPT) as (n, seq_len) token ids with no padding.
+                   seed: int = 0) -> dict[str, torch.Tensor]:
+    """Calibration text for one-shot solvers (SparseGPT) as model inputs: (n, seq_len) input_ids with no
+    padding, and token_type_ids beside them when the examples carry them.
 
     The training examples calibration uses for every criterion (the first ``batches`` × ``batch_size``
     of :func:`calibration_loader`'s order) are stripped of the special tokens the tokenizer frames each
     text with ([CLS]/[SEP]; GPT-2 has none), concatenated and cut into windows as long as the longest
     training example, each framed again the same way: every token is real, so no padding can enter a
-    Hessian, and no window is longer than what the model was trained on.
+    Hessian, and no window is longer than what the model was trained on. Every token keeps its token
+    type: a sentence pair's second text (type 1) must not be calibrated as if it were a first text.
     """
     head, tail = _frame(tokenizer)
+    typed = bool(data.features) and "token_type_ids" in data.features[0]
     order = list(iter(calibration_loader(data, tokenizer, batch_size, seed).sampler))
     body: list[int] = []
+    body_types: list[int] = []
     for i in order[: batches * batch_size]:
         ids = data.features[i]["input_ids"]
         start = len(head) if ids[: len(head)] == head else 0
@@ -93,12 +97,19 @@ def packed_windows(data: EncodedSplit, tokenizer: PreTrainedTokenizerBase, batch
         if end < start or ids[end:] != tail:
             end = len(ids)
         body.extend(ids[start:end])
+        if typed:
+            body_types.extend(data.features[i]["token_type_ids"][start:end])
     if not body:
         raise PrunekitError("no calibration text: the training examples are empty")
     width = max(1, max(len(f["input_ids"]) for f in data.features) - len(head) - len(tail))
     n = max(1, len(body) // width)  # the tail that does not fill a window is dropped (unless it is all)
     width = min(width, len(body))
-    return torch.tensor([[*head, *body[k * width : (k + 1) * width], *tail] for k in range(n)], dtype=torch.long)
+    rows = [slice(k * width, (k + 1) * width) for k in range(n)]
+    windows = {"input_ids": torch.tensor([[*head, *body[r], *tail] for r in rows], dtype=torch.long)}
+    if typed:  # the opening [CLS] starts the first text (type 0); a closing [SEP] ends the text before it
+        windows["token_type_ids"] = torch.tensor(
+            [[0] * len(head) + body_types[r] + body_types[r][-1:] * len(tail) for r in rows], dtype=torch.long)
+    return windows
 
 
 def _length_sorted_batches(data: EncodedSplit, batch_size: int) -> Iterator[list[int]]:

@@ -43,6 +43,21 @@ def test_blocks_see_exactly_what_the_model_feeds_them(family: str, in_place: boo
         assert (inputs.hidden is before) == in_place
 
 
+def test_blocks_see_the_token_types_the_windows_carry() -> None:
+    """Windows given as named inputs reach the model whole: a BERT's first block sees the token-type
+    embeddings of the second text (type 1), not those of type 0."""
+    model = build("bert")
+    ids = windows()
+    types = (torch.arange(ids.shape[1]) >= 5).long().expand_as(ids)
+    inputs = capture_block_inputs(model, {"input_ids": ids, "token_type_ids": types}, batch_size=4, device=CPU,
+                                  offload=CPU)
+    with torch.no_grad():
+        expected = model(input_ids=ids, token_type_ids=types, output_hidden_states=True).hidden_states[0]
+        untyped = model(input_ids=ids, output_hidden_states=True).hidden_states[0]
+    assert torch.allclose(torch.cat(inputs.hidden), expected, atol=1e-5)
+    assert not torch.allclose(expected, untyped, atol=1e-3)
+
+
 def test_masks_per_row_and_n_of_m() -> None:
     scores = torch.rand(5, 16)
     keep = keep_per_row(scores, 0.25)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import _tokenizer
 
 from prunekit.data import Split
@@ -20,7 +21,7 @@ def test_packed_windows_hold_only_real_tokens_of_the_calibration_examples(tmp_pa
     tok = _tokenizer(tmp_path)
     texts = [" ".join(["good", "movie", "the", "plot"][: 1 + i % 4] * (1 + i % 3)) for i in range(40)]
     data = encode(_split(texts), tok, max_length=16)
-    ids = packed_windows(data, tok, batches=2, batch_size=8, seed=0)
+    ids = packed_windows(data, tok, batches=2, batch_size=8, seed=0)["input_ids"]
     longest = max(len(f["input_ids"]) for f in data.features)
     assert ids.shape[1] == longest  # as long as the longest training example: positions the model has seen
     assert (ids[:, 0] == tok.cls_token_id).all() and (ids[:, -1] == tok.sep_token_id).all()
@@ -37,7 +38,7 @@ def test_packed_windows_hold_only_real_tokens_of_the_calibration_examples(tmp_pa
 def test_packed_windows_of_little_text_and_of_none(tmp_path: Path) -> None:
     tok = _tokenizer(tmp_path)
     data = encode(_split(["good movie", "bad"]), tok, max_length=16)
-    ids = packed_windows(data, tok, batches=1, batch_size=2)  # 3 tokens of text, windows of 2: one window
+    ids = packed_windows(data, tok, batches=1, batch_size=2)["input_ids"]  # 3 tokens of text, windows of 2: one window
     assert ids.shape == (1, 4)
     assert set(ids[0, 1:-1].tolist()) <= set(tok.convert_tokens_to_ids(["good", "movie", "bad"]))
     with pytest.raises(PrunekitError, match="empty"):
@@ -50,8 +51,26 @@ def test_packed_windows_of_a_tokenizer_without_cls_and_sep(tiny_gpt2_classifier:
 
     tok = AutoTokenizer.from_pretrained(tiny_gpt2_classifier)
     data = encode(_split(["good movie", "bad plot was dull", "fun"] * 4), tok, max_length=16)
-    ids = packed_windows(data, tok, batches=2, batch_size=4)
+    windows = packed_windows(data, tok, batches=2, batch_size=4)
+    assert set(windows) == {"input_ids"}  # no token types: the model has none
+    ids = windows["input_ids"]
     assert ids.shape[1] == 4  # the longest example, nothing added
     order = list(iter(calibration_loader(data, tok, 4, seed=0).sampler))[:8]
     body = [t for i in order for t in data.features[i]["input_ids"]]
     assert ids.flatten().tolist() == body[: ids.numel()]
+
+
+def test_packed_windows_of_sentence_pairs_keep_their_token_types(tmp_path: Path) -> None:
+    """Pairs: every packed token keeps the token type it had in its example (the second text's are 1),
+    [CLS] is type 0 and a window's closing [SEP] takes the type of the token before it, as in an example."""
+    tok = _tokenizer(tmp_path)
+    pairs = [("good movie", "bad plot was dull"), ("fun", "the story"), ("the acting was fine", "ugly")] * 4
+    data = encode(Split(texts=pairs, labels=[i % 2 for i in range(len(pairs))]), tok, max_length=16)
+    windows = packed_windows(data, tok, batches=2, batch_size=4)
+    ids, types = windows["input_ids"], windows["token_type_ids"]
+    assert types.shape == ids.shape and set(types.flatten().tolist()) == {0, 1}
+    order = list(iter(calibration_loader(data, tok, 4, seed=0).sampler))[:8]
+    body = [t for i in order for t in data.features[i]["token_type_ids"][1:-1]]
+    inner = types[:, 1:-1]
+    assert inner.flatten().tolist() == body[: inner.numel()]
+    assert (types[:, 0] == 0).all() and torch.equal(types[:, -1], inner[:, -1])
