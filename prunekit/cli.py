@@ -288,7 +288,8 @@ def prune(
     layer_ratios: Annotated[str, typer.Option(help="lm, unstructured: owl (outlier-aware per-block sparsity, "
                                               "same total) | global (one threshold on all blocks' Wanda "
                                               "scores) | uniform")] = "uniform",
-    damp: Annotated[float, typer.Option(help="lm sparsegpt: Hessian dampening, × mean diagonal.")] = 0.01,
+    damp: Annotated[float | None, typer.Option(help="sparsegpt: Hessian dampening, × mean diagonal (default "
+                                               "0.01).")] = None,
     calibration: Annotated[str | None, typer.Option(help="lm: sequential (each block calibrated on the already-"
                                                     "pruned blocks' outputs) | dense (on the unpruned model's "
                                                     "activations: one pass per block, about half the time). "
@@ -336,8 +337,10 @@ def prune(
         structured = StructuredLM(heads=heads, ffn=ffn, layers=layers, round_to=round_to, reconstruct=reconstruct,
                                   latency=latency) if (heads or ffn or layers) else None
         settings = OneShotSettings(method=method or "sparsegpt", sparsity=0.5 if sparsity is None else sparsity,
-                                   pattern=pattern, layer_ratios=layer_ratios, damp=damp, refit=refit,
+                                   pattern=pattern, layer_ratios=layer_ratios, refit=refit,
                                    calibration=calibration)
+        if damp is not None:
+            settings.damp = damp
         if pattern and sparsity is None:
             settings.sparsity = settings.target
         plan_dict = None
@@ -364,7 +367,7 @@ def prune(
     settings = PruneSettings(
         sparsity=sparsity, threshold=threshold, method=method, scope=scope, schedule=schedule, steps=steps,
         finetune_epochs=finetune_epochs, lr=lr, batch_size=batch_size, max_drop=max_drop,
-        calib_batches=calib_batches, prunable=prunable, exclude=exclude, ramp_end=ramp_end, distill=distill,
+        calib_batches=calib_batches, damp=damp, prunable=prunable, exclude=exclude, ramp_end=ramp_end, distill=distill,
         distill_alpha=distill_alpha, temperature=temperature, distill_hidden=distill_hidden, latency=latency,
         heads=heads, ffn=ffn, layers=layers, hidden=hidden, round_to=round_to, importance=importance,
         layer_importance=layer_importance, vocab_corpus=vocab_corpus, units=units, filters=filters, embedding=embedding,

@@ -60,6 +60,7 @@ class PruneSettings:
     batch_size: int = 32
     max_drop: float | None = None
     calib_batches: int = 16
+    damp: float | None = None  # sparsegpt: Hessian dampening (None: OneShotSettings' default)
     prune_every: int | None = None
     ramp_end: float = 0.7
     prunable: str | None = None
@@ -118,6 +119,9 @@ class PruneSettings:
         if self.scope is None:  # wanda's scores only compare within an output row (different layers' inputs differ)
             self.scope = ("local" if self.structured or self.method in SOLVER_METHODS
                           else "row" if self.method == "wanda" else "global")
+        if self.damp is not None and (self.structured or self.method not in SOLVER_METHODS):
+            raise PrunekitError(f"--damp dampens SparseGPT's Hessians: it goes with unstructured --method "
+                                f"{', '.join(SOLVER_METHODS)}")
         if self.structured:
             return self._validate_structured()
         if self.method not in CLASSIFIER_METHODS:
@@ -154,14 +158,17 @@ class PruneSettings:
         return self
 
     def _validate_solver(self) -> None:
-        """SparseGPT gives every pruned Linear the target sparsity itself, from a ratio."""
+        """SparseGPT gives every pruned Linear the target sparsity itself (its block's, with --plan), from a
+        ratio; its own settings are checked where they are defined."""
         if self.scope != "local":
             raise PrunekitError(f"{self.method} prunes each layer to the target sparsity (--scope local), "
                                 f"got --scope {self.scope}")
         if self.threshold is not None:
             raise PrunekitError(f"{self.method} prunes to a sparsity ratio, not a --threshold")
-        if self.plan is not None:
-            raise PrunekitError(f"--plan with --method {self.method} is not supported for classifiers yet")
+        if self.damp is not None:
+            from prunekit.prune.oneshot import OneShotSettings
+
+            OneShotSettings(method=self.method, damp=self.damp).check()
 
     def _validate_search(self) -> None:
         """--plan and --learn-structure decide the ratios themselves: no other ratio may be given."""

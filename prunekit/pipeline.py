@@ -226,7 +226,7 @@ class _Loop:
     def prune_to(self, target: float | None, optimizer=None) -> None:
         s = self.settings
         if self.importance is None:
-            self.solve(target, optimizer)
+            solve(self.wb, self.masks, s, target, self.seed, optimizer)
             self.target = target
             return
         calibrate(self.wb.model, self.wb.train, self.wb.tokenizer, self.importance, self.params,
@@ -241,23 +241,6 @@ class _Loop:
         if self.importance.reset_after_prune:
             self.importance.reset()
         self.target = target if target is not None else self.masks.sparsity()
-
-    def solve(self, target: float, optimizer=None) -> None:
-        """SparseGPT through the LM one-shot engine (:func:`prune_oneshot`): block by block on packed
-        training text (no padding enters a Hessian), each Linear to ``target`` with its kept weights
-        updated; the zero pattern becomes the masks recovery keeps, and what earlier steps pruned stays
-        pruned."""
-        s, model, device = self.settings, self.wb.model, default_device()
-        windows = packed_windows(self.wb.train, self.wb.tokenizer, s.calib_batches, s.batch_size, self.seed)
-        was_training = model.training
-        model.eval()  # no dropout in the activations the Hessians are built from
-        try:
-            prune_oneshot(model, windows, OneShotSettings(method=s.method, sparsity=target, batch_size=s.batch_size),
-                          device=device, only=set(self.params), previous=self.masks.masks or None)
-        finally:
-            model.to(device)  # the engine parks finished blocks on the CPU
-            model.train(was_training)
-        self.masks.update({n: p != 0 for n, p in self.params.items()}, optimizer)
 
     def stage(self, name: str, seconds: float, **extra: Any) -> dict[str, Any]:
         record, _ = measure_stage(
@@ -286,6 +269,31 @@ class _Loop:
         }
         log(self.stopped["reason"])
         return True
+
+
+def solve(wb: Workbench, masks: MaskSet, s: PruneSettings, target: float, seed: int, optimizer=None) -> None:
+    """A solver method (SOLVER_METHODS: SparseGPT) through the LM one-shot engine (:func:`prune_oneshot`):
+    block by block on packed training text (no padding enters a Hessian), each of the masks' weights to
+    ``target`` (with --plan, its block's sparsity) with its kept weights updated; the zero pattern becomes
+    the masks recovery keeps, and what earlier steps pruned stays pruned. The prune loop and recipes share it.
+    """
+    settings = OneShotSettings(method=s.method, sparsity=target, batch_size=s.batch_size)
+    if s.damp is not None:
+        settings.damp = s.damp
+    if s.plan is not None:  # validated: per-block sparsity only (PruneSettings refuses an attention/MLP split)
+        from prunekit.search.plan import oneshot_ratios, read_plan
+
+        settings.block_ratios, settings.mlp_ratios = oneshot_ratios(read_plan(s.plan))
+    model, device = wb.model, default_device()
+    windows = packed_windows(wb.train, wb.tokenizer, s.calib_batches, s.batch_size, seed)
+    was_training = model.training
+    model.eval()  # no dropout in the activations the Hessians are built from
+    try:
+        prune_oneshot(model, windows, settings, device=device, only=set(masks.params), previous=masks.masks or None)
+    finally:
+        model.to(device)  # the engine parks finished blocks on the CPU
+        model.train(was_training)
+    masks.update({n: p != 0 for n, p in masks.params.items()}, optimizer)
 
 
 def _block_targets(model: nn.Module, params: dict[str, nn.Parameter], plan_file: str) -> dict[str, float]:

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from prunekit.config import SOLVER_METHODS, DataOptions, default_lr
+from prunekit.config import SOLVER_METHODS, DataOptions, PruneSettings, default_lr
 from prunekit.errors import PrunekitError
 from prunekit.io.documents import read_yaml
 
@@ -68,6 +68,14 @@ class PruneStage:
     sparsity: float | None = None
     method: str = "magnitude"
     calib_batches: int = 16
+    damp: float | None = None  # sparsegpt's Hessian dampening (None: its default)
+
+    def as_settings(self) -> PruneSettings:
+        """The same stage as :class:`~prunekit.config.PruneSettings` (unvalidated), whose checks it shares."""
+        return PruneSettings(heads=self.heads, ffn=self.ffn, layers=self.layers, hidden=self.hidden,
+                             importance=self.importance, layer_importance=self.layer_importance, scope=self.scope,
+                             round_to=self.round_to, sparsity=self.sparsity, method=self.method, schedule="oneshot",
+                             calib_batches=self.calib_batches, damp=self.damp)
 
 
 @dataclass
@@ -249,7 +257,6 @@ def parse_recipe(source: str | Path | dict[str, Any]) -> Recipe:
 
 def check_recipe(recipe: Recipe, where: str = "recipe") -> None:
     """Values in range and an order of stages that can work."""
-    from prunekit.config import PruneSettings
     from prunekit.quant.fake import _check_bits
     from prunekit.quant.lowrank import LowRankSettings
 
@@ -283,12 +290,7 @@ def check_recipe(recipe: Recipe, where: str = "recipe") -> None:
             if structured and unstructured:
                 raise PrunekitError(f"{at}: structured pruning after unstructured pruning cannot work; "
                                     "prune structurally first")
-            if not structured and s.method in SOLVER_METHODS:  # a recipe stage only knows criteria (_prune)
-                raise PrunekitError(f"{at}: method {s.method} is not available in recipes yet; run prunekit prune "
-                                    f"--method {s.method} --schedule oneshot")
-            PruneSettings(heads=s.heads, ffn=s.ffn, layers=s.layers, hidden=s.hidden, importance=s.importance,
-                          layer_importance=s.layer_importance, scope=s.scope, round_to=s.round_to,
-                          sparsity=s.sparsity, method=s.method, schedule="oneshot").validate()
+            s.as_settings().validate()
             unstructured = unstructured or not structured
         elif st.kind == "student":
             for k in ("heads", "ffn", "hidden"):
@@ -414,13 +416,19 @@ def _prune(state: _State, st: Stage) -> dict[str, Any]:
     from prunekit.arch import prunable_weights
     from prunekit.importance import make_importance
     from prunekit.importance.groups import group_scores
-    from prunekit.pipeline import _calibration_batches
+    from prunekit.pipeline import _calibration_batches, _check_solver, solve
     from prunekit.prune import MaskSet, compute_masks
     from prunekit.prune.structured import apply_plan, model_shapes, plan_from_ratios
     from prunekit.train import calibrate
 
     s, wb, seed = st.settings, state.wb, state.recipe.seed
     _keep_teacher(state)
+    if s.sparsity is not None and s.method in SOLVER_METHODS:
+        params = prunable_weights(wb.model)
+        _check_solver(wb.model, params, s.method)
+        state.masks = MaskSet(params)
+        solve(wb, state.masks, s.as_settings().validate(), s.sparsity, seed)
+        return {"target_sparsity": s.sparsity}
     if s.sparsity is not None:
         params = prunable_weights(wb.model)
         importance = make_importance(s.method, seed)

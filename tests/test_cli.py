@@ -43,6 +43,9 @@ def test_sparsity_out_of_range_from_cli(trained_tiny, tmp_path):
     result = runner.invoke(app, ["prune", "-m", str(clf), "-d", str(csv), "--out", str(tmp_path / "o"),
                                  "--sparsity", "1.2"])
     assert result.exit_code == 2 and "[0, 1)" in result.output
+    result = runner.invoke(app, ["prune", "-m", str(clf), "-d", str(csv), "--out", str(tmp_path / "o"),
+                                 "--damp", "0.1"])  # a classifier's --damp is read, and is SparseGPT's only
+    assert result.exit_code == 2 and "--damp dampens SparseGPT" in result.output
 
 
 def test_prune_evaluate_inspect_round_trip(trained_tiny, tmp_path):

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -219,6 +220,9 @@ def test_bad_inputs(trained_tiny, tmp_path):
     _expect_error("threshold", clf, csv, out, method="sparsegpt", schedule="oneshot", threshold=0.1)
     _expect_error("inside the transformer blocks", clf, csv, out, method="sparsegpt", schedule="oneshot",
                   prunable="classifier")
+    _expect_error("--damp dampens SparseGPT", clf, csv, out, method="wanda", schedule="oneshot", damp=0.1)
+    _expect_error("--damp dampens SparseGPT", clf, csv, out, method="sparsegpt", heads=0.5, sparsity=None, damp=0.1)
+    _expect_error(r"--damp must be in \(0, 10\)", clf, csv, out, method="sparsegpt", schedule="oneshot", damp=0.0)
     full = tmp_path / "full"
     full.mkdir()
     (full / "keep.txt").write_text("precious")
@@ -335,6 +339,44 @@ def test_sparsegpt_calibrates_sentence_pairs_with_their_token_types(trained_tiny
     assert seen and all(t is not None for t in seen)
     types = torch.cat(seen)
     assert 0.2 < float(types.float().mean()) < 0.8  # both texts of each pair, in about equal parts
+
+
+def test_sparsegpt_damp_reaches_the_solver(trained_tiny):
+    """--damp for classifiers: unset is the one-shot engine's default; more dampening, other weights."""
+    from prunekit.arch import prunable_weights
+    from prunekit.pipeline import open_workbench, solve
+    from prunekit.prune import MaskSet
+    from prunekit.prune.oneshot import OneShotSettings
+
+    clf, csv = trained_tiny
+    wb = open_workbench(str(clf), DataOptions(str(csv)))
+    dense = {k: v.clone() for k, v in wb.model.state_dict().items()}
+    params = {n: p for n, p in prunable_weights(wb.model).items() if ".layer.0." in n}
+    pruned = {}
+    for damp in (None, OneShotSettings().damp, 1.0):
+        wb.model.load_state_dict(dense)
+        s = _settings(method="sparsegpt", schedule="oneshot", calib_batches=2, damp=damp).validate()
+        solve(wb, MaskSet(params), s, 0.5, seed=0)
+        pruned[damp] = {n: p.detach().clone() for n, p in params.items()}
+    default, same, damped = pruned.values()
+    assert all(torch.equal(default[n], same[n]) for n in params)
+    assert not any(torch.equal(default[n], damped[n]) for n in params)
+
+
+def test_sparsegpt_applies_a_per_block_plan(trained_tiny, tmp_path):
+    """--plan with sparsegpt: each block's Linears reach that block's sparsity from the plan."""
+    from prunekit.search.plan import PLAN_VERSION
+
+    clf, csv = trained_tiny
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(yaml.safe_dump({"prunekit_plan": PLAN_VERSION, "granularity": "unstructured",
+                                    "block_sparsity": [0.3, 0.7]}))
+    report = prune(str(clf), DataOptions(str(csv)), tmp_path / "out",
+                   _settings(method="sparsegpt", sparsity=None, plan=str(plan), calib_batches=2, finetune_epochs=0))
+    assert report["settings"]["prune"]["schedule"] == "oneshot" and len(report["layer_sparsity"]) == 12
+    for name, achieved in report["layer_sparsity"].items():
+        block = int(name.split(".layer.")[1].split(".")[0])
+        assert achieved == pytest.approx([0.3, 0.7][block], abs=0.01), name
 
 
 def test_sparsegpt_update_reconstructs_blocks_better_than_masking(trained_tiny):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 import yaml
 
 from prunekit.errors import PrunekitError
@@ -25,7 +26,8 @@ def _recipe(stages, **top):
     ([{"distill": {}}], "teacher would be the student"),
     ([{"prune": {"heads": 0.5, "sparsity": 0.5}}], "exactly one kind"),
     ([{"prune": {"heads": 1.5}}], "\\[0, 1\\)"),
-    ([{"prune": {"sparsity": 0.5, "method": "sparsegpt"}}], "sparsegpt is not available in recipes yet"),
+    ([{"prune": {"sparsity": 0.5, "method": "sparsegpt", "scope": "global"}}], "--scope local"),
+    ([{"prune": {"sparsity": 0.5, "damp": 0.1}}], "--damp dampens SparseGPT"),
     ([{"lowrank": {}}], "exactly one of ratio"),
     ([{"fake_quant": {"bits": 1}}], "2…8"),
     ([{"int8": {}}, {"int8": {}}], "only one int8"),
@@ -90,6 +92,27 @@ def test_recipe_runs_every_stage(trained_tiny, tmp_path):
     assert (out / "tradeoff.png").is_file() and "tradeoff.png" in (out / "report.md").read_text()
     assert json.loads((out / "report.json").read_text())["settings"]["recipe"]["stages"][0]["prune"]["heads"] == 0.5
     assert (out / "stages" / "06-onnx" / "model.int8.onnx").is_file()
+
+
+def test_recipe_sparsegpt_stage_keeps_its_zeros_through_finetuning(trained_tiny, tmp_path):
+    from safetensors.torch import load_file
+
+    folder, csv = trained_tiny
+    recipe = {
+        "model": str(folder), "data": {"data": str(csv), "max_train_samples": 64, "max_eval_samples": 40},
+        "latency": {"seq_len": 16, "rounds": 0},
+        "stages": [{"prune": {"sparsity": 0.5, "method": "sparsegpt", "calib_batches": 2, "damp": 0.05}},
+                   {"finetune": {"epochs": 1, "lr": 1e-3, "batch_size": 16}}],
+    }
+    report = run_recipe(recipe, tmp_path / "out")
+    assert [s["name"] for s in report["stages"]] == ["baseline", "01-prune", "02-finetune"]
+    pruned, tuned = (load_file(str(tmp_path / "out" / "stages" / d / "model.safetensors"))
+                     for d in ("01-prune", "02-finetune"))
+    linears = [n for n in pruned if ".encoder.layer." in n and n.endswith(".weight") and pruned[n].dim() == 2]
+    assert len(linears) == 12
+    for name in linears:
+        assert float((pruned[name] == 0).float().mean()) == pytest.approx(0.5, abs=0.01), name
+        assert torch.equal(tuned[name] == 0, pruned[name] == 0) and not torch.equal(tuned[name], pruned[name]), name
 
 
 def test_shipped_recipes_are_valid():
