@@ -92,7 +92,8 @@ def load_classifier(
     if (Path(where) / MANIFEST).is_file():  # structurally pruned by prunekit: uneven shapes need its loader
         if not has_classification_head(config):
             raise PrunekitError(f"model {spec!r} is a pruned model without a classification head")
-        return load(where, trust_remote_code), load_tokenizer(where, trust_remote_code), False
+        model = load(where, trust_remote_code)
+        return model, _with_padding(model, load_tokenizer(where, trust_remote_code), spec), False
     head_is_new = not has_classification_head(config)
     if head_is_new:
         if not label_names:
@@ -117,7 +118,21 @@ def load_classifier(
         raise PrunekitError(f"model {spec!r}: cannot load weights ({str(err).splitlines()[0]})") from err
     finally:
         logger.setLevel(level)
-    return model, load_tokenizer(where, trust_remote_code), head_is_new
+    return model, _with_padding(model, load_tokenizer(where, trust_remote_code), spec), head_is_new
+
+
+def _with_padding(model: nn.Module, tokenizer: PreTrainedTokenizerBase, spec: str) -> PreTrainedTokenizerBase:
+    """A decoder turned classifier (GPT-2, LLaMA) usually ships without a padding token, and transformers then
+    refuses any batch larger than one; pad with end-of-text, as is the usual fix, and tell the model, whose
+    classification head reads the last non-pad token by that id. Saved folders keep both."""
+    if tokenizer.pad_token_id is None:
+        if tokenizer.eos_token is None:
+            raise PrunekitError(f"model {spec!r}: its tokenizer has neither a padding nor an end-of-text token to "
+                                "pad batches with; add a pad_token to the tokenizer")
+        tokenizer.pad_token = tokenizer.eos_token
+    if getattr(model.config, "pad_token_id", None) is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return tokenizer
 
 
 def load_any(spec: str, trust_remote_code: bool = False) -> nn.Module:
