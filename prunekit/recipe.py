@@ -426,7 +426,10 @@ def _prune(state: _State, st: Stage) -> dict[str, Any]:
     if s.sparsity is not None and s.method in SOLVER_METHODS:
         params = prunable_weights(wb.model)
         _check_solver(wb.model, params, s.method)
-        state.masks = MaskSet(params)
+        earlier, state.masks = state.masks, MaskSet(params)
+        if earlier is not None and all(n in earlier.masks and earlier.masks[n].shape == p.shape
+                                       for n, p in params.items()):
+            state.masks.update(earlier.masks)  # SparseGPT's updates would revive them: the solver keeps them zero
         solve(wb, state.masks, s.as_settings().validate(), s.sparsity, seed)
         return {"target_sparsity": s.sparsity}
     if s.sparsity is not None:

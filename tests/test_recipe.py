@@ -134,3 +134,25 @@ def test_cli_check(tmp_path):
     path.write_text(yaml.safe_dump(_recipe([{"prune": {"heads": 0.5}}, {"int8": {}}, {"distill": {}}])))
     result = CliRunner().invoke(app, ["run", str(path), "--check"])
     assert result.exit_code == 2 and "after int8 cannot work" in result.output
+
+
+def test_a_second_sparsegpt_stage_keeps_the_first_stages_zeros(tiny_gpt2_classifier, tiny_csv, tmp_path):
+    """SparseGPT's updates move not-yet-solved columns, zeros included, so a second solver stage would revive
+    the first stage's zeros unless it keeps them (as --schedule iterative does). GPT-2's mlp.c_proj spans two
+    128-column blocks, so the revival can happen here."""
+    from safetensors.torch import load_file
+
+    recipe = {
+        "model": str(tiny_gpt2_classifier), "data": {"data": str(tiny_csv)},
+        "latency": {"seq_len": 16, "rounds": 0},
+        "stages": [{"prune": {"sparsity": 0.3, "method": "sparsegpt", "calib_batches": 2}},
+                   {"prune": {"sparsity": 0.6, "method": "sparsegpt", "calib_batches": 2}}],
+    }
+    run_recipe(recipe, tmp_path / "out")
+    first, second = (load_file(str(tmp_path / "out" / "stages" / d / "model.safetensors"))
+                     for d in ("01-prune", "02-prune"))
+    linears = [n for n in first if n.startswith("transformer.h.") and n.endswith(".weight") and first[n].dim() == 2]
+    assert len(linears) == 8
+    for name in linears:
+        assert float((second[name] == 0).float().mean()) == pytest.approx(0.6, abs=0.01), name
+        assert not (second[name][first[name] == 0]).any(), name
