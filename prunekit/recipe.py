@@ -423,24 +423,24 @@ def _prune(state: _State, st: Stage) -> dict[str, Any]:
 
     s, wb, seed = st.settings, state.wb, state.recipe.seed
     _keep_teacher(state)
-    if s.sparsity is not None and s.method in SOLVER_METHODS:
-        params = prunable_weights(wb.model)
-        _check_solver(wb.model, params, s.method)
-        earlier, state.masks = state.masks, MaskSet(params)
-        if earlier is not None and all(n in earlier.masks and earlier.masks[n].shape == p.shape
-                                       for n, p in params.items()):
-            state.masks.update(earlier.masks)  # SparseGPT's updates would revive them: the solver keeps them zero
-        solve(wb, state.masks, s.as_settings().validate(), s.sparsity, seed)
-        return {"target_sparsity": s.sparsity}
     if s.sparsity is not None:
         params = prunable_weights(wb.model)
+        # an earlier unstructured stage's zeros stay zero and count toward this one's target, as in --schedule
+        # iterative (a fresh random pick, or SparseGPT's column updates, would otherwise revive some)
+        earlier = state.masks.masks if state.masks is not None and all(
+            n in state.masks.masks and state.masks.masks[n].shape == p.shape for n, p in params.items()) else None
+        state.masks = MaskSet(params)
+        if s.method in SOLVER_METHODS:
+            _check_solver(wb.model, params, s.method)
+            if earlier:
+                state.masks.update(earlier)
+            solve(wb, state.masks, s.as_settings().validate(), s.sparsity, seed)
+            return {"target_sparsity": s.sparsity}
         importance = make_importance(s.method, seed)
         importance.check(wb.model, params)
         calibrate(wb.model, wb.train, wb.tokenizer, importance, params, s.calib_batches, 32, seed)
         scope = s.scope or ("row" if s.method == "wanda" else "global")
-        masks = compute_masks(importance.scores(params), s.sparsity, scope=scope)
-        state.masks = MaskSet(params)
-        state.masks.update(masks)
+        state.masks.update(compute_masks(importance.scores(params), s.sparsity, scope=scope, previous=earlier))
         return {"target_sparsity": s.sparsity}
     batches = _calibration_batches(wb, s.calib_batches, 32, seed)
     scores = group_scores(wb.model, s.importance, batches=batches, seed=seed,

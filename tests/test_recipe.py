@@ -156,3 +156,23 @@ def test_a_second_sparsegpt_stage_keeps_the_first_stages_zeros(tiny_gpt2_classif
     for name in linears:
         assert float((second[name] == 0).float().mean()) == pytest.approx(0.6, abs=0.01), name
         assert not (second[name][first[name] == 0]).any(), name
+
+
+def test_a_second_criterion_stage_counts_the_first_stages_zeros(trained_tiny, tmp_path):
+    """Magnitude to 0.3, then random to 0.5: the second stage keeps the first's zeros and stops at 0.5 (a fresh
+    random pick would leave the union of both, about 0.65)."""
+    from safetensors.torch import load_file
+
+    folder, csv = trained_tiny
+    recipe = {
+        "model": str(folder), "data": {"data": str(csv), "max_train_samples": 64, "max_eval_samples": 40},
+        "latency": {"seq_len": 16, "rounds": 0},
+        "stages": [{"prune": {"sparsity": 0.3}}, {"prune": {"sparsity": 0.5, "method": "random"}}],
+    }
+    run_recipe(recipe, tmp_path / "out")
+    first, second = (load_file(str(tmp_path / "out" / "stages" / d / "model.safetensors"))
+                     for d in ("01-prune", "02-prune"))
+    linears = [n for n in first if ".encoder.layer." in n and n.endswith(".weight") and first[n].dim() == 2]
+    zeros = sum(int((second[n] == 0).sum()) for n in linears) / sum(second[n].numel() for n in linears)
+    assert zeros == pytest.approx(0.5, abs=0.01)
+    assert all(not second[n][first[n] == 0].any() for n in linears)
