@@ -51,12 +51,11 @@ DENSE_ROW = "unpruned (nothing removed), the same recovery"
 
 def row_names(remove: float) -> dict[str, str]:
     """The MiniLM rows' names at a removal budget (at 0.5 the names the table has always used)."""
-    pct = f"{100 * remove:g} %"
+    pct, keep = f"{100 * remove:g} %", f"params={1 - remove:g}"  # a --budget names the kept fraction
     return {"uniform": f"uniform ({pct} heads + {pct} FFN per layer)",
             "global": "global ranking (heads, FFN across layers)",
-            "search": f"prunekit search (SA, params={remove:g})",
-            "search_cut": f"prunekit search (SA, params={remove:g}{CUT_NOTE})",
-            "l0": f"L0 gates (learned, params={remove:g})", "dense": DENSE_ROW}
+            "search": f"prunekit search (SA, {keep})", "search_cut": f"prunekit search (SA, {keep}{CUT_NOTE})",
+            "l0": f"L0 gates (learned, {keep})", "dense": DENSE_ROW, "budget": keep}
 
 
 def minilm_rows(args: argparse.Namespace, which: tuple[str, ...] = MINILM_ROWS) -> list[dict]:
@@ -133,7 +132,7 @@ def minilm_rows(args: argparse.Namespace, which: tuple[str, ...] = MINILM_ROWS) 
                             + ("" if args.lr == DEFAULT_LR else f"-lr{args.lr:g}") + suffix)
             t0 = time.perf_counter()
             # the finalists recover at the rows' learning rate: ranked as the bench's recovery will leave them
-            summary = search(str(base), data, where, f"params={remove:g}", evals=args.evals, steps=args.steps,
+            summary = search(str(base), data, where, names["budget"], evals=args.evals, steps=args.steps,
                              opts=SearchData(importance="taylor", seed=args.seed, recover_epochs=args.recover_epochs,
                                              recover_lr=args.lr, finalist_metric=args.rank),
                              force=True)
@@ -149,7 +148,7 @@ def minilm_rows(args: argparse.Namespace, which: tuple[str, ...] = MINILM_ROWS) 
                                                                         "paired")}
                                                  for c in summary["search"]["candidates"]]})
     def l0() -> None:
-        report = run(names["l0"], PruneSettings(learn_structure=True, budget=f"params={remove:g}", **common),
+        report = run(names["l0"], PruneSettings(learn_structure=True, budget=names["budget"], **common),
                      0, 0.0, {})
         rows[-1]["search_seconds"] = rows[-1]["prune_recover_seconds"]  # the gates are learned while training
         rows[-1]["note"] = ("gates on heads and FFN neurons (layer gates off, see prunekit/search/l0.py) trained "
