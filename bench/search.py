@@ -28,6 +28,7 @@ import statistics
 import time
 from pathlib import Path
 
+import numpy as np
 from _results import RESULTS, write_results  # bench/ is on sys.path when a script runs
 
 from prunekit.config import DataOptions, PruneSettings
@@ -90,12 +91,14 @@ def minilm_rows(args: argparse.Namespace, which: tuple[str, ...] = MINILM_ROWS) 
             report = prune(str(base), data, out, settings, seed=seed, force=True)
             seconds = time.perf_counter() - t0
             b, f = report["stages"][0], report["stages"][-1]
+            correct = test_correct(out, data, f["metrics"]["accuracy"])
             runs.append({"method": name, "seed": seed, "value": 100 * f["metrics"]["accuracy"],
                          "baseline": 100 * b["metrics"]["accuracy"],
                          "validation": 100 * f["validation_metrics"]["accuracy"], "params_total": f["params_total"],
                          "macs_ratio": b["macs_per_token"] / f["macs_per_token"], "prune_recover_seconds": seconds,
-                         "shapes": report.get("shapes"), "recovery": recovery, "remove": remove})
-            print(json.dumps({k: v for k, v in runs[-1].items() if k != "shapes"}), flush=True)
+                         "shapes": report.get("shapes"), "recovery": recovery, "remove": remove,
+                         "test_correct": correct})
+            print(json.dumps({k: v for k, v in runs[-1].items() if k not in ("shapes", "test_correct")}), flush=True)
             with open(partial, "a") as fh:
                 fh.write(json.dumps(runs[-1]) + "\n")
         last = runs[-1]
@@ -111,7 +114,8 @@ def minilm_rows(args: argparse.Namespace, which: tuple[str, ...] = MINILM_ROWS) 
                      "shapes": last["shapes"], "seeds": list(args.seeds), "values": values,
                      "value_sd": statistics.stdev(values) if len(values) > 1 else None,
                      "per_seed": [{k: r[k] for k in ("seed", "value", "validation", "prune_recover_seconds")}
-                                  for r in runs], **extra})
+                                  for r in runs],
+                     "test_correct": [r.get("test_correct") for r in runs], **extra})
         return report
 
     def uniform() -> None:
@@ -170,6 +174,19 @@ def minilm_rows(args: argparse.Namespace, which: tuple[str, ...] = MINILM_ROWS) 
     for name in which:  # in the order asked for
         steps[name]()
     return rows
+
+
+def test_correct(folder: Path, data: DataOptions, accuracy: float) -> str:
+    """Which test examples the saved model gets right ('0'/'1' in the split's order): the paired test-split SE of
+    a difference between rows needs them (the seeds' spread says nothing about which examples were drawn)."""
+    from prunekit.pipeline import open_workbench
+
+    wb = open_workbench(str(folder), data)
+    _, logits = wb.evaluate("test")
+    right = logits.argmax(-1) == np.asarray(wb.test.labels)
+    if abs(float(right.mean()) - accuracy) > 1e-9:  # the reloaded folder must be the model the row reports
+        raise RuntimeError(f"{folder}: reloaded test accuracy {right.mean():.4f} differs from the report's {accuracy}")
+    return "".join("1" if x else "0" for x in right)
 
 
 def global_ranking_plan(base: Path, data: DataOptions, path: Path, seed: int, remove: float = DEFAULT_REMOVE) -> Path:
@@ -275,13 +292,36 @@ def group_of(r: dict) -> str:
     return json.dumps([r.get("remove", DEFAULT_REMOVE), r.get("recovery")], sort_keys=True)
 
 
+def _uniform_of(r: dict, rows: list[dict]) -> dict | None:
+    """The uniform row of ``r``'s group (None for the uniform row itself)."""
+    u = next((x for x in rows if x["model"] == r["model"] and group_of(x) == group_of(r)
+              and x["method"].startswith("uniform")), None)
+    return None if u is r else u
+
+
+def _with_test_split(r: dict, rows: list[dict]) -> str:
+    """± the SE of the difference to uniform with the test split's sampling added: the paired SE over test
+    examples of (mean correctness over seeds, this row − uniform), combined with the seeds' SE; conservative
+    (the per-example differences hold some seed noise too). Empty for rows measured before predictions were
+    kept."""
+    u = _uniform_of(r, rows)
+    if u is None or not all(r.get("test_correct") or [None]) or not all(u.get("test_correct") or [None]):
+        return ""
+    per_example = [np.mean([[c == "1" for c in s] for s in x["test_correct"]], axis=0) for x in (r, u)]
+    d = per_example[0] - per_example[1]
+    se_test = 100 * float(d.std(ddof=1)) / math.sqrt(len(d))
+    a, b = r["values"], u["values"]
+    se_seeds = math.sqrt(statistics.variance(a) / len(a) + statistics.variance(b) / len(b)) if min(
+        len(a), len(b)) > 1 else 0.0
+    return f"± {math.sqrt(se_test ** 2 + se_seeds ** 2):.2f}"
+
+
 def _vs_uniform(r: dict, rows: list[dict]) -> str:
     """The row's difference to the uniform row of its group. MiniLM: mean over recovery seeds ± the standard error
     of the difference of two means (from each row's spread over seeds, which holds the recovery's and the
     calibration's randomness; the test split is the same for both); SmolLM2: the perplexity ratio (one run)."""
-    u = next((x for x in rows if x["model"] == r["model"] and group_of(x) == group_of(r)
-              and x["method"].startswith("uniform")), None)
-    if u is None or u is r:
+    u = _uniform_of(r, rows)
+    if u is None:
         return ""
     if r["metric"] == "perplexity":
         return f"{r['value'] / u['value']:.3f}×"
@@ -293,8 +333,9 @@ def _vs_uniform(r: dict, rows: list[dict]) -> str:
 
 
 def render(rows: list[dict], args: argparse.Namespace) -> str:
-    head = ("| model | removed | method | recovery | test metric | Δ vs dense | Δ vs uniform | evaluations used | "
-            "search wall s | prune + recovery s |\n| --- | --: | --- | --- | --: | --: | --: | --: | --: | --: |")
+    head = ("| model | removed | method | recovery | test metric | Δ vs dense | Δ vs uniform | with the test split | "
+            "evaluations used | search wall s | prune + recovery s |\n"
+            "| --- | --: | --- | --- | --: | --: | --: | --: | --: | --: | --: |")
     lines = [f"Same fine-tuned baseline for every MiniLM row; every row of a group has the same recovery budget "
              "(the recovery column: epochs of fine-tuning with AdamW at that peak learning rate, distilled from the "
              "unpruned model where marked), batch 32, max length 64; removed: the share of the encoder's attention "
@@ -321,7 +362,7 @@ def render(rows: list[dict], args: argparse.Namespace) -> str:
         dfmt = f"{delta:+.2f}" if r["metric"] != "perplexity" else f"{r['value'] / r['baseline']:.3f}×"
         removed = f"{100 * r.get('remove', DEFAULT_REMOVE):g} %"
         lines.append(f"| {r['model']} | {removed} | {r['method']} | {how} | {cell} | {dfmt} | {_vs_uniform(r, rows)} | "
-                     f"{r['evaluations']} | "
+                     f"{_with_test_split(r, rows)} | {r['evaluations']} | "
                      f"{r['search_seconds']:.0f} | {r['prune_recover_seconds']:.0f} |")
     seeded = [r for r in rows if len(r.get("values") or ()) > 1]
     if seeded:
