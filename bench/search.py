@@ -1,6 +1,7 @@
 """Benchmark: how much to prune where — uniform vs global ranking vs prunekit's searched plan vs L0 gates.
 
-MiniLM on movie reviews, 50 % of the encoder's attention + FFN parameters removed structurally; every
+MiniLM on movie reviews, 50 % of the encoder's attention + FFN parameters removed structurally (--remove sets
+another budget, a group of its own); every
 row starts from the same fine-tuned baseline, and every row of a group gets the same recovery budget
 (--epochs, default one; --distill; AdamW, the same learning rate; the L0 row learns its gates during 3/4
 of it and recovers the cut model in the last 1/4). A table may hold several groups (--append).
@@ -13,6 +14,7 @@ Writes bench/results/search.{md,json}.
     python bench/search.py --only uniform,global,search,l0 --append --epochs 0.25 --distill --seeds 0,1,2
     python bench/search.py --only search --append --plan bench/work/search/plan --seeds 0,1,2   # reuse a plan
     python bench/search.py --only uniform,global,dense --append --lr 3e-5 --seeds 0,1,2   # another recovery group
+    python bench/search.py --only uniform,global,search --append --remove 0.7 --recover-epochs 0 --seeds 0,1,2
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import statistics
 import time
 from pathlib import Path
 
+import numpy as np
 from _results import RESULTS, write_results  # bench/ is on sys.path when a script runs
 
 from prunekit.config import DataOptions, PruneSettings
@@ -39,10 +42,21 @@ LM_ARGS = ("lm_calib", "lm_eval", "lm_ratios", "lm_val", "lm_space")
 #: --only names of single MiniLM rows
 MINILM_ROWS = ("uniform", "global", "search", "l0", "dense")
 DEFAULT_LR = 2e-4  # prunekit's default for fine-tuning a pruned transformer
+DEFAULT_REMOVE = 0.5  # the issue's budget: half of the encoder's attention + FFN parameters removed
 SEARCH_ROW = "prunekit search (SA, params=0.5)"
 #: a search whose finalists were measured as cut (--recover-epochs 0), a row of its own beside the default's
 SEARCH_CUT_ROW = "prunekit search (SA, params=0.5; finalists measured as cut)"
+CUT_NOTE = "; finalists measured as cut"
 DENSE_ROW = "unpruned (nothing removed), the same recovery"
+
+
+def row_names(remove: float) -> dict[str, str]:
+    """The MiniLM rows' names at a removal budget (at 0.5 the names the table has always used)."""
+    pct, keep = f"{100 * remove:g} %", f"params={1 - remove:g}"  # a --budget names the kept fraction
+    return {"uniform": f"uniform ({pct} heads + {pct} FFN per layer)",
+            "global": "global ranking (heads, FFN across layers)",
+            "search": f"prunekit search (SA, {keep})", "search_cut": f"prunekit search (SA, {keep}{CUT_NOTE})",
+            "l0": f"L0 gates (learned, {keep})", "dense": DENSE_ROW, "budget": keep}
 
 
 def minilm_rows(args: argparse.Namespace, which: tuple[str, ...] = MINILM_ROWS) -> list[dict]:
@@ -53,12 +67,15 @@ def minilm_rows(args: argparse.Namespace, which: tuple[str, ...] = MINILM_ROWS) 
               "importance": "taylor", "distill": args.distill}
     planned = {k: v for k, v in common.items() if k != "importance"}  # a plan names its own criterion
     recovery = recovery_of(args.epochs, args.distill, args.lr)
+    remove = args.remove
+    names = row_names(remove)
+    suffix = "" if remove == DEFAULT_REMOVE else f"-remove{remove:g}"  # work files of another budget
     rows = []
     partial = WORK / "minilm-rows.jsonl"
     done = {}
     if args.resume and partial.is_file():
         done = {(r["method"], r["seed"]): r for r in map(json.loads, partial.read_text().splitlines())
-                if "seed" in r and r.get("recovery") == recovery}
+                if "seed" in r and r.get("recovery") == recovery and r.get("remove", DEFAULT_REMOVE) == remove}
     elif partial.exists():
         partial.unlink()
 
@@ -74,17 +91,20 @@ def minilm_rows(args: argparse.Namespace, which: tuple[str, ...] = MINILM_ROWS) 
             report = prune(str(base), data, out, settings, seed=seed, force=True)
             seconds = time.perf_counter() - t0
             b, f = report["stages"][0], report["stages"][-1]
+            correct = test_correct(out, data, f["metrics"]["accuracy"])
             runs.append({"method": name, "seed": seed, "value": 100 * f["metrics"]["accuracy"],
                          "baseline": 100 * b["metrics"]["accuracy"],
                          "validation": 100 * f["validation_metrics"]["accuracy"], "params_total": f["params_total"],
                          "macs_ratio": b["macs_per_token"] / f["macs_per_token"], "prune_recover_seconds": seconds,
-                         "shapes": report.get("shapes"), "recovery": recovery})
-            print(json.dumps({k: v for k, v in runs[-1].items() if k != "shapes"}), flush=True)
+                         "shapes": report.get("shapes"), "recovery": recovery, "remove": remove,
+                         "test_correct": correct})
+            print(json.dumps({k: v for k, v in runs[-1].items() if k not in ("shapes", "test_correct")}), flush=True)
             with open(partial, "a") as fh:
                 fh.write(json.dumps(runs[-1]) + "\n")
         last = runs[-1]
         values = [r["value"] for r in runs]
-        rows.append({"model": "MiniLM", "method": name, "recovery": recovery, "metric": "accuracy %",
+        rows.append({"model": "MiniLM", "method": name, "recovery": recovery, "remove": remove,
+                     "metric": "accuracy %",
                      "value": statistics.fmean(values),
                      "baseline": last["baseline"],
                      "validation": statistics.fmean(r["validation"] for r in runs),
@@ -94,19 +114,17 @@ def minilm_rows(args: argparse.Namespace, which: tuple[str, ...] = MINILM_ROWS) 
                      "shapes": last["shapes"], "seeds": list(args.seeds), "values": values,
                      "value_sd": statistics.stdev(values) if len(values) > 1 else None,
                      "per_seed": [{k: r[k] for k in ("seed", "value", "validation", "prune_recover_seconds")}
-                                  for r in runs], **extra})
+                                  for r in runs],
+                     "test_correct": [r.get("test_correct") for r in runs], **extra})
         return report
 
     def uniform() -> None:
-        run("uniform (50 % heads + 50 % FFN per layer)",
-            PruneSettings(heads=0.5, ffn=0.5, scope="local", **common), 0, 0.0, {})
+        run(names["uniform"], PruneSettings(heads=remove, ffn=remove, scope="local", **common), 0, 0.0, {})
     def global_() -> None:
         # prune --scope global, every layer keeping its best head and neuron (plain global ranking removes all
         # 12 heads of layer 5 here, which a BERT layer cannot run without)
-        global_plan = global_ranking_plan(base, data, WORK / "global-plan.yaml", args.seed)
-        run("global ranking (heads, FFN across layers)",
-            PruneSettings(plan=str(global_plan), **planned),
-            0, 0.0, {})
+        global_plan = global_ranking_plan(base, data, WORK / f"global-plan{suffix}.yaml", args.seed, remove)
+        run(names["global"], PruneSettings(plan=str(global_plan), **planned), 0, 0.0, {})
     def searched() -> None:
         if args.plan:  # the plan of an earlier search (its own wall time and evaluations)
             where = Path(args.plan)
@@ -115,17 +133,17 @@ def minilm_rows(args: argparse.Namespace, which: tuple[str, ...] = MINILM_ROWS) 
         else:
             # one folder per finalist recovery, so a plan reused with --plan is not overwritten by another search
             where = WORK / ("plan" + ("" if args.recover_epochs is None else f"-recover{args.recover_epochs:g}")
-                            + ("" if args.lr == DEFAULT_LR else f"-lr{args.lr:g}"))
+                            + ("" if args.lr == DEFAULT_LR else f"-lr{args.lr:g}") + suffix)
             t0 = time.perf_counter()
             # the finalists recover at the rows' learning rate: ranked as the bench's recovery will leave them
-            summary = search(str(base), data, where, "params=0.5", evals=args.evals, steps=args.steps,
+            summary = search(str(base), data, where, names["budget"], evals=args.evals, steps=args.steps,
                              opts=SearchData(importance="taylor", seed=args.seed, recover_epochs=args.recover_epochs,
                                              recover_lr=args.lr, finalist_metric=args.rank),
                              force=True)
             search_seconds = time.perf_counter() - t0
         plan = summary["plan"]
         used = plan["search"]["real_evaluations"] + plan["search"]["sensitivity_evaluations"]
-        name = SEARCH_ROW if summary["search"].get("recover_epochs") else SEARCH_CUT_ROW
+        name = names["search"] if summary["search"].get("recover_epochs") else names["search_cut"]
         run(name, PruneSettings(plan=str(where / "plan.yaml"), **planned),
             used, search_seconds, {"plan": {k: plan[k] for k in ("heads", "ffn", "budget", "scores")},
                                    "recover_epochs": summary["search"].get("recover_epochs"),
@@ -134,8 +152,8 @@ def minilm_rows(args: argparse.Namespace, which: tuple[str, ...] = MINILM_ROWS) 
                                                                         "paired")}
                                                  for c in summary["search"]["candidates"]]})
     def l0() -> None:
-        report = run("L0 gates (learned, params=0.5)",
-                     PruneSettings(learn_structure=True, budget="params=0.5", **common), 0, 0.0, {})
+        report = run(names["l0"], PruneSettings(learn_structure=True, budget=names["budget"], **common),
+                     0, 0.0, {})
         rows[-1]["search_seconds"] = rows[-1]["prune_recover_seconds"]  # the gates are learned while training
         rows[-1]["note"] = ("gates on heads and FFN neurons (layer gates off, see prunekit/search/l0.py) trained "
                             "during 3/4 of the recovery budget; wall time includes that training")
@@ -149,7 +167,7 @@ def minilm_rows(args: argparse.Namespace, which: tuple[str, ...] = MINILM_ROWS) 
     def dense() -> None:
         # the ceiling: the same recovery applied to the unpruned model (a plan that removes nothing), so the
         # table shows how much any allocation could still gain
-        run(DENSE_ROW, PruneSettings(plan=str(zero_plan(base, data, WORK / "zero-plan.yaml", args.seed)),
+        run(names["dense"], PruneSettings(plan=str(zero_plan(base, data, WORK / "zero-plan.yaml", args.seed)),
                                      **planned), 0, 0.0, {})
 
     steps = {"uniform": uniform, "global": global_, "search": searched, "l0": l0, "dense": dense}
@@ -158,8 +176,21 @@ def minilm_rows(args: argparse.Namespace, which: tuple[str, ...] = MINILM_ROWS) 
     return rows
 
 
-def global_ranking_plan(base: Path, data: DataOptions, path: Path, seed: int) -> Path:
-    """``prunekit prune --scope global`` (heads 0.5, FFN 0.5) as a plan: one ranking of all heads (and one of
+def test_correct(folder: Path, data: DataOptions, accuracy: float) -> str:
+    """Which test examples the saved model gets right ('0'/'1' in the split's order): the paired test-split SE of
+    a difference between rows needs them (the seeds' spread says nothing about which examples were drawn)."""
+    from prunekit.pipeline import open_workbench
+
+    wb = open_workbench(str(folder), data)
+    _, logits = wb.evaluate("test")
+    right = logits.argmax(-1) == np.asarray(wb.test.labels)
+    if abs(float(right.mean()) - accuracy) > 1e-9:  # the reloaded folder must be the model the row reports
+        raise RuntimeError(f"{folder}: reloaded test accuracy {right.mean():.4f} differs from the report's {accuracy}")
+    return "".join("1" if x else "0" for x in right)
+
+
+def global_ranking_plan(base: Path, data: DataOptions, path: Path, seed: int, remove: float = DEFAULT_REMOVE) -> Path:
+    """``prunekit prune --scope global`` (heads and FFN at ``remove``) as a plan: one ranking of all heads (and one of
     all FFN neurons) by the taylor scores and calibration batches prune uses (step 1: seed + 1), every layer
     keeping its best head and neuron (plan_from_ratios); written out so the row is applied like the others."""
     from prunekit.importance.groups import group_scores
@@ -169,7 +200,8 @@ def global_ranking_plan(base: Path, data: DataOptions, path: Path, seed: int) ->
 
     wb = open_workbench(str(base), data, seed)
     scores = group_scores(wb.model, "taylor", batches=_calibration_batches(wb, 16, 32, seed + 1), seed=seed + 1)
-    heads, ffn = removed_ratios(wb.model, plan_from_ratios(wb.model, scores, heads=0.5, ffn=0.5, scope="global"))
+    heads, ffn = removed_ratios(wb.model, plan_from_ratios(wb.model, scores, heads=remove, ffn=remove,
+                                                                      scope="global"))
     plan = {"prunekit_plan": 1, "granularity": "structured", "architecture": architecture(wb.model),
             "heads": heads, "ffn": ffn, "importance": "taylor"}
     write_plan(path, plan)
@@ -255,13 +287,41 @@ def _recovery_label(rec: dict | None) -> str:
             + (", distilled" if rec["distill"] else ""))
 
 
+def group_of(r: dict) -> str:
+    """A row's group: its removal budget and recovery (rows compare only within a group)."""
+    return json.dumps([r.get("remove", DEFAULT_REMOVE), r.get("recovery")], sort_keys=True)
+
+
+def _uniform_of(r: dict, rows: list[dict]) -> dict | None:
+    """The uniform row of ``r``'s group (None for the uniform row itself)."""
+    u = next((x for x in rows if x["model"] == r["model"] and group_of(x) == group_of(r)
+              and x["method"].startswith("uniform")), None)
+    return None if u is r else u
+
+
+def _with_test_split(r: dict, rows: list[dict]) -> str:
+    """± the SE of the difference to uniform with the test split's sampling added: the paired SE over test
+    examples of (mean correctness over seeds, this row − uniform), combined with the seeds' SE; conservative
+    (the per-example differences hold some seed noise too). Empty for rows measured before predictions were
+    kept."""
+    u = _uniform_of(r, rows)
+    if u is None or not all(r.get("test_correct") or [None]) or not all(u.get("test_correct") or [None]):
+        return ""
+    per_example = [np.mean([[c == "1" for c in s] for s in x["test_correct"]], axis=0) for x in (r, u)]
+    d = per_example[0] - per_example[1]
+    se_test = 100 * float(d.std(ddof=1)) / math.sqrt(len(d))
+    a, b = r["values"], u["values"]
+    se_seeds = math.sqrt(statistics.variance(a) / len(a) + statistics.variance(b) / len(b)) if min(
+        len(a), len(b)) > 1 else 0.0
+    return f"± {math.sqrt(se_test ** 2 + se_seeds ** 2):.2f}"
+
+
 def _vs_uniform(r: dict, rows: list[dict]) -> str:
     """The row's difference to the uniform row of its group. MiniLM: mean over recovery seeds ± the standard error
     of the difference of two means (from each row's spread over seeds, which holds the recovery's and the
     calibration's randomness; the test split is the same for both); SmolLM2: the perplexity ratio (one run)."""
-    u = next((x for x in rows if x["model"] == r["model"] and x.get("recovery") == r.get("recovery")
-              and x["method"].startswith("uniform")), None)
-    if u is None or u is r:
+    u = _uniform_of(r, rows)
+    if u is None:
         return ""
     if r["metric"] == "perplexity":
         return f"{r['value'] / u['value']:.3f}×"
@@ -273,23 +333,24 @@ def _vs_uniform(r: dict, rows: list[dict]) -> str:
 
 
 def render(rows: list[dict], args: argparse.Namespace) -> str:
-    head = ("| model | method | recovery | test metric | Δ vs dense | Δ vs uniform | evaluations used | "
-            "search wall s | prune + recovery s |\n| --- | --- | --- | --: | --: | --: | --: | --: | --: |")
+    head = ("| model | removed | method | recovery | test metric | Δ vs dense | Δ vs uniform | with the test split | "
+            "evaluations used | search wall s | prune + recovery s |\n"
+            "| --- | --: | --- | --- | --: | --: | --: | --: | --: | --: | --: |")
     lines = [f"Same fine-tuned baseline for every MiniLM row; every row of a group has the same recovery budget "
              "(the recovery column: epochs of fine-tuning with AdamW at that peak learning rate, distilled from the "
-             "unpruned model where marked), batch 32, max length 64; 50 % of the encoder's attention + FFN "
-             "parameters removed (structured). "
+             "unpruned model where marked), batch 32, max length 64; removed: the share of the encoder's attention "
+             "+ FFN parameters removed (structured; the issue's budget is 50 %). "
              f"SmolLM2-135M: Wanda, 50 % of the block Linear weights, {args.lm_calib} × 512 calibration tokens, "
              f"perplexity on {args.lm_eval} × 512 evaluation tokens. 2 cores, shared machine. "
              "`python bench/search.py`.", "", head]
-    groups = list(dict.fromkeys(json.dumps(r.get("recovery"), sort_keys=True) for r in rows))
-    order = ("uniform", "global", SEARCH_ROW, SEARCH_CUT_ROW, "L0", DENSE_ROW)  # within a group (stable)
+    groups = list(dict.fromkeys(map(group_of, rows)))
+    order = ("uniform", "global", "prunekit search", "L0", "unpruned")  # within a group (stable)
 
-    def place(r: dict) -> int:
-        return next((k for k, m in enumerate(order) if r["method"] == m or r["method"].startswith(m)), len(order))
+    def place(r: dict) -> float:
+        at = next((k for k, m in enumerate(order) if r["method"].startswith(m)), len(order))
+        return at + 0.5 * (CUT_NOTE in r["method"])  # the cut-only search after the default one
 
-    rows = sorted(rows, key=lambda r: (r["model"] != "MiniLM", groups.index(json.dumps(r.get("recovery"),
-                                                                                        sort_keys=True)),
+    rows = sorted(rows, key=lambda r: (r["model"] != "MiniLM", groups.index(group_of(r)),
                                        place(r) if r["model"] == "MiniLM" else 0))
     for r in rows:
         delta = r["value"] - r["baseline"]
@@ -299,8 +360,9 @@ def render(rows: list[dict], args: argparse.Namespace) -> str:
         if len(r.get("values") or ()) > 1:  # the mean over recovery seeds, then every seed's value
             cell += " (" + " / ".join(f"{v:.2f}" for v in r["values"]) + ")"
         dfmt = f"{delta:+.2f}" if r["metric"] != "perplexity" else f"{r['value'] / r['baseline']:.3f}×"
-        lines.append(f"| {r['model']} | {r['method']} | {how} | {cell} | {dfmt} | {_vs_uniform(r, rows)} | "
-                     f"{r['evaluations']} | "
+        removed = f"{100 * r.get('remove', DEFAULT_REMOVE):g} %"
+        lines.append(f"| {r['model']} | {removed} | {r['method']} | {how} | {cell} | {dfmt} | {_vs_uniform(r, rows)} | "
+                     f"{_with_test_split(r, rows)} | {r['evaluations']} | "
                      f"{r['search_seconds']:.0f} | {r['prune_recover_seconds']:.0f} |")
     seeded = [r for r in rows if len(r.get("values") or ()) > 1]
     if seeded:
@@ -322,8 +384,9 @@ def render(rows: list[dict], args: argparse.Namespace) -> str:
                            if kl and c["loss"] == r.get("plan", {}).get("scores", {}).get("heldout_kl")), None)
             on = (f"{rk['examples']} examples ({rk['validation']} validation + {rk['heldout_train']} training examples "
                   "kept out of the recovery)" if rk else "validation + the training examples kept out of the recovery")
-            used_by = " / ".join(_recovery_label(x.get("recovery")) for x in rows
-                                 if x.get("finalists") and json.dumps(x["finalists"]) == json.dumps(r["finalists"]))
+            used_by = f"{100 * r.get('remove', DEFAULT_REMOVE):g} % removed, " + " / ".join(
+                _recovery_label(x.get("recovery")) for x in rows
+                if x.get("finalists") and json.dumps(x["finalists"]) == json.dumps(r["finalists"]))
             measured = (f"validation accuracy after {r.get('recover_epochs'):g} epoch(s) of distilled recovery"
                         if r.get("recover_epochs") else
                         "validation accuracy of the cut model, no recovery; the best wins")
@@ -370,6 +433,9 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=DEFAULT_LR,
                     help="MiniLM rows: the recovery's peak learning rate (a group of its own; the search's finalists "
                          "recover at it too).")
+    ap.add_argument("--remove", type=float, default=DEFAULT_REMOVE,
+                    help="MiniLM rows: the share of the encoder's attention + FFN parameters removed (a group of its "
+                         "own; the issue's benchmark is 0.5).")
     ap.add_argument("--evals", type=int, default=8)
     ap.add_argument("--steps", type=int, default=4000)
     ap.add_argument("--recover-epochs", type=float, default=None,
@@ -419,8 +485,8 @@ def main() -> None:
                 setattr(args, k, old["args"][k])
         rows = list(old["rows"])
         for new in minilm_rows(args, single):
-            at = [i for i, r in enumerate(rows) if (r["model"], r["method"], r.get("recovery")) ==
-                  (new["model"], new["method"], new["recovery"])]
+            at = [i for i, r in enumerate(rows) if (r["model"], r["method"], group_of(r)) ==
+                  (new["model"], new["method"], group_of(new))]
             if at:
                 rows[at[0]] = new
             else:
