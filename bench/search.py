@@ -299,6 +299,11 @@ def _uniform_of(r: dict, rows: list[dict]) -> dict | None:
     return None if u is r else u
 
 
+def _seeds_se(a: list[float], b: list[float]) -> float:
+    """The standard error of the difference of two rows' means over seeds, from each row's spread."""
+    return math.sqrt(statistics.variance(a) / len(a) + statistics.variance(b) / len(b))
+
+
 def _with_test_split(r: dict, rows: list[dict]) -> str:
     """± the SE of the difference to uniform with the test split's sampling added: the paired SE over test
     examples of (mean correctness over seeds, this row − uniform), combined with the seeds' SE; conservative
@@ -311,8 +316,7 @@ def _with_test_split(r: dict, rows: list[dict]) -> str:
     d = per_example[0] - per_example[1]
     se_test = 100 * float(d.std(ddof=1)) / math.sqrt(len(d))
     a, b = r["values"], u["values"]
-    se_seeds = math.sqrt(statistics.variance(a) / len(a) + statistics.variance(b) / len(b)) if min(
-        len(a), len(b)) > 1 else 0.0
+    se_seeds = _seeds_se(a, b) if min(len(a), len(b)) > 1 else 0.0
     return f"± {math.sqrt(se_test ** 2 + se_seeds ** 2):.2f}"
 
 
@@ -328,8 +332,7 @@ def _vs_uniform(r: dict, rows: list[dict]) -> str:
     a, b = r.get("values") or [r["value"]], u.get("values") or [u["value"]]
     if len(a) < 2 or len(b) < 2:
         return f"{r['value'] - u['value']:+.2f}"
-    se = math.sqrt(statistics.variance(a) / len(a) + statistics.variance(b) / len(b))
-    return f"{r['value'] - u['value']:+.2f} ± {se:.2f}"
+    return f"{r['value'] - u['value']:+.2f} ± {_seeds_se(a, b):.2f}"
 
 
 def render(rows: list[dict], args: argparse.Namespace) -> str:

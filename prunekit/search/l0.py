@@ -37,7 +37,7 @@ The gates start ranked (``L0Settings.warm_spread``, ``prunekit prune --gate-warm
 starts between ``init`` (the layer's most important group by ``--importance``) and ``init − 3`` (its least), so
 the size term closes the least important first instead of waiting for the noisy task gradient to order equal
 gates. With a quarter epoch distilled (about 50 gated steps) MiniLM went from 73.70 % to 78.65 % test (3 seeds;
-bench/results/search.md), with one epoch from 81.02 % to 81.61 %.
+bench/results/search.md now, and at commit 23e67f4 for the equal starts), with one epoch from 81.02 % to 81.61 %.
 
 Afterwards the deterministic gates decide: a group whose gate is 0 goes (then the lowest-log α groups,
 until the budget holds exactly), kept heads' and neurons' gate values are folded into ``o`` / ``down``
