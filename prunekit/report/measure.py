@@ -174,7 +174,7 @@ def measure_latency(
 
 def model_timer(model: nn.Module, make_inputs: MakeInputs, *, batch_sizes: Iterable[int] = (1, 32),
                 seq_len: int = 128, min_seconds: float = ROUND_SECONDS,
-                device: torch.device | str | None = None) -> Timer:
+                device: torch.device | str | None = None, threads: int | None = None) -> Timer:
     """A :data:`Timer` for one stage's model. With ``device`` the model visits it only while timed and goes
     back where it was, so stage copies parked on the CPU until the end of a run do not fill an accelerator."""
     batch_sizes = tuple(batch_sizes)
@@ -184,7 +184,7 @@ def model_timer(model: nn.Module, make_inputs: MakeInputs, *, batch_sizes: Itera
         if device is not None:
             model.to(device)
         try:
-            return measure_latency(model, make_inputs, batch_sizes, seq_len, min_seconds=min_seconds)
+            return measure_latency(model, make_inputs, batch_sizes, seq_len, min_seconds=min_seconds, threads=threads)
         finally:
             model.to(home)
 
