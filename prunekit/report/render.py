@@ -374,7 +374,8 @@ def render_markdown(report: Mapping[str, Any], images: Collection[str] = ()) -> 
     if report.get("command"):
         parts += [f"`{report['command']}`", ""]
     parts += ["## Stages", "", _md_table(*stage_table(stages)), ""]
-    if rounds := max((len(r) for s in stages for r in (s.get("latency_rounds") or {}).values()), default=0):
+    rounds = max((len(r) for s in stages for r in (s.get("latency_rounds") or {}).values()), default=0)
+    if rounds > 1:
         parts += [f"<sub>Latency: median of {rounds} rounds, every stage timed in turn in each round at the end "
                   "of the run; ± is half the range of the rounds.</sub>", ""]
     if delta := delta_summary(stages):
