@@ -24,7 +24,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from prunekit.importance.groups import group_scores
 from prunekit.pipeline import default_baseline
 from prunekit.prune import apply_plan, plan_from_ratios
-from prunekit.report.measure import macs_per_token, measure_latency
+from prunekit.report.measure import interleaved_latency, latency_fields, macs_per_token, model_timer
 from prunekit.tasks.classification import latency_inputs
 
 SEQ = 128
@@ -73,16 +73,13 @@ def main() -> None:
         m = apply_plan(copy.deepcopy(dense), plan_from_ratios(dense, scores, heads=0, ffn=0, hidden=1 - keep / width))
         models[f"hidden {m.config.hidden_size}"] = m
     make = latency_inputs(tokenizer, dense.config.vocab_size, torch.device("cpu"))
-    samples = {n: {"batch_1": [], "batch_32": []} for n in models}
-    for _ in range(args.rounds):
-        for name, m in models.items():
-            for k, v in measure_latency(m, make, seq_len=SEQ, min_seconds=1.0, threads=args.threads).items():
-                samples[name][k].append(v)
+    samples = interleaved_latency({name: model_timer(m, make, seq_len=SEQ, min_seconds=1.0, threads=args.threads)
+                                   for name, m in models.items()}, args.rounds)
     x = make(32, SEQ)
     rows = []
     for name, m in models.items():
         ops = op_times(m, x)
-        lat = {k: statistics.median(v) for k, v in samples[name].items()}
+        lat = latency_fields(samples[name])["latency_ms"]
         rows.append({"model": name, "macs_per_token": macs_per_token(m, SEQ), "latency_ms": lat,
                      "ops_ms_batch_32": {label: ops.get(key, 0.0) for key, label in OPS.items()},
                      "other_ms": sum(v for k, v in ops.items() if k not in OPS)})

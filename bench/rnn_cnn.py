@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
 import time
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from prunekit.config import DataOptions, PruneSettings, TrainOptions
 from prunekit.io.hf import load_tokenizer
 from prunekit.models import TextNetOptions
 from prunekit.pipeline import finetune, prune
-from prunekit.report.measure import count_params, macs_per_token, measure_latency
+from prunekit.report.measure import count_params, interleaved_latency, latency_fields, macs_per_token, model_timer
 from prunekit.runtime import default_device
 from prunekit.tasks.classification import latency_inputs
 
@@ -91,16 +90,15 @@ def main() -> None:
         time.sleep(20)
         waited += 20
     args.load_average_at_latency = round(os.getloadavg()[0], 2)
-    samples: list[dict[str, list[float]]] = [{"batch_1": [], "batch_32": []} for _ in rows]
-    for _ in range(args.rounds):
-        for i, (row, model) in enumerate(zip(rows, models, strict=True)):
-            make = latency_inputs(tokenizers[row["model"]], model.config.vocab_size, default_device())
-            for k, v in measure_latency(model, make, seq_len=SEQ, min_seconds=1.0).items():
-                samples[i][k].append(v)
-    for row, model, lat in zip(rows, models, samples, strict=True):
+    timers = {}
+    for i, (row, model) in enumerate(zip(rows, models, strict=True)):
+        make = latency_inputs(tokenizers[row["model"]], model.config.vocab_size, default_device())
+        timers[i] = model_timer(model, make, seq_len=SEQ, min_seconds=1.0)
+    samples = interleaved_latency(timers, args.rounds)
+    for i, (row, model) in enumerate(zip(rows, models, strict=True)):
         row["params"] = count_params(model)[0]
         row["macs_per_token"] = macs_per_token(model, SEQ)
-        row["latency_ms"] = {k: statistics.median(v) for k, v in lat.items()}
+        row["latency_ms"] = latency_fields(samples[i])["latency_ms"]
         row["widths"] = _widths(model)
     write(rows, args)
 

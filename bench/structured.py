@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
 import time
 from pathlib import Path
 
@@ -25,7 +24,7 @@ import prunekit
 from prunekit.config import DataOptions, PruneSettings
 from prunekit.io.packed import dense_size_bytes
 from prunekit.pipeline import default_baseline, measure_stage, open_workbench, prune
-from prunekit.report.measure import count_params, macs_per_token, measure_latency
+from prunekit.report.measure import count_params, interleaved_latency, latency_fields, macs_per_token, model_timer
 from prunekit.runtime import default_device
 from prunekit.tasks.classification import latency_inputs
 from prunekit.train import TrainConfig, train
@@ -145,12 +144,8 @@ def main() -> None:
         waited += 20
     args.load_average_at_latency = round(os.getloadavg()[0], 2)
     make = latency_inputs(tokenizer, wb.model.config.vocab_size, default_device())
-    samples: dict[int, dict[str, list[float]]] = {i: {"batch_1": [], "batch_32": []} for i in range(len(rows))}
-    for _ in range(args.rounds):
-        for i, (_, _, model) in enumerate(rows):
-            lat = measure_latency(model, make, seq_len=SEQ, min_seconds=1.0)
-            for k, v in lat.items():
-                samples[i][k].append(v)
+    samples = interleaved_latency({i: model_timer(model, make, seq_len=SEQ, min_seconds=1.0)
+                                   for i, (_, _, model) in enumerate(rows)}, args.rounds)
     table = []
     for i, (label, rec, model) in enumerate(rows):
         total, _ = count_params(model)
@@ -159,7 +154,7 @@ def main() -> None:
             "accuracy_before_recovery": rec.get("pruned_accuracy", rec["metrics"]["accuracy"]),
             "params": total, "size_bytes": dense_size_bytes(model.state_dict()),
             "macs_per_token": macs_per_token(model, SEQ),
-            "latency_ms": {k: statistics.median(v) for k, v in samples[i].items()},
+            "latency_ms": latency_fields(samples[i])["latency_ms"],
             "seconds": rec["seconds"],
         })
     write(table, args)

@@ -35,7 +35,15 @@ from prunekit.prune import MaskSet, compute_masks
 from prunekit.prune.oneshot import OneShotSettings, prune_oneshot
 from prunekit.prune.structured import GroupScores, apply_plan, model_shapes, num_layers, plan_from_ratios
 from prunekit.prune.textnets import apply_text_plan, check_text_ratios, text_plan_from_ratios, text_shapes
-from prunekit.report.measure import macs_per_token, measure_latency, sparsity_by_module, stage_record
+from prunekit.report.measure import (
+    StageLatency,
+    Timer,
+    macs_per_token,
+    model_timer,
+    sparsity_by_module,
+    speedup,
+    stage_record,
+)
 from prunekit.report.render import package_versions, print_stage_table, write_report
 from prunekit.runtime import default_device, is_main_process, seed_everything
 from prunekit.schedule import cubic_sparsity, iterative_targets
@@ -69,6 +77,7 @@ class Workbench:
     head_is_new: bool
     model_spec: str
     notes: list[str] = field(default_factory=list)
+    latency: StageLatency = field(default_factory=StageLatency)  # stages timed together when the run ends
 
     def evaluate(self, split: str = "test") -> tuple[dict[str, float], np.ndarray]:
         return evaluate_split(self.model, getattr(self, split), self.tokenizer, desc=f"evaluate {split}")
@@ -113,25 +122,31 @@ def _subsets(ds: ClassificationData, data: DataOptions) -> None:
         ds.test = ds.test.subset(data.max_eval_samples, seed=0)
 
 
-def _latency(wb: Workbench, seq_len: int) -> dict[str, float]:
-    make = latency_inputs(wb.tokenizer, wb.model.config.vocab_size, default_device())
+def _stage_timer(wb: Workbench, seq_len: int) -> Timer:
+    """A timer for the model as it is now, for the end-of-run timing. The model changes in place as the run
+    goes on, so this keeps a copy of it, on the CPU (classifiers are small; it visits the device only while
+    timed), with its own tokenizer and vocabulary (vocabulary pruning changes them)."""
+    make = latency_inputs(wb.tokenizer, wb.model.config.vocab_size, "cpu")
     seq_len = min(seq_len, getattr(wb.model.config, "max_position_embeddings", seq_len))
-    return measure_latency(wb.model, make, seq_len=seq_len, min_seconds=0.5)
+    snapshot = copy.deepcopy(wb.model).to("cpu").eval()
+    return model_timer(snapshot, make, seq_len=seq_len, device=default_device())
 
 
 def measure_stage(
     wb: Workbench, name: str, seconds: float, *, latency_seq_len: int | None = 128,
     prunable: list[str] | None = None, extra: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], np.ndarray]:
-    """One report stage: test metrics (validation metrics beside them), size, latency, time."""
+    """One report stage: test metrics (validation metrics beside them), size, time; its latency is measured
+    with every other stage's in interleaved rounds when the report is made (:func:`_report`)."""
     val, _ = wb.evaluate("validation")
     test, logits = wb.evaluate("test")
-    latency = _latency(wb, latency_seq_len) if latency_seq_len else None
     more = {"validation_metrics": val, "macs_per_token": macs_per_token(wb.model, latency_seq_len or 128),
             **(extra or {})}
     if prunable is not None:
         more["prunable_modules"] = prunable
-    record = stage_record(name, metrics=test, model=wb.model, seconds=seconds, latency=latency, extra=more)
+    record = stage_record(name, metrics=test, model=wb.model, seconds=seconds, latency=None, extra=more)
+    if latency_seq_len:
+        wb.latency.add(record, _stage_timer(wb, latency_seq_len))
     log(f"{name}: test accuracy {100 * test['accuracy']:.2f} %, sparsity {100 * record['sparsity']:.1f} %")
     return record, logits
 
@@ -464,7 +479,9 @@ def prune(
 
 
 def _report(command: str, wb: Workbench, settings: dict, seed: int, stages: list[dict]) -> dict[str, Any]:
-    return {
+    """The report of a finished run; the stages' latencies are measured now, in the same rounds."""
+    wb.latency.run(stages)
+    report = {
         "command": command,
         "model": {"source": wb.model_spec, "model_type": wb.model.config.model_type,
                   "labels": wb.data.label_names},
@@ -477,6 +494,8 @@ def _report(command: str, wb: Workbench, settings: dict, seed: int, stages: list
         "notes": wb.notes,
         "stages": stages,
     }
+    report["speedup"] = speedup(stages)
+    return report
 
 
 def _save(wb: Workbench, out: str | Path, force: bool, report: dict[str, Any], logits: np.ndarray) -> None:

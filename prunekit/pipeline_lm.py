@@ -22,10 +22,13 @@ from prunekit.prune.reconstruct import calibrated_scores, plan_lm, reconstruct
 from prunekit.prune.structured import GroupScores, StructuredPlan, apply_plan
 from prunekit.report.measure import (
     PeakMemory,
+    StageLatency,
+    Timer,
     bert_like_inputs,
     macs_per_token,
-    measure_latency,
     model_device,
+    model_timer,
+    speedup,
     stage_record,
 )
 from prunekit.report.render import package_versions, print_stage_table, write_report
@@ -99,8 +102,7 @@ def prune_lm(
     _log(f"dense: perplexity on {len(eval_ids)} × {seq_len} evaluation tokens")
     dense_ppl = dict(baseline) if baseline is not None else perplexity(lm, eval_ids, stride)
     _log(f"dense: perplexity {dense_ppl['perplexity']:.2f}")
-    latency = _latency(lm) if structured is not None and structured.latency else None
-    stages = [stage_record("dense", metrics=dense_ppl, model=lm, seconds=0.0, latency=latency,
+    stages = [stage_record("dense", metrics=dense_ppl, model=lm, seconds=0.0, latency=None,
                            extra={"macs_per_token": macs_per_token(lm)})]
 
     def progress(what: str, i: int, n: int) -> None:
@@ -123,9 +125,10 @@ def prune_lm(
     pruned_ppl = perplexity(lm, eval_ids, stride)
     _log(f"{name}: perplexity {pruned_ppl['perplexity']:.2f} "
          f"({pruned_ppl['perplexity'] / dense_ppl['perplexity']:.2f}× dense), pruned in {seconds:.1f} s")
-    latency = _latency(lm) if structured is not None and structured.latency else None
-    stages.append(stage_record(name, metrics=pruned_ppl, model=lm, seconds=seconds, latency=latency,
+    stages.append(stage_record(name, metrics=pruned_ppl, model=lm, seconds=seconds, latency=None,
                                extra={**extra, "peak_memory": memory.record(), "macs_per_token": macs_per_token(lm)}))
+    if structured is not None and structured.latency:
+        _time_dense_and_pruned(model, trust_remote_code, lm, stages)
     report: dict[str, Any] = {
         "command": "prune --task lm",
         "model": {"source": model, "model_type": lm.config.model_type,
@@ -138,6 +141,7 @@ def prune_lm(
         "seed": seed,
         "versions": package_versions(),
         "stages": stages,
+        "speedup": speedup(stages),
         "perplexity": {"dense": dense_ppl["perplexity"], "pruned": pruned_ppl["perplexity"],
                        "ratio": pruned_ppl["perplexity"] / dense_ppl["perplexity"]},
         "prune_seconds": seconds,
@@ -200,10 +204,22 @@ def _prune_structured_lm(lm: torch.nn.Module, calib_ids: torch.Tensor, s: Struct
     return time.perf_counter() - start, plan, scores
 
 
-def _latency(lm: torch.nn.Module) -> dict[str, float]:
+def _lm_timer(lm: torch.nn.Module) -> Timer:
     """Forward latency at batch 1 and 8 × 128 tokens (the full logits over the vocabulary included)."""
     make = bert_like_inputs(lm.config.vocab_size, model_device(lm), token_type_ids=False)
-    return measure_latency(lm, make, batch_sizes=(1, 8), seq_len=128)
+    return model_timer(lm, make, batch_sizes=(1, 8), seq_len=128)
+
+
+def _time_dense_and_pruned(model: str, trust_remote_code: bool, lm: torch.nn.Module, stages: list[dict]) -> None:
+    """Both stages' latency in the same interleaved rounds, now that pruning is over. The dense model is
+    loaded again from ``model`` (which pruning never touches) rather than kept in memory all along: for a
+    big LM that copy would double the memory pruning needs; it lives only while it is timed."""
+    _log("latency: dense and pruned, in interleaved rounds")
+    dense = load_causal_lm(model, trust_remote_code)[0].to(model_device(lm))
+    latency = StageLatency()
+    latency.add(stages[0], _lm_timer(dense))
+    latency.add(stages[-1], _lm_timer(lm))
+    latency.run(stages)
 
 
 def _save_lm(lm: torch.nn.Module, tokenizer, out: str | Path, force: bool, save: str, report: dict[str, Any],

@@ -580,33 +580,42 @@ def _measure(state: _State, name: str, kind: str, seconds: float, extra: dict[st
 
 
 def _interleaved_latency(state: _State) -> None:
-    """Every stage's latency, measured in ``rounds`` interleaved rounds at the end (median per stage)."""
+    """Every stage's latency, measured in ``rounds`` interleaved rounds at the end (median, rounds, spread)."""
+    from prunekit.report.measure import interleaved_latency as time_rounds
+    from prunekit.report.measure import latency_fields
+
     lat = state.recipe.latency
     if lat.rounds == 0 or not state.runners:
         return
-    timings = interleaved_latency(state.runners, state.wb.tokenizer, state.wb.model.config.vocab_size, lat)
+    timers = runner_timers(state.runners, state.wb.tokenizer, state.wb.model.config.vocab_size, lat)
+    samples = time_rounds(timers, lat.rounds)
     for record in state.records:
-        record["latency_ms"] = timings.get(record["name"])
+        if record["name"] in samples:
+            record.update(latency_fields(samples[record["name"]]))
+
+
+def runner_timers(runners: dict[str, Any], tokenizer, vocab_size: int, lat: LatencyOptions) -> dict[str, Any]:
+    """A :data:`~prunekit.report.measure.Timer` per stage: torch modules and ONNX files (by path) alike."""
+    from prunekit.io.onnx import onnx_latency
+    from prunekit.report.measure import model_timer
+    from prunekit.tasks.classification import latency_inputs
+
+    make = latency_inputs(tokenizer, vocab_size, "cpu")
+
+    def onnx_timer(path: Path):
+        return lambda: onnx_latency(path, make, lat.batch_sizes, lat.seq_len, min_seconds=lat.min_seconds)
+
+    return {name: onnx_timer(runner) if isinstance(runner, Path) else
+            model_timer(runner, make, batch_sizes=lat.batch_sizes, seq_len=lat.seq_len, min_seconds=lat.min_seconds)
+            for name, runner in runners.items()}
 
 
 def interleaved_latency(runners: dict[str, Any], tokenizer, vocab_size: int,
                         lat: LatencyOptions) -> dict[str, dict[str, float]]:
-    """{name: {"batch_1": ms, ...}}: median over ``lat.rounds`` rounds, each round timing every model once
-    per batch size in turn, so slow phases of a shared machine hit every model alike."""
-    import statistics
+    """{name: {"batch_1": ms, ...}}: the median of ``lat.rounds`` interleaved rounds (for benchmarks; see
+    :func:`prunekit.report.measure.interleaved_latency`)."""
+    from prunekit.report.measure import interleaved_latency as time_rounds
+    from prunekit.report.measure import latency_fields
 
-    from prunekit.io.onnx import onnx_latency
-    from prunekit.report.measure import measure_latency
-    from prunekit.tasks.classification import latency_inputs
-
-    make = latency_inputs(tokenizer, vocab_size, "cpu")
-    samples: dict[str, dict[str, list[float]]] = {n: {} for n in runners}
-    for _ in range(lat.rounds):
-        for name, runner in runners.items():
-            if isinstance(runner, Path):
-                got = onnx_latency(runner, make, lat.batch_sizes, lat.seq_len, min_seconds=lat.min_seconds)
-            else:
-                got = measure_latency(runner, make, lat.batch_sizes, lat.seq_len, min_seconds=lat.min_seconds)
-            for k, v in got.items():
-                samples[name].setdefault(k, []).append(v)
-    return {n: {k: statistics.median(v) for k, v in d.items()} for n, d in samples.items()}
+    samples = time_rounds(runner_timers(runners, tokenizer, vocab_size, lat), lat.rounds)
+    return {name: latency_fields(rounds)["latency_ms"] for name, rounds in samples.items()}

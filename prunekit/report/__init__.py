@@ -3,9 +3,11 @@
 from prunekit.report.measure import (
     bert_like_inputs,
     count_params,
+    interleaved_latency,
     measure_latency,
     model_device,
     sparsity_by_module,
+    speedup,
     stage_record,
 )
 from prunekit.report.metrics import classification_metrics
@@ -24,6 +26,7 @@ __all__ = [
     "classification_metrics",
     "count_params",
     "delta_summary",
+    "interleaved_latency",
     "measure_latency",
     "model_device",
     "package_versions",
@@ -31,6 +34,7 @@ __all__ = [
     "render_markdown",
     "shorten_module_name",
     "sparsity_by_module",
+    "speedup",
     "stage_record",
     "stage_table",
     "write_report",

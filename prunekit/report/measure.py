@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -18,7 +19,11 @@ from prunekit.io.packed import dense_size_bytes, packed_size_bytes
 # GPT-2 style models use transformers' Conv1D: a Linear with a transposed weight.
 LINEAR_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, Conv1D)
 MakeInputs = Callable[[int, int], dict[str, torch.Tensor]]
+Timer = Callable[[], Mapping[str, float]]  # one timing of one stage: {"batch_1": ms, ...}
 MAX_REPEATS, MIN_REPEATS = 50, 3
+LATENCY_ROUNDS = 3  # interleaved rounds per report: enough for a median and a spread
+ROUND_SECONDS = 0.2  # per batch size and round; 3 rounds cost about what one 0.5 s timing used to
+RELIABLE_SPREAD = 0.10  # rounds agreeing within this are trusted even when there is no speedup to speak of
 
 
 def _unique(tensors: Iterable[torch.Tensor]) -> list[torch.Tensor]:
@@ -165,6 +170,117 @@ def measure_latency(
         torch.set_num_threads(old_threads)
         model.train(was_training)
     return result
+
+
+def model_timer(model: nn.Module, make_inputs: MakeInputs, *, batch_sizes: Iterable[int] = (1, 32),
+                seq_len: int = 128, min_seconds: float = ROUND_SECONDS,
+                device: torch.device | str | None = None, threads: int | None = None) -> Timer:
+    """A :data:`Timer` for one stage's model. With ``device`` the model visits it only while timed and goes
+    back where it was, so stage copies parked on the CPU until the end of a run do not fill an accelerator."""
+    batch_sizes = tuple(batch_sizes)
+
+    def timer() -> dict[str, float]:
+        home = model_device(model)
+        if device is not None:
+            model.to(device)
+        try:
+            return measure_latency(model, make_inputs, batch_sizes, seq_len, min_seconds=min_seconds, threads=threads)
+        finally:
+            model.to(home)
+
+    return timer
+
+
+def interleaved_latency(timers: Mapping[Hashable, Timer],
+                        rounds: int = LATENCY_ROUNDS) -> dict[Hashable, dict[str, list[float]]]:
+    """Every stage's latency per round, ``{stage: {"batch_1": [ms of round 1, ...], ...}}``.
+
+    Each round times every stage once, in turn, so a slow phase of a shared machine hits all of them
+    alike and a ratio of two stages in one round compares like with like (timed minutes apart under
+    different load, a model with a MACs ratio of 1.00× once showed a 0.03× "speedup")."""
+    samples: dict[Hashable, dict[str, list[float]]] = {name: {} for name in timers}
+    for _ in range(rounds):
+        for name, timer in timers.items():
+            for key, ms in timer().items():
+                samples[name].setdefault(key, []).append(float(ms))
+    return samples
+
+
+def spread(values: Sequence[float]) -> float | None:
+    """How far apart the rounds are: (max − min) / median (None below two rounds)."""
+    if len(values) < 2:
+        return None
+    mid = statistics.median(values)
+    return (max(values) - min(values)) / mid if mid > 0 else None
+
+
+def latency_fields(rounds: Mapping[str, Sequence[float]]) -> dict[str, Any]:
+    """A stage record's latency keys from its rounds: ``latency_ms`` (the median per batch size, the key
+    reports always had), ``latency_rounds`` (every round, in order) and ``latency_spread``."""
+    return {"latency_ms": {k: statistics.median(v) for k, v in rounds.items()},
+            "latency_rounds": {k: [float(x) for x in v] for k, v in rounds.items()},
+            "latency_spread": {k: spread(v) for k, v in rounds.items()}}
+
+
+class StageLatency:
+    """Stages waiting to be timed: each is registered with its own timer while a run goes on, and all
+    are timed together in interleaved rounds when it ends (:func:`interleaved_latency`)."""
+
+    def __init__(self, rounds: int = LATENCY_ROUNDS) -> None:
+        self.rounds = rounds
+        self._pending: list[tuple[dict[str, Any], Timer]] = []
+
+    def add(self, record: dict[str, Any], timer: Timer) -> None:
+        self._pending.append((record, timer))
+
+    def run(self, stages: Sequence[Mapping[str, Any]]) -> None:
+        """Time the registered records still in ``stages`` (a stage dropped on the way, e.g. by
+        --max-drop, is not timed) and write their latency keys; then forget every timer (and its model)."""
+        pending = [(record, timer) for record, timer in self._pending if any(record is s for s in stages)]
+        self._pending = []
+        samples = interleaved_latency(dict(enumerate(timer for _, timer in pending)), self.rounds)
+        for i, (record, _) in enumerate(pending):
+            record.update(latency_fields(samples[i]))
+
+
+def _positive(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+
+
+def ratio_record(base: Sequence[float], final: Sequence[float]) -> dict[str, Any]:
+    """Speedup of ``final`` over ``base`` (> 1: faster) from their timings in the same rounds.
+
+    ``ratio`` is the median of the per-round ratios, ``spread`` how far those disagree ((max − min) /
+    median). ``reliable`` is false when the rounds disagree by more than the speedup itself (|ratio − 1|)
+    and by more than RELIABLE_SPREAD: such a ratio is noise. Timings not paired by round (or a single
+    round) give the ratio of the medians with ``spread`` and ``reliable`` None: unknown, not vouched for.
+    """
+    if len(base) == len(final) >= 2:
+        per_round = [b / f for b, f in zip(base, final, strict=True)]
+        ratio, noise = statistics.median(per_round), spread(per_round)
+        reliable = noise is not None and noise <= max(RELIABLE_SPREAD, abs(ratio - 1))
+        return {"ratio": ratio, "spread": noise, "reliable": reliable, "round_ratios": per_round}
+    return {"ratio": statistics.median(base) / statistics.median(final), "spread": None, "reliable": None,
+            "round_ratios": None}
+
+
+def speedup(stages: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """report.json ``speedup``: the last stage against the first per batch size (see :func:`ratio_record`),
+    None without two timed stages. Reports and their summaries all take the ratios from here."""
+    if len(stages) < 2:
+        return None
+    base, final = stages[0], stages[-1]
+    lat0, lat1 = base.get("latency_ms") or {}, final.get("latency_ms") or {}
+    rounds0, rounds1 = base.get("latency_rounds") or {}, final.get("latency_rounds") or {}
+    by_batch = {}
+    for key, ms in lat0.items():
+        if _positive(ms) and _positive(lat1.get(key)):
+            r0, r1 = rounds0.get(key) or [ms], rounds1.get(key) or [lat1[key]]
+            if all(map(_positive, [*r0, *r1])):
+                by_batch[key] = ratio_record(r0, r1)
+    if not by_batch:
+        return None
+    return {"baseline": base.get("name"), "final": final.get("name"), "by_batch": by_batch}
 
 
 def stage_record(

@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from prunekit.io.atomic import write_bytes_atomic, write_json_atomic, write_text_atomic
+from prunekit.report.measure import speedup
 
 Stage = Mapping[str, Any]
 MISSING = "—"
@@ -81,7 +82,7 @@ def stage_table(stages: Sequence[Stage]) -> tuple[list[str], list[list[str]]]:
     headers += [f"Latency\n{k.replace('batch_', 'b')} ms" for k in lat_keys] + ["Seconds"]
     rows = []
     for s in stages:
-        m, lat = s.get("metrics") or {}, s.get("latency_ms") or {}
+        m = s.get("metrics") or {}
         rows.append(
             [
                 str(s.get("name", "?")),
@@ -94,11 +95,26 @@ def stage_table(stages: Sequence[Stage]) -> tuple[list[str], list[list[str]]]:
                 *([_fmt(s.get("disk_bytes"), ".2f", 1e-6)] if disk else
                   [_fmt(s.get("size_bytes"), ".2f", 1e-6), _fmt(s.get("size_compressed_bytes"), ".2f", 1e-6)]),
                 *([_fmt(s.get("macs_per_token"), ".2f", 1e-6)] if macs else []),
-                *[_fmt(lat.get(k), ".1f") for k in lat_keys],
+                *[_latency_cell(s, k) for k in lat_keys],
                 _fmt(s.get("seconds"), ".1f"),
             ]
         )
     return headers, rows
+
+
+def _noise(ratio: Mapping[str, Any]) -> str:
+    """How far a speedup's rounds agree, and the flag when they disagree by more than the speedup."""
+    if not _is_num(ratio.get("spread")):
+        return ""
+    pct = f"{100 * ratio['spread']:.0f} %"
+    return f", rounds agree within {pct}" if ratio.get("reliable") else f", unreliable: rounds disagree by {pct}"
+
+
+def _latency_cell(stage: Stage, key: str) -> str:
+    """Median latency, with the rounds' spread beside it when there were several rounds."""
+    cell = _fmt((stage.get("latency_ms") or {}).get(key), ".1f")
+    noise = (stage.get("latency_spread") or {}).get(key)
+    return f"{cell} ±{100 * noise / 2:.0f}%" if cell != MISSING and _is_num(noise) else cell
 
 
 def delta_summary(stages: Sequence[Stage]) -> str | None:
@@ -118,12 +134,8 @@ def delta_summary(stages: Sequence[Stage]) -> str | None:
     if _is_num(dense0) and _is_num(packed1) and packed1 > 0:
         mb = f"{dense0 / 1e6:.2f} MB dense → {packed1 / 1e6:.2f} MB compressed"
         parts.append(f"size {dense0 / packed1:.2f}× smaller ({mb})")
-    lat0, lat1 = base.get("latency_ms") or {}, final.get("latency_ms") or {}
-    speedups = [
-        f"{lat0[k] / lat1[k]:.2f}× ({k.replace('batch_', 'b')})"
-        for k in lat0
-        if _is_num(lat0[k]) and _is_num(lat1.get(k)) and lat1[k] > 0
-    ]
+    ratios = (speedup(stages) or {}).get("by_batch", {})
+    speedups = [f"{r['ratio']:.2f}× ({k.replace('batch_', 'b')}{_noise(r)})" for k, r in ratios.items()]
     if speedups:
         macs0, macs1 = base.get("macs_per_token"), final.get("macs_per_token")
         bound = f" (MACs ratio {macs0 / macs1:.2f}×)" if _is_num(macs0) and _is_num(macs1) and macs1 > 0 else ""
@@ -362,6 +374,10 @@ def render_markdown(report: Mapping[str, Any], images: Collection[str] = ()) -> 
     if report.get("command"):
         parts += [f"`{report['command']}`", ""]
     parts += ["## Stages", "", _md_table(*stage_table(stages)), ""]
+    rounds = max((len(r) for s in stages for r in (s.get("latency_rounds") or {}).values()), default=0)
+    if rounds > 1:
+        parts += [f"<sub>Latency: median of {rounds} rounds, every stage timed in turn in each round at the end "
+                  "of the run; ± is half the range of the rounds.</sub>", ""]
     if delta := delta_summary(stages):
         parts += [f"**Δ vs baseline** — {delta}", ""]
     if stopped := report.get("stopped"):
