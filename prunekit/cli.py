@@ -576,10 +576,14 @@ def run(
     check: Annotated[bool, typer.Option("--check", help="Only validate the recipe, run nothing.")] = False,
 ) -> None:
     """Run a recipe: chained prune / distil / low-rank / quantise / export stages, each measured, one report."""
-    from prunekit.recipe import check_inputs, parse_recipe, run_recipe
+    from prunekit.recipe import check_inputs, parse_recipe, recipe_inputs, run_recipe
 
     if check:
         parsed = parse_recipe(recipe)
+        if out or parsed.out:
+            from prunekit.io.atomic import check_outside_inputs
+
+            check_outside_inputs(out or parsed.out, recipe_inputs(parsed, recipe))
         check_inputs(parsed)
         typer.echo(f"{recipe}: valid, {len(parsed.stages)} stages: " + " → ".join(s.name for s in parsed.stages))
         return

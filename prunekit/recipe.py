@@ -344,6 +344,13 @@ def check_inputs(recipe: Recipe) -> None:
                                     "classes in the same order")
 
 
+def recipe_inputs(recipe: Recipe, source: str | Path | dict[str, Any] | None = None) -> dict[str, Any]:
+    """Everything a run reads, which its ``--out`` must stay clear of: model, data, teachers, the recipe file."""
+    teachers = {f"teacher (stage {s.name})": s.settings.teacher for s in recipe.stages if s.kind == "distill"}
+    return {"model": recipe.model, "data": recipe.data.data,
+            "recipe": None if isinstance(source, dict) else source, **teachers}
+
+
 # ---------------------------------------------------------------------------------------------------
 # running
 # ---------------------------------------------------------------------------------------------------
@@ -376,10 +383,7 @@ def run_recipe(source: str | Path | dict[str, Any], out: str | Path | None = Non
     out = out or recipe.out
     if out is None:
         raise PrunekitError("give an output folder (--out, or out: in the recipe)")
-    teachers = {f"teacher (stage {s.name})": s.settings.teacher for s in recipe.stages if s.kind == "distill"}
-    recipe_file = None if isinstance(source, dict) else source
-    check_output_dir(out, force, inputs={"model": recipe.model, "data": recipe.data.data, "recipe": recipe_file,
-                                         **teachers})
+    check_output_dir(out, force, inputs=recipe_inputs(recipe, source))
     check_inputs(recipe)
     wb = open_workbench(recipe.model, recipe.data, recipe.seed, recipe.trust_remote_code)
     with atomic_output_dir(out, force) as tmp:

@@ -152,6 +152,21 @@ def test_cli_check_reports_a_path_as_stage_name_in_one_line(tmp_path):
     assert result.exit_code == 2 and len(lines) == 1 and "'../../X' must be a plain folder name" in lines[0]
 
 
+def test_cli_check_refuses_an_out_on_an_input(tiny_classifier, tmp_path):
+    from typer.testing import CliRunner
+
+    from prunekit.cli import app
+
+    recipes = tmp_path / "recipes"
+    recipes.mkdir()
+    path = recipes / "r.yaml"
+    path.write_text(yaml.safe_dump(_recipe([{"prune": {"heads": 0.5}}], model=str(tiny_classifier), out=str(recipes))))
+    for argv, how in (([], "contains the input recipe file"),
+                      (["--out", str(tiny_classifier / "o")], "is inside the input model folder")):
+        result = CliRunner().invoke(app, ["run", str(path), "--check", *argv])
+        assert result.exit_code == 2 and how in result.output, result.output
+
+
 def test_cli_check(tmp_path):
     from typer.testing import CliRunner
 
