@@ -166,3 +166,30 @@ def test_dangling_symlink_out_creates_its_target(tmp_path):
         (tmp / "new.txt").write_text("new")
     assert link.is_symlink() and (tmp_path / "elsewhere" / "run" / "new.txt").read_text() == "new"
     assert leftovers(tmp_path) == [] and leftovers(tmp_path / "elsewhere") == []
+
+
+def test_every_python_api_entry_refuses_out_on_its_model_before_any_work(tmp_path):
+    """The check sits where CLI and API both pass: the model folder here is not even loadable."""
+    from prunekit.config import DataOptions
+    from prunekit.io.onnx import export_onnx
+    from prunekit.pipeline import finetune, prune
+    from prunekit.pipeline_lm import prune_lm
+    from prunekit.recipe import run_recipe
+    from prunekit.search.api import search, sensitivity
+
+    model = _model_folder(tmp_path)
+    data = DataOptions(str(tmp_path / "missing.csv"))
+    spec = str(model)
+    calls = [
+        lambda: prune(spec, data, model, force=True),
+        lambda: finetune(spec, data, model / "sub"),
+        lambda: prune_lm(spec, "wikipedia", f"{model}/../M", force=True),
+        lambda: run_recipe({"model": spec, "data": {"data": "x.csv"}, "stages": ["int8"]}, model, force=True),
+        lambda: sensitivity(spec, data, model, force=True),
+        lambda: search(spec, data, tmp_path, "params=0.5", force=True),
+        lambda: export_onnx(spec, model / "model.onnx", force=True),
+    ]
+    for call in calls:
+        with pytest.raises(PrunekitError, match=r"^--(out|onnx) .* the input model folder .*; choose another"):
+            call()
+    assert sorted(p.name for p in model.iterdir()) == ["config.json", "vocab.txt"]
