@@ -349,7 +349,6 @@ def prune(
             from prunekit.search.plan import read_plan
 
             check_outside_inputs(out, {"plan": plan})  # prune_lm gets the plan read, not its file
-
             plan_dict = read_plan(plan)
             if plan_dict["granularity"] != "unstructured" or structured or pattern or sparsity is not None:
                 raise PrunekitError("--task lm --plan applies a per-block sparsity plan (prunekit search --task lm); "

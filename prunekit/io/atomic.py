@@ -29,20 +29,23 @@ Inputs = Mapping[str, str | Path | None]
 def _on_disk(spec: str | Path) -> Path | None:
     """The real location of an input spec, or None when it names nothing on disk (a hub id, a built-in
     name not yet fetched). A built-in name counts as its cached folder, so the cache is protected too."""
-    path = Path(spec).expanduser()
-    if not path.exists():
-        from prunekit.assets import get
+    try:
+        path = Path(spec).expanduser()
+        if not path.exists():
+            from prunekit.assets import get
 
-        asset = get(str(spec))
-        path = asset.dest() if asset is not None else path
-    return _real(path) if path.exists() else None
+            asset = get(str(spec))
+            path = asset.dest() if asset is not None else path
+        return _real(path) if path.exists() else None
+    except (ValueError, RuntimeError):  # a NUL byte, an unknown ~user: not a path on disk
+        return None
 
 
 def _real(path: str | Path) -> Path:
     """``path`` with every symlink and ``..`` resolved (also when its tail does not exist yet)."""
     try:
         return Path(path).expanduser().resolve()
-    except (OSError, RuntimeError) as err:  # a symlink loop
+    except (OSError, RuntimeError, ValueError) as err:  # a symlink loop, a NUL byte, an unknown ~user
         raise PrunekitError(f"cannot resolve {path}: {err}") from None
 
 
