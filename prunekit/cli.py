@@ -345,8 +345,10 @@ def prune(
             settings.sparsity = settings.target
         plan_dict = None
         if plan is not None:
+            from prunekit.io.atomic import check_outside_inputs
             from prunekit.search.plan import read_plan
 
+            check_outside_inputs(out, {"plan": plan})  # prune_lm gets the plan read, not its file
             plan_dict = read_plan(plan)
             if plan_dict["granularity"] != "unstructured" or structured or pattern or sparsity is not None:
                 raise PrunekitError("--task lm --plan applies a per-block sparsity plan (prunekit search --task lm); "
@@ -573,10 +575,14 @@ def run(
     check: Annotated[bool, typer.Option("--check", help="Only validate the recipe, run nothing.")] = False,
 ) -> None:
     """Run a recipe: chained prune / distil / low-rank / quantise / export stages, each measured, one report."""
-    from prunekit.recipe import check_inputs, parse_recipe, run_recipe
+    from prunekit.recipe import check_inputs, parse_recipe, recipe_inputs, run_recipe
 
     if check:
         parsed = parse_recipe(recipe)
+        if out or parsed.out:
+            from prunekit.io.atomic import check_outside_inputs
+
+            check_outside_inputs(out or parsed.out, recipe_inputs(parsed, recipe))
         check_inputs(parsed)
         typer.echo(f"{recipe}: valid, {len(parsed.stages)} stages: " + " → ".join(s.name for s in parsed.stages))
         return
@@ -595,9 +601,13 @@ def demo(
     """The main job on the built-in real model and data: all-MiniLM-L6-v2 fine-tuned on movie reviews
     (cached after the first run), pruned gradually to 50 %, recovered, tested, reported."""
     from prunekit.config import PruneSettings
-    from prunekit.pipeline import DEFAULT_DATA, default_baseline
+    from prunekit.io.atomic import check_output_dir
+    from prunekit.pipeline import DEFAULT_DATA, baseline_dir, default_baseline
     from prunekit.pipeline import prune as run
 
+    # before the baseline is built: demo always replaces --out, so it must not sit on the cache
+    check_output_dir(out, True, inputs={"model": baseline_dir(seed), "data": DEFAULT_DATA.data,
+                                        "base model": "all-MiniLM-L6-v2"})
     run(str(default_baseline(seed)), DEFAULT_DATA, out, PruneSettings(sparsity=sparsity), seed=seed, force=True,
         command="prunekit demo")
     typer.echo(f"report: {out / 'report.md'}")

@@ -163,7 +163,8 @@ def finetune(
 ) -> dict[str, Any]:
     """Train a classifier (a fresh head on a bare encoder, further training, or with ``arch`` a new small
     LSTM/GRU/RNN/TextCNN model) and save it."""
-    check_output_dir(out, force)
+    tokenizer = arch.tokenizer if arch is not None and arch.tokenizer != "vocab" else None
+    check_output_dir(out, force, inputs={"model": model, "data": data.data, "tokenizer": tokenizer})
     opts = copy.copy(train_opts or TrainOptions())
     wb = open_workbench(model, data, seed, trust_remote_code, new=arch)
     if opts.lr is None:
@@ -193,12 +194,18 @@ def evaluate(model: str, data: DataOptions, split: str = "test", *, seed: int = 
 DEFAULT_DATA = DataOptions("movie-reviews", max_length=64)
 
 
+def baseline_dir(seed: int = 0) -> Path:
+    """Where :func:`default_baseline` caches its model (known before it is built, so ``demo`` can
+    refuse an ``--out`` on top of it first)."""
+    from prunekit.assets import cache_dir
+
+    return cache_dir() / "runs" / f"minilm-movie-reviews-seed{seed}"
+
+
 def default_baseline(seed: int = 0) -> Path:
     """all-MiniLM-L6-v2 fine-tuned for one epoch on movie-reviews, cached: the dense starting point of
     the demo and of every benchmark, so their numbers compare."""
-    from prunekit.assets import cache_dir
-
-    path = cache_dir() / "runs" / f"minilm-movie-reviews-seed{seed}"
+    path = baseline_dir(seed)
     if not (path / "config.json").exists():
         log(f"fine-tuning the dense baseline once (cached in {path})")
         finetune("all-MiniLM-L6-v2", DEFAULT_DATA, path, TrainOptions(epochs=1.0), seed=seed, force=True,
@@ -427,8 +434,10 @@ def prune(
 ) -> dict[str, Any]:
     """Evaluate → prune → recover → test, repeated per the schedule; save the model and a report.
     ``module``/``module_kwargs``: rebuild a user's own module saved by prunekit (``--module``)."""
-    s = copy.copy(settings or PruneSettings()).validate()
-    check_output_dir(out, force)
+    s = copy.copy(settings or PruneSettings())
+    check_output_dir(out, force, inputs={"model": model, "data": data.data, "plan": s.plan,
+                                         "vocabulary corpus": s.vocab_corpus})
+    s.validate()
     wb = open_workbench(model, data, seed, trust_remote_code, module=module, module_kwargs=module_kwargs)
     text = is_text_model(wb.model)
     if s.lr is None:

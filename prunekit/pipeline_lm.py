@@ -83,7 +83,7 @@ def prune_lm(
         save = "structured"
     elif save not in SAVE_FORMATS:
         raise PrunekitError(f"--save must be one of {', '.join(SAVE_FORMATS)}, got {save!r}")
-    check_output_dir(out, force)
+    check_output_dir(out, force, inputs={"model": model, "data": data, "calibration data": calib_data})
     seed_everything(seed)
     device = default_device()
     lm, tokenizer = load_causal_lm(model, trust_remote_code)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import re
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -141,6 +142,8 @@ STAGES: dict[str, type] = {"finetune": FinetuneStage, "prune": PruneStage, "stud
                            "int8": Int8Stage, "onnx": OnnxStage}
 TRAINING, CHANGING, CONVERSIONS = {"finetune", "distill"}, {"prune", "student", "lowrank"}, {"int8", "onnx"}
 TOP_KEYS = ("model", "data", "seed", "out", "latency", "stages", "trust_remote_code")
+#: a stage's ``name:`` is a folder under out/stages/: no separators, no ``.``/``..``, no absolute paths
+STAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 
 
 @dataclass
@@ -261,8 +264,13 @@ def check_recipe(recipe: Recipe, where: str = "recipe") -> None:
     from prunekit.quant.lowrank import LowRankSettings
 
     names = [s.name for s in recipe.stages]
-    if len(set(names)) != len(names):
-        raise PrunekitError(f"{where}: stage names must be unique, got {names}")
+    for i, name in enumerate(names, start=1):
+        if not STAGE_NAME.fullmatch(name) or name.lower() == "baseline":
+            raise PrunekitError(f"{where}: stage {i}: name {name!r} must be a plain folder name (letters, digits, "
+                                f"'_', '.', '-', starting with a letter or digit, at most 100 characters; not "
+                                "'baseline'): it becomes out/stages/NAME")
+    if len({n.lower() for n in names}) != len(names):  # case-insensitive filesystems would merge them
+        raise PrunekitError(f"{where}: stage names must be unique (ignoring case), got {names}")
     seen: list[str] = []
     unstructured = False
     for i, st in enumerate(recipe.stages, start=1):
@@ -336,6 +344,13 @@ def check_inputs(recipe: Recipe) -> None:
                                     "classes in the same order")
 
 
+def recipe_inputs(recipe: Recipe, source: str | Path | dict[str, Any] | None = None) -> dict[str, Any]:
+    """Everything a run reads, which its ``--out`` must stay clear of: model, data, teachers, the recipe file."""
+    teachers = {f"teacher (stage {s.name})": s.settings.teacher for s in recipe.stages if s.kind == "distill"}
+    return {"model": recipe.model, "data": recipe.data.data,
+            "recipe": None if isinstance(source, dict) else source, **teachers}
+
+
 # ---------------------------------------------------------------------------------------------------
 # running
 # ---------------------------------------------------------------------------------------------------
@@ -368,7 +383,7 @@ def run_recipe(source: str | Path | dict[str, Any], out: str | Path | None = Non
     out = out or recipe.out
     if out is None:
         raise PrunekitError("give an output folder (--out, or out: in the recipe)")
-    check_output_dir(out, force)
+    check_output_dir(out, force, inputs=recipe_inputs(recipe, source))
     check_inputs(recipe)
     wb = open_workbench(recipe.model, recipe.data, recipe.seed, recipe.trust_remote_code)
     with atomic_output_dir(out, force) as tmp:

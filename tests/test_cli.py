@@ -118,3 +118,80 @@ def test_structured_prune_then_export_from_the_cli(trained_tiny, tmp_path):
                               "--layers", "1", "--layer-importance", "depth"])
     assert bad.exit_code == 2 and "unknown --layer-importance" in bad.output
     assert not (tmp_path / "bad").exists()
+
+
+def _hashes(root):
+    """Every file under ``root`` (links followed) → its sha256: to show an input left byte-for-byte unchanged."""
+    import hashlib
+
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _out_cases(model, data_dir, root):
+    """(argv, the input folder/file that must survive) for every command that writes an --out."""
+    import yaml
+
+    csv = str(data_dir / "train.csv")
+    m = ["-m", str(model), "-d", csv]
+    recipe = root / "recipes" / "r.yaml"
+    recipe.parent.mkdir()
+    recipe.write_text(yaml.safe_dump({"model": str(model), "data": {"data": csv},
+                                      "stages": [{"prune": {"heads": 0.5}}]}))
+    teacher_recipe = root / "recipes" / "t.yaml"
+    teacher_recipe.write_text(yaml.safe_dump({"model": "someone/hub-model", "data": {"data": csv}, "stages": [
+        {"prune": {"heads": 0.5}}, {"distill": {"teacher": str(model)}}]}))
+    plan = root / "plans" / "plan.yaml"
+    plan.parent.mkdir()
+    plan.write_text("granularity: structured\n")
+    (root / "link").symlink_to(model, target_is_directory=True)
+    return [
+        (["prune", *m, "--out", str(model), "--force"], "is the input model folder"),
+        (["prune", *m, "--out", str(model / "sub")], "is inside the input model folder"),
+        (["prune", *m, "--out", f"{model}/../{model.name}/", "--force"], "is the input model folder"),
+        (["prune", *m, "--out", str(root / "link"), "--force"], "is the input model folder"),
+        (["prune", *m, "--out", str(root), "--force"], "contains the input model folder"),
+        (["prune", "-m", str(model), "-d", str(data_dir), "--out", str(data_dir / "o")],
+         "is inside the input data folder"),
+        (["prune", *m, "--plan", str(plan), "--out", str(plan.parent), "--force"], "contains the input plan file"),
+        (["finetune", *m, "--out", str(model), "--force"], "is the input model folder"),
+        (["sensitivity", *m, "--out", str(model / "s")], "is inside the input model folder"),
+        (["search", *m, "--budget", "params=0.5", "--out", str(model), "--force"], "is the input model folder"),
+        (["export", str(model), "--onnx", str(model / "model.onnx"), "--force"], "is inside the input model folder"),
+        (["run", str(recipe), "--out", str(model / "r")], "is inside the input model folder"),
+        (["run", str(teacher_recipe), "--out", str(model), "--force"], "is the input teacher (stage 02-distill) "),
+        (["run", str(recipe), "--out", str(recipe.parent), "--force"], "contains the input recipe file"),
+    ]
+
+
+def test_out_on_top_of_an_input_is_refused_and_the_input_untouched(tiny_classifier, tmp_path):
+    """Before any work, with or without --force: one line, exit 2, every input byte-for-byte unchanged."""
+    root = tmp_path / "work"
+    root.mkdir()
+    model = root / "M"
+    tiny_classifier.rename(model)
+    data_dir = root / "data"
+    data_dir.mkdir()
+    from conftest import tiny_rows
+
+    tiny_rows(40).to_csv(data_dir / "train.csv", index=False)
+    for argv, how in _out_cases(model, data_dir, root):
+        before = _hashes(root)
+        result = runner.invoke(app, argv)
+        lines = [ln for ln in result.output.splitlines() if ln.strip()]
+        assert result.exit_code == 2 and len(lines) == 1, (argv, result.output)
+        assert lines[0].startswith("error: --") and how in lines[0] and "choose another" in lines[0], argv
+        assert _hashes(root) == before, argv
+        assert sorted(p.name for p in root.iterdir() if p.name.startswith(".")) == [], argv
+
+
+def test_demo_refuses_an_out_on_its_cached_baseline(tmp_path, monkeypatch):
+    """demo always replaces --out: it must not land on (or around) the cached baseline it prunes."""
+    monkeypatch.setenv("PRUNEKIT_CACHE", str(tmp_path / "cache"))
+    baseline = tmp_path / "cache" / "runs" / "minilm-movie-reviews-seed0"
+    baseline.mkdir(parents=True)
+    (baseline / "config.json").write_text("{}")
+    for out in (baseline, tmp_path / "cache"):
+        result = runner.invoke(app, ["demo", "--out", str(out)])
+        assert result.exit_code == 2 and "the input model folder" in result.output, result.output
+        assert (baseline / "config.json").read_text() == "{}"

@@ -125,6 +125,48 @@ def test_shipped_recipes_are_valid():
         assert parse_recipe(path).stages
 
 
+@pytest.mark.parametrize("name", ["../../X", "/tmp/abs", ".", "..", "a/b", "a\\b", "", "-rf", ".hidden", "x" * 101,
+                                  "baseline", "bad name", "tab\t"])
+def test_stage_names_are_plain_folder_names(name):
+    """A stage's name becomes out/stages/NAME: a path in it would write model folders outside --out."""
+    with pytest.raises(PrunekitError, match="must be a plain folder name"):
+        parse_recipe(_recipe([{"prune": {"heads": 0.5, "name": name}}]))
+
+
+def test_stage_names_unique_ignoring_case_and_plain_ones_pass():
+    with pytest.raises(PrunekitError, match="unique"):
+        parse_recipe(_recipe([{"prune": {"heads": 0.5, "name": "cut"}}, {"finetune": {"name": "CUT"}}]))
+    recipe = parse_recipe(_recipe([{"prune": {"heads": 0.5, "name": "cut-1.v2_a"}}, {"finetune": {"name": 3}}]))
+    assert [s.name for s in recipe.stages] == ["cut-1.v2_a", "3"]
+
+
+def test_cli_check_reports_a_path_as_stage_name_in_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from prunekit.cli import app
+
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(_recipe([{"prune": {"heads": 0.5, "name": "../../X"}}])))
+    result = CliRunner().invoke(app, ["run", str(path), "--check"])
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert result.exit_code == 2 and len(lines) == 1 and "'../../X' must be a plain folder name" in lines[0]
+
+
+def test_cli_check_refuses_an_out_on_an_input(tiny_classifier, tmp_path):
+    from typer.testing import CliRunner
+
+    from prunekit.cli import app
+
+    recipes = tmp_path / "recipes"
+    recipes.mkdir()
+    path = recipes / "r.yaml"
+    path.write_text(yaml.safe_dump(_recipe([{"prune": {"heads": 0.5}}], model=str(tiny_classifier), out=str(recipes))))
+    for argv, how in (([], "contains the input recipe file"),
+                      (["--out", str(tiny_classifier / "o")], "is inside the input model folder")):
+        result = CliRunner().invoke(app, ["run", str(path), "--check", *argv])
+        assert result.exit_code == 2 and how in result.output, result.output
+
+
 def test_cli_check(tmp_path):
     from typer.testing import CliRunner
 

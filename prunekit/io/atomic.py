@@ -6,7 +6,7 @@ import json
 import os
 import secrets
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -22,8 +22,63 @@ def _sibling(path: Path, tag: str) -> Path:
             return candidate
 
 
-def check_output_dir(out: str | Path, force: bool = False) -> None:
-    """Fail before any work if ``out`` would be clobbered without ``force``."""
+#: what a command reads, by role: {"model": spec, "data": spec, ...}; None and non-paths are skipped
+Inputs = Mapping[str, str | Path | None]
+
+
+def _on_disk(spec: str | Path) -> Path | None:
+    """The real location of an input spec, or None when it names nothing on disk (a hub id, a built-in
+    name not yet fetched). A built-in name counts as its cached folder, so the cache is protected too."""
+    try:
+        path = Path(spec).expanduser()
+        if not path.exists():
+            from prunekit.assets import get
+
+            asset = get(str(spec))
+            path = asset.dest() if asset is not None else path
+        return _real(path) if path.exists() else None
+    except (ValueError, RuntimeError):  # a NUL byte, an unknown ~user: not a path on disk
+        return None
+
+
+def _real(path: str | Path) -> Path:
+    """``path`` with every symlink and ``..`` resolved (also when its tail does not exist yet)."""
+    try:
+        return Path(path).expanduser().resolve()
+    except (OSError, RuntimeError, ValueError) as err:  # a symlink loop, a NUL byte, an unknown ~user
+        raise PrunekitError(f"cannot resolve {path}: {err}") from None
+
+
+def check_outside_inputs(out: str | Path, inputs: Inputs, flag: str = "--out") -> None:
+    """Refuse an output that is, lies inside, or contains anything the command reads.
+
+    ``--force`` replaces ``out`` wholesale, so an output on top of its own model (``--out M``, ``--out
+    M/sub``, ``--out M/../M``, a symlink to M, ``--out .`` holding the data file) would destroy the
+    input, whatever ``force`` says. Symlinks are resolved first; inputs that are not on disk are skipped."""
+    target = _real(out)
+    for role, spec in inputs.items():
+        if not isinstance(spec, str | Path) or str(spec) == "":
+            continue
+        source = _on_disk(spec)
+        if source is None:
+            continue
+        if target == source:
+            how = "is"
+        elif source in target.parents:
+            how = "is inside"
+        elif target in source.parents:
+            how = "contains"
+        else:
+            continue
+        kind = "folder" if source.is_dir() else "file"
+        raise PrunekitError(f"{flag} {out} {how} the input {role} {kind} {spec}; choose another {flag}")
+
+
+def check_output_dir(out: str | Path, force: bool = False, inputs: Inputs | None = None) -> None:
+    """Fail before any work if ``out`` would be clobbered without ``force``, or (``inputs``) is or
+    overlaps a folder or file the command reads (refused even with ``force``)."""
+    if inputs:
+        check_outside_inputs(out, inputs)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise PrunekitError(f"output path {out} exists and is not a folder; choose another --out")
@@ -33,10 +88,20 @@ def check_output_dir(out: str | Path, force: bool = False) -> None:
         )
 
 
+def _follow_link(out: Path) -> Path:
+    """An ``out`` that is a symlink stands for the folder it points at (see :func:`atomic_output_dir`)."""
+    return _real(out) if out.is_symlink() else out
+
+
 @contextmanager
 def atomic_output_dir(out: str | Path, force: bool = False) -> Iterator[Path]:
-    """Yield a temp folder that replaces ``out`` only if the block finishes without error."""
-    out = Path(out)
+    """Yield a temp folder that replaces ``out`` only if the block finishes without error.
+
+    When ``out`` is a symlink, the output goes where it points: the temp folder is made beside the
+    link's target and replaces it (with ``force``), and the link stays, now pointing at the new output.
+    A dangling link's target is created. Renaming the link itself aside would leave a stray ``.old``
+    link and the old folder in place, and renaming a folder onto a dangling link fails."""
+    out = _follow_link(Path(out))
     check_output_dir(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = _sibling(out, "tmp")

@@ -43,7 +43,7 @@ from torch import nn
 from prunekit.arch.textnets import is_text_model, text_layout
 from prunekit.assets import resolve_model
 from prunekit.errors import PrunekitError
-from prunekit.io.atomic import _sibling
+from prunekit.io.atomic import _sibling, check_outside_inputs
 from prunekit.io.shapes import load
 from prunekit.report.measure import MakeInputs, _cores, median_ms
 
@@ -112,6 +112,7 @@ def export_onnx(
     """
     start = time.perf_counter()
     out = Path(path).expanduser()
+    check_outside_inputs(out, {"model": model_dir}, flag="--onnx")
     _check_target(out, force)
     if seq_len < 2:
         raise PrunekitError(f"seq_len must be at least 2 (got {seq_len}): a length-1 trace fixes the sequence axis")

@@ -54,6 +54,11 @@ def _fingerprint(spec: str) -> str:
     return f"{where.resolve()}|" + "|".join(f"{f.name}:{f.stat().st_size}:{int(f.stat().st_mtime)}" for f in files)
 
 
+def _inputs(model: str, data: Any) -> dict[str, Any]:
+    """What ``--out`` must stay clear of: the model and the data (DataOptions, or an LM's text spec)."""
+    return {"model": model, "data": getattr(data, "data", data)}
+
+
 def _key(ratios: Any) -> tuple[float, ...]:
     return tuple(round(float(x), 4) for x in ratios)
 
@@ -220,7 +225,7 @@ def sensitivity(
 
     opts = opts or SearchData()
     ratios = parse_ratios(ratios)
-    check_output_dir(out, force)
+    check_output_dir(out, force, inputs=_inputs(model, data))
     session = _Session(model, data, opts, trust_remote_code)
     table = session.table(granularity, ratios)
     with atomic_output_dir(out, force) as tmp:
@@ -285,7 +290,7 @@ def search(
     settings = SearchSettings(steps=steps, evals=evals, round_to=round_to, seed=opts.seed)
     settings.check()
     ratios = parse_ratios(ratios)
-    check_output_dir(out, force)
+    check_output_dir(out, force, inputs=_inputs(model, data))
     start = time.perf_counter()
     session = _Session(model, data, opts, trust_remote_code)
     units = session.probe.units(granularity)

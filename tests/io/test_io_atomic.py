@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 
@@ -85,3 +86,110 @@ def test_atomic_file_writes(tmp_path):
     write_json_atomic(tmp_path / "r.json", {"path": tmp_path, "x": [1.5]})
     assert json.loads((tmp_path / "r.json").read_text()) == {"path": str(tmp_path), "x": [1.5]}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.md", "r.json"]
+
+
+# --- --out never on top of an input; symlinked --out ----------------------------------------------------------
+
+
+def _model_folder(root):
+    model = root / "M"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "vocab.txt").write_text("[PAD]\n")
+    return model
+
+
+@pytest.mark.parametrize(("out", "how"), [
+    ("M", "is the input model folder"),
+    ("M/sub", "is inside the input model folder"),
+    ("M/../M/", "is the input model folder"),
+    ("M/a/b/../c", "is inside the input model folder"),
+    (".", "contains the input model folder"),
+    ("link", "is the input model folder"),
+    ("link/x", "is inside the input model folder"),
+])
+def test_out_on_an_input_folder_is_refused_even_with_force(tmp_path, monkeypatch, out, how):
+    model = _model_folder(tmp_path)
+    (tmp_path / "link").symlink_to(model, target_is_directory=True)
+    monkeypatch.chdir(tmp_path)
+    for force in (False, True):
+        with pytest.raises(PrunekitError, match=f"^--out {re.escape(out)} {how} M; choose another --out$"):
+            check_output_dir(out, force, inputs={"model": "M", "data": None})
+    assert sorted(p.name for p in model.iterdir()) == ["config.json", "vocab.txt"]
+
+
+def test_input_files_may_not_be_overwritten_or_swallowed(tmp_path, monkeypatch):
+    """A recipe/plan/data *file*'s folder is not an input, but --out may not be the file or a folder above it."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "plan.yaml").write_text("x")
+    check_output_dir("runs/p", inputs={"plan": "runs/plan.yaml"})  # a sibling of the file: fine
+    with pytest.raises(PrunekitError, match="--out runs/plan.yaml is the input plan file runs/plan.yaml"):
+        check_output_dir("runs/plan.yaml", True, inputs={"plan": "runs/plan.yaml"})
+    with pytest.raises(PrunekitError, match="--out runs contains the input plan file runs/plan.yaml"):
+        check_output_dir("runs", True, inputs={"plan": "runs/plan.yaml"})
+
+
+def test_names_that_are_not_on_disk_are_not_folders(tmp_path, monkeypatch):
+    """Hub ids and built-in names are checked only as far as they exist: a built-in name as its cached folder."""
+    monkeypatch.setenv("PRUNEKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    inputs = {"model": "prajjwal1/bert-tiny", "data": "movie-reviews", "teacher": "minilm"}
+    check_output_dir("prajjwal1/bert-tiny", inputs=inputs)
+    check_output_dir("minilm", inputs=inputs)
+    cached = tmp_path / "cache" / "assets" / "all-MiniLM-L6-v2"
+    cached.mkdir(parents=True)
+    with pytest.raises(PrunekitError, match="is inside the input teacher folder minilm"):
+        check_output_dir(cached / "sub", True, inputs=inputs)
+
+
+def test_force_through_a_symlink_replaces_the_folder_it_points_at(tmp_path):
+    """The link stays and points at the new output; no stray `.old` link, the old contents are gone."""
+    target = tmp_path / "disk" / "run"
+    target.mkdir(parents=True)
+    (target / "old.txt").write_text("old")
+    link = tmp_path / "run"
+    link.symlink_to(target, target_is_directory=True)
+    with atomic_output_dir(link, force=True) as tmp:
+        assert tmp.parent == target.parent  # built beside the real folder: the final rename stays on its disk
+        (tmp / "new.txt").write_text("new")
+    assert link.is_symlink() and link.resolve() == target.resolve()
+    assert [p.name for p in target.iterdir()] == ["new.txt"]
+    assert leftovers(tmp_path) == [] and leftovers(target.parent) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["disk", "run"]
+
+
+def test_dangling_symlink_out_creates_its_target(tmp_path):
+    link = tmp_path / "run"
+    link.symlink_to(tmp_path / "elsewhere" / "run")
+    with atomic_output_dir(link) as tmp:
+        (tmp / "new.txt").write_text("new")
+    assert link.is_symlink() and (tmp_path / "elsewhere" / "run" / "new.txt").read_text() == "new"
+    assert leftovers(tmp_path) == [] and leftovers(tmp_path / "elsewhere") == []
+
+
+def test_every_python_api_entry_refuses_out_on_its_model_before_any_work(tmp_path):
+    """The check sits where CLI and API both pass: the model folder here is not even loadable."""
+    from prunekit.config import DataOptions
+    from prunekit.io.onnx import export_onnx
+    from prunekit.pipeline import finetune, prune
+    from prunekit.pipeline_lm import prune_lm
+    from prunekit.recipe import run_recipe
+    from prunekit.search.api import search, sensitivity
+
+    model = _model_folder(tmp_path)
+    data = DataOptions(str(tmp_path / "missing.csv"))
+    spec = str(model)
+    calls = [
+        lambda: prune(spec, data, model, force=True),
+        lambda: finetune(spec, data, model / "sub"),
+        lambda: prune_lm(spec, "wikipedia", f"{model}/../M", force=True),
+        lambda: run_recipe({"model": spec, "data": {"data": "x.csv"}, "stages": ["int8"]}, model, force=True),
+        lambda: sensitivity(spec, data, model, force=True),
+        lambda: search(spec, data, tmp_path, "params=0.5", force=True),
+        lambda: export_onnx(spec, model / "model.onnx", force=True),
+    ]
+    for call in calls:
+        with pytest.raises(PrunekitError, match=r"^--(out|onnx) .* the input model folder .*; choose another"):
+            call()
+    assert sorted(p.name for p in model.iterdir()) == ["config.json", "vocab.txt"]
