@@ -597,6 +597,7 @@ def demo(
     = Path("demo-output"),
     sparsity: Annotated[float, typer.Option(help="Target sparsity.")] = 0.5,
     seed: Seed = 0,
+    force: Force = False,
 ) -> None:
     """The main job on the built-in real model and data: all-MiniLM-L6-v2 fine-tuned on movie reviews
     (cached after the first run), pruned gradually to 50 %, recovered, tested, reported."""
@@ -605,12 +606,24 @@ def demo(
     from prunekit.pipeline import DEFAULT_DATA, baseline_dir, default_baseline
     from prunekit.pipeline import prune as run
 
-    # before the baseline is built: demo always replaces --out, so it must not sit on the cache
-    check_output_dir(out, True, inputs={"model": baseline_dir(seed), "data": DEFAULT_DATA.data,
-                                        "base model": "all-MiniLM-L6-v2"})
-    run(str(default_baseline(seed)), DEFAULT_DATA, out, PruneSettings(sparsity=sparsity), seed=seed, force=True,
+    # `make demo` reruns into the same folder, so an earlier demo's output is replaced without --force;
+    # any other non-empty folder is the user's and needs --force. Checked before the baseline is built.
+    force = force or _holds_demo_output(out)
+    check_output_dir(out, force, inputs={"model": baseline_dir(seed), "data": DEFAULT_DATA.data,
+                                         "base model": "all-MiniLM-L6-v2"})
+    run(str(default_baseline(seed)), DEFAULT_DATA, out, PruneSettings(sparsity=sparsity), seed=seed, force=force,
         command="prunekit demo")
     typer.echo(f"report: {out / 'report.md'}")
+
+
+def _holds_demo_output(out: Path) -> bool:
+    """True when ``out`` is an earlier `prunekit demo`'s output (its report.json says so), safe to replace."""
+    import json
+
+    try:
+        return json.loads((out / "report.json").read_text("utf-8")).get("command") == "prunekit demo"
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 if __name__ == "__main__":

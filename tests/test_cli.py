@@ -185,6 +185,26 @@ def test_out_on_top_of_an_input_is_refused_and_the_input_untouched(tiny_classifi
         assert sorted(p.name for p in root.iterdir() if p.name.startswith(".")) == [], argv
 
 
+def test_demo_replaces_only_its_own_earlier_output(tmp_path, monkeypatch):
+    """A non-empty --out that is not an earlier demo's output is the user's: demo refuses it without --force."""
+    import prunekit.pipeline
+
+    calls = []
+    monkeypatch.setattr(prunekit.pipeline, "default_baseline", lambda seed: tmp_path / "baseline")
+    monkeypatch.setattr(prunekit.pipeline, "prune", lambda *a, **k: calls.append(k["force"]))
+    mine = tmp_path / "project"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    result = runner.invoke(app, ["demo", "--out", str(mine)])
+    assert result.exit_code == 2 and "not empty" in result.output and calls == [], result.output
+    assert (mine / "notes.txt").read_text() == "keep"
+    earlier = tmp_path / "demo-output"
+    earlier.mkdir()
+    (earlier / "report.json").write_text('{"command": "prunekit demo"}')
+    assert runner.invoke(app, ["demo", "--out", str(earlier)]).exit_code == 0 and calls == [True]
+    assert runner.invoke(app, ["demo", "--out", str(mine), "--force"]).exit_code == 0 and calls == [True, True]
+
+
 def test_demo_refuses_an_out_on_its_cached_baseline(tmp_path, monkeypatch):
     """demo always replaces --out: it must not land on (or around) the cached baseline it prunes."""
     monkeypatch.setenv("PRUNEKIT_CACHE", str(tmp_path / "cache"))

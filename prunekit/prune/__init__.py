@@ -1,5 +1,9 @@
 """Removing weights: masks (unstructured) and physical surgery (structured), side by side."""
 
+import sys
+import types
+from typing import Any
+
 from prunekit.prune.masks import (
     SCOPES,
     MaskSet,
@@ -92,3 +96,16 @@ __all__ = [
     "text_plan_from_ratios",
     "text_shapes",
 ]
+
+
+class _CallablePackage(types.ModuleType):
+    """`prunekit.prune(...)` is the public API function, but importing this subpackage rebinds the name
+    `prunekit.prune` to the package; calling the package runs the function, so both stay true."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from prunekit.pipeline import prune
+
+        return prune(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallablePackage

@@ -101,3 +101,15 @@ def test_pruned_weights_are_positive_zero():
     ms = MaskSet({"w": w})
     ms.update({"w": torch.zeros(4, 4, dtype=torch.bool)})
     assert torch.all(w.detach().view(torch.int32) == 0)
+
+
+def test_prunekit_prune_stays_the_api_function_after_the_subpackage_is_imported(monkeypatch):
+    """Importing prunekit.prune.* rebinds the name `prunekit.prune` to the subpackage; calling it must still prune."""
+    import prunekit
+    import prunekit.pipeline
+    import prunekit.prune.masks  # noqa: F401
+
+    seen = {}
+    monkeypatch.setattr(prunekit.pipeline, "prune", lambda *a, **k: seen.setdefault("args", (a, k)))
+    prunekit.prune("m", out="o")
+    assert seen["args"] == (("m",), {"out": "o"})
