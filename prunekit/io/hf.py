@@ -84,7 +84,7 @@ def load_classifier(
         raise PrunekitError(f"--module/--module-kwargs rebuild a custom module folder saved by prunekit; {spec!r} is "
                             "not one (to train a new instance of your module: prunekit finetune --module)")
     if is_textnet_dir(spec):  # an LSTM/GRU/RNN or TextCNN classifier, or a user's module, saved by prunekit
-        model = load_textnet(spec, module, module_kwargs)
+        model = load_textnet(spec, module, module_kwargs, trust_remote_code)
         return model, load_tokenizer(str(Path(spec).expanduser()), trust_remote_code), False
     where, config = load_config(spec, trust_remote_code)
     from prunekit.io.shapes import MANIFEST, load

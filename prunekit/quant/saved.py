@@ -26,6 +26,7 @@ from transformers import PreTrainedTokenizerBase
 
 from prunekit.errors import PrunekitError
 from prunekit.io.atomic import atomic_output_dir, write_json_atomic
+from prunekit.io.automap import drop_dangling_auto_map
 from prunekit.io.documents import read_versioned_json
 from prunekit.io.shapes import QUANT_MANIFEST, build_skeleton, read_manifest
 from prunekit.quant.int8 import SHAPES_ATTR, convert_int8, quiet_quantization
@@ -89,6 +90,7 @@ def write_int8(model: nn.Module, tokenizer: PreTrainedTokenizerBase | None, fold
     model.config.save_pretrained(folder)
     if tokenizer is not None:
         tokenizer.save_pretrained(folder)
+    drop_dangling_auto_map(folder)
     manifest = {"format": FORMAT, "version": FORMAT_VERSION, "embeddings": any(k == "embedding" for k, _ in
                 quantized.values()), "modules": modules, "shapes": shapes}
     write_json_atomic(folder / QUANT_MANIFEST, manifest)
