@@ -33,6 +33,7 @@ from prunekit.arch import family_for, family_for_config
 from prunekit.errors import PrunekitError
 from prunekit.io.atomic import atomic_output_dir, write_json_atomic
 from prunekit.io.automap import drop_dangling_auto_map
+from prunekit.io.damaged import names_damaged_file
 from prunekit.io.documents import read_versioned_json
 from prunekit.io.textnet import is_textnet_dir, load_textnet
 from prunekit.prune.structured import attn_site, ffn_site, find_module, is_uniform, model_shapes, sync_config
@@ -140,6 +141,7 @@ def _weights(folder: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+@names_damaged_file("path")
 def load(path: str | Path, trust_remote_code: bool = False) -> nn.Module:
     """Rebuild a model saved by :func:`save_pruned`, ready for eval.
 

@@ -21,6 +21,7 @@ from transformers import PreTrainedTokenizerBase
 from prunekit.errors import PrunekitError
 from prunekit.io.atomic import atomic_output_dir, write_json_atomic
 from prunekit.io.automap import drop_dangling_auto_map
+from prunekit.io.damaged import names_damaged_file
 
 MODEL_JSON = "prunekit_model.json"
 SHAPES_JSON = "prunekit_textnet_shapes.json"
@@ -94,6 +95,7 @@ def _load_strict(model: nn.Module, state: dict[str, torch.Tensor], folder: Path)
     return model.eval()
 
 
+@names_damaged_file("path")
 def load_textnet(path: str | Path, module: str | None = None, module_kwargs: dict[str, Any] | None = None,
                  trust_remote_code: bool = False) -> nn.Module:
     """Rebuild a text model from its folder, ready for eval: a built-in one from its config, a custom one
@@ -110,6 +112,7 @@ def load_textnet(path: str | Path, module: str | None = None, module_kwargs: dic
     return _load_strict(build_model(config), _weights(folder), folder)
 
 
+@names_damaged_file("path")
 def load_into(module: nn.Module, path: str | Path) -> nn.Module:
     """Load a pruned custom module's folder into ``module``, a fresh instance of the same class at its
     original widths: the first units/filters/dims are kept to reach the saved widths, then every weight
@@ -126,6 +129,7 @@ def load_into(module: nn.Module, path: str | Path) -> nn.Module:
     return _load_strict(module, _weights(folder), folder)
 
 
+@names_damaged_file("path")
 def load_custom(path: str | Path, module: str | None = None, module_kwargs: dict[str, Any] | None = None,
                 trust_remote_code: bool = False) -> nn.Module:
     """A custom module's folder, rebuilt: import the class (``module``, else the import path the folder
