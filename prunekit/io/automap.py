@@ -33,10 +33,12 @@ def drop_dangling_auto_map(folder: str | Path) -> list[str]:
         auto_map = doc.get("auto_map") if isinstance(doc, dict) else None
         if auto_map is None:
             continue
-        kept = {k: v for k, v in auto_map.items() if _present(folder, v)} if isinstance(auto_map, dict) else {}
+        if not isinstance(auto_map, dict):  # an old tokenizer's [slow, fast] pair: no class to check it by
+            auto_map = {"auto_map": auto_map}
+        kept = {k: v for k, v in auto_map.items() if _present(folder, v)}
         if kept == auto_map:
             continue
-        dropped += [f"{name}:{k}" for k in (auto_map if isinstance(auto_map, dict) else ["auto_map"]) if k not in kept]
+        dropped += [f"{name}:{k}" for k in auto_map if k not in kept]
         if kept:
             doc["auto_map"] = kept
         else:

@@ -44,7 +44,7 @@ def find_damaged(folder: str | Path) -> tuple[Path, str] | None:
         return folder / "tokenizer.json", why
     for name in TEXT_FILES:
         path = folder / name
-        if path.is_file() and (why := _text_problem(path)):
+        if path.is_file() and (why := _read_text(path)[1]):
             return path, why
     for path in sorted(folder.glob("*.safetensors")):
         if why := _safetensors_problem(path):
@@ -58,14 +58,13 @@ def _first_line(err: BaseException) -> str:
 
 
 def _json_problem(path: Path) -> str | None:
+    text, why = _read_text(path)
+    if text is None:
+        return why
     try:
-        doc = json.loads(path.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError:
-        return "not UTF-8 text"
+        doc = json.loads(text)
     except json.JSONDecodeError as err:
         return f"not valid JSON ({err.msg} at line {err.lineno} column {err.colno})"
-    except OSError as err:
-        return f"cannot be read ({_first_line(err)})"
     return None if isinstance(doc, dict) else f"holds a JSON {type(doc).__name__}, not an object"
 
 
@@ -79,14 +78,14 @@ def _tokenizer_problem(path: Path) -> str | None:
     return None
 
 
-def _text_problem(path: Path) -> str | None:
+def _read_text(path: Path) -> tuple[str | None, str | None]:
+    """(the file's text, None), or (None, why it cannot be read as UTF-8 text)."""
     try:
-        path.read_bytes().decode("utf-8")
+        return path.read_bytes().decode("utf-8"), None
     except UnicodeDecodeError:
-        return "not UTF-8 text"
+        return None, "not UTF-8 text"
     except OSError as err:
-        return f"cannot be read ({_first_line(err)})"
-    return None
+        return None, f"cannot be read ({_first_line(err)})"
 
 
 def _safetensors_problem(path: Path) -> str | None:

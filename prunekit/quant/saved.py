@@ -27,6 +27,7 @@ from transformers import PreTrainedTokenizerBase
 from prunekit.errors import PrunekitError
 from prunekit.io.atomic import atomic_output_dir, write_json_atomic
 from prunekit.io.automap import drop_dangling_auto_map
+from prunekit.io.damaged import names_damaged_file
 from prunekit.io.documents import read_versioned_json
 from prunekit.io.shapes import QUANT_MANIFEST, build_skeleton, read_manifest
 from prunekit.quant.int8 import SHAPES_ATTR, convert_int8, quiet_quantization
@@ -104,6 +105,7 @@ def save_int8(model: nn.Module, tokenizer: PreTrainedTokenizerBase | None, out_d
         return write_int8(model, tokenizer, tmp)
 
 
+@names_damaged_file("folder")
 def load_int8(folder: str | Path) -> nn.Module:
     """Rebuild a folder written by :func:`write_int8`, with bit-identical integer weights and scales."""
     folder = Path(folder).expanduser()
