@@ -30,7 +30,9 @@ MaxTrain = Annotated[int | None, typer.Option(help="Use at most this many traini
 MaxEval = Annotated[int | None, typer.Option(help="Use at most this many validation and test examples.")]
 MaxLen = Annotated[int, typer.Option(help="Truncate texts to this many tokens.")]
 Force = Annotated[bool, typer.Option("--force", help="Replace a non-empty --out folder.")]
-Remote = Annotated[bool, typer.Option("--trust-remote-code", help="Allow the model's own Python code.")]
+Remote = Annotated[bool, typer.Option("--trust-remote-code", help="Allow the model's own Python code: a "
+                                      "transformers model's, or the class a saved folder names (never imported "
+                                      "from the working or the model folder).")]
 Task = Annotated[str, typer.Option(help="classification (a labelled dataset) | lm (a causal LM on plain text: "
                                    "--data is a .txt file, a folder of them, a dataset, or wikipedia).")]
 SeqLen = Annotated[int, typer.Option(help="lm: tokens per calibration/evaluation window.")]
@@ -550,7 +552,7 @@ def export(
     opset: Annotated[int | None, typer.Option(help="ONNX opset (default: the exporter's).")] = None,
     module: UserModule = None, module_kwargs: UserKwargs = None,
     force: Force = False,
-    seed: Seed = 0,
+    seed: Seed = 0, trust_remote_code: Remote = False,
 ) -> None:
     """Export to ONNX and check that onnxruntime reproduces torch's outputs (|diff| <= 1e-4 + 3e-5 * max|logit|)."""
     from prunekit.io.onnx import export_onnx
@@ -560,7 +562,7 @@ def export(
     from prunekit.models.custom import parse_kwargs
 
     info = export_onnx(model, onnx, seq_len=seq_len, opset=opset, force=force, module=module,
-                       module_kwargs=parse_kwargs(module_kwargs))
+                       module_kwargs=parse_kwargs(module_kwargs), trust_remote_code=trust_remote_code)
     typer.echo(f"wrote {info['path']} ({info['size_bytes'] / 1e6:.1f} MB, opset {info['opset']}); "
                f"onnxruntime vs torch max abs diff {info['max_abs_diff']:.2e}")
 

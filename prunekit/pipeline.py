@@ -26,6 +26,7 @@ from prunekit.errors import PrunekitError
 from prunekit.importance import METHODS, Importance, make_importance
 from prunekit.importance.groups import group_scores
 from prunekit.io.atomic import atomic_output_dir, check_output_dir
+from prunekit.io.automap import drop_dangling_auto_map
 from prunekit.io.hf import label_names_of, load_classifier
 from prunekit.io.shapes import load as load_shaped
 from prunekit.io.shapes import write_pruned
@@ -523,8 +524,10 @@ def _save(wb: Workbench, out: str | Path, force: bool, report: dict[str, Any], l
             except PrunekitError:  # a family without an architecture entry: a plain transformers folder
                 wb.model.save_pretrained(tmp, safe_serialization=True)
                 wb.tokenizer.save_pretrained(tmp)
+                drop_dangling_auto_map(tmp)
                 vanilla = True
-        reloaded = AutoModelForSequenceClassification.from_pretrained(tmp) if vanilla else load_shaped(tmp)
+        # trusted: the class a custom module's folder names is the one this run has already imported
+        reloaded = AutoModelForSequenceClassification.from_pretrained(tmp) if vanilla else load_shaped(tmp, True)
         again = predict(reloaded.to(default_device()), wb.test, wb.tokenizer, desc="reload check")
         report["reload_check"] = {
             "loader": "transformers.AutoModelForSequenceClassification" if vanilla else "prunekit.load",

@@ -63,6 +63,9 @@ def test_prune_units_then_reload_and_evaluate_match(trained, tmp_path):
     result = runner.invoke(app, ["inspect", str(out)], terminal_width=200)
     assert result.exit_code == 0 and "rnn.l1_reverse 6" in result.output and "rnn.weight_hh_l1" in result.output
     result = runner.invoke(app, ["evaluate", "-m", str(out), "-d", str(trained["csv"]), "--json"])
+    assert "--trust-remote-code" in _error_line(result)  # the folder's own class is imported only on opt-in
+    result = runner.invoke(app, ["evaluate", "-m", str(out), "-d", str(trained["csv"]), "--json",
+                                 "--trust-remote-code"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output[result.output.index("{"):]) == pytest.approx(final["metrics"], abs=1e-6)
 
@@ -131,18 +134,21 @@ def test_a_users_module_trains_prunes_reloads_and_evaluates_through_the_cli(trai
     out = tmp_path / "half"
     result = runner.invoke(app, ["prune", "-m", str(custom), "-d", str(trained["csv"]), "--out", str(out),
                                  "--no-latency", "--finetune-epochs", "1", "--units", "0.5", "--embedding", "0.25",
-                                 "--importance", "activation"])
+                                 "--importance", "activation", "--trust-remote-code"])
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
     assert report["shapes"]["widths"] == {"embedding": 12, "gru.l0": 5, "gru.l0_reverse": 5}
     assert report["reload_check"]["same_predictions"] and report["reload_check"]["max_abs_logit_diff"] <= 1e-6
-    model = prunekit.load(out)  # rebuilt from the recorded import path and kwargs
+    model = prunekit.load(out, trust_remote_code=True)  # rebuilt from the recorded import path and kwargs
     assert isinstance(model, UserGRU) and model.gru.hidden_size == 5 and model.emb.embedding_dim == 12
     plain = load_into(UserGRU(**saved["module_kwargs"]), out)  # the Python API gets the same weights
     b = {"input_ids": torch.tensor([[3, 4, 5, 0], [6, 7, 0, 0]]), "attention_mask": torch.tensor([[1, 1, 1, 0],
                                                                                                    [1, 1, 0, 0]])}
     assert torch.equal(model(**b).logits, plain(b["input_ids"], b["attention_mask"]))
     result = runner.invoke(app, ["evaluate", "-m", str(out), "-d", str(trained["csv"]), "--json"])
+    assert "--trust-remote-code" in _error_line(result)  # the folder's own class is imported only on opt-in
+    result = runner.invoke(app, ["evaluate", "-m", str(out), "-d", str(trained["csv"]), "--json",
+                                 "--trust-remote-code"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output[result.output.index("{"):]) == pytest.approx(report["stages"][-1]["metrics"],
                                                                                  abs=1e-6)
@@ -154,7 +160,8 @@ def test_a_folder_whose_module_cannot_be_imported_needs_module(trained, custom, 
     record = json.loads((moved / "prunekit_textnet_shapes.json").read_text())
     (moved / "prunekit_textnet_shapes.json").write_text(json.dumps({**record, "module": "renamed_away:UserGRU"}))
     flags = ["-d", str(trained["csv"]), "--no-latency", "--finetune-epochs", "0", "--units", "0.5"]
-    result = runner.invoke(app, ["prune", "-m", str(moved), "--out", str(tmp_path / "o"), *flags])
+    result = runner.invoke(app, ["prune", "-m", str(moved), "--out", str(tmp_path / "o"), "--trust-remote-code",
+                                 *flags])
     assert "cannot import 'renamed_away'" in _error_line(result) and not (tmp_path / "o").exists()
     result = runner.invoke(app, ["prune", "-m", str(moved), "--module", "_textnet_zoo:UserGRU", "--out",
                                  str(tmp_path / "o"), *flags])

@@ -19,6 +19,7 @@ from transformers import (
 
 from prunekit.assets import resolve_model
 from prunekit.errors import PrunekitError
+from prunekit.io.damaged import names_damaged_file
 
 # transformers 5 logs a long "layers were not sharded" list on every load once `accelerate` has set up
 # its process state; it is not actionable for a single-device model, so keep it out of the user's way.
@@ -41,6 +42,7 @@ def locate(spec: str) -> str:
     return spec  # a hub id: transformers fetches it when online
 
 
+@names_damaged_file("spec")
 def load_config(spec: str, trust_remote_code: bool = False) -> tuple[str, PretrainedConfig]:
     where = locate(spec)
     try:
@@ -61,6 +63,7 @@ def has_classification_head(config: PretrainedConfig) -> bool:
     return any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
 
 
+@names_damaged_file("where")
 def load_tokenizer(where: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
     try:
         return AutoTokenizer.from_pretrained(where, trust_remote_code=trust_remote_code)
@@ -68,6 +71,7 @@ def load_tokenizer(where: str, trust_remote_code: bool = False) -> PreTrainedTok
         raise PrunekitError(f"model {where!r}: cannot load its tokenizer ({str(err).splitlines()[0]})") from err
 
 
+@names_damaged_file("spec")
 def load_classifier(
     spec: str, label_names: list[str] | None = None, trust_remote_code: bool = False,
     module: str | None = None, module_kwargs: dict | None = None,
@@ -84,7 +88,7 @@ def load_classifier(
         raise PrunekitError(f"--module/--module-kwargs rebuild a custom module folder saved by prunekit; {spec!r} is "
                             "not one (to train a new instance of your module: prunekit finetune --module)")
     if is_textnet_dir(spec):  # an LSTM/GRU/RNN or TextCNN classifier, or a user's module, saved by prunekit
-        model = load_textnet(spec, module, module_kwargs)
+        model = load_textnet(spec, module, module_kwargs, trust_remote_code)
         return model, load_tokenizer(str(Path(spec).expanduser()), trust_remote_code), False
     where, config = load_config(spec, trust_remote_code)
     from prunekit.io.shapes import MANIFEST, load
@@ -135,6 +139,7 @@ def _with_padding(model: nn.Module, tokenizer: PreTrainedTokenizerBase, spec: st
     return tokenizer
 
 
+@names_damaged_file("spec")
 def load_any(spec: str, trust_remote_code: bool = False) -> nn.Module:
     """Whatever the folder holds: a classifier, a causal LM, or a bare encoder."""
     where, config = load_config(spec, trust_remote_code)
@@ -168,6 +173,7 @@ def is_causal_lm(config: PretrainedConfig) -> bool:
     return any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in (config.architectures or []))
 
 
+@names_damaged_file("spec")
 def load_causal_lm(spec: str, trust_remote_code: bool = False) -> tuple[nn.Module, PreTrainedTokenizerBase]:
     """A decoder language model and its tokenizer; anything else (an encoder, a classifier) is a clear error.
 

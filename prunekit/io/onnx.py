@@ -91,10 +91,12 @@ def export_onnx(
     exporter: Exporter | None = None,
     module: str | None = None,
     module_kwargs: dict[str, Any] | None = None,
+    trust_remote_code: bool = False,
 ) -> dict[str, Any]:
     """Export the classifier or causal LM in ``model_dir`` to ``path`` (float32, dynamic batch and sequence).
     ``module``/``module_kwargs`` rebuild a user's own module saved by prunekit whose class the folder's
-    recorded import path does not reach (see :func:`prunekit.io.textnet.load_custom`).
+    recorded import path does not reach (see :func:`prunekit.io.textnet.load_custom`);
+    ``trust_remote_code`` lets the folder's recorded class (or the model's own code) be imported.
 
     ``seq_len`` is the traced length and the longest one verified; ``opset`` None takes the exporter's
     default. With ``verify``, onnxruntime must match torch on two random batches of other shapes, or
@@ -121,9 +123,10 @@ def export_onnx(
 
         if not is_custom_dir(Path(resolve_model(str(model_dir))).expanduser()):
             raise PrunekitError(f"--module rebuilds a custom module folder saved by prunekit; {model_dir} is not one")
-        model = load_custom(Path(resolve_model(str(model_dir))), module, module_kwargs).float().eval()
+        model = load_custom(Path(resolve_model(str(model_dir))), module, module_kwargs,
+                            trust_remote_code).float().eval()
     else:
-        model = load(model_dir).float().eval()
+        model = load(model_dir, trust_remote_code).float().eval()
     text = is_text_model(model)
     exporter = _pick_exporter(exporter if exporter is not None or not text else _text_exporter(model))
     causal = False if text else _is_causal_lm(model)

@@ -32,6 +32,8 @@ from transformers import AutoConfig, PretrainedConfig, PreTrainedTokenizerBase
 from prunekit.arch import family_for, family_for_config
 from prunekit.errors import PrunekitError
 from prunekit.io.atomic import atomic_output_dir, write_json_atomic
+from prunekit.io.automap import drop_dangling_auto_map
+from prunekit.io.damaged import names_damaged_file
 from prunekit.io.documents import read_versioned_json
 from prunekit.io.textnet import is_textnet_dir, load_textnet
 from prunekit.prune.structured import attn_site, ffn_site, find_module, is_uniform, model_shapes, sync_config
@@ -61,6 +63,7 @@ def write_pruned(model: nn.Module, tokenizer: PreTrainedTokenizerBase | None, fo
     model.save_pretrained(folder)
     if tokenizer is not None:
         tokenizer.save_pretrained(folder)
+    drop_dangling_auto_map(folder)
     write_json_atomic(Path(folder) / MANIFEST, manifest)
     return manifest
 
@@ -138,6 +141,7 @@ def _weights(folder: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+@names_damaged_file("path")
 def load(path: str | Path, trust_remote_code: bool = False) -> nn.Module:
     """Rebuild a model saved by :func:`save_pruned`, ready for eval.
 
@@ -146,8 +150,8 @@ def load(path: str | Path, trust_remote_code: bool = False) -> nn.Module:
     to :func:`prunekit.io.hf.load_any` unchanged, so this can stand in for it as ``prunekit.load``.
     """
     folder = Path(path).expanduser()
-    if is_textnet_dir(folder):  # an LSTM/GRU/RNN or TextCNN classifier
-        return load_textnet(folder)
+    if is_textnet_dir(folder):  # an LSTM/GRU/RNN or TextCNN classifier, or a user's module
+        return load_textnet(folder, trust_remote_code=trust_remote_code)
     if (folder / QUANT_MANIFEST).is_file():  # int8 weights: rebuilt, then quantised and filled
         from prunekit.quant.saved import load_int8
 
@@ -208,6 +212,7 @@ def save_sparse(model: nn.Module, tokenizer: PreTrainedTokenizerBase | None, fol
         model.save_pretrained(folder)
     if tokenizer is not None:
         tokenizer.save_pretrained(folder)
+    drop_dangling_auto_map(folder)
 
 
 def _load_packed_folder(folder: Path) -> nn.Module:

@@ -20,6 +20,8 @@ from transformers import PreTrainedTokenizerBase
 
 from prunekit.errors import PrunekitError
 from prunekit.io.atomic import atomic_output_dir, write_json_atomic
+from prunekit.io.automap import drop_dangling_auto_map
+from prunekit.io.damaged import names_damaged_file
 
 MODEL_JSON = "prunekit_model.json"
 SHAPES_JSON = "prunekit_textnet_shapes.json"
@@ -53,6 +55,7 @@ def write_textnet(model: nn.Module, tokenizer: PreTrainedTokenizerBase | None, f
         write_json_atomic(folder / SHAPES_JSON, _custom_record(model))
     if tokenizer is not None:
         tokenizer.save_pretrained(folder)
+        drop_dangling_auto_map(folder)
 
 
 def _custom_record(model: nn.Module) -> dict[str, Any]:
@@ -92,15 +95,16 @@ def _load_strict(model: nn.Module, state: dict[str, torch.Tensor], folder: Path)
     return model.eval()
 
 
-def load_textnet(path: str | Path, module: str | None = None, module_kwargs: dict[str, Any] | None = None
-                 ) -> nn.Module:
+@names_damaged_file("path")
+def load_textnet(path: str | Path, module: str | None = None, module_kwargs: dict[str, Any] | None = None,
+                 trust_remote_code: bool = False) -> nn.Module:
     """Rebuild a text model from its folder, ready for eval: a built-in one from its config, a custom one
     with :func:`load_custom` (``module``/``module_kwargs`` override what the folder recorded)."""
     from prunekit.models import TextNetConfig, build_model
 
     folder = Path(path).expanduser()
     if not (folder / MODEL_JSON).is_file():
-        return load_custom(folder, module, module_kwargs)
+        return load_custom(folder, module, module_kwargs, trust_remote_code)
     try:
         config = TextNetConfig.from_dict(json.loads((folder / MODEL_JSON).read_text()))
     except (OSError, json.JSONDecodeError, TypeError) as err:
@@ -108,6 +112,7 @@ def load_textnet(path: str | Path, module: str | None = None, module_kwargs: dic
     return _load_strict(build_model(config), _weights(folder), folder)
 
 
+@names_damaged_file("path")
 def load_into(module: nn.Module, path: str | Path) -> nn.Module:
     """Load a pruned custom module's folder into ``module``, a fresh instance of the same class at its
     original widths: the first units/filters/dims are kept to reach the saved widths, then every weight
@@ -124,15 +129,17 @@ def load_into(module: nn.Module, path: str | Path) -> nn.Module:
     return _load_strict(module, _weights(folder), folder)
 
 
-def load_custom(path: str | Path, module: str | None = None, module_kwargs: dict[str, Any] | None = None
-                ) -> nn.Module:
-    """A custom module's folder, rebuilt: import the class (``module``, else the recorded import path, which
-    is looked up on ``sys.path`` only, never in the working folder),
+@names_damaged_file("path")
+def load_custom(path: str | Path, module: str | None = None, module_kwargs: dict[str, Any] | None = None,
+                trust_remote_code: bool = False) -> nn.Module:
+    """A custom module's folder, rebuilt: import the class (``module``, else the import path the folder
+    recorded, which only ``trust_remote_code`` lets run, and never from the working or the model folder:
+    :func:`prunekit.models.custom.import_recorded_class`),
     construct it (``module_kwargs``, else the recorded ones), cut it to the saved widths and load the
     weights (:func:`load_into`); returned in prunekit's calling convention (:func:`prunekit.models.custom.adapt`):
     ``model(input_ids=..., attention_mask=...)`` gives ``.logits``."""
     from prunekit.arch.textnets import text_layout
-    from prunekit.models.custom import ModuleConfig, adapt, instantiate
+    from prunekit.models.custom import ModuleConfig, adapt, import_class, import_recorded_class, instantiate
 
     folder = Path(path).expanduser()
     saved = _read_shapes(folder)
@@ -140,8 +147,11 @@ def load_custom(path: str | Path, module: str | None = None, module_kwargs: dict
     if not path_:
         raise PrunekitError(f"{folder} holds a custom {saved.get('class', 'module')} whose class cannot be imported "
                             "by name (defined in __main__?); pass --module pkg.mod:ClassName")
+    if not isinstance(path_, str):
+        raise PrunekitError(f"{folder / SHAPES_JSON}: 'module' must be a string such as 'pkg.mod:ClassName'")
+    cls = import_class(path_) if module else import_recorded_class(path_, folder / SHAPES_JSON, trust_remote_code)
     kwargs = module_kwargs if module_kwargs is not None else saved.get("module_kwargs")
-    net = load_into(instantiate(path_, kwargs, from_cwd=module is not None), folder)
+    net = load_into(instantiate(cls, kwargs), folder)
     layout = text_layout(net)
     config = ModuleConfig(path_, kwargs, layout.embedding[1].num_embeddings, layout.classifier[1].out_features,
                           saved.get("id2label") or {}, int(saved.get("pad_token_id", 0)))

@@ -8,8 +8,10 @@ instance that convention *without wrapping it*: its class becomes a subclass of 
 ``forward`` calls the user's, so parameter and module names (hence group names, plans and the saved
 weights) stay exactly the user's, and ``load_into(MyNet(), DIR)`` still works on what prunekit saved.
 
-Importing the named module runs the user's code; that is what ``--module`` asks for. Weights are only
-ever read from safetensors.
+Importing the named module runs the user's code; that is what ``--module`` asks for. A class merely
+*recorded* in a saved folder is imported only on the user's opt-in (``trust_remote_code``) and never from
+the working folder or the model folder (:func:`import_recorded_class`). Weights are only ever read from
+safetensors.
 """
 
 from __future__ import annotations
@@ -18,7 +20,10 @@ import functools
 import importlib
 import inspect
 import json
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,21 +71,36 @@ def parse_kwargs(text: str | None) -> dict[str, Any] | None:
     return value
 
 
-def import_class(path: str, from_cwd: bool = True) -> type[nn.Module]:
-    """``pkg.mod:ClassName`` (or ``pkg.mod.ClassName``), importable from ``sys.path`` or, with ``from_cwd``
-    (an explicit ``--module``), the working folder as for ``python -m``. A path recorded in a saved folder
-    is imported without it: a downloaded folder must not run a file that merely sits beside it."""
+#: prunekit's own text models: a folder naming one of these imports nothing but prunekit, so it loads
+#: without opt-in. Exact names only: a prefix test would also pass ``prunekit_evil:X``.
+BUILTIN_CLASSES = frozenset({"prunekit.models:RecurrentClassifier", "prunekit.models:TextCNN",
+                             "prunekit.models.recurrent:RecurrentClassifier", "prunekit.models.textcnn:TextCNN"})
+
+
+def _split(path: str) -> tuple[str, str]:
+    """``pkg.mod:ClassName`` (or ``pkg.mod.ClassName``) as (module, attribute)."""
     mod_name, sep, attr = path.partition(":")
     if not sep:
         mod_name, _, attr = path.rpartition(".")
     if not mod_name or not attr:
         raise PrunekitError(f"--module {path!r}: expected pkg.module:ClassName")
+    return mod_name, attr
+
+
+def import_class(path: str, from_cwd: bool = True, exclude: tuple[Path, ...] = ()) -> type[nn.Module]:
+    """``pkg.mod:ClassName`` (or ``pkg.mod.ClassName``), importable from ``sys.path`` or, with ``from_cwd``
+    (an explicit ``--module``), the working folder as for ``python -m``. Without it (a path recorded in a
+    saved folder) the working folder (``''``) is taken off ``sys.path`` for the import, and so are the
+    ``exclude`` folders and anything inside them: a downloaded folder must not run a file that merely sits
+    in it or beside it, even under ``python -c``, the REPL or Jupyter, whose ``sys.path`` starts with ``''``."""
+    mod_name, attr = _split(path)
     cwd = str(Path.cwd())
     added = from_cwd and cwd not in sys.path
     if added:
         sys.path.append(cwd)
     try:
-        module = importlib.import_module(mod_name)
+        with _search_without(not from_cwd, exclude):
+            module = importlib.import_module(mod_name)
     except ImportError as err:
         where = "run from the folder holding it or put it on PYTHONPATH" if from_cwd else (
             "put it on PYTHONPATH or pass --module (which also looks in the working folder)")
@@ -96,6 +116,42 @@ def import_class(path: str, from_cwd: bool = True) -> type[nn.Module]:
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
         raise PrunekitError(f"--module {path!r} is not a torch.nn.Module class")
     return cls
+
+
+@contextmanager
+def _search_without(cwd: bool, folders: tuple[Path, ...] = ()) -> Iterator[None]:
+    """``sys.path`` without the working folder (with ``cwd``; ``''`` and ``.`` are it) and without any
+    entry that is or lies inside one of ``folders``; the entries are put back at their places afterwards,
+    and any the import itself added are kept."""
+    here = os.path.realpath(os.curdir)
+    roots = [os.path.realpath(f) for f in folders]
+
+    def excluded(entry: str) -> bool:
+        real = os.path.realpath(entry or os.curdir)
+        return (cwd and real == here) or any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
+
+    removed = [(i, e) for i, e in enumerate(sys.path) if isinstance(e, str) and excluded(e)]
+    for _, entry in removed:
+        sys.path.remove(entry)
+    try:
+        yield
+    finally:
+        for i, entry in removed:
+            sys.path.insert(i, entry)
+
+
+def import_recorded_class(path: str, record: Path, trust_remote_code: bool = False) -> type[nn.Module]:
+    """The class a saved folder's ``record`` names. prunekit's own classes (:data:`BUILTIN_CLASSES`) load
+    as they are; any other import runs code the folder chose, so it needs ``trust_remote_code`` and even
+    then never comes from the working folder or the model folder."""
+    mod_name, attr = _split(path)
+    if f"{mod_name}:{attr}" in BUILTIN_CLASSES:
+        return import_class(path, from_cwd=False)
+    if not trust_remote_code:
+        raise PrunekitError(f"{record} names the class {path!r}, and importing it would run that module's code; "
+                            "if you trust it pass --trust-remote-code (trust_remote_code=True), or give the class "
+                            "yourself with --module pkg.mod:ClassName")
+    return import_class(path, from_cwd=False, exclude=(record.parent,))
 
 
 def import_path_of(module: nn.Module) -> str | None:
@@ -114,12 +170,14 @@ def user_class(module: nn.Module) -> type[nn.Module]:
     return cls.__mro__[2] if isinstance(module, TextModuleAdapter) else cls
 
 
-def instantiate(path: str, kwargs: dict[str, Any] | None, from_cwd: bool = True) -> nn.Module:
-    cls = import_class(path, from_cwd)
+def instantiate(path: str | type[nn.Module], kwargs: dict[str, Any] | None) -> nn.Module:
+    """An instance of the class (or of the class ``path`` names, imported as ``--module`` does)."""
+    cls = import_class(path) if isinstance(path, str) else path
+    name = path if isinstance(path, str) else f"{cls.__module__}:{cls.__qualname__}"
     try:
         return cls(**(kwargs or {}))
     except Exception as err:  # noqa: BLE001 - the user's constructor may raise anything
-        raise PrunekitError(f"--module {path!r}: {cls.__name__}(**{kwargs or {}}) failed ({type(err).__name__}: "
+        raise PrunekitError(f"--module {name!r}: {cls.__name__}(**{kwargs or {}}) failed ({type(err).__name__}: "
                             f"{err}); pass --module-kwargs") from err
 
 

@@ -26,6 +26,8 @@ from transformers import PreTrainedTokenizerBase
 
 from prunekit.errors import PrunekitError
 from prunekit.io.atomic import atomic_output_dir, write_json_atomic
+from prunekit.io.automap import drop_dangling_auto_map
+from prunekit.io.damaged import names_damaged_file
 from prunekit.io.documents import read_versioned_json
 from prunekit.io.shapes import QUANT_MANIFEST, build_skeleton, read_manifest
 from prunekit.quant.int8 import SHAPES_ATTR, convert_int8, quiet_quantization
@@ -89,6 +91,7 @@ def write_int8(model: nn.Module, tokenizer: PreTrainedTokenizerBase | None, fold
     model.config.save_pretrained(folder)
     if tokenizer is not None:
         tokenizer.save_pretrained(folder)
+    drop_dangling_auto_map(folder)
     manifest = {"format": FORMAT, "version": FORMAT_VERSION, "embeddings": any(k == "embedding" for k, _ in
                 quantized.values()), "modules": modules, "shapes": shapes}
     write_json_atomic(folder / QUANT_MANIFEST, manifest)
@@ -102,6 +105,7 @@ def save_int8(model: nn.Module, tokenizer: PreTrainedTokenizerBase | None, out_d
         return write_int8(model, tokenizer, tmp)
 
 
+@names_damaged_file("folder")
 def load_int8(folder: str | Path) -> nn.Module:
     """Rebuild a folder written by :func:`write_int8`, with bit-identical integer weights and scales."""
     folder = Path(folder).expanduser()

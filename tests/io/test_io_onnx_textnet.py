@@ -31,7 +31,7 @@ def _batch(batch: int, seq: int, seed: int) -> dict[str, torch.Tensor]:
 
 
 def _assert_ort_matches(folder: Path, result: dict, names: list[str]) -> None:
-    model = prunekit.load(folder)
+    model = prunekit.load(folder, trust_remote_code=True)  # the folders name test classes of their own
     session = onnx_session(result["path"], threads=1)
     assert [i.name for i in session.get_inputs()] == result["inputs"] == names
     for seed, (batch, seq) in enumerate([(1, 5), (4, 17), (3, 3)]):
@@ -72,7 +72,7 @@ def test_a_users_module_exports_with_the_inputs_its_forward_takes(tmp_path):
     net = StackedRNN()
     apply_text_plan(net, text_plan_from_ratios(net, group_scores(net, "l2").units, units=0.5))
     save_textnet(net, None, tmp_path / "m")  # records _textnet_zoo:StackedRNN, rebuilt by prunekit.load
-    result = export_onnx(tmp_path / "m", tmp_path / "m.onnx", seq_len=SEQ)
+    result = export_onnx(tmp_path / "m", tmp_path / "m.onnx", seq_len=SEQ, trust_remote_code=True)
     _assert_ort_matches(tmp_path / "m", result, ["input_ids"])  # its forward takes token ids only
 
 

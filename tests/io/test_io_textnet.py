@@ -42,7 +42,9 @@ def test_a_custom_module_reloads_into_a_fresh_instance(tmp_path, build):
     again = load_into(build(), tmp_path / "m")
     ids = batch()["input_ids"]
     assert torch.equal(again(ids), model(ids))
-    rebuilt = prunekit.load(tmp_path / "m")  # from the recorded import path (_textnet_zoo:...), no kwargs
+    with pytest.raises(PrunekitError, match="--trust-remote-code"):  # the folder's class runs only on opt-in
+        prunekit.load(tmp_path / "m")
+    rebuilt = prunekit.load(tmp_path / "m", trust_remote_code=True)  # from the recorded path, no kwargs
     assert isinstance(rebuilt, build) and torch.equal(rebuilt(input_ids=ids).logits, model(ids))
     with pytest.raises(PrunekitError, match="was saved from a module"):
         load_into(UserCNN() if build is StackedRNN else StackedRNN(), tmp_path / "m")
@@ -65,7 +67,7 @@ def test_a_module_that_cannot_be_imported_by_name_needs_module(tmp_path):
     save_textnet(Local(), None, tmp_path / "m")
     assert json.loads((tmp_path / "m" / SHAPES_JSON).read_text())["module"] is None
     with pytest.raises(PrunekitError, match="pass --module"):
-        prunekit.load(tmp_path / "m")
+        prunekit.load(tmp_path / "m", trust_remote_code=True)
     assert isinstance(load_custom(tmp_path / "m", "_textnet_zoo:UserCNN"), UserCNN)
 
 
@@ -101,8 +103,105 @@ def test_a_recorded_import_path_is_never_looked_up_in_the_working_folder(tmp_pat
     assert json.loads((tmp_path / "m" / SHAPES_JSON).read_text())["module"] == "cwd_net_for_test:Net"
     del sys.modules["cwd_net_for_test"]
     with pytest.raises(PrunekitError, match="put it on PYTHONPATH or pass --module"):
-        prunekit.load(tmp_path / "m")
+        prunekit.load(tmp_path / "m", trust_remote_code=True)
     again = load_custom(tmp_path / "m", "cwd_net_for_test:Net")
     ids = torch.tensor([[1, 2, 3]])
     assert torch.equal(again(input_ids=ids).logits, net(ids))
     monkeypatch.delitem(sys.modules, "cwd_net_for_test", raising=False)
+
+
+EVIL_SOURCE = '''
+from pathlib import Path
+
+Path(__file__).with_name("RAN-" + __name__).write_text("imported")
+''' + NET_SOURCE
+
+
+def _saved_naming(tmp_path, module: str, folder_name: str = "m"):
+    """A custom module's folder whose manifest names ``module`` (as a downloaded, edited folder could)."""
+    torch.manual_seed(0)
+    folder = tmp_path / folder_name
+    save_textnet(UserCNN(), None, folder)
+    record = json.loads((folder / SHAPES_JSON).read_text())
+    (folder / SHAPES_JSON).write_text(json.dumps({**record, "module": module}))
+    return folder
+
+
+@pytest.mark.parametrize("trust", [False, True])
+@pytest.mark.parametrize("entry", ["", "cwd"])
+@pytest.mark.parametrize("where", ["working folder", "model folder"])
+def test_a_manifest_never_imports_a_file_from_the_working_or_the_model_folder(tmp_path, monkeypatch, where, entry,
+                                                                              trust):
+    """`python -c`, the REPL and Jupyter put '' (the working folder) first on sys.path; a folder naming a
+    module that sits in the working folder or in the model folder itself must not make prunekit run it,
+    not even with trust_remote_code (which trusts installed code, not files lying about)."""
+    import sys
+
+    name = f"evil_{where.split()[0]}_{entry or 'empty'}_{trust}"
+    folder = _saved_naming(tmp_path, f"{name}:Net")
+    work = folder if where == "model folder" else tmp_path / "work"
+    work.mkdir(exist_ok=True)
+    (work / f"{name}.py").write_text(EVIL_SOURCE)
+    monkeypatch.chdir(work)
+    monkeypatch.setattr(sys, "path", ["" if entry == "" else str(work), *sys.path])
+    monkeypatch.delitem(sys.modules, name, raising=False)
+    with pytest.raises(PrunekitError, match="--trust-remote-code" if not trust else "cannot import") as err:
+        prunekit.load("." if where == "model folder" else folder, trust_remote_code=trust)
+    assert len(str(err.value).splitlines()) == 1
+    assert name not in sys.modules and not (work / f"RAN-{name}").exists()
+    assert sys.path[0] == ("" if entry == "" else str(work))  # the search path is restored
+
+
+@pytest.mark.parametrize("module", ["this:X", "prunekit_evil_for_test:Net"])
+def test_a_manifest_naming_an_installed_module_imports_nothing_without_opt_in(tmp_path, monkeypatch, capsys,
+                                                                              module):
+    """`this:X` used to print the Zen of Python; and prunekit's own classes are allowed by exact name,
+    not by a prefix that `prunekit_evil_for_test` would pass."""
+    import sys
+
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "prunekit_evil_for_test.py").write_text(EVIL_SOURCE)
+    monkeypatch.syspath_prepend(str(site))
+    mod_name = module.partition(":")[0]
+    monkeypatch.delitem(sys.modules, mod_name, raising=False)
+    folder = _saved_naming(tmp_path, module)
+    with pytest.raises(PrunekitError, match=r"names the class .* pass --trust-remote-code \(trust_remote_code=True\)"):
+        prunekit.load(folder)
+    assert mod_name not in sys.modules and not list(site.glob("RAN-*"))
+    assert "Beautiful is better" not in capsys.readouterr().out
+
+
+def test_with_opt_in_a_class_installed_on_the_path_loads(tmp_path, monkeypatch):
+    import sys
+
+    from prunekit.models.custom import import_class
+
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "legit_net_for_test.py").write_text(NET_SOURCE)
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.delitem(sys.modules, "legit_net_for_test", raising=False)
+    torch.manual_seed(0)
+    net = import_class("legit_net_for_test:Net")()
+    save_textnet(net, None, tmp_path / "m")
+    del sys.modules["legit_net_for_test"]
+    with pytest.raises(PrunekitError, match="--trust-remote-code"):
+        prunekit.load(tmp_path / "m")
+    assert "legit_net_for_test" not in sys.modules
+    again = prunekit.load(tmp_path / "m", trust_remote_code=True)
+    ids = torch.tensor([[1, 2, 3]])
+    assert torch.equal(again(input_ids=ids).logits, net(ids))
+    monkeypatch.delitem(sys.modules, "legit_net_for_test", raising=False)
+
+
+def test_prunekits_own_classes_are_allowed_by_exact_name_only(tmp_path):
+    from prunekit.models import TextCNN
+    from prunekit.models.custom import import_recorded_class
+
+    record = tmp_path / SHAPES_JSON
+    assert import_recorded_class("prunekit.models:TextCNN", record) is TextCNN
+    assert import_recorded_class("prunekit.models.textcnn.TextCNN", record) is TextCNN
+    for name in ("prunekit.models.custom:TextModuleAdapter", "prunekit.models.textcnn:nn", "prunekit_x.models:TextCNN"):
+        with pytest.raises(PrunekitError, match="--trust-remote-code"):
+            import_recorded_class(name, record)
