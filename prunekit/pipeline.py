@@ -10,7 +10,7 @@ import copy
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +95,7 @@ def open_workbench(
     ``module_kwargs`` rebuild a user's own module from a folder prunekit saved it in (see --module)."""
     seed_everything(seed)
     ds = load_classification(data.data, data.text_columns, data.label_column)
+    notes: list[str] = []
     if new is not None:
         _subsets(ds, data)  # first: a new vocabulary comes from the training texts actually used
         m, tok = new_text_model(new, ds)
@@ -104,7 +105,9 @@ def open_workbench(
             raise PrunekitError("give a model (--model) or a new architecture (--arch)")
         m, tok, head_is_new = load_classifier(model, ds.label_names, trust_remote_code, module, module_kwargs)
         if not head_is_new:
-            ds = ds.with_labels(label_names_of(m.config))
+            ds, notes = match_labels(ds, label_names_of(m.config), model)
+            for note in notes:
+                log(note)
         _subsets(ds, data)
     m.to(default_device())
     enc = {s: encode(getattr(ds, s), tok, data.max_length) for s in ("train", "validation", "test")}
@@ -112,7 +115,30 @@ def open_workbench(
         f"{model}: {m.config.model_type}, {len(ds.label_names)} labels; data {ds.source}: "
         f"{len(ds.train)} train / {len(ds.validation)} validation / {len(ds.test)} test"
     )
-    return Workbench(m, tok, ds, enc["train"], enc["validation"], enc["test"], head_is_new, model)
+    return Workbench(m, tok, ds, enc["train"], enc["validation"], enc["test"], head_is_new, model, notes)
+
+
+def match_labels(ds: ClassificationData, names: list[str], spec: str) -> tuple[ClassificationData, list[str]]:
+    """The data re-encoded in the model's label ids, and a note when that took a decision.
+
+    A trained head must predict exactly the data's classes: a 3-label model on 2-class data (or the reverse)
+    would be trained and scored against a head that does not fit, without a word, so both are refused. Names
+    must match too (string labels that differ are refused by :meth:`ClassificationData.with_labels`), with one
+    exception: integer labels 0…n-1 and a model with as many named labels are the transformers convention
+    (label = id), so they are read as its ids and the mapping is noted.
+    """
+    def shown(labels: list[str]) -> str:
+        return "" if all(n.isdigit() for n in labels) else f" ({', '.join(labels)})"
+
+    if len(names) != ds.num_labels:
+        raise PrunekitError(f"model {spec!r} has {len(names)} labels{shown(names)} but the data {ds.source} has "
+                            f"{ds.num_labels} classes{shown(ds.label_names)}; give data with the model's classes, "
+                            "or a model without a classification head (prunekit trains a new one)")
+    if ds.label_names == [str(i) for i in range(len(names))] and ds.label_names != names:
+        ds = replace(ds, label_names=list(names))
+        return ds, [f"labels: the data's 0…{len(names) - 1} read as the model's label ids "
+                    f"({', '.join(f'{i} = {n}' for i, n in enumerate(names))})"]
+    return ds.with_labels(names), []
 
 
 def _subsets(ds: ClassificationData, data: DataOptions) -> None:

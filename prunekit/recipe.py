@@ -327,9 +327,10 @@ def check_recipe(recipe: Recipe, where: str = "recipe") -> None:
 def check_inputs(recipe: Recipe) -> None:
     """What can be checked from configs alone, before any weights load: the model exists, a bare
     encoder gets a head first, every teacher predicts the model's labels."""
-    from prunekit.io.hf import has_classification_head, label_names_of, load_config
+    from prunekit.io.hf import check_task, has_classification_head, label_names_of, load_config
 
     _, config = load_config(recipe.model, recipe.trust_remote_code)
+    check_task(recipe.model, config, "classification")
     if not has_classification_head(config) and recipe.stages[0].kind != "finetune":
         raise PrunekitError(f"model {recipe.model!r} has no trained classification head: start the recipe with "
                             "a finetune stage")

@@ -71,6 +71,26 @@ def tiny_classifier(tmp_path: Path) -> Path:
 
 
 @pytest.fixture()
+def tiny_bert_with_head(tmp_path: Path):
+    """Builds tiny BERT folders with any transformers class (BertForTokenClassification, a 3-label
+    BertForSequenceClassification, ...): ``make(cls, **config_overrides) -> folder``, saved as transformers does."""
+
+    def make(cls: type, name: str | None = None, **overrides: object) -> Path:
+        folder = tmp_path / (name or cls.__name__)
+        folder.mkdir()
+        tok = _tokenizer(folder)
+        cfg = _config(tok.vocab_size)
+        for key, value in overrides.items():
+            setattr(cfg, key, value)
+        torch.manual_seed(0)
+        cls(cfg).save_pretrained(folder)
+        tok.save_pretrained(folder)
+        return folder
+
+    return make
+
+
+@pytest.fixture()
 def tiny_gpt2_classifier(tmp_path: Path) -> Path:
     """A GPT-2 classifier folder (Conv1D Linears, weights stored transposed) with labels negative/positive
     (untrained weights) and a GPT-2-like tokenizer: no special tokens around a text, end-of-text pads.

@@ -38,6 +38,21 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, tiny_csv):
     assert not (tmp_path / "o").exists()
 
 
+def test_a_qa_model_or_a_file_as_model_is_one_line_and_exit_2(tiny_bert_with_head, tiny_csv, tmp_path):
+    """Before: the QA model was pruned as a sequence classifier with a fresh head; the file said "no config.json"."""
+    from transformers import BertForQuestionAnswering
+
+    qa = tiny_bert_with_head(BertForQuestionAnswering)
+    for model, says in [(qa, "is a BertForQuestionAnswering (question answering); prunekit supports sequence "
+                             "classification and causal LMs (--task lm) for now"),
+                        (qa / "config.json", f"is a file; give the model folder ({qa})")]:
+        result = runner.invoke(app, ["prune", "-m", str(model), "-d", str(tiny_csv), "--out", str(tmp_path / "o"),
+                                     "--no-latency"])
+        lines = [ln for ln in result.output.splitlines() if ln.strip()]
+        assert result.exit_code == 2 and len(lines) == 1 and says in lines[0], result.output
+        assert not (tmp_path / "o").exists()
+
+
 def test_sparsity_out_of_range_from_cli(trained_tiny, tmp_path):
     clf, csv = trained_tiny
     result = runner.invoke(app, ["prune", "-m", str(clf), "-d", str(csv), "--out", str(tmp_path / "o"),

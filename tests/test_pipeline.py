@@ -245,6 +245,83 @@ def test_unsupported_model_type_and_pickle_weights(tmp_path, tiny_csv):
         prune(str(pickled), DataOptions(str(tiny_csv)), tmp_path / "o", _settings())
 
 
+# --- a model's head must fit the task and the data's classes (issue 19, item 7) ---------------------------
+
+
+def test_a_token_or_qa_model_is_refused_by_every_classifier_command(tiny_bert_with_head, tiny_csv, tmp_path):
+    """Before: each became a sequence classifier with a fresh head ("no trained classification head")."""
+    from transformers import BertForQuestionAnswering, BertForTokenClassification
+
+    from prunekit.config import TrainOptions
+    from prunekit.pipeline import finetune
+    from prunekit.search.api import SearchData, sensitivity
+
+    token, qa = tiny_bert_with_head(BertForTokenClassification), tiny_bert_with_head(BertForQuestionAnswering)
+    before = _tree_hash(token)
+    _expect_error(r"is a BertForTokenClassification \(token classification\); prunekit supports sequence "
+                  r"classification and causal LMs \(--task lm\) for now", token, tiny_csv, tmp_path / "o")
+    _expect_error(r"is a BertForQuestionAnswering \(question answering\)", qa, tiny_csv, tmp_path / "o")
+    with pytest.raises(PrunekitError, match="token classification"):
+        finetune(str(token), DataOptions(str(tiny_csv)), tmp_path / "f", TrainOptions(epochs=0.1))
+    with pytest.raises(PrunekitError, match="question answering"):
+        evaluate(str(qa), DataOptions(str(tiny_csv)))
+    with pytest.raises(PrunekitError, match="token classification"):
+        sensitivity(str(token), DataOptions(str(tiny_csv)), tmp_path / "s", opts=SearchData(calib_batches=1))
+    assert not any((tmp_path / d).exists() for d in ("o", "f", "s"))
+    assert _tree_hash(token) == before
+
+
+def _three_labels(tiny_bert_with_head, named: bool) -> Path:
+    from transformers import BertForSequenceClassification
+
+    if not named:
+        return tiny_bert_with_head(BertForSequenceClassification, "three", num_labels=3)
+    names = ["negative", "neutral", "positive"]
+    return tiny_bert_with_head(BertForSequenceClassification, "three-named", id2label=dict(enumerate(names)),
+                               label2id={n: i for i, n in enumerate(names)})
+
+
+def test_a_three_label_model_on_two_class_data_is_refused(tiny_bert_with_head, tiny_csv, tmp_path):
+    """Before: accepted without a word (the data's two classes are a subset of the model's three)."""
+    named = _three_labels(tiny_bert_with_head, named=True)
+    _expect_error(r"'\S+three-named' has 3 labels \(negative, neutral, positive\) but the data \S+tiny.csv has 2 "
+                  r"classes \(negative, positive\); give data with the model's classes", named, tiny_csv,
+                  tmp_path / "o")
+    ints = tmp_path / "ints.csv"
+    pd.read_csv(tiny_csv).assign(label=lambda d: (d.label == "positive").astype(int)).to_csv(ints, index=False)
+    generic = _three_labels(tiny_bert_with_head, named=False)
+    with pytest.raises(PrunekitError, match=r"has 3 labels but the data \S+ has 2 classes;"):
+        evaluate(str(generic), DataOptions(str(ints)))
+
+
+def test_a_two_label_model_on_three_class_data_is_refused(tiny_classifier, tiny_csv, tmp_path):
+    odd = tmp_path / "odd.csv"
+    rows = pd.read_csv(tiny_csv)
+    pd.concat([rows, pd.DataFrame({"text": ["meh meh"] * 30, "label": ["neutral"] * 30})]).to_csv(odd, index=False)
+    with pytest.raises(PrunekitError, match=r"has 2 labels \(negative, positive\) but the data \S+ has 3 classes "
+                                            r"\(negative, neutral, positive\)"):
+        evaluate(str(tiny_classifier), DataOptions(str(odd)))
+
+
+def test_label_names_must_match_but_integer_labels_are_the_models_ids(tiny_classifier, tiny_csv, tmp_path):
+    """Decided: string labels that differ from the model's names are refused; integer labels 0…n-1 are its
+    label ids (the transformers convention), read so, and the mapping is logged and kept in the report's notes."""
+    from prunekit.pipeline import open_workbench
+
+    other = tmp_path / "other.csv"
+    pd.read_csv(tiny_csv).replace({"label": {"negative": "bad", "positive": "good"}}).to_csv(other, index=False)
+    with pytest.raises(PrunekitError, match=r"labels \['bad', 'good'\] are not in the model's label set"):
+        evaluate(str(tiny_classifier), DataOptions(str(other)))
+    ints = tmp_path / "ints.csv"
+    frame = pd.read_csv(tiny_csv).assign(label=lambda d: (d.label == "positive").astype(int))
+    frame.to_csv(ints, index=False)
+    wb = open_workbench(str(tiny_classifier), DataOptions(str(ints)))
+    by_name = open_workbench(str(tiny_classifier), DataOptions(str(tiny_csv)))
+    assert wb.data.label_names == ["negative", "positive"]
+    assert wb.test.labels == by_name.test.labels and wb.train.labels == by_name.train.labels
+    assert wb.notes == ["labels: the data's 0…1 read as the model's label ids (0 = negative, 1 = positive)"]
+
+
 # --- SparseGPT: one-shot solver with weight updates, masks kept through recovery ----------------------
 
 

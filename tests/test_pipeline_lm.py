@@ -96,6 +96,19 @@ def test_a_classifier_is_not_a_causal_lm(tiny_classifier, tiny_text, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize(("cls", "what"), [("BertForTokenClassification", "token classification"),
+                                         ("BertForMaskedLM", "masked LM"), ("BertModel", "no LM head")])
+def test_task_lm_names_the_head_it_refuses(tiny_bert_with_head, tiny_text, tmp_path, cls, what):
+    import transformers
+
+    folder = tiny_bert_with_head(getattr(transformers, cls))
+    with pytest.raises(PrunekitError, match=rf"is a {cls} \({what}\); --task lm needs a decoder LM"):
+        prune_lm(str(folder), str(tiny_text), tmp_path / "o", calib_samples=4, seq_len=16)
+    with pytest.raises(PrunekitError, match=rf"is a {cls} \({what}\)"):
+        evaluate_lm(str(folder), str(tiny_text), seq_len=16)
+    assert not (tmp_path / "o").exists()
+
+
 def test_cli_prune_and_evaluate_lm(tiny_lm, tiny_text, tmp_path):
     out = tmp_path / "cli"
     result = runner.invoke(app, ["prune", "--task", "lm", "-m", str(tiny_lm), "-d", str(tiny_text), "--out", str(out),

@@ -67,6 +67,21 @@ def test_teacher_with_other_labels_fails_before_work(trained_tiny, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_token_classifier_fails_the_check_even_with_a_finetune_first(tiny_bert_with_head, tiny_csv, tmp_path):
+    """Before: --check passed, and the run fine-tuned a fresh sequence-classification head on it."""
+    from transformers import BertForTokenClassification
+    from typer.testing import CliRunner
+
+    from prunekit.cli import app
+
+    model = tiny_bert_with_head(BertForTokenClassification)
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump({"model": str(model), "data": {"data": str(tiny_csv)},
+                                    "stages": [{"finetune": {"epochs": 0.1}}, {"prune": {"heads": 0.5}}]}))
+    result = CliRunner().invoke(app, ["run", str(path), "--check"])
+    assert result.exit_code == 2 and "is a BertForTokenClassification (token classification)" in result.output
+
+
 def test_recipe_runs_every_stage(trained_tiny, tmp_path):
     folder, csv = trained_tiny
     recipe = {

@@ -34,7 +34,10 @@ def locate(spec: str) -> str:
     resolved = resolve_model(spec)
     path = Path(resolved).expanduser()
     if path.exists():
-        if not path.is_dir() or not (path / "config.json").exists():
+        if not path.is_dir():  # e.g. -m runs/x/config.json: "no config.json" would be a riddle
+            folder = f" ({path.parent})" if (path.parent / "config.json").is_file() else ""
+            raise PrunekitError(f"model {spec!r} is a file; give the model folder{folder}")
+        if not (path / "config.json").exists():
             raise PrunekitError(f"model {spec!r}: {path} is not a Hugging Face model folder (no config.json)")
         return str(path)
     if spec.startswith((".", "/", "~")) or not _HUB_ID.match(spec):
@@ -59,8 +62,58 @@ def label_names_of(config: PretrainedConfig) -> list[str]:
     return [m.group(1) if (m := _GENERIC_LABEL.match(n)) else n for n in names]
 
 
+#: What a checkpoint's head was trained for, by the part of its class name in config.json ``architectures``
+#: that says so. The one table prunekit reads tasks from; a name matching none is a bare model (BertModel).
+HEAD_TASKS: dict[str, str] = {
+    "ForSequenceClassification": "sequence classification",
+    "ForCausalLM": "causal LM",
+    "LMHeadModel": "causal LM",  # GPT2LMHeadModel, GPTJ..., BertLMHeadModel (BERT as a decoder)
+    "ForMaskedLM": "masked LM",
+    "ForPreTraining": "pre-training",
+    "ForTokenClassification": "token classification",
+    "ForQuestionAnswering": "question answering",
+    "ForMultipleChoice": "multiple choice",
+    "ForNextSentencePrediction": "next-sentence prediction",
+    "ForConditionalGeneration": "sequence-to-sequence generation",
+    "ForImageClassification": "image classification",
+}
+
+#: The heads (None: a bare model) each prunekit task starts from; any other head is refused rather than
+#: silently swapped for a fresh one. A classifier keeps a sequence-classification head or gets a new one on
+#: the body: BertForMaskedLM / *ForPreTraining are the usual "bare" encoder checkpoints (the body plus a
+#: pre-training head that is simply dropped), and a decoder LM's body classifies too (GPT-2, LLaMA). An LM
+#: needs its trained LM head: on a bare model it would be new (or, for BERT, half new), so bare is refused.
+TASK_HEADS: dict[str, frozenset[str | None]] = {
+    "classification": frozenset({"sequence classification", None, "masked LM", "pre-training", "causal LM"}),
+    "lm": frozenset({"causal LM"}),
+}
+
+
+def head_of(config: PretrainedConfig) -> tuple[str, str | None]:
+    """The architecture name and what its head does (None: a bare model), per :data:`HEAD_TASKS`."""
+    archs = config.architectures or []
+    for arch in archs:
+        for part, task in HEAD_TASKS.items():
+            if part in arch:
+                return arch, task
+    return (archs[0] if archs else config.model_type), None
+
+
+def check_task(spec: str, config: PretrainedConfig, task: str) -> None:
+    """Refuse, before any weights load, a model whose head is for a task other than ``task``
+    ("classification" or "lm"): a token classifier must not quietly become a sequence classifier."""
+    arch, head = head_of(config)
+    if head in TASK_HEADS[task]:
+        return
+    if task == "lm":
+        raise PrunekitError(f"model {spec!r} is not a causal language model: it is a {arch} ({head or 'no LM head'})"
+                            "; --task lm needs a decoder LM (*ForCausalLM) such as GPT-2, LLaMA, Qwen or SmolLM2")
+    raise PrunekitError(f"model {spec!r} is a {arch} ({head}); prunekit supports sequence classification and "
+                        "causal LMs (--task lm) for now")
+
+
 def has_classification_head(config: PretrainedConfig) -> bool:
-    return any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
+    return head_of(config)[1] == "sequence classification"
 
 
 @names_damaged_file("where")
@@ -91,6 +144,7 @@ def load_classifier(
         model = load_textnet(spec, module, module_kwargs, trust_remote_code)
         return model, load_tokenizer(str(Path(spec).expanduser()), trust_remote_code), False
     where, config = load_config(spec, trust_remote_code)
+    check_task(spec, config, "classification")
     from prunekit.io.shapes import MANIFEST, load
 
     if (Path(where) / MANIFEST).is_file():  # structurally pruned by prunekit: uneven shapes need its loader
@@ -143,10 +197,9 @@ def _with_padding(model: nn.Module, tokenizer: PreTrainedTokenizerBase, spec: st
 def load_any(spec: str, trust_remote_code: bool = False) -> nn.Module:
     """Whatever the folder holds: a classifier, a causal LM, or a bare encoder."""
     where, config = load_config(spec, trust_remote_code)
-    archs = config.architectures or []
-    if any(a.endswith("ForSequenceClassification") for a in archs):
+    if has_classification_head(config):
         cls = AutoModelForSequenceClassification
-    elif any(a.endswith("ForCausalLM") or a.endswith("LMHeadModel") for a in archs):
+    elif is_causal_lm(config):
         cls = AutoModelForCausalLM
     else:
         cls = AutoModel
@@ -170,7 +223,7 @@ def _safetensors_only(where: str) -> bool | None:
 
 
 def is_causal_lm(config: PretrainedConfig) -> bool:
-    return any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in (config.architectures or []))
+    return head_of(config)[1] == "causal LM"
 
 
 @names_damaged_file("spec")
@@ -180,10 +233,7 @@ def load_causal_lm(spec: str, trust_remote_code: bool = False) -> tuple[nn.Modul
     prunekit's own sparse folders (``model.packed.safetensors``) load through :func:`prunekit.load`.
     """
     where, config = load_config(spec, trust_remote_code)
-    if not is_causal_lm(config):
-        archs = ", ".join(config.architectures or []) or config.model_type
-        raise PrunekitError(f"model {spec!r} is not a causal language model ({archs}); --task lm needs a decoder "
-                            "LM such as GPT-2, LLaMA, Qwen or SmolLM2")
+    check_task(spec, config, "lm")
     from prunekit.io.shapes import PACKED_WEIGHTS, load
 
     if Path(where, PACKED_WEIGHTS).is_file() or Path(where, "prunekit_shapes.json").is_file():
