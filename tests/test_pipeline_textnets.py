@@ -62,10 +62,8 @@ def test_prune_units_then_reload_and_evaluate_match(trained, tmp_path):
     assert model.rnn.hidden_size == 6 and model.rnn.num_layers == 2 and model.classifier.in_features == 12
     result = runner.invoke(app, ["inspect", str(out)], terminal_width=200)
     assert result.exit_code == 0 and "rnn.l1_reverse 6" in result.output and "rnn.weight_hh_l1" in result.output
+    # prunekit's own GRU is rebuilt from its config, no code import: it needs no --trust-remote-code
     result = runner.invoke(app, ["evaluate", "-m", str(out), "-d", str(trained["csv"]), "--json"])
-    assert "--trust-remote-code" in _error_line(result)  # the folder's own class is imported only on opt-in
-    result = runner.invoke(app, ["evaluate", "-m", str(out), "-d", str(trained["csv"]), "--json",
-                                 "--trust-remote-code"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output[result.output.index("{"):]) == pytest.approx(final["metrics"], abs=1e-6)
 
