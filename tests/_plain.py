@@ -20,11 +20,12 @@ from prunekit.config import DataOptions
 from prunekit.data import load_classification
 
 
-def held_out_examples(data: DataOptions) -> tuple[list[tuple[str, ...]], list[str]]:
-    """The test split's texts and label *names*, subset as ``--max-eval-samples`` does."""
+def held_out_examples(data: DataOptions, split: str = "test") -> tuple[list[tuple[str, ...]], list[str]]:
+    """A held-out split's texts and label *names*, subset as ``--max-eval-samples`` does."""
     ds = load_classification(data.data, data.text_columns, data.label_column)
-    test = ds.test.subset(data.max_eval_samples, seed=0) if data.max_eval_samples else ds.test
-    return test.texts, [ds.label_names[i] for i in test.labels]
+    part = ds.splits[split]
+    part = part.subset(data.max_eval_samples, seed=0) if data.max_eval_samples else part
+    return part.texts, [ds.label_names[i] for i in part.labels]
 
 
 @torch.no_grad()
@@ -38,15 +39,23 @@ def plain_logits(model: nn.Module, tokenizer, texts: list[tuple[str, ...]], max_
     return torch.stack(rows)
 
 
-def assert_reproduces(folder: str | Path, data: DataOptions, metrics: dict, model: nn.Module | None = None) -> None:
-    """The folder, reloaded by plain transformers (or ``model``: e.g. ``prunekit.load`` for uneven widths),
-    gets exactly the reported test accuracy and, to float precision, the reported loss."""
+def plain_metrics(folder: str | Path, data: DataOptions, model: nn.Module | None = None,
+                  split: str = "test") -> dict[str, float]:
+    """Accuracy and mean cross-entropy of the folder, reloaded by plain transformers (or ``model``: e.g.
+    ``prunekit.load`` for uneven widths), on a held-out split of ``data``."""
     model = model if model is not None else AutoModelForSequenceClassification.from_pretrained(folder)
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    texts, names = held_out_examples(data)
+    texts, names = held_out_examples(data, split)
     logits = plain_logits(model, tokenizer, texts, data.max_length)
     label2id = {name: int(i) for i, name in model.config.id2label.items()}
     labels = torch.tensor([label2id[n] for n in names])
-    accuracy = float((logits.argmax(-1) == labels).double().mean())
-    assert accuracy == pytest.approx(metrics["accuracy"], abs=1e-9), f"reloaded: {accuracy}, reported: {metrics}"
-    assert float(F.cross_entropy(logits, labels)) == pytest.approx(metrics["loss"], rel=1e-4, abs=1e-6)
+    return {"accuracy": float((logits.argmax(-1) == labels).double().mean()),
+            "loss": float(F.cross_entropy(logits, labels))}
+
+
+def assert_reproduces(folder: str | Path, data: DataOptions, metrics: dict, model: nn.Module | None = None) -> None:
+    """The reloaded folder gets exactly the reported test accuracy and, to float precision, the reported loss."""
+    plain = plain_metrics(folder, data, model)
+    why = f"reloaded: {plain}, reported: {metrics}"
+    assert plain["accuracy"] == pytest.approx(metrics["accuracy"], abs=1e-9), why
+    assert plain["loss"] == pytest.approx(metrics["loss"], rel=1e-4, abs=1e-6), why
