@@ -23,6 +23,7 @@ demo: assets
 	$(VENV)/bin/prunekit demo --out demo-output
 
 test: assets
+	$(VENV)/bin/prunekit assets --only smollm2-135m  # the vocabulary tests' byte-level BPE tokenizer (once, ~1 min)
 	$(VENV)/bin/ruff check prunekit tests bench
 	$(PY) -m pytest -q
 

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
+from _plain import assert_reproduces
+from conftest import tiny_rows
 from transformers import (
     AutoTokenizer,
     BertConfig,
@@ -34,14 +36,18 @@ def _without_padding(folder: Path, out: Path, eos: bool = True) -> Path:
     return out
 
 
-def test_a_decoder_classifier_without_a_pad_token_pads_with_end_of_text(tiny_gpt2_classifier, tiny_csv, tmp_path):
+def test_a_decoder_classifier_without_a_pad_token_pads_with_end_of_text(tiny_gpt2_classifier, tmp_path):
     folder = _without_padding(tiny_gpt2_classifier, tmp_path / "nopad")
     assert AutoTokenizer.from_pretrained(folder).pad_token_id is None
     model, tok, head_is_new = load_classifier(str(folder))
     assert not head_is_new
     assert tok.pad_token == tok.eos_token and model.config.pad_token_id == tok.eos_token_id
-    metrics = evaluate(str(folder), DataOptions(str(tiny_csv)))  # batches of many examples
-    assert 0.0 <= metrics["accuracy"] <= 1.0
+    rows = tiny_rows()
+    rows["text"] = [" ".join(t.split()[: 2 + i % 5]) for i, t in enumerate(rows.text)]  # 2 to 6 words: padding
+    rows.to_csv(tmp_path / "uneven.csv", index=False)
+    data = DataOptions(str(tmp_path / "uneven.csv"))
+    metrics = evaluate(str(folder), data)  # batches of many examples, padded
+    assert_reproduces(folder, data, metrics)  # = one unpadded text at a time
     assert json.loads((folder / "config.json").read_text()).get("pad_token_id") is None  # the input is untouched
 
 

@@ -1,3 +1,5 @@
+import time
+
 import pytest
 import torch
 from torch import nn
@@ -70,13 +72,27 @@ def test_sparsity_by_module_bert_order():
     assert len(names) == 2 * 6 + 2
 
 
-def test_latency_positive_and_restores_state():
+class Slowed(nn.Module):
+    """``model`` plus a fixed sleep per call: a runner known to be at least ``ms`` slower."""
+
+    def __init__(self, model: nn.Module, ms: float) -> None:
+        super().__init__()
+        self.model, self.ms = model, ms
+
+    def forward(self, **inputs):
+        time.sleep(self.ms / 1000)
+        return self.model(**inputs)
+
+
+def test_latency_is_in_ms_orders_runners_and_restores_state():
     model = tiny_bert().train()
     threads = torch.get_num_threads()
-    lat = measure_latency(model, bert_like_inputs(64), seq_len=16, min_seconds=0.0, threads=1)
+    lat = measure_latency(model, bert_like_inputs(64), seq_len=16, repeats=3, threads=1)
     assert set(lat) == {"batch_1", "batch_32"}
-    assert all(v > 0 for v in lat.values())
     assert model.training and torch.get_num_threads() == threads
+    slow = measure_latency(Slowed(model, 30.0), bert_like_inputs(64), seq_len=16, repeats=3, threads=1)
+    for key, ms in slow.items():  # a sleep only lengthens a call: ≥ 30 ms whatever the load
+        assert ms >= 30.0 and ms > lat[key], (key, ms, lat[key])
 
 
 def test_latency_fixed_repeats_counts_calls():

@@ -20,22 +20,38 @@ def test_hard_concrete_limits():
     assert p[0] < 0.01 and p[2] > 0.99
 
 
-def test_open_gates_leave_the_model_unchanged_and_closed_ones_remove_groups(tiny_model):
-    batch = {"input_ids": torch.randint(5, 30, (2, 6))}
+def test_open_gates_leave_the_model_unchanged_and_the_cut_model_computes_what_the_gated_one_did(tiny_model):
+    """A budget the closed gates already meet (0.63 kept ≤ 0.7), so finalize removes exactly the closed
+    groups and folds the half-open gates into the weights: the cut model's logits equal the gated model's
+    (gates evaluated deterministically, i.e. in eval mode)."""
+    batch = {"input_ids": torch.randint(5, 30, (2, 6), generator=torch.Generator().manual_seed(0))}
     with torch.no_grad():
         ref = tiny_model(**batch).logits
-    gates = Gates(tiny_model, Budget("params", 0.5), total_steps=10)
+    gates = Gates(tiny_model, Budget("params", 0.7), total_steps=10)
     gated = GatedModel(tiny_model, gates).eval()
     with torch.no_grad():
         assert torch.allclose(gated(**batch).logits, ref, atol=1e-5)  # init: every gate fully open
         gates.ffn[0].fill_(-20.0)  # close layer 0's FFN except what finalize must keep
         gates.heads[1][0] = -20.0
+        gates.ffn[1][:8] = 0.0  # half open (z = 0.5): stays, its value folded into the weights
         masked = gated(**batch).logits
     decided = finalize(tiny_model, gates)
-    assert decided["ffn"][0] == 1 and decided["heads"][1] == 1
+    assert decided["ffn"] == [1, 64] and decided["heads"] == [2, 1]
+    assert decided["kept_fraction"] <= 0.7
     with torch.no_grad():
         cut = tiny_model(**batch).logits
-    assert cut.shape == masked.shape
+    assert torch.allclose(cut, masked, atol=1e-6)
+    assert (cut - ref).abs().max() > 1e-4  # the closed and half-open gates did change the outputs
+    assert tiny_model.bert.encoder.layer[0].intermediate.dense.out_features == 1
+
+
+def test_finalize_removes_the_least_open_groups_until_the_budget_holds(tiny_model):
+    gates = Gates(tiny_model, Budget("params", 0.5), total_steps=10)
+    with torch.no_grad():
+        gates.ffn[0].fill_(-20.0)
+        gates.heads[1][0] = -20.0
+    decided = finalize(tiny_model, gates)
+    assert decided["ffn"][0] == 1 and decided["heads"][1] == 1
     assert decided["kept_fraction"] <= 0.5 + 1e-9
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from _plain import plain_metrics
 
 from prunekit.config import DataOptions
 from prunekit.errors import PrunekitError
@@ -30,7 +31,9 @@ def test_each_granularity_measures_every_unit(trained_tiny, tmp_path, granularit
                         opts=SearchData(importance="l2"))
     assert table["units"] == units
     assert {u: set(v) for u, v in table["values"].items()} == {u: ratios for u in units}
-    assert table["metric"] == "accuracy" and 0 <= table["baseline"] <= 100
+    assert table["metric"] == "accuracy"
+    assert table["baseline"] == pytest.approx(100 * plain_metrics(clf, DataOptions(str(csv)), split="validation")
+                                              ["accuracy"], abs=1e-9)  # the unmasked model, measured apart
     assert json.loads((out / "sensitivity.json").read_text())["values"] == table["values"]
     assert (out / "sensitivity.png").stat().st_size > 1000 and "| unit |" in (out / "report.md").read_text()
 
@@ -84,7 +87,7 @@ def test_lm_sensitivity_per_block(tiny_lm, tiny_text, tmp_path):
     table = sensitivity(str(tiny_lm), str(tiny_text), tmp_path / "lm", granularity="unstructured", ratios="0.5,0.9",
                         opts=SearchData(task="lm", seq_len=16, lm_calib_samples=4, lm_eval_windows=2))
     assert table["metric"] == "perplexity" and table["units"] == ["block.0", "block.1"]
-    assert all(v["0.9"] > 0 for v in table["values"].values())
+    assert all(v["0.9"] != pytest.approx(table["baseline"], rel=1e-6) for v in table["values"].values())  # masked
 
 
 @pytest.mark.parametrize(("text", "match"), [("0.1,abc", "comma-separated"), ("0,0.5", r"\(0, 1\]"), ("", "fractions")])

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
 import torch
+from conftest import FILL, NEG, POS
 from transformers import AutoTokenizer, LlamaForCausalLM
 
 from prunekit.errors import PrunekitError
@@ -21,21 +23,30 @@ def one_thread():
 
 
 def _overlaps(a: torch.Tensor, b: torch.Tensor, n: int = 12) -> bool:
-    grams = {tuple(a[i : i + n].tolist()) for i in range(len(a) - n)}
-    return any(tuple(b[i : i + n].tolist()) in grams for i in range(len(b) - n))
+    """Do ``a`` and ``b`` share a run of ``n`` tokens?"""
+    grams = {tuple(a[i : i + n].tolist()) for i in range(len(a) - n + 1)}
+    return any(tuple(b[i : i + n].tolist()) in grams for i in range(len(b) - n + 1))
 
 
-def test_single_corpus_splits_into_halves_that_never_overlap(tiny_lm, tiny_text) -> None:
+def test_single_corpus_splits_into_halves_that_never_overlap(tiny_lm, tmp_path) -> None:
+    """Random words, so any shared run of 12 tokens means shared text (chance: ~1e-10)."""
     tok = AutoTokenizer.from_pretrained(tiny_lm)
-    text = load_lm_text(tok, str(tiny_text))
+    rng = random.Random(0)
+    paragraphs = [" ".join(rng.choices(POS + NEG + FILL, k=40)) for _ in range(40)]
+    corpus = tmp_path / "random.txt"
+    corpus.write_text("\n\n".join(paragraphs) + "\n")
+    text = load_lm_text(tok, str(corpus))
+    assert tok.eos_token_id is None  # so the stream is exactly one token per word
+    assert len(text.calibration) + len(text.evaluation) == 40 * 40  # together: the whole corpus, once
     assert abs(len(text.calibration) - len(text.evaluation)) <= 1
+    assert not _overlaps(text.calibration, text.evaluation)
+    assert _overlaps(text.calibration, text.calibration[100:130])  # the check does see shared text
     calib = calibration_windows(text, 20, 16, seed=0)
     assert calib.shape == (20, 16)
-    joined = torch.cat([text.calibration, text.evaluation])
     for row in calib:  # every calibration window lies in the first half
         starts = [i for i in range(len(text.calibration) - 15) if torch.equal(text.calibration[i : i + 16], row)]
         assert starts, "calibration window not from the calibration half"
-    assert torch.equal(joined[: len(text.calibration)], text.calibration)
+    assert not any(_overlaps(text.calibration, w) for w in evaluation_windows(text, 16))
     assert torch.equal(calib, calibration_windows(text, 20, 16, seed=0))
     assert not torch.equal(calib, calibration_windows(text, 20, 16, seed=1))
 
