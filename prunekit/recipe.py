@@ -26,17 +26,19 @@ from __future__ import annotations
 
 import copy
 import difflib
+import math
 import re
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import numpy as np
 from torch import nn
 
 from prunekit.config import SOLVER_METHODS, DataOptions, PruneSettings, default_lr
-from prunekit.errors import PrunekitError
+from prunekit.errors import PrunekitError, shown
 from prunekit.io.documents import read_yaml
 
 # ---------------------------------------------------------------------------------------------------
@@ -144,6 +146,7 @@ TRAINING, CHANGING, CONVERSIONS = {"finetune", "distill"}, {"prune", "student", 
 TOP_KEYS = ("model", "data", "seed", "out", "latency", "stages", "trust_remote_code")
 #: a stage's ``name:`` is a folder under out/stages/: no separators, no ``.``/``..``, no absolute paths
 STAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+TOP_TYPES: dict[str, Any] = {"model": str, "seed": int, "out": str | None, "trust_remote_code": bool}
 
 
 @dataclass
@@ -183,34 +186,61 @@ def _unknown(key: str, allowed: list[str], where: str) -> PrunekitError:
     return PrunekitError(f"{where}: unknown key {key!r}{hint}; allowed: {', '.join(allowed)}")
 
 
+def _type_ok(value: Any, hint: Any) -> bool:
+    """Whether a parsed YAML value has the annotated type (bools are not numbers; floats are finite,
+    since NaN passes every range check and would only fail hours later)."""
+    if get_origin(hint) in (Union, UnionType):
+        return any(_type_ok(value, h) for h in get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint in (bool, str):
+        return isinstance(value, hint)
+    if get_origin(hint) in (list, tuple):
+        return isinstance(value, list | tuple) and all(_type_ok(v, get_args(hint)[0]) for v in value)
+    return True  # Any
+
+
+def _type_name(hint: Any) -> str:
+    if get_origin(hint) in (Union, UnionType):
+        return " or ".join(_type_name(h) for h in get_args(hint) if h is not type(None))
+    if get_origin(hint) in (list, tuple):
+        return f"a list of {_type_name(get_args(hint)[0])}"
+    named = {float: "float (a finite number)", bool: "bool (true or false)"}
+    return named.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _check_type(value: Any, hint: Any, what: str) -> None:
+    if not _type_ok(value, hint):
+        raise PrunekitError(f"{what} must be {_type_name(hint)}, got {shown(value)} ({type(value).__name__})")
+
+
+def _mapping(values: Any, where: str) -> dict[Any, Any]:
+    """A copy of a settings mapping ({} for an empty entry); anything else is an error naming the place."""
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise PrunekitError(f"{where}: expected a mapping of settings, got {shown(values)} ({type(values).__name__})")
+    return dict(values)
+
+
 def _build(cls: type, values: Any, where: str) -> Any:
     """A dataclass from a mapping: unknown keys and wrongly typed values are errors naming the place."""
-    if values is None:
-        values = {}
-    if not isinstance(values, dict):
-        raise PrunekitError(f"{where}: expected a mapping of settings, got {type(values).__name__}")
+    values = _mapping(values, where)
     allowed = [f.name for f in fields(cls)]
     for key in values:
         if key not in allowed:
             raise _unknown(str(key), allowed, where)
+    hints = get_type_hints(cls)
     for f in fields(cls):
-        if f.name not in values or values[f.name] is None:
+        if f.name not in values:
             continue
-        v, t = values[f.name], str(f.type)
-        ok = True
-        if t.startswith("float"):
-            ok = isinstance(v, int | float) and not isinstance(v, bool)
-            values[f.name] = float(v) if ok else v
-        elif t.startswith("int"):
-            ok = isinstance(v, int) and not isinstance(v, bool)
-        elif t.startswith("bool"):
-            ok = isinstance(v, bool)
-        elif t.startswith("str"):
-            ok = isinstance(v, str)
-        elif t.startswith("list"):
-            ok = isinstance(v, list)
-        if not ok:
-            raise PrunekitError(f"{where}: {f.name} must be {t.split(' |')[0]}, got {v!r}")
+        _check_type(values[f.name], hints[f.name], f"{where}: {f.name}")
+        if values[f.name] is not None and (hints[f.name] is float or float in get_args(hints[f.name])):
+            values[f.name] = float(values[f.name])
     return cls(**values)
 
 
@@ -225,10 +255,16 @@ def parse_recipe(source: str | Path | dict[str, Any]) -> Recipe:
     for key in raw:
         if key not in TOP_KEYS:
             raise _unknown(str(key), list(TOP_KEYS), where)
+    for key, hint in TOP_TYPES.items():
+        if key in raw:
+            _check_type(raw[key], hint, f"{where}: {key}")
     if not raw.get("model"):
         raise PrunekitError(f"{where}: no model given")
     data = raw.get("data", "movie-reviews")
-    data = _build(DataOptions, {"data": data} if isinstance(data, str) else data, f"{where}: data")
+    data = {"data": data} if isinstance(data, str) else data
+    if isinstance(data, dict) and isinstance(data.get("text_columns"), str):  # one column, as the CLI allows
+        data = {**data, "text_columns": [data["text_columns"]]}
+    data = _build(DataOptions, data, f"{where}: data")
     if data.text_columns is not None:
         data.text_columns = tuple(data.text_columns)
     stages_raw = raw.get("stages")
@@ -239,27 +275,25 @@ def parse_recipe(source: str | Path | dict[str, Any]) -> Recipe:
         if isinstance(entry, str):
             entry = {entry: {}}
         if not isinstance(entry, dict) or len(entry) != 1:
-            raise PrunekitError(f"{where}: stage {i} must be one `kind: {{settings}}` entry, got {entry!r}")
+            raise PrunekitError(f"{where}: stage {i} must be one `kind: {{settings}}` entry, got {shown(entry)}")
         kind, values = next(iter(entry.items()))
         if kind not in STAGES:
             close = difflib.get_close_matches(str(kind), list(STAGES), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise PrunekitError(f"{where}: stage {i}: unknown stage {kind!r}{hint}; stages: {', '.join(STAGES)}")
-        values = dict(values or {})
+        values = _mapping(values, f"{where}: stage {i} ({kind})")
         name = str(values.pop("name", f"{i:02d}-{kind}"))
         stages.append(Stage(kind, name, _build(STAGES[kind], values, f"{where}: stage {i} ({kind})")))
     latency = _build(LatencyOptions, raw.get("latency"), f"{where}: latency")
-    seed = raw.get("seed", 0)
-    if not isinstance(seed, int):
-        raise PrunekitError(f"{where}: seed must be an integer")
-    recipe = Recipe(str(raw["model"]), data, stages, seed, raw.get("out"), latency,
-                    bool(raw.get("trust_remote_code", False)))
+    recipe = Recipe(raw["model"], data, stages, raw.get("seed", 0), raw.get("out"), latency,
+                    raw.get("trust_remote_code", False))
     check_recipe(recipe, where)
     return recipe
 
 
 def check_recipe(recipe: Recipe, where: str = "recipe") -> None:
     """Values in range and an order of stages that can work."""
+    from prunekit.arch.families import _regex
     from prunekit.quant.fake import _check_bits
     from prunekit.quant.lowrank import LowRankSettings
 
@@ -285,6 +319,10 @@ def check_recipe(recipe: Recipe, where: str = "recipe") -> None:
         if st.kind in ("prune", "student") and "lowrank" in seen:
             raise PrunekitError(f"{at}: {st.kind} after lowrank cannot work: pruning acts on the original "
                                 "Linear layers, so prune first, then factorise")
+        _check_min(s, MINIMA.get(st.kind, {}), at)
+        for key in ("prunable", "exclude"):  # a bad regex would otherwise fail only when the stage runs
+            if getattr(s, key, None) is not None:
+                _regex(getattr(s, key), f"{at}: {key}")
         if st.kind in TRAINING:
             if s.epochs <= 0:
                 raise PrunekitError(f"{at}: epochs must be > 0")
@@ -313,6 +351,8 @@ def check_recipe(recipe: Recipe, where: str = "recipe") -> None:
             from prunekit.train.distill import DistillConfig
 
             DistillConfig(s.alpha, s.temperature, s.hidden_weight, s.attention_weight).validate()
+            if s.layer_map is not None and any(k < 0 for k in s.layer_map):
+                raise PrunekitError(f"{at}: layer_map holds teacher layer indices (from 0), got {s.layer_map}")
         elif st.kind == "lowrank":
             LowRankSettings(s.ratio, s.energy, s.prunable, s.exclude).validate()
         elif st.kind == "fake_quant":
@@ -322,6 +362,20 @@ def check_recipe(recipe: Recipe, where: str = "recipe") -> None:
         seen.append(st.kind)
     if recipe.latency.rounds < 0 or any(b < 1 for b in recipe.latency.batch_sizes):
         raise PrunekitError(f"{where}: latency rounds must be >= 0 and batch sizes >= 1")
+    _check_min(recipe.latency, {"seq_len": 1, "min_seconds": 0}, f"{where}: latency")
+    _check_min(recipe.data, {"max_length": 1, "max_train_samples": 1, "max_eval_samples": 1}, f"{where}: data")
+
+
+#: lower bounds of the settings no other check covers (a batch of 0 would fail only when training starts)
+MINIMA: dict[str, dict[str, float]] = {"finetune": {"batch_size": 1}, "distill": {"batch_size": 1},
+                                       "prune": {"calib_batches": 1}, "student": {"layers": 1}}
+
+
+def _check_min(settings: Any, minima: dict[str, float], where: str) -> None:
+    for key, low in minima.items():
+        value = getattr(settings, key)
+        if value is not None and value < low:
+            raise PrunekitError(f"{where}: {key} must be >= {low}, got {value}")
 
 
 def check_inputs(recipe: Recipe) -> None:

@@ -38,6 +38,39 @@ def test_bad_recipes_fail_before_work(stages, message):
         parse_recipe(_recipe(stages))
 
 
+@pytest.mark.parametrize(("doc", "message"), [
+    ({"stages": [{"finetune": 3}]}, r"stage 1 \(finetune\): expected a mapping of settings, got 3 \(int\)"),
+    ({"stages": [{"prune": [1, 2]}]}, r"stage 1 \(prune\): expected a mapping of settings, got \[1, 2\]"),
+    ({"stages": ["int8"], "latency": {"batch_sizes": [[1], 2]}},
+     r"latency: batch_sizes must be a list of int, got \[\[1\], 2\]"),
+    ({"stages": [{"finetune": {"epochs": None}}]}, r"stage 1 \(finetune\): epochs must be float"),
+    ({"stages": [{"finetune": {"epochs": float("nan")}}]}, r"epochs must be float \(a finite number\), got nan"),
+    ({"stages": [{"finetune": {"batch_size": 0}}]}, "batch_size must be >= 1, got 0"),
+    ({"stages": [{"prune": {"heads": 0.5, "calib_batches": 0}}]}, "calib_batches must be >= 1"),
+    ({"stages": [{"distill": {"teacher": "t", "layer_map": [0, "1"]}}]}, "layer_map must be a list of int"),
+    ({"stages": [{"distill": {"teacher": "t", "layer_map": [0, -1]}}]}, "layer_map holds teacher layer indices"),
+    ({"stages": [{"lowrank": {"ratio": 0.5, "exclude": "("}}]}, r"exclude '\(' is not a valid regular expression"),
+    ({"stages": ["int8"], "data": {"text_columns": [1]}}, "data: text_columns must be a list of str"),
+    ({"stages": ["int8"], "data": {"max_length": 0}}, "data: max_length must be >= 1"),
+    ({"stages": ["int8"], "latency": {"min_seconds": -1}}, "latency: min_seconds must be >= 0"),
+    ({"stages": ["int8"], "seed": True}, "seed must be int, got True"),
+    ({"stages": ["int8"], "model": ["a"]}, "model must be str"),
+    ({"stages": ["int8"], "trust_remote_code": "false"}, r"trust_remote_code must be bool \(true or false\)"),
+    ({"stages": ["int8"], "out": 3}, "out must be str"),
+])
+def test_values_of_the_wrong_type_fail_in_one_line(doc, message):
+    """Each of these was a TypeError traceback, a run that failed hours later, or (trust_remote_code: "false")
+    silently true."""
+    with pytest.raises(PrunekitError, match=message) as err:
+        parse_recipe({"model": "m", **doc})
+    assert "\n" not in str(err.value)
+
+
+def test_one_text_column_may_be_a_string():
+    recipe = parse_recipe(_recipe(["int8"], data={"data": "d.csv", "text_columns": "review"}))
+    assert recipe.data.text_columns == ("review",)
+
+
 def test_unknown_top_key_and_yaml_file(tmp_path):
     with pytest.raises(PrunekitError, match="unknown key 'stage'"):
         parse_recipe({"model": "m", "stage": []})
@@ -191,6 +224,10 @@ def test_cli_check(tmp_path):
     path.write_text(yaml.safe_dump(_recipe([{"prune": {"heads": 0.5}}, {"int8": {}}, {"distill": {}}])))
     result = CliRunner().invoke(app, ["run", str(path), "--check"])
     assert result.exit_code == 2 and "after int8 cannot work" in result.output
+    path.write_text("model: m\nstages:\n  - finetune: 3\n")
+    result = CliRunner().invoke(app, ["run", str(path), "--check"])
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit | None)
+    assert result.output == f"error: {path}: stage 1 (finetune): expected a mapping of settings, got 3 (int)\n"
 
 
 def test_a_second_sparsegpt_stage_keeps_the_first_stages_zeros(tiny_gpt2_classifier, tiny_csv, tmp_path):

@@ -8,18 +8,25 @@ experiment (and every pruning method compared in it) sees the same test set.
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import math
+import numbers
 import os
 import re
 import warnings
-from collections.abc import Hashable, Sequence
+from collections import Counter
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+from pandas.io.common import get_handle
 from sklearn.model_selection import train_test_split
 
-from prunekit.errors import PrunekitError
+from prunekit.errors import PrunekitError, printable, shown
 
 TEXT_COLUMN_DEFAULTS: tuple[tuple[str, ...], ...] = (("text",), ("sentence",), ("sentence1", "sentence2"))
 LABEL_COLUMN_DEFAULTS = ("label", "labels")
@@ -152,30 +159,135 @@ def _format(path: Path) -> str | None:
 
 
 def _read_table(path: Path) -> pd.DataFrame:
+    """One file as a frame. ``attrs["typed"]``: its cells have types of their own (JSON, Parquet), so a text
+    that is not a string is an error rather than a number to print; ``attrs["duplicated"]``: header names
+    (or JSON keys) that occur more than once, {name: count}."""
     fmt = _format(path)
     if fmt is None:
         raise PrunekitError(
             f"unsupported data file {path}: use .csv, .tsv, .jsonl, .json or .parquet "
             "(or a folder of train/validation/test files, or a datasets.save_to_disk folder)"
         )
-    # Only empty cells are missing: a review that reads "NA" or "null" is still text.
-    na = {"keep_default_na": False, "na_values": [""]}
+    how = fmt.upper()
     try:
-        if fmt == "csv":
-            return pd.read_csv(path, **na)
-        if fmt == "tsv":
-            return pd.read_csv(path, sep="\t", **na)
-        if fmt == "jsonl":
-            return pd.read_json(path, lines=True, dtype=False)
-        if fmt == "json":
+        if fmt in ("csv", "tsv"):
+            sample = _text_sample(path)
+            sep = "\t" if fmt == "tsv" else _sniff_delimiter(sample)
+            how = f"{how} with delimiter {sep!r}" + (" (sniffed)" if fmt == "csv" and sep != "," else "")
+            # Only empty cells are missing: a review that reads "NA" or "null" is still text.
+            df = pd.read_csv(path, sep=sep, keep_default_na=False, na_values=[""])
+            df.attrs["duplicated"] = _repeated(_header(sample, sep))
+            return df
+        if fmt == "parquet":
+            df = pd.read_parquet(path)
+        else:
+            with get_handle(path, "r", encoding="utf-8", compression="infer") as handle:
+                df = _read_json(handle.handle.read(), lines=fmt == "jsonl")
+        df.attrs["typed"] = True
+        return df
+    except UnicodeDecodeError as err:
+        raise PrunekitError(f"cannot read {path} as {how}: it is not UTF-8 text (byte {err.object[err.start]:#04x} "
+                            "cannot start a character there): save it as UTF-8") from None
+    except pd.errors.ParserError as err:
+        fix = "name a tab-separated file .tsv, " if fmt == "csv" else ""
+        raise PrunekitError(f"cannot read {path} as {how}: {_first_line(err)} ({fix}check the quoting of "
+                            "texts that hold the delimiter)") from None
+    except (ValueError, TypeError, OSError, ImportError) as err:  # TypeError: pandas on odd JSON layouts
+        raise PrunekitError(f"cannot read {path} as {how}: {_first_line(err)}") from None
+
+
+def _first_line(err: BaseException) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+
+
+def _text_sample(path: Path, size: int = 32_768) -> str:
+    """The first ``size`` characters (whole lines when there are several), decompressed as pandas would."""
+    with get_handle(path, "r", encoding="utf-8", compression="infer", errors="replace") as handle:
+        sample = handle.handle.read(size)
+    return sample[: sample.rfind("\n") + 1] or sample
+
+
+def _sniff_delimiter(sample: str) -> str:
+    """The delimiter of a ``.csv`` file: comma when it splits the header; else csv.Sniffer's pick among tab ; |
+    on the first lines (a TSV named .csv is common); comma when the sample cannot tell. The header decides
+    first because the Sniffer can be swayed by quotes and apostrophes inside texts."""
+    if len(_header(sample, ",")) > 1:
+        return ","
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=",\t;|").delimiter
+    except csv.Error:
+        return ","
+
+
+def _header(sample: str, sep: str) -> list[str]:
+    """The header row as written (pandas renames a repeated ``text`` to ``text.1``, hiding the repeat)."""
+    try:
+        return next((row for row in csv.reader(io.StringIO(sample, newline=""), delimiter=sep) if row), [])
+    except csv.Error:  # pandas will say what is wrong with the file
+        return []
+
+
+def _repeated(names: Iterable[Hashable]) -> dict[Hashable, int]:
+    return {name: n for name, n in Counter(names).items() if n > 1}
+
+
+class _JsonObject(dict):
+    """A JSON object that remembers how often each key was written (``json`` silently keeps the last)."""
+
+    def __init__(self, pairs: list[tuple[str, object]]) -> None:
+        super().__init__(pairs)
+        self.repeated = _repeated(k for k, _ in pairs) if len(self) < len(pairs) else {}
+
+
+def _read_json(text: str, lines: bool) -> pd.DataFrame:
+    """Records from JSON Lines, or from a JSON document (a list of objects, or a layout pandas reads; a
+    document that does not parse is read as JSON Lines): one object per row, keys are columns."""
+    items = _json_lines(text) if lines else None
+    if items is None:
+        try:
+            doc = json.loads(text, object_pairs_hook=_JsonObject)
+        except json.JSONDecodeError:
+            items = _json_lines(text)
+        else:
+            if isinstance(doc, dict):
+                return pd.read_json(io.StringIO(text), dtype=False)
+            if not isinstance(doc, list):
+                raise ValueError(f"the document is a JSON {_kind(doc)}, not a list of objects")
+            items = [(f"item {i}", v) for i, v in enumerate(doc, start=1)]
+    repeats: dict[Hashable, int] = {}
+    for where, record in items:
+        if not isinstance(record, dict):
+            raise ValueError(f"{where} is a JSON {_kind(record)}, not an object with a key per column")
+        for key, n in record.repeated.items():
+            repeats[key] = max(n, repeats.get(key, 0))
+    df = pd.DataFrame([record for _, record in items])
+    df.attrs["duplicated"] = repeats
+    return df
+
+
+def _json_lines(text: str) -> list[tuple[str, object]]:
+    """(where, value) of each non-blank line; lines end at \\n only, as JSON strings may hold U+2028."""
+    items = []
+    for i, line in enumerate(text.split("\n"), start=1):
+        if line.strip():
             try:
-                return pd.read_json(path, dtype=False)
-            except ValueError:
-                return pd.read_json(path, lines=True, dtype=False)
-        return pd.read_parquet(path)
-    except (ValueError, OSError, pd.errors.ParserError, ImportError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise PrunekitError(f"cannot read {path} as {fmt.upper()}: {first}") from None
+                items.append((f"line {i}", json.loads(line, object_pairs_hook=_JsonObject)))
+            except json.JSONDecodeError as err:
+                raise ValueError(f"line {i}: {err.msg} (column {err.colno})") from None
+    return items
+
+
+def _kind(value: object) -> str:
+    """A value's type in the words of JSON (numpy scalars included)."""
+    if isinstance(value, bool | np.bool_):
+        return "boolean"
+    if isinstance(value, numbers.Number):
+        return "number"
+    if isinstance(value, dict):
+        return "object"
+    if isinstance(value, list | tuple | np.ndarray):
+        return "list"
+    return "string" if isinstance(value, str) else "null" if value is None else type(value).__name__
 
 
 def _read_folder(path: Path) -> dict[str, pd.DataFrame]:
@@ -202,7 +314,7 @@ def _read_saved_dataset(path: Path) -> dict[str, pd.DataFrame]:
     try:
         loaded = datasets.load_from_disk(str(path))
     except Exception as err:  # datasets raises many types for a damaged folder
-        raise PrunekitError(f"cannot load the saved dataset {path}: {err}") from None
+        raise PrunekitError(f"cannot load the saved dataset {path}: {_first_line(err)}") from None
     parts = {"train": loaded} if isinstance(loaded, datasets.Dataset) else dict(loaded)
     frames: dict[str, pd.DataFrame] = {}
     for key, ds in parts.items():
@@ -213,11 +325,13 @@ def _read_saved_dataset(path: Path) -> dict[str, pd.DataFrame]:
         for col, feature in ds.features.items():
             if isinstance(feature, datasets.ClassLabel):  # ids -> names; -1 marks an unlabelled row
                 df[col] = [feature.names[v] if 0 <= v < len(feature.names) else None for v in df[col]]
+        df.attrs["typed"] = True
         frames[split] = df
     if "train" not in frames:
         if len(parts) != 1:
             raise PrunekitError(f"{path} has splits {sorted(parts)} but none called train")
         frames["train"] = next(iter(parts.values())).to_pandas()
+        frames["train"].attrs["typed"] = True
     return frames
 
 
@@ -237,7 +351,7 @@ def _read(path: Path) -> dict[str, pd.DataFrame]:
 def _pick_columns(
     columns: list[str], text_columns: Sequence[str] | None, label_column: str | None, where: str
 ) -> tuple[tuple[str, ...], str]:
-    available = ", ".join(map(str, columns))
+    available = ", ".join(printable(str(c)) for c in columns)
     if label_column is None:
         label_column = next((c for c in LABEL_COLUMN_DEFAULTS if c in columns), None)
         if label_column is None:
@@ -255,6 +369,8 @@ def _pick_columns(
         texts = (text_columns,) if isinstance(text_columns, str) else tuple(text_columns)
         if not texts:
             raise PrunekitError("text_columns is empty: name one column, or two for sentence pairs")
+        if len(set(texts)) < len(texts):  # each text would be repeated (and some checks would see a table)
+            raise PrunekitError(f"text_columns {list(texts)} names a column twice")
     for col in (*texts, label_column):
         if col not in columns:
             raise PrunekitError(f"column {col!r} is not in {where} (columns: {available})")
@@ -281,7 +397,7 @@ def _label_names(values: list[object]) -> list[str]:
 
 
 def _is_missing(value: object) -> bool:
-    if value is None:
+    if value is None or value is pd.NA:
         return True
     if isinstance(value, float) and math.isnan(value):
         return True
@@ -289,15 +405,35 @@ def _is_missing(value: object) -> bool:
 
 
 def _clean(df: pd.DataFrame, texts: tuple[str, ...], label: str, where: str) -> pd.DataFrame:
-    """Only the columns used, with rows missing any of them dropped."""
-    df = df[[*texts, label]]
-    first = df[label].dropna().iloc[:1]
-    if len(first) and not pd.api.types.is_scalar(first.iloc[0]):
-        raise PrunekitError(
-            f"label column {label!r} in {where} holds lists: only single-label classification is supported"
-        )
+    """Only the columns used, with rows missing any of them dropped. A used column whose name repeats, a text
+    that is not a string in a typed file (JSON, Parquet: a list, an object, a number) and a label that is not
+    a single value are refused, not silently resolved or printed as text."""
+    repeated = {**df.attrs.get("duplicated", {}), **_repeated(df.columns)}
+    for col in dict.fromkeys((*texts, label)):
+        if col in repeated:
+            raise PrunekitError(f"column {col!r} appears {repeated[col]} times in {where}: rename or drop the "
+                                "copies, so that it is clear which one to use")
+    typed, df = df.attrs.get("typed", False), df[[*texts, label]]
+    row = _first_bad(df[label], pd.api.types.is_scalar)
+    if row is not None:
+        raise PrunekitError(f"label column {label!r} in {where} holds {_kind(df[label].iloc[row])}s (row {row + 1}): "
+                            "only single-label classification is supported")
+    for col in texts if typed else ():
+        row = _first_bad(df[col], lambda v: isinstance(v, str) or _is_missing(v))
+        if row is not None:
+            value = df[col].iloc[row]
+            kind = _kind(value)
+            raise PrunekitError(f"text column {col!r} in {where} holds {'an' if kind[0] in 'aeiou' else 'a'} {kind} "
+                                f"at row {row + 1} ({shown(value, 40)}): texts must be strings (null or empty for "
+                                "a missing text)")
     missing = df.map(_is_missing).any(axis=1)
     return df[~missing]
+
+
+def _first_bad(column: pd.Series, ok) -> int | None:
+    """Position of the first value for which ``ok`` is false, if any."""
+    bad = np.flatnonzero(~column.map(ok).to_numpy(dtype=bool))
+    return int(bad[0]) if len(bad) else None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from prunekit.assets import resolve_data
-from prunekit.errors import PrunekitError
+from prunekit.errors import PrunekitError, printable
 
 
 def read_texts(spec: str, text_column: str | None = None) -> list[str]:
@@ -26,7 +26,7 @@ def read_texts(spec: str, text_column: str | None = None) -> list[str]:
         column = text_column or next((c for c in ("text", "sentence", "content", "document")
                                       if all(c in f.columns for f in frames.values())), None)
         if column is None or any(column not in f.columns for f in frames.values()):
-            cols = ", ".join(map(str, next(iter(frames.values())).columns))
+            cols = ", ".join(printable(str(c)) for c in next(iter(frames.values())).columns)
             raise PrunekitError(f"no text column {column or 'text'!r} in {spec!r} (columns: {cols})")
         texts = [str(t) for f in frames.values() for t in f[column].tolist() if isinstance(t, str) and t.strip()]
         if not texts:

