@@ -33,7 +33,11 @@ def locate(spec: str) -> str:
     """A local folder, a built-in asset name, or a hub id; anything else is a clear error."""
     resolved = resolve_model(spec)
     path = Path(resolved).expanduser()
-    if path.exists():
+    try:
+        exists = path.exists()
+    except OSError as err:  # e.g. a name longer than the filesystem allows
+        raise PrunekitError(f"model {spec[:80]!r}: not a usable path ({err.strerror})") from None
+    if exists:
         if not path.is_dir():  # e.g. -m runs/x/config.json: "no config.json" would be a riddle
             folder = f" ({path.parent})" if (path.parent / "config.json").is_file() else ""
             raise PrunekitError(f"model {spec!r} is a file; give the model folder{folder}")

@@ -119,3 +119,10 @@ def test_a_model_path_that_is_a_file_names_the_folder(tiny_classifier):
     with pytest.raises(PrunekitError, match=rf"'{tiny_classifier}/config.json' is a file; give the model folder "
                                             rf"\({tiny_classifier}\)$"):
         locate(str(tiny_classifier / "config.json"))
+
+
+def test_a_model_name_too_long_for_the_filesystem_is_one_line():
+    from prunekit.io.hf import locate
+
+    with pytest.raises(PrunekitError, match="not a usable path"):
+        locate("x" * 5000)
