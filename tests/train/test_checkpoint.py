@@ -129,3 +129,39 @@ def test_no_resume_starts_over(tiny_classifier, tiny_csv, tmp_path, monkeypatch,
     err = capsys.readouterr().err
     assert "resuming" not in err and f"the unfinished output of dead process {os.getpid()}" in err
     _clean(tmp_path / "out")
+
+
+def test_interrupted_recipe_resumes_skipping_finished_stages(tiny_classifier, tiny_csv, tmp_path, monkeypatch,
+                                                              capsys):
+    """`prunekit run`: finished stages are not measured again (their records come from the checkpoint),
+    the finished training stage is loaded, the one in progress resumes; the report equals the
+    uninterrupted run's."""
+    from prunekit import recipe as recipe_module
+    from prunekit.recipe import run_recipe
+
+    recipe = {"model": str(tiny_classifier), "data": {"data": str(tiny_csv)}, "seed": 3,
+              "latency": {"rounds": 0},
+              "stages": [{"finetune": {"epochs": 1, "lr": 1e-3, "batch_size": 16}},
+                         {"prune": {"sparsity": 0.5}},
+                         {"finetune": {"epochs": 1.5, "lr": 1e-3, "batch_size": 16, "name": "recover"}},
+                         {"fake_quant": {"bits": 8}}]}
+    opts = ckpt_module.CheckpointOptions(every=4)
+    ref = run_recipe(recipe, tmp_path / "ref", checkpoint=opts)
+    out = tmp_path / "out"
+    interrupt = _Interrupt(monkeypatch, n=4)  # 1st finetune: steps 4, 8; recover: steps 4, 8 → killed at 8
+    with pytest.raises(KeyboardInterrupt):
+        run_recipe(recipe, out, checkpoint=opts)
+    interrupt.undo()
+    measured = []
+    original = recipe_module._measure
+    monkeypatch.setattr(recipe_module, "_measure", lambda state, name, *a, **k: (measured.append(name),
+                                                                                original(state, name, *a, **k)))
+    capsys.readouterr()
+    again = run_recipe(recipe, out, checkpoint=opts)
+    err = capsys.readouterr().err
+    assert "2 of 4 stages finished" in err and "resuming from step 8 of 18" in err
+    assert measured == ["recover", "04-fake_quant"], "finished stages must not be measured again"
+    keys = ("name", "kind", "metrics", "validation_metrics", "params_nonzero", "disk_bytes")
+    assert [[s[k] for k in keys] for s in again["stages"]] == [[s[k] for k in keys] for s in ref["stages"]]
+    assert json.loads((out / "report.json").read_text())["stages"][0]["name"] == "baseline"
+    _clean(out)
