@@ -186,11 +186,15 @@ def stale_temporaries(out: str | Path) -> list[tuple[Path, dict[str, Any] | None
     return sorted(found, key=lambda item: item[0].stat().st_mtime)
 
 
+def _log(msg: str) -> None:
+    from prunekit.pipeline import log  # imported when needed: the pipeline imports this module
+
+    log(msg)
+
+
 def _adopt_or_clean(out: Path, fingerprint: str | None, resume: bool) -> Path | None:
     """Remove the dead runs' temporaries of ``out``, saying so; with ``resume``, keep and return the newest
     one that holds a checkpoint of the same command (same ``fingerprint``) instead."""
-    from prunekit.pipeline import log
-
     stale = stale_temporaries(out)
     adopt = None
     if resume and fingerprint is not None:
@@ -203,7 +207,7 @@ def _adopt_or_clean(out: Path, fingerprint: str | None, resume: bool) -> Path | 
             continue
         who = f"dead process {record.get('pid')}" if record else "a run with no owner record"
         shutil.rmtree(tmp, ignore_errors=True)
-        log(f"removed {tmp}, the unfinished output of {who}")
+        _log(f"removed {tmp}, the unfinished output of {who}")
     return adopt
 
 
@@ -235,9 +239,7 @@ def atomic_output_dir(out: str | Path, force: bool = False, *, fingerprint: str 
         yield tmp
     except KeyboardInterrupt:
         if (tmp / CHECKPOINT_DIR).is_dir():
-            from prunekit.pipeline import log
-
-            log(f"kept the checkpoint in {tmp}: run the same command again to resume (--no-resume starts over)")
+            _log(f"kept the checkpoint in {tmp}: run the same command again to resume (--no-resume starts over)")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
         raise

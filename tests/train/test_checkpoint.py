@@ -165,3 +165,19 @@ def test_interrupted_recipe_resumes_skipping_finished_stages(tiny_classifier, ti
     assert [[s[k] for k in keys] for s in again["stages"]] == [[s[k] for k in keys] for s in ref["stages"]]
     assert json.loads((out / "report.json").read_text())["stages"][0]["name"] == "baseline"
     _clean(out)
+
+
+@pytest.mark.parametrize("command", ["prune", "finetune", "run"])
+def test_cli_flags_and_bad_cadence(command, tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from prunekit.cli import app
+
+    runner = CliRunner()
+    flags = {o for p in typer.main.get_command(app).commands[command].params for o in p.opts + p.secondary_opts}
+    assert {"--resume", "--no-resume", "--checkpoint-every", "--checkpoint-minutes"} <= flags
+    args = {"prune": ["-m", "x", "-d", "y"], "finetune": ["-m", "x", "-d", "y"], "run": [str(tmp_path / "r.yaml")]}
+    result = runner.invoke(app, [command, *args[command], "--out", str(tmp_path / "o"), "--checkpoint-every", "0"])
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert result.exit_code == 2 and len(lines) == 1 and "--checkpoint-every" in lines[0]
