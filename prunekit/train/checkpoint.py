@@ -173,9 +173,12 @@ class TrainCheckpoint:
         partials = self._partials()
         return (False, partials[-1]) if partials else None
 
+    def meta(self, folder: Path) -> dict[str, Any]:
+        return json.loads((folder / "meta.json").read_text())
+
     def load(self, folder: Path, modules: dict[str, nn.Module | None], device: torch.device) -> Saved:
         """Load weights into ``modules`` and return the rest."""
-        meta = json.loads((folder / "meta.json").read_text())
+        meta = self.meta(folder)
         for key, module in modules.items():
             if module is not None:
                 load_model(module, str(folder / f"{key}.safetensors"), device=str(device))

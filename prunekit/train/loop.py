@@ -133,18 +133,17 @@ def _train(
     model.train()
     step, running, stopped = 0, float("nan"), False
     epoch, skip, rng = 0, 0, None
-    if latest is not None:  # killed mid-way: continue from the last checkpoint
+    if latest is not None and ckpt.meta(latest[1])["total"] != total:
+        log(f"{desc}: the checkpoint is for {ckpt.meta(latest[1])['total']} steps, not {total}; starting over")
+    elif latest is not None:  # killed mid-way: continue from the last checkpoint
         saved = ckpt.load(latest[1], parts, acc.device)
-        if saved.meta["total"] == total:
-            _restore(saved, masks, importance, extra_state)
-            optimizer.load_state_dict(saved.state["optimizer"])
-            scheduler.load_state_dict(saved.state["scheduler"])
-            step, epoch, skip, running = (saved.meta[k] for k in ("step", "epoch", "skip", "running"))
-            order.set_state(saved.state["order"])
-            rng = saved.state["rng"]
-            log(f"{desc}: resuming from step {step} of {total}")
-        else:
-            log(f"{desc}: the checkpoint is for {saved.meta['total']} steps, not {total}; starting over")
+        _restore(saved, masks, importance, extra_state)
+        optimizer.load_state_dict(saved.state["optimizer"])
+        scheduler.load_state_dict(saved.state["scheduler"])
+        step, epoch, skip, running = (saved.meta[k] for k in ("step", "epoch", "skip", "running"))
+        order.set_state(saved.state["order"])
+        rng = saved.state["rng"]
+        log(f"{desc}: resuming from step {step} of {total}")
     if rng is not None and not skip:
         set_rng_state(rng)
     bar = tqdm(total=total, initial=step, desc=desc, leave=False, disable=not acc.is_local_main_process)
