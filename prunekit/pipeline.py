@@ -475,7 +475,11 @@ class _GradualState:
 
     def load(self, meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
         self.loop.target, self.loop.stopped = meta["target"], meta["stopped"]
-        self.loop.stages[:] = meta["stages"]
+        s, wb = self.loop.settings, self.loop.wb
+        for record in meta["stages"][len(self.loop.stages):]:  # the earlier ones were replayed: already here
+            self.loop.stages.append(record)
+            if s.latency:  # timed with the model as it is now: gradual pruning keeps the architecture (dense)
+                wb.latency.add(record, _stage_timer(wb, s.latency_seq_len))
         if tensors:
             self.state["snap"] = tuple({k[2:]: v for k, v in tensors.items() if k.startswith(p)} for p in ("w.", "m."))
 
