@@ -96,7 +96,7 @@ def test_interrupted_prune_resumes_in_process(tiny_classifier, tiny_csv, tmp_pat
     training call is loaded, not repeated) and ends with the uninterrupted run's metrics."""
     data = DataOptions(str(tiny_csv))
     settings = PruneSettings(sparsity=0.6, schedule=schedule, steps=2, finetune_epochs=2, lr=1e-3, batch_size=16,
-                             latency=False, method="movement" if schedule == "gradual" else "magnitude")
+                             latency=schedule == "gradual", method="movement" if schedule == "gradual" else "magnitude")
     opts = ckpt_module.CheckpointOptions(every=4)
     ref = prune(str(tiny_classifier), data, tmp_path / "ref", settings, checkpoint=opts)
     out = tmp_path / "out"
@@ -113,6 +113,8 @@ def test_interrupted_prune_resumes_in_process(tiny_classifier, tiny_csv, tmp_pat
         assert "finished before the interruption" in err
     strip = [(s["name"], s["metrics"], s["validation_metrics"], s["sparsity"]) for s in ref["stages"]]
     assert [(s["name"], s["metrics"], s["validation_metrics"], s["sparsity"]) for s in again["stages"]] == strip
+    if settings.latency:  # stage records restored from the checkpoint are timed at the end like the others
+        assert all(s["latency_ms"] for s in again["stages"]) and len(again["stages"]) == 3
     _clean(out)
 
 
