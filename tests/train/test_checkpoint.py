@@ -100,7 +100,7 @@ def test_interrupted_prune_resumes_in_process(tiny_classifier, tiny_csv, tmp_pat
     opts = ckpt_module.CheckpointOptions(every=4)
     ref = prune(str(tiny_classifier), data, tmp_path / "ref", settings, checkpoint=opts)
     out = tmp_path / "out"
-    interrupt = _Interrupt(monkeypatch, n=3 if schedule == "iterative" else 1)  # iterative: in step 2
+    interrupt = _Interrupt(monkeypatch, n=3 if schedule == "iterative" else 4)  # in step 2; gradual: after step_1
     with pytest.raises(KeyboardInterrupt):
         prune(str(tiny_classifier), data, out, settings, checkpoint=opts)
     interrupt.undo()
