@@ -118,6 +118,28 @@ def test_interrupted_prune_resumes_in_process(tiny_classifier, tiny_csv, tmp_pat
     _clean(out)
 
 
+def test_interrupted_structured_prune_and_finetune_resume(tiny_classifier, tiny_csv, tmp_path, monkeypatch, capsys):
+    """Structured pruning (the cut replayed, the first recovery loaded, the second resumed) and finetune."""
+    data = DataOptions(str(tiny_csv))
+    settings = PruneSettings(heads=0.5, ffn=0.5, steps=2, finetune_epochs=2, lr=1e-3, batch_size=16, latency=False)
+    opts = ckpt_module.CheckpointOptions(every=4)
+    runs = {"prune": lambda out: prune(str(tiny_classifier), data, out, settings, checkpoint=opts),
+            "finetune": lambda out: finetune(str(tiny_classifier), data, out, TrainOptions(epochs=2, lr=1e-3,
+                                             batch_size=16), latency=False, checkpoint=opts)}
+    for name, run in runs.items():
+        ref = run(tmp_path / f"{name}-ref")
+        interrupt = _Interrupt(monkeypatch, n=3)  # prune: in recovery step 2; finetune: at step 12 of 24
+        with pytest.raises(KeyboardInterrupt):
+            run(tmp_path / name)
+        interrupt.undo()
+        capsys.readouterr()
+        again = run(tmp_path / name)
+        assert "resuming from step" in capsys.readouterr().err
+        assert [(s["name"], s["metrics"], s["params_nonzero"]) for s in again["stages"]] == \
+            [(s["name"], s["metrics"], s["params_nonzero"]) for s in ref["stages"]]
+        _clean(tmp_path / name)
+
+
 def test_no_resume_starts_over(tiny_classifier, tiny_csv, tmp_path, monkeypatch, capsys):
     data = DataOptions(str(tiny_csv))
     interrupt = _Interrupt(monkeypatch)
