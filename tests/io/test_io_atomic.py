@@ -193,3 +193,108 @@ def test_every_python_api_entry_refuses_out_on_its_model_before_any_work(tmp_pat
         with pytest.raises(PrunekitError, match=r"^--(out|onnx) .* the input model folder .*; choose another"):
             call()
     assert sorted(p.name for p in model.iterdir()) == ["config.json", "vocab.txt"]
+
+
+# --- temporaries of killed runs (issue 19, item 3) ---------------------------------------------------
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def _leftover(out, owner: dict | None, checkpoint: bool = False):
+    """A temporary like the one a killed run leaves, with ``owner`` as its owner record."""
+    from prunekit.io.atomic import CHECKPOINT_DIR, OWNER_FILE, owner_record
+
+    tmp = out.parent / f".{out.name}.tmp-{len(list(out.parent.iterdir())):08x}"
+    (tmp / "stages").mkdir(parents=True)
+    (tmp / "stages" / "big.bin").write_bytes(b"x" * 1000)
+    if owner is not None:
+        (tmp / OWNER_FILE).write_text(json.dumps({**owner_record(), **owner}))
+    if checkpoint:
+        (tmp / CHECKPOINT_DIR).mkdir()
+    return tmp
+
+
+def test_dead_owners_temporaries_are_removed_and_named(tmp_path, capsys):
+    out = tmp_path / "run"
+    pid = _dead_pid()
+    dead = _leftover(out, {"pid": pid})
+    with atomic_output_dir(out) as tmp:
+        assert not dead.exists()
+        (tmp / "a.txt").write_text("new")
+    err = capsys.readouterr().err
+    assert str(dead) in err and f"dead process {pid}" in err
+    assert leftovers(tmp_path) == [] and sorted(p.name for p in out.iterdir()) == ["a.txt"]
+
+
+def test_live_owners_temporary_is_left_alone(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as writer:
+        try:
+            from prunekit.io.atomic import _start_time
+
+            live = _leftover(out, {"pid": writer.pid, "start_time": _start_time(writer.pid)})
+            parent = _leftover(out, {"pid": os.getppid(), "start_time": _start_time(os.getppid())})
+            reused = _leftover(out, {"pid": writer.pid, "start_time": "1"})  # same pid, another process
+            with atomic_output_dir(out) as tmp:
+                (tmp / "a.txt").write_text("new")
+            assert live.exists() and parent.exists() and not reused.exists()
+        finally:
+            writer.kill()
+
+
+def test_temporary_without_owner_record_is_removed_once_old(tmp_path):
+    import os
+
+    out = tmp_path / "run"
+    fresh, old = _leftover(out, None), _leftover(out, None)
+    os.utime(old, (0, 0))
+    with atomic_output_dir(out):
+        pass
+    assert fresh.exists() and not old.exists()
+
+
+def test_same_command_adopts_its_dead_temporary(tmp_path):
+    from prunekit.io.atomic import CHECKPOINT_DIR, OWNER_FILE
+
+    out = tmp_path / "run"
+    pid = _dead_pid()
+    other = _leftover(out, {"pid": pid, "fingerprint": "other"}, checkpoint=True)
+    mine = _leftover(out, {"pid": pid, "fingerprint": "mine"}, checkpoint=True)
+    with atomic_output_dir(out, fingerprint="mine") as tmp:
+        assert tmp == mine and (tmp / "stages" / "big.bin").exists() and not other.exists()
+        (tmp / CHECKPOINT_DIR / "state").write_text("checkpoint")
+    assert sorted(p.name for p in out.iterdir()) == ["stages"], "owner record and checkpoints stay out of --out"
+    assert leftovers(tmp_path) == [] and not (out / OWNER_FILE).exists()
+
+
+def test_no_resume_removes_even_a_matching_temporary(tmp_path):
+    out = tmp_path / "run"
+    mine = _leftover(out, {"pid": _dead_pid(), "fingerprint": "mine"}, checkpoint=True)
+    with atomic_output_dir(out, fingerprint="mine", resume=False) as tmp:
+        assert tmp != mine and not mine.exists()
+
+
+def test_ctrl_c_keeps_a_temporary_with_a_checkpoint(tmp_path):
+    from prunekit.io.atomic import CHECKPOINT_DIR
+
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt), atomic_output_dir(out, fingerprint="f") as tmp:
+        (tmp / CHECKPOINT_DIR).mkdir()
+        raise KeyboardInterrupt
+    assert tmp.exists()
+    with atomic_output_dir(out, fingerprint="f") as again:  # same process, that call is over: adopted
+        assert again == tmp
+    with pytest.raises(KeyboardInterrupt), atomic_output_dir(out) as tmp:
+        raise KeyboardInterrupt  # nothing worth keeping
+    assert not tmp.exists()

@@ -22,7 +22,7 @@ def main(model: str, data: str, out: str, digests: str) -> None:
     acc = accelerator()
     original_save = pipeline._save
 
-    def save_and_digest(wb, out_dir, force, report, logits):
+    def save_and_digest(wb, out_dir, report, logits):
         weights, masks = hashlib.sha256(), hashlib.sha256()
         for name, tensor in sorted(wb.model.state_dict().items()):
             weights.update(name.encode() + tensor.detach().cpu().numpy().tobytes())
@@ -32,7 +32,7 @@ def main(model: str, data: str, out: str, digests: str) -> None:
                   "weights": weights.hexdigest(), "masks": masks.hexdigest(),
                   "sparsity": report["stages"][-1]["sparsity"]}
         Path(digests, f"rank{acc.process_index}.json").write_text(json.dumps(record))
-        original_save(wb, out_dir, force, report, logits)
+        original_save(wb, out_dir, report, logits)
 
     pipeline._save = save_and_digest
     torch.manual_seed(0)
