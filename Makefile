@@ -25,7 +25,7 @@ demo: assets
 test: assets
 	$(VENV)/bin/prunekit assets --only smollm2-135m  # the vocabulary tests' byte-level BPE tokenizer (once, ~1 min)
 	$(VENV)/bin/ruff check prunekit tests bench
-	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict -q -d site  # a broken link, anchor or missing page fails
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict -d site  # a broken link, anchor or missing page fails (not -q: it hides the warnings)
 	$(PY) -m pytest -q
 
 # The documentation site: built into site/ (ignored); `$(VENV)/bin/mkdocs serve` previews it live.
