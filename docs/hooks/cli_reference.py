@@ -10,7 +10,7 @@ from mkdocs.exceptions import PluginError
 
 PAGE = "reference/cli.md"
 MARKER = "<!-- cli-reference -->"
-COLUMNS = 100
+COLUMNS = 80  # a standard terminal: what users see
 
 
 def _help(app, args: list[str]) -> str:
