@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import math
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -48,7 +47,7 @@ from prunekit.report.measure import (
     stage_record,
 )
 from prunekit.report.render import package_versions, print_stage_table, write_report
-from prunekit.runtime import default_device, is_main_process, seed_everything
+from prunekit.runtime import default_device, is_main_process, log, seed_everything
 from prunekit.schedule import cubic_sparsity, iterative_targets
 from prunekit.tasks.classification import (
     EncodedSplit,
@@ -61,11 +60,6 @@ from prunekit.tasks.classification import (
 from prunekit.tasks.classification import evaluate as evaluate_split
 from prunekit.train import DistillConfig, TrainConfig, calibrate, train
 from prunekit.train.checkpoint import CheckpointOptions, fingerprint, paused, resumable
-
-
-def log(msg: str) -> None:
-    if is_main_process():
-        print(f"[prunekit] {msg}", file=sys.stderr, flush=True)
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 
 import numpy as np
 import torch
@@ -41,3 +42,9 @@ def seed_everything(seed: int) -> None:
 
 def is_main_process() -> bool:
     return accelerator().is_main_process
+
+
+def log(msg: str) -> None:
+    """One progress line on stderr, from the main process only (every layer logs through this)."""
+    if is_main_process():
+        print(f"[prunekit] {msg}", file=sys.stderr, flush=True)

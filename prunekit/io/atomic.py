@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from prunekit.errors import PrunekitError
+from prunekit.runtime import log
 
 
 def _sibling(path: Path, tag: str) -> Path:
@@ -186,12 +187,6 @@ def stale_temporaries(out: str | Path) -> list[tuple[Path, dict[str, Any] | None
     return sorted(found, key=lambda item: item[0].stat().st_mtime)
 
 
-def _log(msg: str) -> None:
-    from prunekit.pipeline import log  # imported when needed: the pipeline imports this module
-
-    log(msg)
-
-
 def _adopt_or_clean(out: Path, fingerprint: str | None, resume: bool) -> Path | None:
     """Remove the dead runs' temporaries of ``out``, saying so; with ``resume``, keep and return the newest
     one that holds a checkpoint of the same command (same ``fingerprint``) instead."""
@@ -207,7 +202,7 @@ def _adopt_or_clean(out: Path, fingerprint: str | None, resume: bool) -> Path | 
             continue
         who = f"dead process {record.get('pid')}" if record else "a run with no owner record"
         shutil.rmtree(tmp, ignore_errors=True)
-        _log(f"removed {tmp}, the unfinished output of {who}")
+        log(f"removed {tmp}, the unfinished output of {who}")
     return adopt
 
 
@@ -239,7 +234,7 @@ def atomic_output_dir(out: str | Path, force: bool = False, *, fingerprint: str 
         yield tmp
     except KeyboardInterrupt:
         if (tmp / CHECKPOINT_DIR).is_dir():
-            _log(f"kept the checkpoint in {tmp}: run the same command again to resume (--no-resume starts over)")
+            log(f"kept the checkpoint in {tmp}: run the same command again to resume (--no-resume starts over)")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -94,6 +94,7 @@ def import_class(path: str, from_cwd: bool = True, exclude: tuple[Path, ...] = (
     ``exclude`` folders and anything inside them: a downloaded folder must not run a file that merely sits
     in it or beside it, even under ``python -c``, the REPL or Jupyter, whose ``sys.path`` starts with ``''``."""
     mod_name, attr = _split(path)
+    what = f"--module {path!r}" if from_cwd else f"the recorded class {path!r}"
     cwd = str(Path.cwd())
     added = from_cwd and cwd not in sys.path
     if added:
@@ -104,7 +105,7 @@ def import_class(path: str, from_cwd: bool = True, exclude: tuple[Path, ...] = (
     except ImportError as err:
         where = "run from the folder holding it or put it on PYTHONPATH" if from_cwd else (
             "put it on PYTHONPATH or pass --module (which also looks in the working folder)")
-        raise PrunekitError(f"--module {path!r}: cannot import {mod_name!r} ({err}); {where}") from err
+        raise PrunekitError(f"{what}: cannot import {mod_name!r} ({err}); {where}") from err
     finally:
         if added:
             sys.path.remove(cwd)
@@ -112,9 +113,9 @@ def import_class(path: str, from_cwd: bool = True, exclude: tuple[Path, ...] = (
     for part in attr.split("."):
         cls = getattr(cls, part, None)
         if cls is None:
-            raise PrunekitError(f"--module {path!r}: {mod_name!r} has no {attr!r}")
+            raise PrunekitError(f"{what}: {mod_name!r} has no {attr!r}")
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-        raise PrunekitError(f"--module {path!r} is not a torch.nn.Module class")
+        raise PrunekitError(f"{what} is not a torch.nn.Module class")
     return cls
 
 

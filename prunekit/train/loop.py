@@ -19,7 +19,7 @@ from transformers import PreTrainedTokenizerBase, get_linear_schedule_with_warmu
 
 from prunekit.importance import Importance
 from prunekit.prune import MaskSet
-from prunekit.runtime import accelerator
+from prunekit.runtime import accelerator, log
 from prunekit.tasks.classification import EncodedSplit, calibration_loader, make_loader
 from prunekit.train.checkpoint import ExtraState, Saved, active_call, rng_state, set_rng_state
 from prunekit.train.distill import DistillConfig, Distiller, check_teacher, distill_loss, eager_attention
@@ -203,12 +203,6 @@ def _train(
     acc.free_memory()
     model.eval()
     return TrainResult(steps=step, seconds=time.perf_counter() - start, loss=running, stopped=stopped)
-
-
-def log(msg: str) -> None:
-    from prunekit.pipeline import log as pipeline_log  # the pipeline imports this module
-
-    pipeline_log(msg)
 
 
 def _tensors(masks: MaskSet | None, importance: Importance | None,
