@@ -15,3 +15,10 @@ def shown(value: object, limit: int = 60) -> str:
 def printable(text: str) -> str:
     """``text`` with line breaks and other unprintable characters escaped, so an error stays one line."""
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (its type name when the message is empty), for a one-line
+    error that quotes what a library said."""
+    text = str(err).strip()
+    return text.splitlines()[0].strip() if text else type(err).__name__

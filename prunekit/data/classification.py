@@ -26,7 +26,7 @@ import pandas as pd
 from pandas.io.common import get_handle
 from sklearn.model_selection import train_test_split
 
-from prunekit.errors import PrunekitError, printable, shown
+from prunekit.errors import PrunekitError, first_line, printable, shown
 
 TEXT_COLUMN_DEFAULTS: tuple[tuple[str, ...], ...] = (("text",), ("sentence",), ("sentence1", "sentence2"))
 LABEL_COLUMN_DEFAULTS = ("label", "labels")
@@ -190,14 +190,10 @@ def _read_table(path: Path) -> pd.DataFrame:
                             "cannot start a character there): save it as UTF-8") from None
     except pd.errors.ParserError as err:
         fix = "name a tab-separated file .tsv, " if fmt == "csv" else ""
-        raise PrunekitError(f"cannot read {path} as {how}: {_first_line(err)} ({fix}check the quoting of "
+        raise PrunekitError(f"cannot read {path} as {how}: {first_line(err)} ({fix}check the quoting of "
                             "texts that hold the delimiter)") from None
     except (ValueError, TypeError, OSError, ImportError) as err:  # TypeError: pandas on odd JSON layouts
-        raise PrunekitError(f"cannot read {path} as {how}: {_first_line(err)}") from None
-
-
-def _first_line(err: BaseException) -> str:
-    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise PrunekitError(f"cannot read {path} as {how}: {first_line(err)}") from None
 
 
 def _text_sample(path: Path, size: int = 32_768) -> str:
@@ -314,7 +310,7 @@ def _read_saved_dataset(path: Path) -> dict[str, pd.DataFrame]:
     try:
         loaded = datasets.load_from_disk(str(path))
     except Exception as err:  # datasets raises many types for a damaged folder
-        raise PrunekitError(f"cannot load the saved dataset {path}: {_first_line(err)}") from None
+        raise PrunekitError(f"cannot load the saved dataset {path}: {first_line(err)}") from None
     parts = {"train": loaded} if isinstance(loaded, datasets.Dataset) else dict(loaded)
     frames: dict[str, pd.DataFrame] = {}
     for key, ds in parts.items():

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from prunekit.errors import PrunekitError
+from prunekit.errors import PrunekitError, first_line
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -52,11 +52,6 @@ def find_damaged(folder: str | Path) -> tuple[Path, str] | None:
     return _missing_shard(folder)
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0].strip() if text else type(err).__name__
-
-
 def _json_problem(path: Path) -> str | None:
     text, why = _read_text(path)
     if text is None:
@@ -74,7 +69,7 @@ def _tokenizer_problem(path: Path) -> str | None:
     try:
         Tokenizer.from_file(str(path))
     except Exception as err:  # noqa: BLE001 - tokenizers raises a bare Exception for a malformed file
-        return f"not a tokenizers file ({_first_line(err)})"
+        return f"not a tokenizers file ({first_line(err)})"
     return None
 
 
@@ -85,7 +80,7 @@ def _read_text(path: Path) -> tuple[str | None, str | None]:
     except UnicodeDecodeError:
         return None, "not UTF-8 text"
     except OSError as err:
-        return None, f"cannot be read ({_first_line(err)})"
+        return None, f"cannot be read ({first_line(err)})"
 
 
 def _safetensors_problem(path: Path) -> str | None:
@@ -96,7 +91,7 @@ def _safetensors_problem(path: Path) -> str | None:
         with safe_open(str(path), "pt") as f:
             f.keys()
     except Exception as err:  # noqa: BLE001 - SafetensorError is not exported under a stable name
-        return f"not a complete safetensors file ({_first_line(err)})"
+        return f"not a complete safetensors file ({first_line(err)})"
     return None
 
 

@@ -18,7 +18,7 @@ from transformers import (
 )
 
 from prunekit.assets import resolve_model
-from prunekit.errors import PrunekitError
+from prunekit.errors import PrunekitError, first_line
 from prunekit.io.damaged import names_damaged_file
 
 # transformers 5 logs a long "layers were not sharded" list on every load once `accelerate` has set up
@@ -55,8 +55,7 @@ def load_config(spec: str, trust_remote_code: bool = False) -> tuple[str, Pretra
     try:
         config = AutoConfig.from_pretrained(where, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, KeyError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise PrunekitError(f"model {spec!r}: cannot read its config ({first})") from err
+        raise PrunekitError(f"model {spec!r}: cannot read its config ({first_line(err)})") from err
     return where, config
 
 
@@ -125,7 +124,7 @@ def load_tokenizer(where: str, trust_remote_code: bool = False) -> PreTrainedTok
     try:
         return AutoTokenizer.from_pretrained(where, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
-        raise PrunekitError(f"model {where!r}: cannot load its tokenizer ({str(err).splitlines()[0]})") from err
+        raise PrunekitError(f"model {where!r}: cannot load its tokenizer ({first_line(err)})") from err
 
 
 @names_damaged_file("spec")
@@ -174,10 +173,10 @@ def load_classifier(
     except ValueError as err:
         raise PrunekitError(
             f"model {spec!r}: prunekit cannot build a sequence classifier for model_type "
-            f"{config.model_type!r} ({str(err).splitlines()[0]})"
+            f"{config.model_type!r} ({first_line(err)})"
         ) from err
     except OSError as err:
-        raise PrunekitError(f"model {spec!r}: cannot load weights ({str(err).splitlines()[0]})") from err
+        raise PrunekitError(f"model {spec!r}: cannot load weights ({first_line(err)})") from err
     finally:
         logger.setLevel(level)
     return model, _with_padding(model, load_tokenizer(where, trust_remote_code), spec), head_is_new
@@ -210,7 +209,7 @@ def load_any(spec: str, trust_remote_code: bool = False) -> nn.Module:
     try:
         return cls.from_pretrained(where, trust_remote_code=trust_remote_code, use_safetensors=_safetensors_only(where))
     except (OSError, ValueError) as err:
-        raise PrunekitError(f"model {spec!r}: cannot load ({str(err).splitlines()[0]})") from err
+        raise PrunekitError(f"model {spec!r}: cannot load ({first_line(err)})") from err
 
 
 def _safetensors_only(where: str) -> bool | None:
@@ -247,6 +246,6 @@ def load_causal_lm(spec: str, trust_remote_code: bool = False) -> tuple[nn.Modul
             model = AutoModelForCausalLM.from_pretrained(where, trust_remote_code=trust_remote_code,
                                                          use_safetensors=_safetensors_only(where), dtype="auto")
         except (OSError, ValueError) as err:
-            raise PrunekitError(f"model {spec!r}: cannot load ({str(err).splitlines()[0]})") from err
+            raise PrunekitError(f"model {spec!r}: cannot load ({first_line(err)})") from err
     tokenizer = load_tokenizer(where, trust_remote_code)
     return model.eval(), tokenizer

@@ -42,7 +42,7 @@ from torch import nn
 
 from prunekit.arch.textnets import is_text_model, text_layout
 from prunekit.assets import resolve_model
-from prunekit.errors import PrunekitError
+from prunekit.errors import PrunekitError, first_line
 from prunekit.io.atomic import _sibling, check_outside_inputs
 from prunekit.io.shapes import load
 from prunekit.report.measure import MakeInputs, _cores, median_ms
@@ -331,17 +331,12 @@ def _export(
                 "run the RNN on the padded batch and mask, or try exporter='torchscript')") if text else ""
         raise PrunekitError(
             f"ONNX export ({exporter}) of {type(getattr(wrapper, 'model', wrapper)).__name__} failed: "
-            f"{_first_line(err)}{hint}"
+            f"{first_line(err)}{hint}"
         ) from err
     finally:
         wrapper.eval()  # the TorchScript exporter restores the training flag it found; be sure
     if not staged.is_file():
         raise PrunekitError(f"ONNX export ({exporter}) wrote no file")
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _verify(
@@ -360,12 +355,12 @@ def _verify(
                 want = reference(*(inputs[n] for n in names)).float().numpy()
         except Exception as err:  # noqa: BLE001 - a user's module may fail on any shape
             raise PrunekitError(f"ONNX check failed: the torch model itself fails on a batch of shape {shape} "
-                                f"({_first_line(err)}); nothing was written") from err
+                                f"({first_line(err)}); nothing was written") from err
         try:
             got = session.run([OUTPUT], {n: t.numpy() for n, t in inputs.items()})[0]
         except Exception as err:  # noqa: BLE001 - onnxruntime raises its own exception types
             raise PrunekitError(f"ONNX check failed: onnxruntime cannot run the graph on a batch of shape {shape} "
-                                f"({_first_line(err)}); nothing was written") from err
+                                f"({first_line(err)}); nothing was written") from err
         if got.shape != want.shape or not np.isfinite(got).all():
             raise PrunekitError(f"ONNX check failed: onnxruntime gave shape {got.shape} "
                                 f"(finite: {bool(np.isfinite(got).all())}), torch {want.shape}")
@@ -416,7 +411,7 @@ def onnx_session(path: str | Path, threads: int | None = None) -> onnxruntime.In
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as err:  # noqa: BLE001 - onnxruntime raises its own exception types
-        raise PrunekitError(f"onnxruntime cannot load {path}: {_first_line(err)}") from err
+        raise PrunekitError(f"onnxruntime cannot load {path}: {first_line(err)}") from err
 
 
 def onnx_latency(

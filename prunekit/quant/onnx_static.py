@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
-from prunekit.errors import PrunekitError
+from prunekit.errors import PrunekitError, first_line
 from prunekit.io.onnx import export_onnx, onnx_session
 from prunekit.report.metrics import classification_metrics
 from prunekit.tasks.classification import EncodedSplit, _length_sorted_batches, make_loader
@@ -99,7 +99,7 @@ def quantize_onnx_static(onnx_path: str | Path, out_path: str | Path, feeds: Ite
                 extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
             )
         except Exception as err:  # noqa: BLE001 - onnxruntime raises many types; one clear line
-            raise PrunekitError(f"onnxruntime static quantisation failed: {str(err).strip().splitlines()[0]}") from err
+            raise PrunekitError(f"onnxruntime static quantisation failed: {first_line(err)}") from err
         staged.replace(out)
     return {"path": str(out), "size_bytes": out.stat().st_size, "calibration_batches": len(feeds)}
 
