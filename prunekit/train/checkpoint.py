@@ -115,7 +115,6 @@ class Checkpoints:
     def __init__(self, folder: Path, options: CheckpointOptions) -> None:
         self.folder, self.options = folder, options
         self.calls = 0
-        self.resumed = False  # set once anything was loaded, so the command can say so
         folder.mkdir(exist_ok=True)
         for junk in folder.glob(".*"):  # checkpoints a kill interrupted mid-write
             shutil.rmtree(junk, ignore_errors=True)
@@ -184,7 +183,6 @@ class TrainCheckpoint:
                 load_model(module, str(folder / f"{key}.safetensors"), device=str(device))
         state = torch.load(folder / "state.pt", weights_only=True)
         extra = {p.stem: load_file(str(p)) for p in folder.glob("*.safetensors") if p.stem not in modules}
-        self.owner.resumed = True
         return Saved(meta, state, extra)
 
     def finished(self) -> None:
