@@ -27,7 +27,8 @@ from torch import Tensor, nn
 
 from prunekit.arch.textnets import EXPECTED, TextLayout, probe, rnn_directions, text_layout
 from prunekit.errors import PrunekitError
-from prunekit.prune.structured import GroupSet, Part, _check_ratio, _keep_counts, _round_keep, _top
+from prunekit.prune.structured.groups import GroupSet, Part
+from prunekit.prune.structured.ranking import _check_ratio, _keep_counts, _round_keep, _top
 from prunekit.prune.surgery import (
     as_index,
     keep_conv_in_channels,
