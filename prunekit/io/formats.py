@@ -29,7 +29,7 @@ Loader = Callable[[Path, bool], nn.Module]
 
 @dataclass(frozen=True)
 class SavedFormat:
-    """One way a model can be saved; ``looks_for`` names what ``detect`` checks, for the error message."""
+    """One way a model can be saved; ``looks_for`` names the file(s) ``detect`` checks, for the error message."""
 
     name: str
     detect: Detect
@@ -65,10 +65,16 @@ def format_of(path: str | Path) -> SavedFormat:
     """The format ``path`` is saved in; a folder no format recognises is an error naming what was looked for."""
     folder = Path(path).expanduser()
     for fmt in saved_formats():
-        if fmt.detect(folder):
+        try:
+            found = fmt.detect(folder)
+        except OSError as err:  # e.g. a name longer than the filesystem allows
+            raise PrunekitError(f"model {str(path)[:80]!r}: not a usable path ({err.strerror})") from None
+        if found:
             return fmt
-    looked = ", ".join(f.looks_for for f in saved_formats()) or "nothing (no format is registered)"
-    raise PrunekitError(f"{folder} holds no model prunekit can load; looked for {looked}")
+    if not _FORMATS:
+        raise PrunekitError(f"{folder}: no saved format is registered (import prunekit and use prunekit.load)")
+    looked = ", ".join(f.looks_for for f in reversed(saved_formats()))  # the plainest first
+    raise PrunekitError(f"{str(path)!r} holds no model prunekit can load (no {looked})")
 
 
 @names_damaged_file("path")

@@ -310,4 +310,4 @@ register_format("packed", lambda folder: (folder / PACKED_WEIGHTS).is_file(), _l
                 looks_for=PACKED_WEIGHTS)
 register_format("transformers", lambda folder: not folder.is_dir() or (folder / "config.json").is_file(),
                 lambda folder, trust_remote_code: load_any(str(folder), trust_remote_code), priority=0,
-                looks_for="config.json (a transformers folder)")
+                looks_for="config.json")

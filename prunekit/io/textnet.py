@@ -170,4 +170,4 @@ def _read_shapes(folder: Path) -> dict[str, Any]:
 
 
 register_format("textnet", is_textnet_dir, lambda folder, trust_remote_code: load_textnet(folder, trust_remote_code=
-                trust_remote_code), priority=40, looks_for=f"{MODEL_JSON} or {SHAPES_JSON} (a text net)")
+                trust_remote_code), priority=40, looks_for=f"{MODEL_JSON}, {SHAPES_JSON}")

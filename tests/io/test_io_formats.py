@@ -50,3 +50,16 @@ def test_a_folder_no_format_recognises_is_one_line_naming_what_was_looked_for(tm
     for looked_for in ("prunekit_model.json", "prunekit_quant.json", "prunekit_shapes.json",
                        "model.packed.safetensors", "config.json"):
         assert looked_for in message
+
+
+def test_a_name_too_long_for_the_filesystem_is_one_line():
+    with pytest.raises(PrunekitError, match="not a usable path"):
+        prunekit.load("x" * 5000)
+
+
+def test_an_empty_registry_says_so(monkeypatch, tmp_path):
+    from prunekit.io import formats
+
+    monkeypatch.setattr(formats, "_FORMATS", {})
+    with pytest.raises(PrunekitError, match="no saved format is registered"):
+        formats.load_saved(tmp_path)
