@@ -282,8 +282,7 @@ def _apply_shapes(model: nn.Module, manifest: dict[str, Any]) -> None:
         if f.gate is not None:
             reshape_blank(f.gate, n_out=int(layer["ffn"]))
         reshape_blank(f.down, n_in=int(layer["ffn"]))
-        parent = model.get_submodule(f.names["up"].rpartition(".")[0])
-        set_int_attrs(parent, FFN_WIDTH, int(layer["ffn"]))
+        set_int_attrs(f.owner, FFN_WIDTH, int(layer["ffn"]))
 
 
 def _load_strict(model: nn.Module, state: dict[str, torch.Tensor], folder: Path) -> None:

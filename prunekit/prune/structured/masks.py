@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from prunekit.prune.structured.plan import StructuredPlan, _check_plan
-from prunekit.prune.structured.sites import _span, attn_site, ffn_site, hidden_sites
+from prunekit.prune.structured.plan import StructuredPlan, checked_plan
+from prunekit.prune.structured.sites import attn_site, block_indices, ffn_site, hidden_sites
 from prunekit.prune.surgery import in_dim, layer_list, out_dim
 
 
@@ -78,11 +78,11 @@ def structured_masks(model: nn.Module, plan: StructuredPlan) -> nn.Module:
       no parameter change makes a LayerNorm exact (its mean shifts every kept dim), so each is swapped
       for a :class:`KeptDimsLayerNorm` taking its statistics over the kept dims.
     """
-    c = _check_plan(model, plan)
+    c = checked_plan(model, plan)
     ref = copy.deepcopy(model)
     for layer, (keep, _) in c.heads.items():
         site = attn_site(ref, layer)
-        _zero(site.o, in_dim(site.o), _span(_removed(keep, site.n_q), site.head_dim), bias=False)
+        _zero(site.o, in_dim(site.o), block_indices(_removed(keep, site.n_q), site.head_dim), bias=False)
     for layer, keep in c.ffn.items():
         site = ffn_site(ref, layer)
         _zero(site.down, in_dim(site.down), _removed(keep, site.width), bias=False)

@@ -9,9 +9,9 @@ from typing import Any
 from torch import Tensor, nn
 
 from prunekit.errors import PrunekitError
-from prunekit.prune.structured.remove import _check_heads, _prune_ffn, _prune_heads, _prune_hidden
+from prunekit.prune.structured.remove import check_heads, remove_ffn, remove_heads, remove_hidden
 from prunekit.prune.structured.shapes import sync_config
-from prunekit.prune.structured.sites import _check_hidden_covered, attn_site, ffn_site, hidden_sites, num_layers
+from prunekit.prune.structured.sites import attn_site, check_hidden_covered, ffn_site, hidden_sites, num_layers
 from prunekit.prune.surgery import as_index, remove_layers
 
 
@@ -35,14 +35,16 @@ class StructuredPlan:
 
 
 @dataclass
-class _Checked:
+class CheckedPlan:
+    """A plan as index tensors, validated against the model (heads: kept query heads and their kv heads)."""
+
     heads: dict[int, tuple[Tensor, Tensor]]
     ffn: dict[int, Tensor]
     layers: Tensor | None
     hidden: Tensor | None
 
 
-def _check_plan(model: nn.Module, plan: StructuredPlan) -> _Checked:
+def checked_plan(model: nn.Module, plan: StructuredPlan) -> CheckedPlan:
     """Validate the whole plan before anything changes, so a bad plan leaves the model untouched."""
     n = num_layers(model)
     layers = as_index(plan.layers, n, "layers") if plan.layers is not None else None
@@ -52,7 +54,7 @@ def _check_plan(model: nn.Module, plan: StructuredPlan) -> _Checked:
         if layer not in range(n):
             raise PrunekitError(f"plan names layer {layer} but the model has {n} layers")
         if layer in kept:
-            _, k, kv = _check_heads(model, layer, keep)
+            _, k, kv = check_heads(model, layer, keep)
             heads[layer] = (k, kv)
     for layer, keep in sorted(plan.ffn.items()):
         if layer not in range(n):
@@ -63,19 +65,19 @@ def _check_plan(model: nn.Module, plan: StructuredPlan) -> _Checked:
     if plan.hidden is not None:
         sites = hidden_sites(model)
         hidden = as_index(plan.hidden, sites.size, "hidden dims")
-        _check_hidden_covered(model, sites)
-    return _Checked(heads, ffn, layers, hidden)
+        check_hidden_covered(model, sites)
+    return CheckedPlan(heads, ffn, layers, hidden)
 
 
 def apply_plan(model: nn.Module, plan: StructuredPlan) -> nn.Module:
     """Physically remove everything the plan does not keep (in place); returns the model."""
-    c = _check_plan(model, plan)
+    c = checked_plan(model, plan)
     for layer, (keep, kv) in c.heads.items():
-        _prune_heads(attn_site(model, layer), keep, kv)
+        remove_heads(attn_site(model, layer), keep, kv)
     for layer, keep in c.ffn.items():
-        _prune_ffn(model, ffn_site(model, layer), keep)
+        remove_ffn(ffn_site(model, layer), keep)
     if c.hidden is not None:
-        _prune_hidden(model, hidden_sites(model), c.hidden)
+        remove_hidden(model, hidden_sites(model), c.hidden)
     if c.layers is not None:
         remove_layers(model, c.layers)
     sync_config(model)

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from prunekit.errors import PrunekitError
 from prunekit.prune.structured.plan import StructuredPlan
-from prunekit.prune.structured.sites import _span, attn_site, ffn_site, hidden_sites, num_layers
+from prunekit.prune.structured.sites import attn_site, block_indices, ffn_site, hidden_sites, num_layers
 
 GQA_MODES = ("groups", "heads")
 SCOPES = ("local", "global")
@@ -28,19 +28,19 @@ class GroupScores:
     units: dict[str, Tensor] = field(default_factory=dict)  # text models: group name -> one per unit/filter/dim
 
 
-def _check_ratio(name: str, r: float) -> float:
+def check_ratio(name: str, r: float) -> float:
     if not 0.0 <= r <= 1.0:
         raise PrunekitError(f"{name} ratio must be in [0, 1], got {r}")
     return float(r)
 
 
-def _top(scores: Tensor, k: int) -> list[int]:
+def top_indices(scores: Tensor, k: int) -> list[int]:
     """Indices of the k highest scores, ascending; ties keep the lower index (deterministic)."""
     order = torch.sort(scores.detach().float().cpu(), descending=True, stable=True).indices[:k]
     return sorted(order.tolist())
 
 
-def _round_keep(k: int, total: int, n: int, what: str) -> int:
+def round_keep(k: int, total: int, n: int, what: str) -> int:
     """Round a kept width to a multiple of ``n`` (nearest, at least n, at most the original width).
 
     A width that is not pruned at all is left as it is.
@@ -63,7 +63,7 @@ def _need(scores: dict[int, Tensor], layer: int, n: int, what: str) -> Tensor:
     return t.detach().float().cpu()
 
 
-def _keep_counts(units: dict[int, Tensor], ratio: float, scope: str) -> dict[int, int]:
+def keep_counts(units: dict[int, Tensor], ratio: float, scope: str) -> dict[int, int]:
     """How many units each layer keeps: the same fraction per layer, or one ranking across layers.
 
     Global: each layer's best unit is ranked last, so the ranking never empties a layer while the
@@ -106,7 +106,7 @@ def plan_from_ratios(
     - ``round_to``: kept FFN and hidden widths become multiples of N (head counts are already whole
       heads). The hidden width is model-wide, so ``scope`` does not apply to it.
     """
-    heads, ffn, layers, hidden = (_check_ratio(n, r) for n, r in
+    heads, ffn, layers, hidden = (check_ratio(n, r) for n, r in
                                   (("heads", heads), ("ffn", ffn), ("layers", layers), ("hidden", hidden)))
     if scope not in SCOPES:
         raise PrunekitError(f"unknown scope {scope!r}; choose local or global")
@@ -123,17 +123,17 @@ def plan_from_ratios(
         n_keep = n - int(round(layers * n))
         if n_keep < 1:
             raise PrunekitError(f"layers={layers} would remove every one of the {n} layers")
-        kept_layers = _top(scores.layers, n_keep)
+        kept_layers = top_indices(scores.layers, n_keep)
         plan.layers = kept_layers
     if heads > 0:
         plan.heads = _plan_heads(model, scores, heads, scope, gqa, kept_layers)
     if ffn > 0:
         units = {i: _need(scores.ffn, i, ffn_site(model, i).width, "FFN") for i in kept_layers}
-        for i, k in _keep_counts(units, ffn, scope).items():
+        for i, k in keep_counts(units, ffn, scope).items():
             if k == 0:
                 raise PrunekitError(f"ffn={ffn} ({scope}) would remove every FFN neuron of layer {i}; "
                                     "lower the ratio, or remove whole layers with layers=")
-            plan.ffn[i] = _top(units[i], _round_keep(k, units[i].numel(), round_to, f"layer {i} FFN"))
+            plan.ffn[i] = top_indices(units[i], round_keep(k, units[i].numel(), round_to, f"layer {i} FFN"))
     if hidden > 0:
         size = hidden_sites(model).size
         if scores.hidden is None or scores.hidden.numel() != size:
@@ -141,7 +141,7 @@ def plan_from_ratios(
         k = size - int(round(hidden * size))
         if k == 0:
             raise PrunekitError(f"hidden={hidden} would remove the whole hidden width")
-        plan.hidden = _top(scores.hidden, _round_keep(k, size, round_to, "hidden width"))
+        plan.hidden = top_indices(scores.hidden, round_keep(k, size, round_to, "hidden width"))
     return plan
 
 
@@ -157,14 +157,14 @@ def _plan_heads(model: nn.Module, scores: GroupScores, ratio: float, scope: str,
             units[i] = _need(src, i, s.n_kv, "key/value group" if s.per_group > 1 else "head")
         else:
             units[i] = _need(scores.heads, i, s.n_q, "head")
-    counts = _keep_counts(units, ratio, scope)
+    counts = keep_counts(units, ratio, scope)
     for i, s in sites.items():
         if counts[i] == 0:
             raise PrunekitError(f"heads={ratio} ({scope}) would remove every attention head of layer {i}; "
                                 "lower the ratio, or remove whole layers with layers=")
         if i in by_group:
-            groups = torch.tensor(_top(units[i], counts[i]))
-            out[i] = _span(groups, s.per_group).tolist()
+            groups = torch.tensor(top_indices(units[i], counts[i]))
+            out[i] = block_indices(groups, s.per_group).tolist()
             continue
         removed = s.n_q - counts[i]
         if scope == "local" and removed % s.n_kv:
@@ -183,7 +183,7 @@ def _plan_heads(model: nn.Module, scores: GroupScores, ratio: float, scope: str,
         keep = []
         for g in range(s.n_kv):
             block = units[i][g * s.per_group:(g + 1) * s.per_group]
-            keep += [g * s.per_group + j for j in _top(block, per)]
+            keep += [g * s.per_group + j for j in top_indices(block, per)]
         out[i] = sorted(keep)
     return out
 
@@ -219,7 +219,7 @@ def plan_from_layer_ratios(
         for layer, r in ratios.items():
             if layer not in range(n):
                 raise PrunekitError(f"plan names layer {layer} but the model has {n} layers")
-            _check_ratio(f"layer {layer} {what}", r)
+            check_ratio(f"layer {layer} {what}", r)
     for layer, r in sorted((heads or {}).items()):
         if r > 0 and layer in kept:
             plan.heads.update(_plan_heads(model, scores, r, "local", gqa, [layer]))
@@ -230,5 +230,5 @@ def plan_from_layer_ratios(
         k = units.numel() - int(round(r * units.numel()))
         if k == 0:
             raise PrunekitError(f"ffn={r} would remove every FFN neuron of layer {layer}")
-        plan.ffn[layer] = _top(units, _round_keep(k, units.numel(), round_to, f"layer {layer} FFN"))
+        plan.ffn[layer] = top_indices(units, round_keep(k, units.numel(), round_to, f"layer {layer} FFN"))
     return plan

@@ -12,9 +12,9 @@ from prunekit.prune.structured.sites import (
     AttnSite,
     FfnSite,
     HiddenSites,
-    _check_hidden_covered,
-    _span,
     attn_site,
+    block_indices,
+    check_hidden_covered,
     ffn_site,
     hidden_sites,
 )
@@ -44,7 +44,7 @@ def _kv_keep(site: AttnSite, keep: Tensor) -> Tensor:
     return kept
 
 
-def _check_heads(model: nn.Module, layer: int, keep_heads: Index) -> tuple[AttnSite, Tensor, Tensor]:
+def check_heads(model: nn.Module, layer: int, keep_heads: Index) -> tuple[AttnSite, Tensor, Tensor]:
     site = attn_site(model, layer)
     keep = as_index(keep_heads, site.n_q, f"layer {layer}: attention heads")
     return site, keep, _kv_keep(site, keep)
@@ -52,15 +52,15 @@ def _check_heads(model: nn.Module, layer: int, keep_heads: Index) -> tuple[AttnS
 
 def prune_heads(model: nn.Module, layer_idx: int, keep_heads: Index) -> nn.Module:
     """Keep query heads ``keep_heads`` of one layer (and the kv heads they use); the rest are removed."""
-    site, keep, kv = _check_heads(model, layer_idx, keep_heads)
-    _prune_heads(site, keep, kv)
+    site, keep, kv = check_heads(model, layer_idx, keep_heads)
+    remove_heads(site, keep, kv)
     sync_config(model)
     return model
 
 
-def _prune_heads(site: AttnSite, keep: Tensor, kv: Tensor) -> None:
+def remove_heads(site: AttnSite, keep: Tensor, kv: Tensor) -> None:
     d = site.head_dim
-    q_idx, kv_idx = _span(keep, d), _span(kv, d)
+    q_idx, kv_idx = block_indices(keep, d), block_indices(kv, d)
     if site.fused:
         w = site.n_q * d
         keep_out_features(site.q, torch.cat([q_idx, w + q_idx, 2 * w + q_idx]))
@@ -76,31 +76,30 @@ def prune_ffn(model: nn.Module, layer_idx: int, keep_neurons: Index) -> nn.Modul
     """Keep intermediate neurons ``keep_neurons`` of one layer (up and gate rows, down columns)."""
     site = ffn_site(model, layer_idx)
     keep = as_index(keep_neurons, site.width, f"layer {layer_idx}: FFN neurons")
-    _prune_ffn(model, site, keep)
+    remove_ffn(site, keep)
     sync_config(model)
     return model
 
 
-def _prune_ffn(model: nn.Module, site: FfnSite, keep: Tensor) -> None:
+def remove_ffn(site: FfnSite, keep: Tensor) -> None:
     keep_out_features(site.up, keep)
     if site.gate is not None:
         keep_out_features(site.gate, keep)
     keep_in_features(site.down, keep)
-    parent = model.get_submodule(site.names["up"].rpartition(".")[0])
-    set_int_attrs(parent, FFN_WIDTH, keep.numel())
+    set_int_attrs(site.owner, FFN_WIDTH, keep.numel())
 
 
 def prune_hidden(model: nn.Module, keep_dims: Index) -> nn.Module:
     """Keep model dimensions ``keep_dims`` everywhere the residual stream goes (see module docstring)."""
     sites = hidden_sites(model)
     keep = as_index(keep_dims, sites.size, "hidden dims")
-    _check_hidden_covered(model, sites)
-    _prune_hidden(model, sites, keep)
+    check_hidden_covered(model, sites)
+    remove_hidden(model, sites, keep)
     sync_config(model)
     return model
 
 
-def _prune_hidden(model: nn.Module, sites: HiddenSites, keep: Tensor) -> None:
+def remove_hidden(model: nn.Module, sites: HiddenSites, keep: Tensor) -> None:
     ties = tied_groups(model)
     for _, emb in sites.embeddings:
         keep_embedding_dims(emb, keep)

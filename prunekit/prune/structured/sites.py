@@ -38,11 +38,15 @@ class AttnSite:
 
 @dataclass
 class FfnSite:
+    """One block's FFN: its projections, their qualified names, and ``owner``, the module holding them
+    (where a family keeps its FFN width attribute, :data:`prunekit.arch.attributes.FFN_WIDTH`)."""
+
     layer: int
     up: nn.Module
     gate: nn.Module | None
     down: nn.Module
     names: dict[str, str]
+    owner: nn.Module
 
     @property
     def width(self) -> int:
@@ -82,7 +86,8 @@ def ffn_site(model: nn.Module, layer: int) -> FfnSite:
     names = {"up": f"{prefix}.{fam.ffn_up}", "down": f"{prefix}.{fam.ffn_down}"}
     if fam.ffn_gate:
         names["gate"] = f"{prefix}.{fam.ffn_gate}"
-    return FfnSite(layer, block.get_submodule(fam.ffn_up), gate, block.get_submodule(fam.ffn_down), names)
+    owner = block.get_submodule(fam.ffn_up.rpartition(".")[0])
+    return FfnSite(layer, block.get_submodule(fam.ffn_up), gate, block.get_submodule(fam.ffn_down), names, owner)
 
 
 @dataclass
@@ -152,7 +157,7 @@ def hidden_sites(model: nn.Module) -> HiddenSites:
     return sites
 
 
-def _check_hidden_covered(model: nn.Module, sites: HiddenSites) -> None:
+def check_hidden_covered(model: nn.Module, sites: HiddenSites) -> None:
     """Refuse hidden pruning when some module may touch the residual stream but has no rule.
 
     Inside the blocks every Linear must be a known projection (a BERT decoder's cross-attention is
@@ -178,6 +183,6 @@ def _check_hidden_covered(model: nn.Module, sites: HiddenSites) -> None:
                 )
 
 
-def _span(idx: Tensor, size: int) -> Tensor:
+def block_indices(idx: Tensor, size: int) -> Tensor:
     """Element indices of whole blocks ``idx`` of ``size`` (head i -> i*size ... i*size+size-1)."""
     return (idx[:, None] * size + torch.arange(size)).flatten()
