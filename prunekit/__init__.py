@@ -3,7 +3,15 @@
 The public API in a few names; the CLI (`prunekit ...`) calls exactly these.
 """
 
+from __future__ import annotations
+
+from os import PathLike
+from typing import TYPE_CHECKING
+
 from prunekit.errors import PrunekitError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 __version__ = "0.1.0"
 
@@ -12,10 +20,29 @@ _API = {
     "finetune": ("prunekit.pipeline", "finetune"),
     "evaluate": ("prunekit.pipeline", "evaluate"),
     "inspect": ("prunekit.pipeline", "inspect"),
-    "load": ("prunekit.io.shapes", "load"),
     "prune_lm": ("prunekit.pipeline_lm", "prune_lm"),
     "evaluate_lm": ("prunekit.pipeline_lm", "evaluate_lm"),
 }
+
+
+#: The modules that register prunekit's built-in saved formats (:mod:`prunekit.io.formats`) when imported:
+#: text nets, int8, structured manifests, packed sparse weights and plain transformers folders.
+FORMAT_MODULES = ("prunekit.io.textnet", "prunekit.quant.saved", "prunekit.io.shapes")
+
+
+def load(path: str | PathLike[str], trust_remote_code: bool = False) -> nn.Module:
+    """Load any model prunekit saved (or any transformers folder, built-in name or hub id), ready for eval.
+
+    The folder's format is recognised by the registry :mod:`prunekit.io.formats`; a format of your own
+    is one :func:`~prunekit.io.formats.register_format` call away.
+    """
+    import importlib
+
+    for module in FORMAT_MODULES:
+        importlib.import_module(module)
+    from prunekit.io.formats import load_saved
+
+    return load_saved(path, trust_remote_code)
 
 
 def __getattr__(name: str):

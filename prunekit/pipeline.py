@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from transformers import AutoModelForSequenceClassification, PreTrainedTokenizerBase
 
+from prunekit import load as load_shaped  # every saved format, int8 included
 from prunekit.arch import is_text_model, prunable_modules, prunable_weights
 from prunekit.config import SOLVER_METHODS, DataOptions, PruneSettings, TrainOptions, default_lr
 from prunekit.data import ClassificationData, load_classification
@@ -29,7 +30,6 @@ from prunekit.importance.groups import group_scores
 from prunekit.io.atomic import atomic_output_dir, check_output_dir
 from prunekit.io.automap import drop_dangling_auto_map
 from prunekit.io.hf import label_names_of, load_classifier
-from prunekit.io.shapes import load as load_shaped
 from prunekit.io.shapes import write_pruned
 from prunekit.io.textnet import write_textnet
 from prunekit.models import TextNetOptions, new_text_model

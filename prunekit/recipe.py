@@ -506,7 +506,7 @@ def _finished_stages(state: _State, folder: Path | None) -> int:
     artefacts (reloaded for the final latency rounds) are restored into ``state``."""
     import json
 
-    from prunekit.io.shapes import load
+    from prunekit import load
     from prunekit.pipeline import log
 
     if folder is None or not (folder / "stages.json").is_file():
@@ -616,7 +616,7 @@ def _student(state: _State, st: Stage) -> dict[str, Any]:
 
 
 def _distill(state: _State, st: Stage) -> dict[str, Any]:
-    from prunekit.io.shapes import load
+    from prunekit import load
     from prunekit.runtime import default_device
     from prunekit.train import DistillConfig, train
 
@@ -684,7 +684,8 @@ def _dir_bytes(folder: Path, suffixes: tuple[str, ...] = (".safetensors",)) -> i
 
 def _measure(state: _State, name: str, kind: str, seconds: float, extra: dict[str, Any] | None = None) -> None:
     """Metrics of the stage's saved artefact (reloaded, so what is measured is what was written)."""
-    from prunekit.io.shapes import load, write_pruned
+    from prunekit import load
+    from prunekit.io.shapes import write_pruned
     from prunekit.pipeline import log
     from prunekit.quant.onnx_static import evaluate_onnx
     from prunekit.quant.saved import write_int8

@@ -30,17 +30,19 @@ from torch import nn
 from transformers import AutoConfig, PretrainedConfig, PreTrainedTokenizerBase
 
 from prunekit.arch import family_for, family_for_config
+from prunekit.arch.attributes import FFN_WIDTH, LAYOUT, SCALING, set_head_counts, set_int_attrs
 from prunekit.errors import PrunekitError
+from prunekit.io import textnet as _textnet  # noqa: F401 - registers its format, so load() covers text nets
 from prunekit.io.atomic import atomic_output_dir, write_json_atomic
 from prunekit.io.automap import drop_dangling_auto_map
-from prunekit.io.damaged import names_damaged_file
 from prunekit.io.documents import read_versioned_json
-from prunekit.io.textnet import is_textnet_dir, load_textnet
-from prunekit.prune.structured import attn_site, ffn_site, find_module, is_uniform, model_shapes, sync_config
+from prunekit.io.formats import load_saved, register_format
+from prunekit.io.hf import load_any
+from prunekit.prune.structured.shapes import is_uniform, model_shapes, sync_config
+from prunekit.prune.structured.sites import attn_site, ffn_site, find_module
 from prunekit.prune.surgery import reshape_blank
 
 MANIFEST = "prunekit_shapes.json"
-QUANT_MANIFEST = "prunekit_quant.json"  # int8 weights (prunekit.quant.saved)
 PACKED_WEIGHTS = "model.packed.safetensors"  # unstructured / N:M sparse weights, zeros not stored
 FORMAT = "prunekit-structured"
 FORMAT_VERSION = 1
@@ -112,12 +114,9 @@ def _vanilla_matches(model: nn.Module) -> bool:
     return _layout(model) == _layout(vanilla)
 
 
-_LAYOUT_ATTRS = ("scaling", "head_dim", "attention_head_size", "num_key_value_groups", "split_size")
-
-
 def _layout(model: nn.Module) -> list[tuple]:
     """What attention computes beyond weight shapes: head sizes, kv sharing, score scaling."""
-    return [tuple(getattr(m, a, None) for a in _LAYOUT_ATTRS) for m in model.modules()]
+    return [tuple(getattr(m, a, None) for a in LAYOUT) for m in model.modules()]
 
 
 def _weights(folder: Path) -> dict[str, torch.Tensor]:
@@ -141,27 +140,14 @@ def _weights(folder: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-@names_damaged_file("path")
-def load(path: str | Path, trust_remote_code: bool = False) -> nn.Module:
-    """Rebuild a model saved by :func:`save_pruned`, ready for eval.
+load = load_saved
+"""``prunekit.io.shapes.load`` (the old name): :func:`prunekit.io.formats.load_saved`. Text nets, structured
+and packed folders, and plain transformers folders, built-in names or hub ids register on import of this
+module; :func:`prunekit.load` also imports the int8 format (:mod:`prunekit.quant.saved`)."""
 
-    A recurrent or conv text model (``prunekit_model.json``) goes to :func:`prunekit.io.textnet.load_textnet`.
-    Anything without ``prunekit_shapes.json`` (an ordinary folder, a built-in name, a hub id) goes
-    to :func:`prunekit.io.hf.load_any` unchanged, so this can stand in for it as ``prunekit.load``.
-    """
-    folder = Path(path).expanduser()
-    if is_textnet_dir(folder):  # an LSTM/GRU/RNN or TextCNN classifier, or a user's module
-        return load_textnet(folder, trust_remote_code=trust_remote_code)
-    if (folder / QUANT_MANIFEST).is_file():  # int8 weights: rebuilt, then quantised and filled
-        from prunekit.quant.saved import load_int8
 
-        return load_int8(folder)
-    if not (folder / MANIFEST).is_file() and (folder / PACKED_WEIGHTS).is_file():
-        return _load_packed_folder(folder)
-    if not (folder / MANIFEST).is_file():
-        from prunekit.io.hf import load_any
-
-        return load_any(str(path), trust_remote_code)
+def _load_structured(folder: Path, trust_remote_code: bool = False) -> nn.Module:
+    """A folder written by :func:`save_pruned`, ready for eval: the saved shapes first, then the weights strictly."""
     manifest = read_manifest(folder)
     state = _weights(folder)
     model = build_skeleton(folder, manifest, _dtype_of(state))
@@ -215,19 +201,15 @@ def save_sparse(model: nn.Module, tokenizer: PreTrainedTokenizerBase | None, fol
     drop_dangling_auto_map(folder)
 
 
-def _load_packed_folder(folder: Path) -> nn.Module:
+def _load_packed_folder(folder: Path, trust_remote_code: bool = False) -> nn.Module:
     """A model written by :func:`save_sparse`: built from its config, weights from the packed file."""
     if not (folder / "config.json").exists():
         raise PrunekitError(f"{folder} has {PACKED_WEIGHTS} but no config.json")
     state = _weights(folder)
     config = AutoConfig.from_pretrained(folder)
-    name = (config.architectures or [None])[0]
-    cls = getattr(transformers, name or "", None)
-    if not (isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel)):
-        raise PrunekitError(f"{folder}: unknown model class {name!r}; prunekit loads transformers classes only")
-    floats = [t.dtype for t in state.values() if t.is_floating_point()]
+    cls = _transformers_class((config.architectures or [None])[0], f"{folder}: unknown model class")
     with _no_init():
-        model = cls._from_config(config, dtype=max(set(floats), key=floats.count) if floats else torch.float32)
+        model = cls._from_config(config, dtype=_dtype_of(state))
     model.tie_weights()
     _load_strict(model, state, folder)
     return model.eval()
@@ -237,9 +219,7 @@ def _build(config: PretrainedConfig, manifest: dict[str, Any], dtype: torch.dtyp
     """An instance of the saved class from its config, built with one head per layer (any head
     count would fail some architectures' divisibility checks); real shapes are applied next."""
     name = manifest.get("architecture") or (config.architectures or [None])[0]
-    cls = getattr(transformers, name or "", None)
-    if not (isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel)):
-        raise PrunekitError(f"unknown model class {name!r} in {MANIFEST}; prunekit loads transformers classes only")
+    cls = _transformers_class(name, "unknown model class", f" in {MANIFEST}")
     fam = family_for_config(config)
     saved = {"num_attention_heads": config.num_attention_heads}
     if fam.num_kv_heads_attr:
@@ -256,6 +236,14 @@ def _build(config: PretrainedConfig, manifest: dict[str, Any], dtype: torch.dtyp
         setattr(model.config, key, value)
     model.tie_weights()  # transformers 5's no_init_weights also skips tying the LM head
     return model
+
+
+def _transformers_class(name: str | None, what: str, where: str = "") -> type:
+    """The transformers model class a folder names; prunekit never imports a class from anywhere else."""
+    cls = getattr(transformers, name or "", None)
+    if not (isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel)):
+        raise PrunekitError(f"{what} {name!r}{where}; prunekit loads transformers classes only")
+    return cls
 
 
 def _no_init() -> contextlib.AbstractContextManager:
@@ -286,21 +274,15 @@ def _apply_shapes(model: nn.Module, manifest: dict[str, Any]) -> None:
         reshape_blank(site.o, n_in=nq * d)
         attn = site.attn
         setattr(attn, fam.head_dim_attr, d)
-        for attr, value in (("num_attention_heads", nq), ("num_heads", nq), ("n_heads", nq), ("n_head", nq),
-                            ("all_head_size", nq * d), ("split_size", nq * d), ("num_key_value_heads", nkv),
-                            ("num_key_value_groups", nq // nkv)):
-            if hasattr(attn, attr):
-                setattr(attn, attr, value)
+        set_head_counts(attn, nq, nkv, d)
         if layer.get("scaling") is not None:
-            attn.scaling = float(layer["scaling"])
+            setattr(attn, SCALING, float(layer["scaling"]))
         f = ffn_site(model, i)
         reshape_blank(f.up, n_out=int(layer["ffn"]))
         if f.gate is not None:
             reshape_blank(f.gate, n_out=int(layer["ffn"]))
         reshape_blank(f.down, n_in=int(layer["ffn"]))
-        parent = model.get_submodule(f.names["up"].rpartition(".")[0])
-        if hasattr(parent, "intermediate_size"):
-            parent.intermediate_size = int(layer["ffn"])
+        set_int_attrs(f.owner, FFN_WIDTH, int(layer["ffn"]))
 
 
 def _load_strict(model: nn.Module, state: dict[str, torch.Tensor], folder: Path) -> None:
@@ -318,3 +300,13 @@ def _load_strict(model: nn.Module, state: dict[str, torch.Tensor], folder: Path)
         raise PrunekitError(
             f"{folder}: weights and model disagree (missing {missing[:3]}, unexpected {unexpected[:3]})"
         )
+
+
+# The formats this module owns (see prunekit.io.formats); plain transformers is the fallback for anything else.
+register_format("structured", lambda folder: (folder / MANIFEST).is_file(), _load_structured, priority=20,
+                looks_for=MANIFEST)
+register_format("packed", lambda folder: (folder / PACKED_WEIGHTS).is_file(), _load_packed_folder, priority=10,
+                looks_for=PACKED_WEIGHTS)
+register_format("transformers", lambda folder: not folder.is_dir() or (folder / "config.json").is_file(),
+                lambda folder, trust_remote_code: load_any(str(folder), trust_remote_code), priority=0,
+                looks_for="config.json")

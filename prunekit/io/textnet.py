@@ -22,6 +22,7 @@ from prunekit.errors import PrunekitError
 from prunekit.io.atomic import atomic_output_dir, write_json_atomic
 from prunekit.io.automap import drop_dangling_auto_map
 from prunekit.io.damaged import names_damaged_file
+from prunekit.io.formats import register_format
 
 MODEL_JSON = "prunekit_model.json"
 SHAPES_JSON = "prunekit_textnet_shapes.json"
@@ -166,3 +167,7 @@ def _read_shapes(folder: Path) -> dict[str, Any]:
     if not isinstance(saved, dict) or not isinstance(saved.get("widths"), dict):
         raise PrunekitError(f"{folder / SHAPES_JSON} has no widths")
     return saved
+
+
+register_format("textnet", is_textnet_dir, lambda folder, trust_remote_code: load_textnet(folder, trust_remote_code=
+                trust_remote_code), priority=40, looks_for=f"{MODEL_JSON}, {SHAPES_JSON}")

@@ -13,22 +13,12 @@ from prunekit.prune.masks import (
     keep_per_row,
     parse_pattern,
 )
-from prunekit.prune.structured import (
-    GroupScores,
-    GroupSet,
-    StructuredPlan,
-    apply_plan,
-    ffn_groups,
-    head_groups,
-    hidden_groups,
-    model_shapes,
-    plan_from_ratios,
-    prune_ffn,
-    prune_heads,
-    prune_hidden,
-    prune_layers,
-    structured_masks,
-)
+from prunekit.prune.structured.groups import GroupSet, ffn_groups, head_groups, hidden_groups
+from prunekit.prune.structured.masks import structured_masks
+from prunekit.prune.structured.plan import StructuredPlan, apply_plan
+from prunekit.prune.structured.ranking import GroupScores, plan_from_ratios
+from prunekit.prune.structured.remove import prune_ffn, prune_heads, prune_hidden, prune_layers
+from prunekit.prune.structured.shapes import model_shapes
 from prunekit.prune.surgery import (
     keep_conv_in_channels,
     keep_conv_out_channels,

@@ -27,7 +27,8 @@ from torch import Tensor, nn
 
 from prunekit.arch.textnets import EXPECTED, TextLayout, probe, rnn_directions, text_layout
 from prunekit.errors import PrunekitError
-from prunekit.prune.structured import GroupSet, Part, _check_ratio, _keep_counts, _round_keep, _top
+from prunekit.prune.structured.groups import GroupSet, Part
+from prunekit.prune.structured.ranking import check_ratio, keep_counts, round_keep, top_indices
 from prunekit.prune.surgery import (
     as_index,
     keep_conv_in_channels,
@@ -127,8 +128,8 @@ def text_plan_from_ratios(
     ``round_to`` keeps widths multiples of N. Asking to remove a kind the model lacks, or every group
     of a layer, is an error.
     """
-    ratios = {"units": _check_ratio("units", units), "filters": _check_ratio("filters", filters),
-              "embedding": _check_ratio("embedding", embedding)}
+    ratios = {"units": check_ratio("units", units), "filters": check_ratio("filters", filters),
+              "embedding": check_ratio("embedding", embedding)}
     groups = text_groups(model)
     plan = TextPlan()
     what = {"units": "hidden unit", "filters": "filter", "embedding": "embedding dimension"}
@@ -146,7 +147,7 @@ def text_plan_from_ratios(
                 raise PrunekitError(f"{kind} scores for {g.name}: expected {g.count}, got "
                                     f"{'none' if s is None else s.numel()}")
             vec[g.name] = s.detach().float().cpu()
-        counts = _keep_counts(vec, ratio, scope if kind != "embedding" else "local")
+        counts = keep_counts(vec, ratio, scope if kind != "embedding" else "local")
         if kind == "units":  # one hidden_size per module
             for module in {g.module for g in mine}:
                 names = [g.name for g in mine if g.module == module]
@@ -156,8 +157,8 @@ def text_plan_from_ratios(
             if counts[g.name] == 0:
                 raise PrunekitError(f"--{kind} {ratio} ({scope}) would remove every {what[kind]} of {g.name} "
                                     f"({g.count}); lower the ratio")
-            k = _round_keep(counts[g.name], g.count, round_to, g.name)
-            plan.keep[g.name] = _top(vec[g.name], k)
+            k = round_keep(counts[g.name], g.count, round_to, g.name)
+            plan.keep[g.name] = top_indices(vec[g.name], k)
     return plan
 
 

@@ -29,10 +29,12 @@ from prunekit.io.atomic import atomic_output_dir, write_json_atomic
 from prunekit.io.automap import drop_dangling_auto_map
 from prunekit.io.damaged import names_damaged_file
 from prunekit.io.documents import read_versioned_json
-from prunekit.io.shapes import QUANT_MANIFEST, build_skeleton, read_manifest
+from prunekit.io.formats import register_format
+from prunekit.io.shapes import build_skeleton, read_manifest
 from prunekit.quant.int8 import SHAPES_ATTR, convert_int8, quiet_quantization
 
 WEIGHTS = "model.int8.safetensors"
+QUANT_MANIFEST = "prunekit_quant.json"
 FORMAT, FORMAT_VERSION = "prunekit-int8-dynamic", 1
 
 
@@ -162,3 +164,7 @@ def _fill(m: nn.Module, kind: str, name: str, info: dict[str, Any], state: dict[
         m.set_weight_bias(weight, state.get(f"{name}.bias"))
     else:
         m.set_weight(weight)
+
+
+register_format("int8", lambda folder: (folder / QUANT_MANIFEST).is_file(),
+                lambda folder, trust_remote_code: load_int8(folder), priority=30, looks_for=QUANT_MANIFEST)
