@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from prunekit.arch import transformer_layers
+from prunekit.arch import attention_linears, transformer_layers
 from prunekit.errors import PrunekitError
 from prunekit.importance.wanda import outlier_ratio, wanda_scores
 from prunekit.prune.calibration import (
@@ -253,7 +253,7 @@ def prune_oneshot(
     result = OneShotResult()
     targets = [settings.target] * len(layers)
     mlp_targets = [float(r) for r in settings.mlp_ratios] if settings.mlp_ratios is not None else None
-    attention = {n for g in sublayer_groups(model, layers[0])[:2] for n in g} if len(layers) else set()
+    attention = attention_linears(model, layers[0]) if len(layers) else set()
     split = len(attention)  # per_block_statistic lists a block's Linears attention first, as sublayer_groups
 
     def block_wanda(linears: list[nn.Module], stats: list[InputStats]) -> list[Tensor]:
