@@ -16,6 +16,7 @@ from prunekit.arch.families import (
     linear_groups,
     prunable_modules,
     prunable_weights,
+    selected_stack,
     transformer_layers,
 )
 from prunekit.arch.textnets import (
@@ -47,6 +48,7 @@ __all__ = [
     "prunable_weights",
     "rnn_directions",
     "rnn_output_width",
+    "selected_stack",
     "text_layout",
     "transformer_layers",
 ]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from torch import nn
@@ -175,9 +177,28 @@ def _base(model: nn.Module) -> tuple[nn.Module, str]:
     return base, (prefix + ".") if prefix else ""
 
 
+_SELECTED = "_prunekit_stack"  # the stack block-by-block code works on while :func:`selected_stack` is active
+
+
+@contextmanager
+def selected_stack(model: nn.Module, name: str) -> Iterator[None]:
+    """Within the block, :func:`transformer_layers` and :func:`layer_stacks` see only stack ``name``: one-shot
+    calibration walks one stack at a time (an encoder–decoder's encoder, then its decoder)."""
+    stacks = dict(layer_stacks(model))
+    if name not in stacks:
+        raise PrunekitError(f"no block stack {name!r} in this model (stacks: {', '.join(stacks)})")
+    object.__setattr__(model, _SELECTED, (name, stacks[name]))  # a plain attribute, not a submodule
+    try:
+        yield
+    finally:
+        object.__delattr__(model, _SELECTED)
+
+
 def transformer_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
     """Qualified name and module list of the model's transformer blocks: the table's, else the longest
-    stack found by :func:`prunekit.arch.discover.discovered_layers`."""
+    stack found by :func:`prunekit.arch.discover.discovered_layers` (or the :func:`selected_stack`)."""
+    if _SELECTED in vars(model):
+        return vars(model)[_SELECTED]
     fam = find_family(getattr(model, "config", None))
     if fam is None:
         return discovered_layers(model)
@@ -192,7 +213,7 @@ def transformer_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
 def layer_stacks(model: nn.Module) -> list[tuple[str, nn.ModuleList]]:
     """Every stack of blocks unstructured pruning covers: the table's one, else all discovered ones
     (an encoder–decoder's encoder and decoder)."""
-    if find_family(getattr(model, "config", None)) is not None:
+    if _SELECTED in vars(model) or find_family(getattr(model, "config", None)) is not None:
         return [transformer_layers(model)]
     stacks = block_stacks(model)
     return stacks or [discovered_layers(model)]  # the latter raises, naming what was not found

@@ -12,12 +12,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from prunekit.arch import attention_linears, transformer_layers
+from prunekit.arch import attention_linears, layer_stacks, selected_stack, transformer_layers
 from prunekit.errors import PrunekitError
 from prunekit.importance.wanda import outlier_ratio, wanda_scores
 from prunekit.prune.calibration import (
@@ -245,6 +246,10 @@ def prune_oneshot(
     earlier step, keyed the same way; what they pruned stays pruned, so sparsity only grows.
     """
     settings.check()
+    stacks = layer_stacks(model)
+    if len(stacks) > 1:
+        return _per_stack(model, [name for name, _ in stacks], calibration, settings, device=device,
+                          progress=progress, only=only, previous=previous)
     check_patterns(model, settings)
     if settings.uses_calibration and calibration is None:
         raise PrunekitError(f"--method {settings.method} needs calibration text")
@@ -331,4 +336,19 @@ def prune_oneshot(
                 progress=(lambda i, n: progress("blocks", i, n)) if progress else None,
             )
     result.seconds = time.perf_counter() - start
+    return result
+
+
+def _per_stack(model: nn.Module, stacks: list[str], calibration: Windows | None, settings: OneShotSettings,
+               **kwargs: Any) -> OneShotResult:
+    """An encoder–decoder's stacks pruned in turn, each block by block; its decoder sees the ids too."""
+    if isinstance(calibration, Tensor) and getattr(getattr(model, "config", None), "is_encoder_decoder", False):
+        calibration = {"input_ids": calibration, "decoder_input_ids": calibration}
+    result = OneShotResult(mlp_targets=None)
+    for name in stacks:
+        with selected_stack(model, name):
+            part = prune_oneshot(model, calibration, settings, **kwargs)
+        result.layer_sparsity.update(part.layer_sparsity)
+        result.block_targets += part.block_targets
+        result.seconds += part.seconds
     return result
