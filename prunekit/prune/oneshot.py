@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from prunekit.arch import attention_linears, layer_stacks, selected_stack, transformer_layers
+from prunekit.arch.experts import fold_expert_names, has_fused_experts, unfused_experts
 from prunekit.errors import PrunekitError
 from prunekit.importance.wanda import outlier_ratio, wanda_scores
 from prunekit.prune.calibration import (
@@ -246,10 +247,15 @@ def prune_oneshot(
     earlier step, keyed the same way; what they pruned stays pruned, so sparsity only grows.
     """
     settings.check()
+    again = {"device": device, "progress": progress, "only": only, "previous": previous}
+    if has_fused_experts(model):  # each expert a Linear pair while it is calibrated and pruned
+        with unfused_experts(model):
+            result = prune_oneshot(model, calibration, settings, **again)
+        result.layer_sparsity = fold_expert_names(result.layer_sparsity, model)
+        return result
     stacks = layer_stacks(model)
     if len(stacks) > 1:
-        return _per_stack(model, [name for name, _ in stacks], calibration, settings, device=device,
-                          progress=progress, only=only, previous=previous)
+        return _per_stack(model, [name for name, _ in stacks], calibration, settings, **again)
     check_patterns(model, settings)
     if settings.uses_calibration and calibration is None:
         raise PrunekitError(f"--method {settings.method} needs calibration text")

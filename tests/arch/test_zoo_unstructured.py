@@ -21,6 +21,7 @@ from transformers import (
 
 import prunekit
 from prunekit.arch import find_family, layer_stacks, prunable_modules, prunable_weights
+from prunekit.arch.experts import FUSED, has_fused_experts, unfused_experts
 from prunekit.io.shapes import save_sparse
 from prunekit.prune.masks import MaskSet, compute_masks
 from prunekit.prune.oneshot import OneShotSettings, prune_oneshot
@@ -94,9 +95,17 @@ def logits(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
         return model(**inputs(model, ids)).logits
 
 
-def block_sparsity(model: torch.nn.Module) -> float:
-    """Zeros over all Linear weights inside the blocks (the default prunable set)."""
-    weights = [m.weight for m in prunable_modules(model).values()]
+def block_weights(model: torch.nn.Module, experts: bool = False) -> dict[str, torch.Tensor]:
+    """The Linear weights inside the blocks (the default prunable set), and with ``experts`` the fused
+    mixture-of-experts tensors one-shot pruning also covers, by name."""
+    out = {n: m.weight for n, m in prunable_modules(model).items()}
+    if experts:
+        out.update({n: p for n, p in model.named_parameters() if n.endswith(FUSED) and p.dim() == 3})
+    return out
+
+
+def block_sparsity(model: torch.nn.Module, experts: bool = False) -> float:
+    weights = block_weights(model, experts).values()
     return sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
 
 
@@ -117,14 +126,15 @@ def test_magnitude_unstructured_half(model_type, tmp_path):
     _check_reload(model, tmp_path)
 
 
-@pytest.mark.parametrize("method", ["wanda", "sparsegpt"])
+@pytest.mark.parametrize("method", ["magnitude", "wanda", "sparsegpt"])
 @pytest.mark.parametrize("model_type", list(ZOO))
 def test_oneshot_half(model_type, method, tmp_path):
     model = build(model_type)
     windows = torch.randint(3, VOCAB, (4, 16), generator=torch.Generator().manual_seed(0))
     result = prune_oneshot(model, windows, OneShotSettings(method=method, sparsity=0.5))
-    assert set(result.layer_sparsity) == set(prunable_modules(model))  # every block Linear, every stack
-    assert block_sparsity(model) == pytest.approx(0.5, abs=0.01)
+    # every block Linear of every stack, and each expert of a mixture (on the tokens routed to it)
+    assert set(result.layer_sparsity) == set(block_weights(model, experts=True))
+    assert block_sparsity(model, experts=True) == pytest.approx(0.5, abs=0.01)
     _check_reload(model, tmp_path)
 
 
@@ -140,3 +150,16 @@ def test_routers_are_not_pruned_by_default():
     names = prunable_modules(build("qwen2_moe"))
     assert not any(n.endswith(("mlp.gate", "shared_expert_gate")) for n in names)
     assert any(n.endswith("shared_expert.down_proj") for n in names)
+
+
+@pytest.mark.parametrize("model_type", ["mixtral", "qwen2_moe"])
+def test_experts_as_linears_compute_what_the_fused_experts_do(model_type):
+    model = build(model_type)
+    ids = torch.randint(3, VOCAB, (2, 10), generator=torch.Generator().manual_seed(2))
+    expected = logits(model, ids)
+    with unfused_experts(model):
+        assert not has_fused_experts(model)
+        assert any(n.endswith("experts.down_proj.3") for n in prunable_modules(model))
+        torch.testing.assert_close(logits(model, ids), expected)
+    assert has_fused_experts(model)
+    assert torch.equal(logits(model, ids), expected)
