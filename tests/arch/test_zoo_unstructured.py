@@ -1,23 +1,19 @@
 """Unstructured and one-shot pruning of every family users bring, with or without a table entry.
 
-A tiny random-weight model per family (transformers 5 configs, hidden 32, 2 blocks): magnitude
-unstructured 50 % over :func:`prunable_weights`, and Wanda / SparseGPT one-shot 50 % on random ids,
-each reaching the target on the blocks' Linear weights; the pruned model still runs and saves
-(:func:`prunekit.io.shapes.save_sparse`) and reloads (:func:`prunekit.load`) to identical logits.
+A tiny random-weight model per family (:mod:`_family_zoo`): magnitude unstructured 50 % over
+:func:`prunable_weights`, and magnitude / Wanda / SparseGPT one-shot 50 % on random ids, each reaching the
+target on the blocks' Linear weights (a mixture's experts included, an encoder–decoder's two stacks
+included); the pruned model still runs and saves (:func:`prunekit.io.shapes.save_sparse`) and reloads
+(:func:`prunekit.load`) to identical logits.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import _family_zoo as zoo  # tests/ is on pytest's pythonpath
 import pytest
 import torch
-from transformers import (
-    AutoConfig,
-    AutoModelForCausalLM,
-    AutoModelForSeq2SeqLM,
-    AutoModelForSequenceClassification,
-)
 
 import prunekit
 from prunekit.arch import find_family, layer_stacks, prunable_modules, prunable_weights
@@ -26,73 +22,8 @@ from prunekit.io.shapes import save_sparse
 from prunekit.prune.masks import MaskSet, compute_masks
 from prunekit.prune.oneshot import OneShotSettings, prune_oneshot
 
-VOCAB = 64
-IDS = dict(pad_token_id=0, bos_token_id=1, eos_token_id=2)
-LLAMA_LIKE = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                  intermediate_size=64, max_position_embeddings=64)
-ENCODER = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-               max_position_embeddings=130, num_labels=2)
-MOE = dict(num_experts_per_tok=2, moe_intermediate_size=32, shared_expert_intermediate_size=32)
-
-#: model_type -> (Auto class, config keywords)
-ZOO: dict[str, tuple[type, dict]] = {
-    "bert": (AutoModelForSequenceClassification, ENCODER),
-    "roberta": (AutoModelForSequenceClassification, ENCODER),
-    "deberta-v2": (AutoModelForSequenceClassification,
-                   {**ENCODER, "relative_attention": True, "position_buckets": 8, "pos_att_type": ["p2c", "c2p"]}),
-    "modernbert": (AutoModelForSequenceClassification,
-                   {**ENCODER, **IDS, "cls_token_id": 1, "sep_token_id": 2, "global_attn_every_n_layers": 2,
-                    "local_attention": 8}),
-    "albert": (AutoModelForSequenceClassification, {**ENCODER, "embedding_size": 16}),
-    "mpnet": (AutoModelForSequenceClassification, ENCODER),
-    "gpt2": (AutoModelForCausalLM, dict(n_embd=32, n_layer=2, n_head=2, n_positions=64, bos_token_id=1,
-                                        eos_token_id=2)),
-    "llama": (AutoModelForCausalLM, LLAMA_LIKE),
-    "mistral": (AutoModelForCausalLM, LLAMA_LIKE),
-    "qwen2": (AutoModelForCausalLM, LLAMA_LIKE),
-    "qwen3": (AutoModelForCausalLM, {**LLAMA_LIKE, "head_dim": 8}),
-    "gemma": (AutoModelForCausalLM, {**LLAMA_LIKE, "head_dim": 8}),
-    "gemma2": (AutoModelForCausalLM, {**LLAMA_LIKE, "head_dim": 8, "sliding_window": 8}),
-    "phi3": (AutoModelForCausalLM, LLAMA_LIKE),
-    "opt": (AutoModelForCausalLM, dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, ffn_dim=64,
-                                       word_embed_proj_dim=32, max_position_embeddings=64)),
-    "gpt_neox": (AutoModelForCausalLM, {**LLAMA_LIKE, "num_key_value_heads": 4}),
-    "falcon": (AutoModelForCausalLM, dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4)),
-    "olmo2": (AutoModelForCausalLM, LLAMA_LIKE),
-    "qwen2_moe": (AutoModelForCausalLM, {**LLAMA_LIKE, **MOE, "num_experts": 4}),
-    "mixtral": (AutoModelForCausalLM, {**LLAMA_LIKE, "num_local_experts": 4, "num_experts_per_tok": 2}),
-    "t5": (AutoModelForSeq2SeqLM, dict(d_model=32, d_ff=64, d_kv=8, num_layers=2, num_heads=4,
-                                       decoder_start_token_id=0)),
-    "bart": (AutoModelForSeq2SeqLM, dict(d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
-                                         decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64,
-                                         max_position_embeddings=64, decoder_start_token_id=2)),
-}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def build(model_type: str) -> torch.nn.Module:
-    auto, kwargs = ZOO[model_type]
-    config = AutoConfig.for_model(model_type, vocab_size=VOCAB, **{**IDS, **kwargs})
-    torch.manual_seed(0)
-    model = auto.from_config(config)
-    model.config.architectures = [type(model).__name__]  # as from_pretrained leaves it, so the folder reloads
-    return model.eval()
-
-
-def inputs(model: torch.nn.Module, ids: torch.Tensor) -> dict[str, torch.Tensor]:
-    return {"input_ids": ids, "decoder_input_ids": ids} if model.config.is_encoder_decoder else {"input_ids": ids}
-
-
-def logits(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
-    with torch.no_grad():
-        return model(**inputs(model, ids)).logits
+one_thread = zoo.one_thread  # autouse fixture
+build, logits, VOCAB, ZOO = zoo.build, zoo.logits, zoo.VOCAB, zoo.ZOO
 
 
 def block_weights(model: torch.nn.Module, experts: bool = False) -> dict[str, torch.Tensor]:
