@@ -48,11 +48,17 @@ ZOO: dict[str, tuple[type, dict]] = {
     "olmo2": (AutoModelForCausalLM, LLAMA_LIKE),
     "qwen2_moe": (AutoModelForCausalLM, {**LLAMA_LIKE, **MOE, "num_experts": 4}),
     "mixtral": (AutoModelForCausalLM, {**LLAMA_LIKE, "num_local_experts": 4, "num_experts_per_tok": 2}),
+    "qwen3_moe": (AutoModelForCausalLM, {**LLAMA_LIKE, **MOE, "num_experts": 4, "head_dim": 8}),
+    "smollm3": (AutoModelForCausalLM, LLAMA_LIKE),
+    "gemma3_text": (AutoModelForCausalLM, {**LLAMA_LIKE, "head_dim": 8, "sliding_window": 8}),
     "t5": (AutoModelForSeq2SeqLM, dict(d_model=32, d_ff=64, d_kv=8, num_layers=2, num_heads=4,
                                        decoder_start_token_id=0)),
     "bart": (AutoModelForSeq2SeqLM, dict(d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
                                          decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64,
                                          max_position_embeddings=64, decoder_start_token_id=2)),
+    "marian": (AutoModelForSeq2SeqLM, dict(d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+                                           decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64,
+                                           max_position_embeddings=64, decoder_start_token_id=0)),
 }
 
 
