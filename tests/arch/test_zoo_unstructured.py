@@ -19,6 +19,7 @@ import prunekit
 from prunekit.arch import find_family, layer_stacks, prunable_modules, prunable_weights
 from prunekit.arch.experts import FUSED, has_fused_experts, unfused_experts
 from prunekit.io.shapes import save_sparse
+from prunekit.prune.calibration import as_rows
 from prunekit.prune.masks import MaskSet, compute_masks
 from prunekit.prune.oneshot import OneShotSettings, prune_oneshot
 
@@ -67,6 +68,17 @@ def test_oneshot_half(model_type, method, tmp_path):
     assert set(result.layer_sparsity) == set(block_weights(model, experts=True))
     assert block_sparsity(model, experts=True) == pytest.approx(0.5, abs=0.01)
     _check_reload(model, tmp_path)
+
+
+@pytest.mark.parametrize("model_type", list(ZOO))
+def test_oneshot_two_of_four(model_type):
+    model = build(model_type)
+    windows = torch.randint(3, VOCAB, (4, 16), generator=torch.Generator().manual_seed(0))
+    prune_oneshot(model, windows, OneShotSettings(method="wanda", sparsity=0.0, pattern="2:4"))
+    for name, module in prunable_modules(model).items():
+        rows = as_rows(module)
+        assert ((rows != 0).reshape(rows.shape[0], -1, 4).sum(-1) <= 2).all(), name
+    assert block_sparsity(model, experts=True) == pytest.approx(0.5, abs=1e-6)
 
 
 def test_discovery_covers_both_stacks_of_an_encoder_decoder():
