@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from torch import nn
 
+from prunekit.arch.discover import (
+    block_linears,
+    block_stacks,
+    discovered_groups,
+    discovered_layers,
+    in_attention,
+    is_linear,
+)
 from prunekit.errors import PrunekitError
 
 
@@ -142,16 +152,22 @@ def family_for(model: nn.Module) -> Family:
     return family_for_config(getattr(model, "config", None))
 
 
-def family_for_config(config: object) -> Family:
-    """The table entry for a config (loaders need the family before a model exists)."""
+def find_family(config: object) -> Family | None:
+    """The table entry for a config, or None: unstructured and one-shot pruning then discover the blocks."""
     model_type = getattr(config, "model_type", None)
-    for fam in FAMILIES:
-        if model_type in fam.model_types:
-            return fam
+    return next((fam for fam in FAMILIES if model_type in fam.model_types), None)
+
+
+def family_for_config(config: object) -> Family:
+    """The table entry for a config (structured surgery and its loaders need it); a clear error without one."""
+    fam = find_family(config)
+    if fam is not None:
+        return fam
     known = ", ".join(t for f in FAMILIES for t in f.model_types)
     raise PrunekitError(
-        f"no architecture entry for model_type {model_type!r} (known: {known}); "
-        "add one to prunekit/arch/families.py or pass --prunable REGEX to choose modules"
+        f"structured pruning (heads, FFN neurons, layers, hidden width) needs an entry for model_type "
+        f"{getattr(config, 'model_type', None)!r} in prunekit/arch/families.py, saying where q/k/v/o, the FFN "
+        f"and the norms live (known: {known}); unstructured and one-shot pruning work without one"
     )
 
 
@@ -161,9 +177,31 @@ def _base(model: nn.Module) -> tuple[nn.Module, str]:
     return base, (prefix + ".") if prefix else ""
 
 
+_SELECTED = "_prunekit_stack"  # the stack block-by-block code works on while :func:`selected_stack` is active
+
+
+@contextmanager
+def selected_stack(model: nn.Module, name: str) -> Iterator[None]:
+    """Within the block, :func:`transformer_layers` and :func:`layer_stacks` see only stack ``name``: one-shot
+    calibration walks one stack at a time (an encoder–decoder's encoder, then its decoder)."""
+    stacks = dict(layer_stacks(model))
+    if name not in stacks:
+        raise PrunekitError(f"no block stack {name!r} in this model (stacks: {', '.join(stacks)})")
+    object.__setattr__(model, _SELECTED, (name, stacks[name]))  # a plain attribute, not a submodule
+    try:
+        yield
+    finally:
+        object.__delattr__(model, _SELECTED)
+
+
 def transformer_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
-    """Qualified name and module list of the model's transformer blocks."""
-    fam = family_for(model)
+    """Qualified name and module list of the model's transformer blocks: the table's, else the longest
+    stack found by :func:`prunekit.arch.discover.discovered_layers` (or the :func:`selected_stack`)."""
+    if _SELECTED in vars(model):
+        return vars(model)[_SELECTED]
+    fam = find_family(getattr(model, "config", None))
+    if fam is None:
+        return discovered_layers(model)
     base, prefix = _base(model)
     try:
         layers = base.get_submodule(fam.layers)
@@ -172,9 +210,45 @@ def transformer_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
     return prefix + fam.layers, layers
 
 
-def _is_linear(module: nn.Module) -> bool:
-    # transformers' Conv1D (GPT-2) is a Linear with a transposed weight.
-    return isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"
+def layer_stacks(model: nn.Module) -> list[tuple[str, nn.ModuleList]]:
+    """Every stack of blocks unstructured pruning covers: the table's one, else all discovered ones
+    (an encoder–decoder's encoder and decoder)."""
+    if _SELECTED in vars(model) or find_family(getattr(model, "config", None)) is not None:
+        return [transformer_layers(model)]
+    stacks = block_stacks(model)
+    return stacks or [discovered_layers(model)]  # the latter raises, naming what was not found
+
+
+def linear_groups(model: nn.Module, block: nn.Module) -> list[list[str]]:
+    """The block's Linears in the order data flows through them, grouped by shared input
+    (q/k/v, then o, then gate/up, then down, then any others), from the table; without an entry, as
+    :func:`prunekit.arch.discover.discovered_groups` finds them."""
+    config = getattr(model, "config", None)
+    fam = find_family(config)
+    if fam is None:
+        return discovered_groups(block, config)
+    order = [[fam.q, fam.k, fam.v], [fam.o], [fam.ffn_gate, fam.ffn_up], [fam.ffn_down]]
+    groups = []
+    for group in order:
+        names = list(dict.fromkeys(n for n in group if n))
+        for n in names:
+            try:
+                block.get_submodule(n)
+            except AttributeError as err:
+                raise PrunekitError(f"{fam.name} entry: a block has no '{n}' module") from err
+        groups.append(names)
+    extra = sorted(set(block_linears(block, config)) - {n for g in groups for n in g})
+    if extra:
+        groups.append(extra)
+    return groups
+
+
+def attention_linears(model: nn.Module, block: nn.Module) -> set[str]:
+    """The block's attention Linears (the rest is the MLP), for per-part sparsity."""
+    config = getattr(model, "config", None)
+    if find_family(config) is None:
+        return {n for n in block_linears(block, config) if in_attention(n)}
+    return {n for g in linear_groups(model, block)[:2] for n in g}
 
 
 def prunable_modules(
@@ -182,7 +256,8 @@ def prunable_modules(
 ) -> dict[str, nn.Module]:
     """Linear layers whose weights prunekit may prune, by qualified name.
 
-    Default: every Linear inside the transformer blocks (not embeddings, not the classifier/LM head).
+    Default: every Linear inside the transformer blocks (not embeddings, not the classifier/LM head,
+    not mixture-of-experts routers), of every stack (:func:`layer_stacks`).
     ``include``/``exclude`` are regular expressions on the qualified module name and replace/filter
     the default, so unknown architectures still work when the user says what to prune.
     """
@@ -191,10 +266,11 @@ def prunable_modules(
             pattern = re.compile(include)
         except re.error as err:
             raise PrunekitError(f"--prunable {include!r} is not a valid regular expression: {err}") from err
-        chosen = {n: m for n, m in model.named_modules() if _is_linear(m) and pattern.search(n)}
+        chosen = {n: m for n, m in model.named_modules() if is_linear(m) and pattern.search(n)}
     else:
-        prefix, layers = transformer_layers(model)
-        chosen = {f"{prefix}.{n}": m for n, m in layers.named_modules() if _is_linear(m)}
+        config = getattr(model, "config", None)
+        chosen = {f"{prefix}.{i}.{n}": block.get_submodule(n) for prefix, layers in layer_stacks(model)
+                  for i, block in enumerate(layers) for n in block_linears(block, config)}
     if exclude is not None:
         try:
             drop = re.compile(exclude)

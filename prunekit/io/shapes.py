@@ -224,16 +224,29 @@ def _build(config: PretrainedConfig, manifest: dict[str, Any], dtype: torch.dtyp
     saved = {"num_attention_heads": config.num_attention_heads}
     if fam.num_kv_heads_attr:
         saved[fam.num_kv_heads_attr] = getattr(config, fam.num_kv_heads_attr)
+    # A config without head_dim (real Qwen2/Qwen2.5) derives it as hidden / heads: with one head the
+    # rotary table would be hidden wide, so the saved head size is pinned while building.
+    derived = getattr(config, "head_dim", None) is None and bool(manifest["layers"])
+    absent = "head_dim" not in config.to_dict()
+
+    def restore(cfg: PretrainedConfig) -> None:
+        for key, value in saved.items():
+            setattr(cfg, key, value)
+        if derived and absent:
+            vars(cfg).pop("head_dim", None)
+        elif derived:
+            cfg.head_dim = None
+
     for key in saved:
         setattr(config, key, 1)
+    if derived:
+        config.head_dim = int(manifest["layers"][0]["head_dim"])
     try:
         with _no_init():
             model = cls._from_config(config, dtype=dtype)
     finally:
-        for key, value in saved.items():
-            setattr(config, key, value)
-    for key, value in saved.items():  # _from_config may have copied the config
-        setattr(model.config, key, value)
+        restore(config)
+    restore(model.config)  # _from_config may have copied the config
     model.tie_weights()  # transformers 5's no_init_weights also skips tying the LM head
     return model
 

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor, nn
 
-from prunekit.arch import family_for, transformer_layers
+from prunekit.arch import linear_groups, transformer_layers
 from prunekit.errors import PrunekitError
 
 T = TypeVar("T")
@@ -264,25 +264,7 @@ def _same(a: Tensor, b: Tensor) -> bool:
     return a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.stride() == b.stride()
 
 
-def sublayer_groups(model: nn.Module, block: nn.Module) -> list[list[str]]:
-    """The block's Linears in the order data flows through them, grouped by shared input
-    (q/k/v, then o, then gate/up, then down), from the architecture table."""
-    fam = family_for(model)
-    order = [[fam.q, fam.k, fam.v], [fam.o], [fam.ffn_gate, fam.ffn_up], [fam.ffn_down]]
-    groups = []
-    for group in order:
-        names = list(dict.fromkeys(n for n in group if n))
-        for n in names:
-            try:
-                block.get_submodule(n)
-            except AttributeError as err:
-                raise PrunekitError(f"{fam.name} entry: a block has no '{n}' module") from err
-        groups.append(names)
-    linear = {n for n, m in block.named_modules() if isinstance(m, nn.Linear) or type(m).__name__ == "Conv1D"}
-    extra = sorted(linear - {n for g in groups for n in g})
-    if extra:
-        groups.append(extra)
-    return groups
+sublayer_groups = linear_groups  # the name one-shot pruning and its tests import
 
 
 Pruner = Callable[[int, str, nn.Module, InputStats], None]

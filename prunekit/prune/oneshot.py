@@ -12,12 +12,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from prunekit.arch import transformer_layers
+from prunekit.arch import attention_linears, layer_stacks, selected_stack, transformer_layers
+from prunekit.arch.experts import fold_expert_names, has_fused_experts, unfused_experts
 from prunekit.errors import PrunekitError
 from prunekit.importance.wanda import outlier_ratio, wanda_scores
 from prunekit.prune.calibration import (
@@ -245,6 +247,15 @@ def prune_oneshot(
     earlier step, keyed the same way; what they pruned stays pruned, so sparsity only grows.
     """
     settings.check()
+    again = {"device": device, "progress": progress, "only": only, "previous": previous}
+    if has_fused_experts(model):  # each expert a Linear pair while it is calibrated and pruned
+        with unfused_experts(model):
+            result = prune_oneshot(model, calibration, settings, **again)
+        result.layer_sparsity = fold_expert_names(result.layer_sparsity, model)
+        return result
+    stacks = layer_stacks(model)
+    if len(stacks) > 1:
+        return _per_stack(model, [name for name, _ in stacks], calibration, settings, **again)
     check_patterns(model, settings)
     if settings.uses_calibration and calibration is None:
         raise PrunekitError(f"--method {settings.method} needs calibration text")
@@ -253,7 +264,7 @@ def prune_oneshot(
     result = OneShotResult()
     targets = [settings.target] * len(layers)
     mlp_targets = [float(r) for r in settings.mlp_ratios] if settings.mlp_ratios is not None else None
-    attention = {n for g in sublayer_groups(model, layers[0])[:2] for n in g} if len(layers) else set()
+    attention = attention_linears(model, layers[0]) if len(layers) else set()
     split = len(attention)  # per_block_statistic lists a block's Linears attention first, as sublayer_groups
 
     def block_wanda(linears: list[nn.Module], stats: list[InputStats]) -> list[Tensor]:
@@ -331,4 +342,19 @@ def prune_oneshot(
                 progress=(lambda i, n: progress("blocks", i, n)) if progress else None,
             )
     result.seconds = time.perf_counter() - start
+    return result
+
+
+def _per_stack(model: nn.Module, stacks: list[str], calibration: Windows | None, settings: OneShotSettings,
+               **kwargs: Any) -> OneShotResult:
+    """An encoder–decoder's stacks pruned in turn, each block by block; its decoder sees the ids too."""
+    if isinstance(calibration, Tensor) and getattr(getattr(model, "config", None), "is_encoder_decoder", False):
+        calibration = {"input_ids": calibration, "decoder_input_ids": calibration}
+    result = OneShotResult(mlp_targets=None)
+    for name in stacks:
+        with selected_stack(model, name):
+            part = prune_oneshot(model, calibration, settings, **kwargs)
+        result.layer_sparsity.update(part.layer_sparsity)
+        result.block_targets += part.block_targets
+        result.seconds += part.seconds
     return result

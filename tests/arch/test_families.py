@@ -45,6 +45,8 @@ def test_unknown_architecture_names_what_is_missing():
             self.config = type("C", (), {"model_type": "odd"})()
             self.lin = nn.Linear(2, 2)
 
-    with pytest.raises(PrunekitError, match="no architecture entry for model_type 'odd'"):
+    with pytest.raises(PrunekitError, match=r"odd: no repeated block list .* pass --prunable REGEX"):
         prunable_modules(Odd())
     assert list(prunable_modules(Odd(), include="lin")) == ["lin"]
+    with pytest.raises(PrunekitError, match="structured pruning .* needs an entry for model_type 'odd'"):
+        family_for(Odd())
