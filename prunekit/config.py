@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
@@ -120,11 +121,11 @@ class PruneSettings:
     def text_structured(self) -> bool:
         return bool(self.units or self.filters or self.embedding)
 
-    def given(self, *names: str) -> list[str]:
-        """Which of ``names`` differ from their defaults: the only sign a flag was given (typer passes
-        the default either way)."""
+    def given(self, *names: str) -> dict[str, Any]:
+        """Those of ``names`` that differ from their defaults, with their values: the only sign a flag was
+        given (typer passes the default either way)."""
         defaults = {f.name: f.default for f in fields(self)}
-        return [n for n in names if getattr(self, n) != defaults[n]]
+        return {n: getattr(self, n) for n in names if getattr(self, n) != defaults[n]}
 
     def validate(self) -> PruneSettings:
         """A checked copy with scope, sparsity, schedule and importance resolved (and the plan parsed once);
@@ -140,8 +141,8 @@ class PruneSettings:
         if self.distill:  # fail before any work, not when recovery starts
             self.distill_config()
         else:
-            _refuse(self.given("distill_alpha", "temperature", "distill_hidden"),
-                    "{} set the distillation loss: add --distill")
+            refuse(self.given("distill_alpha", "temperature", "distill_hidden"),
+                   "without --distill there is no distillation loss for {}: add --distill")
         if self.scope is None:  # wanda's scores only compare within an output row (different layers' inputs differ)
             self.scope = ("local" if self.structured or self.method in SOLVER_METHODS
                           else "row" if self.method == "wanda" else "global")
@@ -181,23 +182,23 @@ class PruneSettings:
     def _refuse_unused(self) -> None:
         """Flags the chosen kind of pruning never reads are refused, naming them, instead of ignored."""
         if self.structured or self.schedule != "gradual":
-            _refuse(self.given("ramp_end", "prune_every"), "{} shape the gradual schedule's cubic ramp: not used "
-                    + ("by structured pruning" if self.structured else f"by --schedule {self.schedule}"))
-        if self.structured and self.max_drop is not None:
-            _refuse(["max_drop"], "{} applies to the unstructured schedules (oneshot, iterative, gradual); structured "
-                    "pruning and --learn-structure do not stop early yet")
+            refuse(self.given("ramp_end", "prune_every"), "the gradual schedule's cubic ramp ({}) is not used "
+                   + ("by structured pruning" if self.structured else f"by --schedule {self.schedule}"))
+        if self.structured:
+            refuse(self.given("max_drop"), "{} applies to the unstructured schedules (oneshot, iterative, "
+                   "gradual); structured pruning and --learn-structure do not stop early yet")
         cut_widths = self.structured and not self.learn_structure
         if not cut_widths:
-            _refuse(self.given("round_to"), "{} rounds the widths structured ratios keep (--heads/--ffn/--hidden/"
+            refuse(self.given("round_to"), "{} rounds the widths structured ratios keep (--heads/--ffn/--hidden/"
                     "--units/--filters/--embedding or a structured --plan): "
-                    + ("--learn-structure's gates decide them" if self.learn_structure else "none was given"))
+                   + ("--learn-structure's gates decide them" if self.learn_structure else "none was given"))
         if not (self.heads or self.learn_structure or self.plan_granularity == "structured"):
-            _refuse(self.given("gqa"), "{} decides how grouped-query heads are removed: it needs --heads")
+            refuse(self.given("gqa"), "{} decides how grouped-query heads are removed: it needs --heads")
         if not self.layers:
-            _refuse(self.given("layer_importance"), "{} ranks the layers --layers removes: add --layers")
+            refuse(self.given("layer_importance"), "{} ranks the layers --layers removes: add --layers")
         if not self._uses_calibration():
             what = (f"--importance {self.importance}" if self.structured else f"--method {self.method}")
-            _refuse(self.given("calib_batches"), f"{{}} feeds data-driven criteria; {what} scores the weights alone")
+            refuse(self.given("calib_batches"), f"{{}} feeds data-driven criteria; {what} scores the weights alone")
 
     def _uses_calibration(self) -> bool:
         """Whether any calibration batch is read: data-driven criteria, solvers, and --layers rankings."""
@@ -324,7 +325,12 @@ def _criterion(method: str):
     return make_importance(method)
 
 
-def _refuse(names: list[str], why: str) -> None:
-    """One line naming the flags that do not apply (``why`` holds ``{}`` where they go)."""
-    if names:
-        raise PrunekitError(why.format(", ".join("--" + n.replace("_", "-") for n in names)))
+def flag(name: str, value: Any = None) -> str:
+    """A setting's command-line flag: ``--ramp-end``; ``--no-latency`` for a switch turned off."""
+    return ("--no-" if value is False else "--") + name.replace("_", "-")
+
+
+def refuse(given: Mapping[str, Any], why: str) -> None:
+    """One line naming the given flags that do not apply (``why`` holds ``{}`` where they go); none: no error."""
+    if given:
+        raise PrunekitError(why.format(", ".join(flag(n, v) for n, v in given.items())))

@@ -47,12 +47,12 @@ def test_validate_resolves_a_plan_on_the_copy_and_reads_the_file_once(tmp_path, 
 
 
 @pytest.mark.parametrize(("kw", "says"), [
-    ({"schedule": "oneshot", "ramp_end": 0.3}, "--ramp-end shape the gradual schedule's cubic ramp: not used by "
-                                               "--schedule oneshot"),
-    ({"schedule": "iterative", "prune_every": 4, "steps": 2}, "--prune-every shape"),
+    ({"schedule": "oneshot", "ramp_end": 0.3}, "the gradual schedule's cubic ramp (--ramp-end) is not "
+                                               "used by --schedule oneshot"),
+    ({"schedule": "iterative", "prune_every": 4, "steps": 2}, "ramp (--prune-every) is not used"),
     ({"heads": 0.5, "ramp_end": 0.3}, "not used by structured pruning"),
-    ({"distill_alpha": 0.7, "temperature": 4.0}, "--distill-alpha, --temperature set the distillation loss: add "
-                                                 "--distill"),
+    ({"distill_alpha": 0.7, "temperature": 4.0}, "without --distill there is no distillation loss for "
+                                                 "--distill-alpha, --temperature: add --distill"),
     ({"gqa": "heads", "ffn": 0.5}, "--gqa decides how grouped-query heads are removed: it needs --heads"),
     ({"round_to": 8}, "--round-to rounds the widths structured ratios keep"),
     ({"round_to": 8, "learn_structure": True, "budget": "params=0.5"}, "--learn-structure's gates decide them"),
