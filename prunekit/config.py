@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import inspect
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
@@ -124,8 +125,7 @@ class PruneSettings:
     def given(self, *names: str) -> dict[str, Any]:
         """Those of ``names`` that differ from their defaults, with their values: the only sign a flag was
         given (typer passes the default either way)."""
-        defaults = {f.name: f.default for f in fields(self)}
-        return {n: getattr(self, n) for n in names if getattr(self, n) != defaults[n]}
+        return changed(type(self), {n: getattr(self, n) for n in names})
 
     def validate(self) -> PruneSettings:
         """A checked copy with scope, sparsity, schedule and importance resolved (and the plan parsed once);
@@ -323,6 +323,13 @@ def _criterion(method: str):
     from prunekit.importance import make_importance
 
     return make_importance(method)
+
+
+def changed(fn: Callable[..., Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    """The arguments of ``fn`` in ``values`` that differ from its defaults: how a command tells which
+    options were given (typer passes every default)."""
+    params = inspect.signature(fn).parameters
+    return {n: v for n, v in values.items() if n in params and v != params[n].default}
 
 
 def flag(name: str, value: Any = None) -> str:
