@@ -35,6 +35,10 @@ SEARCH = "Search plans and learned structure"
 LM = "Language models (--task lm)"
 DATA = "Data and model loading"
 RUNS = "Output and runs"
+NEW_MODEL = "New small model (--arch, --module)"
+TRAINING = "Training"
+SEARCH_SPACE = "Search"
+CANDIDATES = "Structured classifier candidates (recovery and ranking)"
 
 Seed = Annotated[int, typer.Option(help="Random seed: same seed, same masks and metrics (on CPU).",
                                    rich_help_panel=RUNS)]
@@ -155,27 +159,25 @@ def assets(
              "--out runs/mine --epochs 5")
 @_fail_cleanly
 def finetune(
-    data: Data,
-    out: Annotated[Path, typer.Option(help="Output folder (must not exist or be empty).")],
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Model folder, hub id, or built-in name "
-                                              "(minilm); not with --arch.")] = None,
-    arch: Annotated[str | None, typer.Option(help="Train a new small model instead: lstm | bilstm | gru | bigru | "
-                                             "rnn | birnn | textcnn.")] = None,
-    tokenizer: Annotated[str, typer.Option(help="--arch/--module: 'vocab' (words of the training split) or a model "
-                                           "whose tokenizer to reuse (e.g. minilm).")] = "vocab",
-    embed_dim: Annotated[int, typer.Option(help="--arch: embedding size.")] = 128,
-    width: Annotated[int | None, typer.Option(help="--arch: hidden units per direction (default 256) or filters "
-                                              "per kernel size (textcnn, default 100).")] = None,
-    num_layers: Annotated[int, typer.Option(help="--arch: stacked recurrent layers.")] = 1,
+    data: Data, out: Out,
+    model: Annotated[str | None, _opt(COMMON, "Model folder, hub id, or built-in name (minilm); not with --arch.",
+                                      "--model", "-m")] = None,
+    arch: Annotated[str | None, _opt(COMMON, "Train a new small model instead: lstm | bilstm | gru | bigru | rnn | "
+                                     "birnn | textcnn.")] = None,
+    epochs: Annotated[float, _opt(COMMON, "Training epochs (fractions allowed).")] = 1.0,
+    tokenizer: Annotated[str, _opt(NEW_MODEL, "'vocab' (words of the training split) or a model whose tokenizer to "
+                                   "reuse (e.g. minilm).")] = "vocab",
+    embed_dim: Annotated[int, _opt(NEW_MODEL, "--arch: embedding size.")] = 128,
+    width: Annotated[int | None, _opt(NEW_MODEL, "--arch: hidden units per direction (default 256) or filters per "
+                                      "kernel size (textcnn, default 100).")] = None,
+    num_layers: Annotated[int, _opt(NEW_MODEL, "--arch: stacked recurrent layers.")] = 1,
+    lr: Annotated[float | None, _opt(TRAINING, "Peak learning rate (AdamW, linear decay); default 5e-5, or 2e-3 "
+                                     "with --arch.")] = None,
+    batch_size: Annotated[int, _opt(TRAINING, "Batch size per process.")] = 32,
     module: UserModule = None, module_kwargs: UserKwargs = None,
-    epochs: Annotated[float, typer.Option(help="Training epochs (fractions allowed).")] = 1.0,
-    lr: Annotated[float | None, typer.Option(help="Peak learning rate (AdamW, linear decay); default 5e-5, "
-                                             "or 2e-3 with --arch.")] = None,
-    batch_size: Annotated[int, typer.Option(help="Batch size per process.")] = 32,
-    latency: Annotated[bool, typer.Option(help="Measure latency at batch 1 and 32.")] = True,
     text_column: TextCol = None, label_column: LabelCol = None,
     max_train_samples: MaxTrain = None, max_eval_samples: MaxEval = None, max_length: MaxLen = 128,
-    seed: Seed = 0, force: Force = False, trust_remote_code: Remote = False,
+    trust_remote_code: Remote = False, latency: Latency = True, seed: Seed = 0, force: Force = False,
     resume: Resume = True, checkpoint_every: CheckpointEvery = 200, checkpoint_minutes: CheckpointMinutes = 10.0,
 ) -> None:
     """Fine-tune a text classifier (adds a head to a bare encoder), or train a new LSTM/GRU/RNN/TextCNN
@@ -205,13 +207,14 @@ def finetune(
 @_fail_cleanly
 def evaluate(
     model: Model, data: Data,
-    split: Annotated[str, typer.Option(help="train, validation or test.")] = "test",
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    split: Annotated[str, _opt(COMMON, "train, validation or test.")] = "test",
+    as_json: Annotated[bool, _opt(COMMON, "Print JSON.", "--json")] = False,
+    task: Task = "classification",
+    seq_len: SeqLen = 512, eval_samples: EvalSamples = 32, stride: Stride = None, calib_data: CalibData = None,
     text_column: TextCol = None, label_column: LabelCol = None,
     max_eval_samples: MaxEval = None, max_length: MaxLen = 128,
-    task: Task = "classification", seq_len: SeqLen = 512, eval_samples: EvalSamples = 32, stride: Stride = None,
-    calib_data: CalibData = None, module: UserModule = None, module_kwargs: UserKwargs = None,
-    seed: Seed = 0, trust_remote_code: Remote = False,
+    module: UserModule = None, module_kwargs: UserKwargs = None, trust_remote_code: Remote = False,
+    seed: Seed = 0,
 ) -> None:
     """Accuracy, macro-F1, precision, recall and loss of a classifier on one split; with --task lm,
     perplexity of a causal LM on the evaluation part of a text."""
@@ -389,14 +392,14 @@ def _task_data(task: str, data, text_column, label_column, max_train, max_length
     return data if task == "lm" else _data(data, text_column, label_column, max_train, None, max_length)
 
 
-SearchImportance = Annotated[str, typer.Option(help="Structured: which heads / neurons go inside a layer (l1 | l2 | "
-                                               "taylor | activation | random).")]
-SearchEval = Annotated[int | None, typer.Option(help="classification: validation examples measured per "
-                                                "evaluation (default all).")]
-SearchWindows = Annotated[int, typer.Option(help="lm: held-out windows of the calibration text measured per "
-                                            "evaluation.")]
-SearchCalib = Annotated[int, typer.Option(help="lm: calibration windows for the Wanda statistics.")]
-Ratios = Annotated[str, typer.Option(help="Comma-separated fractions removed, measured per unit.")]
+SearchImportance = Annotated[str, _opt(CRITERION, "Structured: which heads / neurons go inside a layer (l1 | l2 | "
+                                       "taylor | activation | random).")]
+SearchCalibBatches = Annotated[int, _opt(CRITERION, "Batches for taylor / activation scores.")]
+SearchEval = Annotated[int | None, _opt(DATA, "classification: validation examples measured per evaluation "
+                                        "(default all).")]
+SearchWindows = Annotated[int, _opt(LM, "lm: held-out windows of the calibration text measured per evaluation.")]
+SearchCalib = Annotated[int, _opt(LM, "lm: calibration windows for the Wanda statistics.")]
+Ratios = Annotated[str, _opt(COMMON, "Comma-separated fractions removed, measured per unit.")]
 
 
 @app.command(epilog="Examples:\n\n  prunekit sensitivity -m runs/mr -d movie-reviews --granularity heads "
@@ -406,16 +409,15 @@ Ratios = Annotated[str, typer.Option(help="Comma-separated fractions removed, me
 @_fail_cleanly
 def sensitivity(
     model: Model, data: Data,
-    out: Annotated[Path, typer.Option(help="Output folder: sensitivity.json, sensitivity.png, report.md.")],
-    granularity: Annotated[str, typer.Option(help="unstructured (per block) | heads | ffn | layers (lm: "
-                                             "unstructured).")] = "heads",
-    ratios: Ratios = "0.1,0.3,0.5,0.7,0.9",
-    importance: SearchImportance = "taylor", calib_batches: Annotated[int, typer.Option(help="Batches for taylor "
-                                                                                       "/ activation scores.")] = 8,
-    max_eval_samples: SearchEval = None, task: Task = "classification", seq_len: SeqLen = 256,
-    calib_samples: SearchCalib = 32, eval_windows: SearchWindows = 8,
-    text_column: TextCol = None, label_column: LabelCol = None, max_length: MaxLen = 128,
-    seed: Seed = 0, force: Force = False, trust_remote_code: Remote = False,
+    out: Annotated[Path, _opt(COMMON, "Output folder: sensitivity.json, sensitivity.png, report.md.")],
+    granularity: Annotated[str, _opt(COMMON, "unstructured (per block) | heads | ffn | layers (lm: "
+                                     "unstructured).")] = "heads",
+    ratios: Ratios = "0.1,0.3,0.5,0.7,0.9", task: Task = "classification",
+    importance: SearchImportance = "taylor", calib_batches: SearchCalibBatches = 8,
+    seq_len: SeqLen = 256, calib_samples: SearchCalib = 32, eval_windows: SearchWindows = 8,
+    max_eval_samples: SearchEval = None, text_column: TextCol = None, label_column: LabelCol = None,
+    max_length: MaxLen = 128, trust_remote_code: Remote = False,
+    seed: Seed = 0, force: Force = False,
 ) -> None:
     """Prune one layer (or group) at a time at each ratio and measure the validation metric, without
     retraining. Cached on disk: an interrupted run resumes."""
@@ -437,41 +439,39 @@ def sensitivity(
 @_fail_cleanly
 def search(
     model: Model, data: Data,
-    out: Annotated[Path, typer.Option(help="Output folder: plan.yaml, search.json, search_trace.png, report.md.")],
-    budget: Annotated[str, typer.Option(help="params=F | macs=F | latency=F: the fraction of the searched layers' "
-                                        "cost the pruned model may keep.")],
-    max_drop: Annotated[float | None, typer.Option(help="Instead: the smallest size whose validation metric stays "
-                                                   "within P (accuracy points; lm: perplexity +P %); --budget "
-                                                   "then names the cost kind.")] = None,
-    evals: Annotated[int, typer.Option(help="Real validation evaluations of the best candidates.")] = 8,
-    recover_epochs: Annotated[float | None, typer.Option(help="Structured classifier search: recover each "
-                                                         "evaluated candidate this many epochs (distilled) before "
-                                                         "measuring it, so candidates are ranked as they end up "
-                                                         "after `prune`; 0 = measure right after the cut "
-                                                         "(default 0.25).")] = None,
-    rank: Annotated[str, typer.Option(help="Structured classifier search: rank the recovered candidates by kl "
-                                      "(per-example KL to the unpruned model on validation + --heldout training "
-                                      "examples; a plan replaces uniform only if it beats it by more than --margin "
-                                      "paired standard errors) | accuracy (validation accuracy, best wins).")] = "kl",
-    heldout: Annotated[int, typer.Option(help="--rank kl: training examples kept out of the candidates' recovery "
-                                         "and scored with validation.")] = 1000,
-    margin: Annotated[float, typer.Option(help="--rank kl: paired standard errors a plan must beat uniform by.")]
-    = 2.0,
-    steps: Annotated[int, typer.Option(help="Simulated-annealing steps on the sensitivity proxy.")] = 4000,
-    granularity: Annotated[str | None, typer.Option(help="structured (heads + FFN widths per layer) | "
-                                                    "unstructured (sparsity per block); lm: unstructured.")] = None,
+    out: Annotated[Path, _opt(COMMON, "Output folder: plan.yaml, search.json, search_trace.png, report.md.")],
+    budget: Annotated[str, _opt(COMMON, "params=F | macs=F | latency=F: the fraction of the searched layers' cost "
+                                "the pruned model may keep.")],
+    task: Task = "classification",
+    max_drop: Annotated[float | None, _opt(SEARCH_SPACE, "Instead: the smallest size whose validation metric stays "
+                                           "within P (accuracy points; lm: perplexity +P %); --budget then names "
+                                           "the cost kind.")] = None,
+    granularity: Annotated[str | None, _opt(SEARCH_SPACE, "structured (heads + FFN widths per layer) | "
+                                            "unstructured (sparsity per block); lm: unstructured.")] = None,
     ratios: Ratios = "0.1,0.3,0.5,0.7,0.9",
-    round_to: Annotated[int, typer.Option(help="Structured: FFN widths in multiples of N.")] = 1,
-    importance: SearchImportance = "taylor", calib_batches: Annotated[int, typer.Option(help="Batches for taylor "
-                                                                                       "/ activation scores.")] = 8,
-    max_eval_samples: SearchEval = None, task: Task = "classification", seq_len: SeqLen = 256,
-    calib_samples: SearchCalib = 32, eval_windows: SearchWindows = 8,
-    val_windows: Annotated[int, typer.Option(help="lm: held-out windows of the real evaluations (sequential "
-                                             "one-shot prune), scored in two halves.")] = 64,
-    space: Annotated[str, typer.Option(help="lm: profile (depth slope × attention/MLP split, screened by the "
-                                       "proxy) | blocks (every block free, simulated annealing).")] = "profile",
-    text_column: TextCol = None, label_column: LabelCol = None, max_length: MaxLen = 128,
-    seed: Seed = 0, force: Force = False, trust_remote_code: Remote = False,
+    round_to: Annotated[int, _opt(SEARCH_SPACE, "Structured: FFN widths in multiples of N.")] = 1,
+    steps: Annotated[int, _opt(SEARCH_SPACE, "Simulated-annealing steps on the sensitivity proxy.")] = 4000,
+    evals: Annotated[int, _opt(SEARCH_SPACE, "Real validation evaluations of the best candidates.")] = 8,
+    recover_epochs: Annotated[float | None, _opt(CANDIDATES, "Structured classifier search: recover each evaluated "
+                                                 "candidate this many epochs (distilled) before measuring it, so "
+                                                 "candidates are ranked as they end up after `prune`; 0 = measure "
+                                                 "right after the cut (default 0.25).")] = None,
+    rank: Annotated[str, _opt(CANDIDATES, "kl (per-example KL to the unpruned model on validation + --heldout "
+                              "training examples; a plan replaces uniform only if it beats it by more than --margin "
+                              "paired standard errors) | accuracy (validation accuracy, best wins).")] = "kl",
+    heldout: Annotated[int, _opt(CANDIDATES, "--rank kl: training examples kept out of the candidates' recovery "
+                                 "and scored with validation.")] = 1000,
+    margin: Annotated[float, _opt(CANDIDATES, "--rank kl: paired standard errors a plan must beat uniform by.")]
+    = 2.0,
+    importance: SearchImportance = "taylor", calib_batches: SearchCalibBatches = 8,
+    seq_len: SeqLen = 256, calib_samples: SearchCalib = 32, eval_windows: SearchWindows = 8,
+    val_windows: Annotated[int, _opt(LM, "lm: held-out windows of the real evaluations (sequential one-shot "
+                                     "prune), scored in two halves.")] = 64,
+    space: Annotated[str, _opt(LM, "lm: profile (depth slope × attention/MLP split, screened by the proxy) | "
+                               "blocks (every block free, simulated annealing).")] = "profile",
+    max_eval_samples: SearchEval = None, text_column: TextCol = None, label_column: LabelCol = None,
+    max_length: MaxLen = 128, trust_remote_code: Remote = False,
+    seed: Seed = 0, force: Force = False,
 ) -> None:
     """Find per-layer ratios that meet a budget and maximise the validation metric: simulated annealing on
     the sensitivity proxy, the best candidates evaluated for real. Writes a plan for `prunekit prune --plan`."""
