@@ -202,6 +202,8 @@ class PruneSettings:
 
     def _uses_calibration(self) -> bool:
         """Whether any calibration batch is read: data-driven criteria, solvers, and --layers rankings."""
+        if self.learn_structure:  # the gates' warm start draws calibration batches whatever the criterion
+            return True
         if self.structured:
             from prunekit.importance.groups import DEFAULT_LAYER_SCORE
 

@@ -80,6 +80,7 @@ def test_flags_that_do_not_apply_are_refused_by_name(kw, says):
     {"units": 0.5, "round_to": 4},
     {"distill": True, "distill_alpha": 0.7, "temperature": 4.0},
     {"schedule": "iterative", "steps": 2, "max_drop": 1.0},
+    {"learn_structure": True, "budget": "params=0.5", "calib_batches": 2},  # the gates' warm start reads them
 ])
 def test_flags_that_apply_are_accepted(kw):
     PruneSettings(**kw).validate()
