@@ -190,7 +190,7 @@ class PruneSettings:
         cut_widths = self.structured and not self.learn_structure
         if not cut_widths:
             refuse(self.given("round_to"), "{} rounds the widths structured ratios keep (--heads/--ffn/--hidden/"
-                    "--units/--filters/--embedding or a structured --plan): "
+                   "--units/--filters/--embedding or a structured --plan): "
                    + ("--learn-structure's gates decide them" if self.learn_structure else "none was given"))
         if not (self.heads or self.learn_structure or self.plan_granularity == "structured"):
             refuse(self.given("gqa"), "{} decides how grouped-query heads are removed: it needs --heads")
