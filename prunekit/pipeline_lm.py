@@ -13,8 +13,9 @@ from typing import Any
 
 import torch
 
+from prunekit.config import changed, refuse
 from prunekit.errors import PrunekitError
-from prunekit.io.atomic import atomic_output_dir, check_output_dir
+from prunekit.io.atomic import atomic_output_dir, check_output_dir, check_outside_inputs
 from prunekit.io.hf import load_causal_lm
 from prunekit.io.shapes import PACKED_WEIGHTS, load, save_sparse, write_pruned
 from prunekit.prune.oneshot import OneShotSettings, check_patterns, prune_oneshot
@@ -33,6 +34,7 @@ from prunekit.report.measure import (
 )
 from prunekit.report.render import package_versions, print_stage_table, write_report
 from prunekit.runtime import default_device, seed_everything
+from prunekit.search.plan import check_plan, mean_sparsity, oneshot_ratios, read_plan
 from prunekit.tasks.lm import calibration_windows, evaluation_windows, load_lm_text, perplexity
 
 SAVE_FORMATS = ("packed", "dense")
@@ -88,8 +90,6 @@ def prune_lm(
     device = default_device()
     lm, tokenizer = load_causal_lm(model, trust_remote_code)
     if plan is not None:
-        from prunekit.search.plan import check_plan
-
         check_plan(plan, lm)
     if structured is None:
         check_patterns(lm, settings)
@@ -179,8 +179,6 @@ def prune_lm_from_options(
     """`prunekit prune --task lm` from its flat options (defaults as the CLI's): :class:`StructuredLM` with
     --heads/--ffn/--layers, else :class:`OneShotSettings` (with a --plan's per-block sparsity), then
     :func:`prune_lm`. Options the chosen kind never reads are refused, naming them."""
-    from prunekit.config import changed, refuse
-
     options = changed(prune_lm_from_options, locals())
     structured = None
     if heads or ffn or layers:
@@ -199,9 +197,6 @@ def prune_lm_from_options(
         settings.sparsity = settings.target
     plan_dict = None
     if plan is not None:
-        from prunekit.io.atomic import check_outside_inputs
-        from prunekit.search.plan import mean_sparsity, oneshot_ratios, read_plan
-
         check_outside_inputs(out, {"plan": plan})  # prune_lm gets the plan read, not its file
         plan_dict = read_plan(plan)
         if plan_dict["granularity"] != "unstructured" or structured or pattern or sparsity is not None:
