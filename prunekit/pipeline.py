@@ -338,9 +338,9 @@ def solve(wb: Workbench, masks: MaskSet, s: PruneSettings, target: float, seed: 
     if s.damp is not None:
         settings.damp = s.damp
     if s.plan is not None:  # validated: per-block sparsity only (PruneSettings refuses an attention/MLP split)
-        from prunekit.search.plan import oneshot_ratios, read_plan
+        from prunekit.search.plan import oneshot_ratios
 
-        settings.block_ratios, settings.mlp_ratios = oneshot_ratios(read_plan(s.plan))
+        settings.block_ratios, settings.mlp_ratios = oneshot_ratios(s.plan_data)
     model, device = wb.model, default_device()
     windows = packed_windows(wb.train, wb.tokenizer, s.calib_batches, s.batch_size, seed)
     was_training = model.training
@@ -353,12 +353,11 @@ def solve(wb: Workbench, masks: MaskSet, s: PruneSettings, target: float, seed: 
     masks.update({n: p != 0 for n, p in masks.params.items()}, optimizer)
 
 
-def _block_targets(model: nn.Module, params: dict[str, nn.Parameter], plan_file: str) -> dict[str, float]:
+def _block_targets(model: nn.Module, params: dict[str, nn.Parameter], s: PruneSettings) -> dict[str, float]:
     """--plan (unstructured): every prunable weight gets the sparsity of the block it sits in."""
     from prunekit.arch import transformer_layers
-    from prunekit.search.plan import read_plan
 
-    blocks = read_plan(plan_file)["block_sparsity"]
+    plan_file, blocks = s.plan, s.plan_data["block_sparsity"]
     prefix, _ = transformer_layers(model)
     out = {}
     for name in params:
@@ -498,10 +497,10 @@ def prune(
     ``module``/``module_kwargs``: rebuild a user's own module saved by prunekit (``--module``). Recovery
     training checkpoints into the temporary output; the same call after a kill resumes from there
     (``resume=False`` starts over)."""
-    s = copy.copy(settings or PruneSettings())
+    s = settings or PruneSettings()
     check_output_dir(out, force, inputs={"model": model, "data": data.data, "plan": s.plan,
                                          "vocabulary corpus": s.vocab_corpus})
-    s.validate()
+    s = s.validate()  # a normalised copy: the caller's settings stay as given
     key = fingerprint("prune", model=model, data=vars(data), settings=s.to_dict(), seed=seed,
                       trust_remote_code=trust_remote_code, module=module, module_kwargs=module_kwargs)
     with workspace(out, force, key, resume, checkpoint) as tmp:
@@ -520,9 +519,9 @@ def _prune(model: str, data: DataOptions, out: Path | None, s: PruneSettings, *,
     if s.lr is None:
         s.lr = default_lr(text)
     if s.plan is not None:
-        from prunekit.search.plan import check_plan, read_plan
+        from prunekit.search.plan import check_plan
 
-        check_plan(read_plan(s.plan), wb.model, f"plan {s.plan}")
+        check_plan(s.plan_data, wb.model, f"plan {s.plan}")
     if s.learn_structure:
         return _prune_learned(wb, data, out, s, seed=seed, command=command)
     if s.structured:
@@ -544,7 +543,7 @@ def _prune(model: str, data: DataOptions, out: Path | None, s: PruneSettings, *,
     loop = _Loop(wb, s, seed, params, MaskSet(params), criterion,
                  100 * baseline["validation_metrics"]["accuracy"], teacher, stages)
     if s.plan is not None:
-        loop.block_targets = _block_targets(wb.model, params, s.plan)
+        loop.block_targets = _block_targets(wb.model, params, s)
     log(f"pruning {len(params)} weight tensors ({sum(p.numel() for p in params.values()):,} weights), "
         f"{s.method} / {s.scope} / {s.schedule}, target "
         + (f"{100 * s.sparsity:.0f} %" if s.sparsity is not None else f"|score| < {s.threshold}"))
@@ -751,9 +750,9 @@ def _cut(model: nn.Module, scores: GroupScores, s: PruneSettings, k: int,
         return plan.to_dict(), shapes, f"widths {shapes['widths']}"
     if s.plan is not None:
         from prunekit.prune.structured import plan_from_layer_ratios
-        from prunekit.search.plan import read_plan, structured_ratios
+        from prunekit.search.plan import structured_ratios
 
-        heads, ffn = structured_ratios(read_plan(s.plan))
+        heads, ffn = structured_ratios(s.plan_data)
         plan = plan_from_layer_ratios(model, scores, heads=heads, ffn=ffn, round_to=s.round_to, gqa=s.gqa)
         apply_plan(model, plan)
         shapes = model_shapes(model)

@@ -13,8 +13,9 @@ from typing import Any
 
 import torch
 
+from prunekit.config import changed, refuse
 from prunekit.errors import PrunekitError
-from prunekit.io.atomic import atomic_output_dir, check_output_dir
+from prunekit.io.atomic import atomic_output_dir, check_output_dir, check_outside_inputs
 from prunekit.io.hf import load_causal_lm
 from prunekit.io.shapes import PACKED_WEIGHTS, load, save_sparse, write_pruned
 from prunekit.prune.oneshot import OneShotSettings, check_patterns, prune_oneshot
@@ -33,6 +34,7 @@ from prunekit.report.measure import (
 )
 from prunekit.report.render import package_versions, print_stage_table, write_report
 from prunekit.runtime import default_device, seed_everything
+from prunekit.search.plan import check_plan, mean_sparsity, oneshot_ratios, read_plan
 from prunekit.tasks.lm import calibration_windows, evaluation_windows, load_lm_text, perplexity
 
 SAVE_FORMATS = ("packed", "dense")
@@ -88,8 +90,6 @@ def prune_lm(
     device = default_device()
     lm, tokenizer = load_causal_lm(model, trust_remote_code)
     if plan is not None:
-        from prunekit.search.plan import check_plan
-
         check_plan(plan, lm)
     if structured is None:
         check_patterns(lm, settings)
@@ -160,6 +160,57 @@ def prune_lm(
         report["layer_influence"] = scores.layers.tolist() if scores.layers is not None else None
     _save_lm(lm, tokenizer, out, force, save, report, eval_ids[:2])
     return report
+
+
+#: `prunekit prune` options that only --task lm reads: a classifier run refuses them
+LM_ONLY_OPTIONS = ("pattern", "calib_samples", "seq_len", "eval_samples", "stride", "calib_data", "layer_ratios",
+                   "calibration", "refit", "reconstruct", "save")
+
+
+def prune_lm_from_options(
+    model: str, data: str, out: str | Path, *, method: str | None = None, sparsity: float | None = None,
+    pattern: str | None = None, layer_ratios: str = "uniform", refit: bool | None = None,
+    calibration: str | None = None, damp: float | None = None, heads: float = 0.0, ffn: float = 0.0,
+    layers: int = 0, round_to: int = 1, reconstruct: bool = True, latency: bool = True, plan: str | None = None,
+    calib_samples: int = 128, seq_len: int = 512, eval_samples: int | None = 32, stride: int | None = None,
+    calib_data: str | None = None, save: str = "packed", seed: int = 0, force: bool = False,
+    trust_remote_code: bool = False,
+) -> dict[str, Any]:
+    """`prunekit prune --task lm` from its flat options (defaults as the CLI's): :class:`StructuredLM` with
+    --heads/--ffn/--layers, else :class:`OneShotSettings` (with a --plan's per-block sparsity), then
+    :func:`prune_lm`. Options the chosen kind never reads are refused, naming them."""
+    options = changed(prune_lm_from_options, locals())
+    structured = None
+    if heads or ffn or layers:
+        refuse(_pick(options, "method", "sparsity", "pattern", "layer_ratios", "refit", "calibration", "damp"),
+               "{}: unstructured one-shot options, not used with --heads/--ffn/--layers")
+        structured = StructuredLM(heads=heads, ffn=ffn, layers=layers, round_to=round_to, reconstruct=reconstruct,
+                                  latency=latency)
+    else:
+        refuse(_pick(options, "round_to", "reconstruct", "latency"),
+               "{}: structured LM options (--heads/--ffn/--layers), not used without them")
+    settings = OneShotSettings(method=method or "sparsegpt", sparsity=0.5 if sparsity is None else sparsity,
+                               pattern=pattern, layer_ratios=layer_ratios, refit=refit, calibration=calibration)
+    if damp is not None:
+        settings.damp = damp
+    if pattern and sparsity is None:
+        settings.sparsity = settings.target
+    plan_dict = None
+    if plan is not None:
+        check_outside_inputs(out, {"plan": plan})  # prune_lm gets the plan read, not its file
+        plan_dict = read_plan(plan)
+        if plan_dict["granularity"] != "unstructured" or structured or pattern or sparsity is not None:
+            raise PrunekitError("--task lm --plan applies a per-block sparsity plan (prunekit search --task lm); "
+                                "do not combine it with --sparsity, --pattern or --heads/--ffn/--layers")
+        settings.block_ratios, settings.mlp_ratios = oneshot_ratios(plan_dict)
+        settings.sparsity = mean_sparsity(plan_dict)
+    return prune_lm(model, data, out, settings, calib_samples=calib_samples, seq_len=seq_len,
+                    eval_samples=eval_samples, stride=stride, calib_data=calib_data, save=save, seed=seed, force=force,
+                    trust_remote_code=trust_remote_code, structured=structured, plan=plan_dict)
+
+
+def _pick(values: dict[str, Any], *names: str) -> dict[str, Any]:
+    return {n: values[n] for n in names if n in values}
 
 
 @dataclass

@@ -230,3 +230,66 @@ def test_demo_refuses_an_out_on_its_cached_baseline(tmp_path, monkeypatch):
         result = runner.invoke(app, ["demo", "--out", str(out)])
         assert result.exit_code == 2 and "the input model folder" in result.output, result.output
         assert (baseline / "config.json").read_text() == "{}"
+
+
+def test_prune_help_is_grouped_by_concern_with_the_common_options_first():
+    """Before: one 468-line panel at 80 columns, the common options lost among ~60."""
+    out = runner.invoke(app, ["prune", "--help"], env={"COLUMNS": "80", "TERM": "dumb", "NO_COLOR": "1"}).output
+    panels = [line.strip("╭─ ╮").rsplit(" ─", 1)[0].strip() for line in out.splitlines() if line.startswith("╭─")]
+    assert panels == ["Options", "What to prune", "Criterion", "Schedule", "Recovery", "Distillation", "Calibration",
+                      "Search plans and learned structure", "Language models (--task lm)", "Data and model loading",
+                      "Output and runs"]
+    first = out[out.index("╭─ Options"):out.index("╭─ What to prune")]
+    for flag in ["--model", "--data", "--out", "--sparsity", "--heads", "--ffn"]:
+        assert flag in first
+    assert len(out.splitlines()) < 300
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--seq-len", "256", "--save", "dense"], "error: --seq-len, --save: --task lm options, not read by a classifier"),
+    (["--no-reconstruct"], "error: --no-reconstruct: --task lm options"),
+    (["--task", "lm", "--schedule", "oneshot", "--lr", "1e-3", "--no-resume", "--text-column", "t"],
+     "error: --task lm does not read --schedule, --lr, --text-column, --no-resume (classifier options)"),
+    (["--task", "lm", "--heads", "0.5", "--pattern", "2:4", "--method", "wanda"],
+     "error: --method, --pattern: unstructured one-shot options, not used with --heads/--ffn/--layers"),
+    (["--task", "lm", "--round-to", "8", "--no-latency"],
+     "error: --round-to, --no-latency: structured LM options (--heads/--ffn/--layers), not used without them"),
+    (["--schedule", "oneshot", "--ramp-end", "0.3"], "error: the gradual schedule's cubic ramp (--ramp-end) is not "
+                                                     "used by --schedule oneshot"),
+    (["--heads", "0.5", "--max-drop", "1"], "error: --max-drop applies to the unstructured schedules"),
+    (["--temperature", "4"], "error: without --distill there is no distillation loss for --temperature"),
+    (["--method", "random", "--calib-batches", "4"], "error: --calib-batches feeds data-driven criteria; --method "
+                                                      "random scores the weights alone"),
+])
+def test_prune_refuses_options_that_do_not_apply_naming_them(tmp_path, tiny_csv, args, says):
+    """Before: each of these was silently ignored."""
+    result = runner.invoke(app, ["prune", "-m", str(tmp_path / "m"), "-d", str(tiny_csv), "--out", str(tmp_path / "o"),
+                                 *args])
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith(says), result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_prune_task_lm_options_become_the_lm_settings(tmp_path, monkeypatch):
+    """The CLI only parses: prune_lm_from_options builds OneShotSettings / StructuredLM and reads the plan."""
+    import yaml
+
+    import prunekit.pipeline_lm as pipeline_lm
+
+    calls = []
+    monkeypatch.setattr(pipeline_lm, "prune_lm", lambda *a, **kw: calls.append((a, kw)))
+    base = ["prune", "--task", "lm", "-m", "lm", "-d", "text.txt", "--out", str(tmp_path / "o"), "--seq-len", "64"]
+    assert runner.invoke(app, [*base, "--method", "wanda", "--pattern", "2:4", "--damp", "0.05"]).exit_code == 0
+    (model, data, out, settings), kw = calls[-1]
+    assert (model, data, settings.method, settings.pattern, settings.sparsity, settings.damp) == (
+        "lm", "text.txt", "wanda", "2:4", 0.5, 0.05)
+    assert kw["seq_len"] == 64 and kw["structured"] is None and kw["save"] == "packed"
+    assert runner.invoke(app, [*base, "--heads", "0.25", "--layers", "1", "--round-to", "8"]).exit_code == 0
+    structured = calls[-1][1]["structured"]
+    assert (structured.heads, structured.layers, structured.round_to, structured.reconstruct) == (0.25, 1, 8, True)
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(yaml.safe_dump({"prunekit_plan": 1, "granularity": "unstructured", "block_sparsity": [0.2, 0.6]}))
+    assert runner.invoke(app, [*base, "--plan", str(plan)]).exit_code == 0
+    (*_, settings), kw = calls[-1]
+    assert settings.block_ratios == [0.2, 0.6] and settings.sparsity == pytest.approx(0.4)
+    assert kw["plan"]["block_sparsity"] == [0.2, 0.6]

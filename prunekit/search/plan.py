@@ -131,6 +131,12 @@ def oneshot_ratios(plan: Mapping[str, Any]) -> tuple[list[float], list[float] | 
     return [float(r) for r in plan["block_sparsity"]], None
 
 
+def mean_sparsity(plan: Mapping[str, Any]) -> float:
+    """An unstructured plan's overall target: the mean of its per-block sparsities."""
+    blocks = [float(r) for r in plan["block_sparsity"]]
+    return sum(blocks) / len(blocks)
+
+
 def structured_ratios(plan: Mapping[str, Any]) -> tuple[dict[int, float], dict[int, float]]:
     """(heads, ffn): removed fraction per layer."""
     return ({int(k): float(v) for k, v in (plan.get("heads") or {}).items()},
