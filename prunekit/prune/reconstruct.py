@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from prunekit.arch import family_for, transformer_layers
+from prunekit.importance.groups import token_influence
 from prunekit.prune.calibration import CALIB_BATCH, as_rows, capture_block_inputs, collect_stats, run_block
 from prunekit.prune.structured.plan import StructuredPlan
 from prunekit.prune.structured.ranking import GroupScores, plan_from_ratios
@@ -37,8 +38,6 @@ def _column_energy(module: nn.Module, sq_norms: Tensor) -> Tensor:
 def calibrated_scores(model: nn.Module, windows: Tensor, *, batch_size: int = CALIB_BATCH,
                       device: torch.device | None = None) -> GroupScores:
     """Group scores (heads, kv groups, FFN neurons, layers) from the dense model's calibration activations."""
-    from prunekit.importance.groups import token_influence  # importance builds on prune: import late
-
     device = device or next(model.parameters()).device
     fam = family_for(model)
     _, layers = transformer_layers(model)
