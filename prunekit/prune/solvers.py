@@ -147,10 +147,12 @@ def register(cls: type[Solver]) -> type[Solver]:
 
 
 def unregister(name: str) -> None:
+    """Forget a solver (tests and plug-ins that register one for a while)."""
     _SOLVERS.unregister(name)
 
 
 def get(name: str) -> type[Solver]:
+    """The solver class registered as ``name`` (refused in one line when unknown)."""
     return _SOLVERS.get(name, "solver")
 
 
