@@ -35,6 +35,7 @@ from prunekit.prune.calibration import (
     sublayer_groups,
 )
 from prunekit.prune.masks import check_sparsity, keep_n_of_m, keep_per_row, parse_pattern
+from prunekit.prune.reconstruct import corrected_target
 from prunekit.prune.solvers import PRUNING_SOLVERS, LayerJob, Refit, Solver, pruning
 
 #: one-shot methods: the criteria that apply to one-shot scoring, then the solvers that prune by themselves
@@ -223,17 +224,6 @@ def global_part_ratios(parts: list[tuple[np.ndarray, int]], target: float) -> li
     below = sum(n * np.interp(points, q, levels) for q, n in parts)  # weights below each candidate threshold
     threshold = np.interp(target * sum(n for _, n in parts), below, points)
     return [float(np.clip(np.interp(threshold, q, levels), 0.0, 0.99)) for q, _ in parts]
-
-
-def corrected_target(weight: Tensor, xtx: Tensor, xtd: Tensor, damp: float) -> Tensor:
-    """The dense weight W̃ whose output on the pruned model's inputs X best matches the unpruned model's
-    output on its own inputs X_d: W̃ = argmin ‖X W̃ᵀ − X_d Wᵀ‖² = W X_dᵀX (XᵀX + λI)⁻¹. Pruning W̃ under
-    H = XᵀX then minimises the error against the dense model, up to a constant."""
-    h = xtx.double()
-    lam = damp * torch.diag(h).mean().clamp_min(1e-12)
-    sol = torch.linalg.solve(h + lam * torch.eye(len(h), dtype=h.dtype, device=h.device), xtd.double() @
-                             weight.detach().double().t().to(h.device))
-    return sol.t().to(weight.dtype).to(weight.device)
 
 
 def _mask(settings: OneShotSettings, criterion: Importance, scores: Tensor, sparsity: float) -> Tensor:
