@@ -12,9 +12,9 @@ from torch import Tensor, nn
 
 from prunekit.config import CLASSIFIER_METHODS, SOLVER_METHODS, DataOptions, PruneSettings
 from prunekit.errors import PrunekitError
-from prunekit.importance import METHODS, Importance, describe, make_importance, register, registry, unregister
+from prunekit.importance import METHODS, Importance, Taylor, describe, make_importance, register, registry, unregister
 from prunekit.importance.groups import CRITERIA, LAYER_SCORES, group_scores
-from prunekit.importance.registry import GROUPS, ONESHOT, WEIGHTS
+from prunekit.importance.registry import GROUPS, LAYERS, ONESHOT, WEIGHTS
 from prunekit.pipeline import prune
 from prunekit.prune import solvers
 from prunekit.prune.oneshot import ONESHOT_METHODS, OneShotSettings, prune_oneshot
@@ -108,6 +108,37 @@ def test_each_place_refuses_a_criterion_that_does_not_apply_there_in_one_line(re
         PruneSettings(heads=0.5, importance="weights_only").validate()
     with pytest.raises(PrunekitError, match="unknown pruning method 'l2' \\(it is a group criterion\\)"):
         make_importance("l2")
+
+
+class FirstLayersFirst(Importance):
+    name = "first_first"
+    help = "keep the first layers: one score per layer, falling with depth"
+    applies = frozenset({LAYERS})
+
+    def rank_layers(self, model: nn.Module, **kw: object) -> Tensor:
+        return -torch.arange(zoo.LAYERS, dtype=torch.float)
+
+
+class GradientsOneShot(Taylor):
+    name = "gradients_oneshot"
+    help = "needs gradients, claims the one-shot engine"
+    applies = frozenset({ONESHOT})
+
+
+def test_a_new_layer_ranking_and_a_oneshot_criterion_that_needs_gradients():
+    for cls in (FirstLayersFirst, GradientsOneShot):
+        register(cls)
+    try:
+        assert "first_first" in LAYER_SCORES
+        scores = group_scores(zoo.build("bert"), criterion="l1", layers="first_first")
+        assert scores.layers.tolist() == [-float(i) for i in range(zoo.LAYERS)]
+        with pytest.raises(PrunekitError, match="needs gradients: the one-shot engine only runs forward passes"):
+            OneShotSettings(method="gradients_oneshot").check()
+    finally:
+        for cls in (FirstLayersFirst, GradientsOneShot):
+            unregister(cls.name)
+    with pytest.raises(PrunekitError, match="unknown layer score 'first_first'"):
+        group_scores(zoo.build("bert"), criterion="l1", layers="first_first")
 
 
 def test_the_registry_refuses_a_bad_class():
