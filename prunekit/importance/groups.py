@@ -49,6 +49,9 @@ from prunekit.prune.textnets import TextGroup, text_groups
 
 #: the group criteria (``--importance``), read from the registry
 CRITERIA = Names(lambda: registry.names(GROUPS))
+#: the group criteria that need calibration batches (gradients or activations), read from the registry
+DATA_GROUP_CRITERIA = Names(lambda: tuple(n for n in registry.names(GROUPS) if registry.CRITERIA[n].uses_gradients
+                                          or registry.CRITERIA[n].uses_activations))
 #: the layer rankings (``--layer-importance``), read from the registry
 LAYER_SCORES = Names(lambda: registry.names(LAYERS))
 #: how --layers ranks by default; `python bench/layer_criteria.py` compares every choice on MiniLM

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from prunekit.config import CLASSIFIER_METHODS, SOLVER_METHODS, DataOptions, PruneSettings
 from prunekit.errors import PrunekitError
 from prunekit.importance import METHODS, Importance, Taylor, describe, make_importance, register, registry, unregister
-from prunekit.importance.groups import CRITERIA, LAYER_SCORES, group_scores
+from prunekit.importance.groups import CRITERIA, DATA_GROUP_CRITERIA, LAYER_SCORES, group_scores
 from prunekit.importance.registry import GROUPS, LAYERS, ONESHOT, WEIGHTS
 from prunekit.pipeline import prune
 from prunekit.prune import solvers
@@ -55,6 +55,7 @@ def windows(n: int = 6, seq_len: int = 12) -> Tensor:
 def test_the_constants_the_cli_reads_come_from_the_registries(registered):
     assert METHODS == ("magnitude", "random", "taylor", "movement", "wanda", "weight_squared", "weights_only")
     assert "weight_squared" in CRITERIA and "weights_only" not in CRITERIA
+    assert DATA_GROUP_CRITERIA == ("taylor", "activation")  # the group criteria that need calibration batches
     assert ONESHOT_METHODS == ("magnitude", "wanda", "weight_squared", "sparsegpt")
     assert SOLVER_METHODS == ("sparsegpt",) and CLASSIFIER_METHODS[-1] == "sparsegpt"
     assert LAYER_SCORES == ("greedy", "loss", "skip", "bi", "groups")
