@@ -15,6 +15,10 @@ Layers are ranked by :func:`layer_scores`: by default greedily, removing one lay
 whose removal raises the calibration loss least; also by the loss or logit change when one layer alone
 is skipped, by block influence (1 − cos of a block's input and output), or by the sum of the layer's
 head and FFN scores.
+
+Each criterion and layer ranking is a class in :mod:`prunekit.importance.registry`; this module asks
+the criterion object (:meth:`~prunekit.importance.base.Importance.elementwise`, ``reduce``,
+``score_groups``, ``rank_layers``), so a registered class works here without an edit.
 """
 
 from __future__ import annotations
