@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from prunekit.errors import PrunekitError
 from prunekit.importance import METHODS
+from prunekit.importance.groups import DATA_GROUP_CRITERIA  # group criteria that score from calibration batches
 from prunekit.importance.registry import Names
 from prunekit.prune import SCOPES, check_sparsity
 from prunekit.prune.solvers import PRUNING_SOLVERS
@@ -318,10 +319,6 @@ class PruneSettings:
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.init}
-
-
-#: structured group criteria that score from calibration batches (the others read the weights alone)
-DATA_GROUP_CRITERIA = ("taylor", "activation")
 
 
 def _criterion(method: str):
