@@ -9,7 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 from prunekit.errors import PrunekitError
 from prunekit.importance import METHODS
+from prunekit.importance.groups import DATA_GROUP_CRITERIA  # group criteria that score from calibration batches
+from prunekit.importance.registry import Names
 from prunekit.prune import SCOPES, check_sparsity
+from prunekit.prune.solvers import PRUNING_SOLVERS
 from prunekit.schedule import check_schedule
 
 if TYPE_CHECKING:
@@ -17,8 +20,9 @@ if TYPE_CHECKING:
 
 #: classifier methods that solve for new weights in calibrated block-by-block passes (prune/oneshot.py)
 #: instead of ranking weights with a criterion (importance/)
-SOLVER_METHODS = ("sparsegpt",)
-CLASSIFIER_METHODS = (*METHODS, *SOLVER_METHODS)
+#: (live views of the registries in prunekit.importance.registry and prunekit.prune.solvers)
+SOLVER_METHODS = PRUNING_SOLVERS
+CLASSIFIER_METHODS = Names(lambda: (*METHODS, *SOLVER_METHODS))
 
 #: default learning rates: fine-tuning a pretrained transformer, training/recovering a small text model from scratch
 TRANSFORMER_LR, TEXTNET_LR = 5e-5, 2e-3
@@ -315,10 +319,6 @@ class PruneSettings:
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.init}
-
-
-#: structured group criteria that score from calibration batches (the others read the weights alone)
-DATA_GROUP_CRITERIA = ("taylor", "activation")
 
 
 def _criterion(method: str):

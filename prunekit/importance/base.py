@@ -1,11 +1,31 @@
 """The contract every criterion follows: give a score per weight; higher means keep.
 
-A criterion never knows how a weight is removed (masks or surgery); it only ranks.
+A criterion never knows how a weight is removed (masks or surgery); it only ranks. One class serves
+every place it ``applies`` to (see :mod:`prunekit.importance.registry`): single weights
+(:meth:`Importance.scores`), groups (a sum of :meth:`Importance.elementwise` over each group's slices,
+or a criterion's own :meth:`Importance.score_groups`) and the one-shot LM engine
+(:meth:`Importance.layer_scores`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, ClassVar
+
 from torch import Tensor, nn
+
+from prunekit.errors import PrunekitError
+from prunekit.importance.registry import WEIGHTS
+
+if TYPE_CHECKING:
+    from prunekit.prune.calibration import InputStats
+    from prunekit.prune.structured import GroupScores
+    from prunekit.prune.textnets import TextGroup
+
+#: what criteria that learn from data (gradients, activations) see: model inputs, by name
+Batch = Mapping[str, Tensor]
+#: the loss a gradient criterion backpropagates: ``loss_fn(model, batch)``
+LossFn = Callable[[nn.Module, Batch], Tensor]
 
 
 class Importance:
@@ -13,6 +33,10 @@ class Importance:
     :meth:`accumulate`, which the training/calibration loop calls after every backward pass."""
 
     name: str = "base"
+    #: one line for the CLI's help and :func:`prunekit.importance.registry.describe`
+    help: ClassVar[str] = ""
+    #: where it may be used: :data:`~prunekit.importance.registry.PLACES` keys
+    applies: ClassVar[frozenset[str]] = frozenset({WEIGHTS})
     #: needs backward passes (calibration batches or fine-tuning steps) before it can score
     uses_gradients: bool = False
     #: needs forward passes over calibration batches (it :meth:`observe`\ s the inputs of each weight)
@@ -21,6 +45,21 @@ class Importance:
     needs_training: bool = False
     #: forget the accumulated statistics after each pruning step (Taylor: fresh estimate per step)
     reset_after_prune: bool = True
+    #: "row": its scores only compare within an output row (Wanda: each row's inputs differ), so the
+    #: one-shot engine ranks per row; None: across the whole weight
+    scope: ClassVar[str | None] = None
+
+    @classmethod
+    def build(cls, seed: int = 0) -> Importance:
+        """A fresh instance; ``seed`` is for criteria that draw at random."""
+        return cls()
+
+    @classmethod
+    def describe(cls) -> str:
+        """Its help and what it needs, in one line."""
+        needs = ("fine-tuning" if cls.needs_training else "gradients" if cls.uses_gradients
+                 else "calibration batches" if cls.uses_activations else "weights")
+        return f"{cls.help} (needs: {needs})"
 
     def accumulate(self, params: dict[str, nn.Parameter]) -> None:  # noqa: B027 - optional hook
         """Fold in the current gradients of ``params`` (called after ``backward``)."""
@@ -44,6 +83,51 @@ class Importance:
     def state(self) -> dict[str, Tensor]:
         """Accumulated statistics, so several processes can be reduced to one ranking."""
         return {}
+
+    # -- groups: what prunekit.importance.groups asks ------------------------------------------------
+
+    def elementwise(self, name: str, p: Tensor, state: Mapping[str, Tensor] | None) -> Tensor | None:
+        """The per-weight score a group sums over its slices, for parameter ``name``; None leaves it out.
+
+        Weight-only criteria score the weight itself; gradient criteria read ``state`` (per-weight sums
+        keyed by parameter name, or by module name for a module's weight), which group scoring fills
+        from calibration batches when the caller has none.
+        """
+        if not self.uses_gradients:
+            return self.scores({name: p})[name]
+        if state is None:
+            raise PrunekitError(f"{self.name} group scores need per-weight scores or calibration batches")
+        return state.get(name, state.get(name.removesuffix(".weight")) if name.endswith(".weight") else None)
+
+    def reduce(self, total: Tensor) -> Tensor:
+        """What a group's sum of :meth:`elementwise` becomes (l2: its square root)."""
+        return total
+
+    def draw(self, tag: str, size: int) -> Tensor | None:
+        """Weight-free criteria (random): ``size`` scores for the groups called ``tag``; None: score weights."""
+        return None
+
+    def score_groups(self, model: nn.Module, batches: Sequence[Batch] | None, hidden: bool) -> GroupScores | None:
+        """A transformer's group scores computed by the criterion itself (activation); None: sum weights."""
+        return None
+
+    def score_units(self, model: nn.Module, groups: list[TextGroup],
+                    batches: Sequence[Batch] | None) -> dict[str, Tensor] | None:
+        """A recurrent/conv text model's unit scores computed by the criterion itself; None: sum weights."""
+        return None
+
+    def rank_layers(self, model: nn.Module, *, batches: Sequence[Batch] | None, scores: GroupScores | None,
+                    loss_fn: LossFn | None, remove: int | None) -> Tensor:
+        """Layer rankings (``applies`` layers): one score per layer, higher = keep; ``scores`` are the
+        model's group scores, ``remove`` how many layers will go (a greedy ranking may stop there)."""
+        raise PrunekitError(f"{self.name} does not rank layers")
+
+    # -- one-shot LM engine (prunekit.prune.oneshot) --------------------------------------------------
+
+    def layer_scores(self, rows: Tensor, stats: InputStats | None) -> Tensor:
+        """Scores of one Linear's (out, in) weight from its calibration statistics (None when the
+        criterion uses no activations): by default the criterion's own per-weight scores."""
+        return self.scores({"weight": rows})["weight"]
 
 
 class AccumulatingImportance(Importance):

@@ -15,11 +15,14 @@ Layers are ranked by :func:`layer_scores`: by default greedily, removing one lay
 whose removal raises the calibration loss least; also by the loss or logit change when one layer alone
 is skipped, by block influence (1 − cos of a block's input and output), or by the sum of the layer's
 head and FFN scores.
+
+Each criterion and layer ranking is a class in :mod:`prunekit.importance.registry`; this module asks
+the criterion object (:meth:`~prunekit.importance.base.Importance.elementwise`, ``reduce``,
+``score_groups``, ``rank_layers``), so a registered class works here without an edit.
 """
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -29,6 +32,10 @@ from torch.nn.utils.rnn import PackedSequence
 
 from prunekit.arch.textnets import call_text_model, is_text_model, layer_rnn, rnn_directions, text_layout
 from prunekit.errors import PrunekitError
+from prunekit.importance import registry
+from prunekit.importance.base import Batch, Importance, LossFn
+from prunekit.importance.random_scores import RandomImportance
+from prunekit.importance.registry import GROUPS, LAYERS, Names
 from prunekit.importance.taylor import Taylor
 from prunekit.prune.structured import (
     GroupScores,
@@ -44,18 +51,25 @@ from prunekit.prune.structured import (
 from prunekit.prune.surgery import layer_list, rnn_suffixes
 from prunekit.prune.textnets import TextGroup, text_groups
 
-CRITERIA = ("l1", "l2", "taylor", "activation", "random")
-LAYER_SCORES = ("greedy", "loss", "skip", "bi", "groups")
+#: the group criteria (``--importance``), read from the registry
+CRITERIA = Names(lambda: registry.names(GROUPS))
+#: the group criteria that need calibration batches (gradients or activations), read from the registry
+DATA_GROUP_CRITERIA = Names(lambda: tuple(n for n in registry.names(GROUPS) if registry.CRITERIA[n].uses_gradients
+                                          or registry.CRITERIA[n].uses_activations))
+#: the layer rankings (``--layer-importance``), read from the registry
+LAYER_SCORES = Names(lambda: registry.names(LAYERS))
 #: how --layers ranks by default; `python bench/layer_criteria.py` compares every choice on MiniLM
 DEFAULT_LAYER_SCORE = "greedy"
 
-Batch = Mapping[str, Tensor]
-LossFn = Callable[[nn.Module, Batch], Tensor]
+
+def _criterion(criterion: str | Importance, seed: int = 0) -> Importance:
+    """A group criterion object from its name (refused in one line unless it applies to groups)."""
+    return criterion if isinstance(criterion, Importance) else registry.create(criterion, GROUPS, seed)
 
 
 def group_scores(
     model: nn.Module,
-    criterion: str = "l2",
+    criterion: str | Importance = "l2",
     *,
     batches: Sequence[Batch] | None = None,
     loss_fn: LossFn | None = None,
@@ -65,7 +79,7 @@ def group_scores(
     remove_layers: int | None = None,
     seed: int = 0,
 ) -> GroupScores:
-    """Scores for every group of ``model`` under ``criterion``.
+    """Scores for every group of ``model`` under ``criterion`` (a name in :data:`CRITERIA`, or a criterion object).
 
     ``batches`` are model inputs (dicts of tensors); ``taylor`` and ``activation`` need them unless
     ``weight_scores`` (per-weight |w·g| sums keyed by parameter name, or by module name for a
@@ -75,20 +89,14 @@ def group_scores(
     ``"groups"`` (free: pass it when no layer will be removed); ``remove_layers`` lets ``greedy``
     stop early. With ``random`` the layer scores are random too.
     """
-    if criterion not in CRITERIA:
-        raise PrunekitError(f"unknown group criterion {criterion!r}; choose one of {', '.join(CRITERIA)}")
+    crit = _criterion(criterion, seed)
     if is_text_model(model):
-        return text_group_scores(model, criterion, batches=batches, loss_fn=loss_fn, weight_scores=weight_scores,
-                                 seed=seed)
-    if criterion == "random":
-        out = random_scores(model, seed)
-    elif criterion == "activation":
-        out = activation_scores(model, _need_batches(batches, "activation"), hidden=hidden)
-    else:
-        if criterion == "taylor" and weight_scores is None:
-            weight_scores = taylor_weights(model, _need_batches(batches, "taylor"), loss_fn)
-        out = weight_group_scores(model, criterion, weight_scores, hidden=hidden)
-    if criterion != "random":
+        return text_group_scores(model, crit, batches=batches, loss_fn=loss_fn, weight_scores=weight_scores)
+    out = crit.score_groups(model, batches, hidden)
+    if out is None:
+        out = weight_group_scores(model, crit, _weight_state(model, crit, batches, loss_fn, weight_scores),
+                                  hidden=hidden)
+    if out.layers is None:  # a criterion that scores layers itself (random) has set them
         how = layers or (DEFAULT_LAYER_SCORE if batches else "groups")
         out.layers = layer_scores(model, how, batches=batches, scores=out, loss_fn=loss_fn, remove=remove_layers)
     return out
@@ -96,7 +104,7 @@ def group_scores(
 
 def text_group_scores(
     model: nn.Module,
-    criterion: str = "l2",
+    criterion: str | Importance = "l2",
     *,
     batches: Sequence[Batch] | None = None,
     loss_fn: LossFn | None = None,
@@ -112,25 +120,17 @@ def text_group_scores(
     are re-run one layer at a time with the same weights, since the module only returns its last
     layer's steps), a filter's max-pooled feature (the classifier's input), an embedding dim.
     """
+    crit = _criterion(criterion, seed)
     groups = text_groups(model)
     out = GroupScores()
-    if criterion == "random":
-        for g in groups:
-            gen = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(g.name.encode()))
-            out.units[g.name] = torch.rand(g.count, generator=gen)
-        return out
-    if criterion == "activation":
-        out.units = _text_activations(model, groups, _need_batches(batches, "activation"))
-        return out
-    if criterion == "taylor" and weight_scores is None:
-        weight_scores = taylor_weights(model, _need_batches(batches, "taylor"), loss_fn)
-    elem = _elementwise(criterion, weight_scores)
-    post = torch.sqrt if criterion == "l2" else (lambda t: t)
-    out.units = {g.name: post(reduce_groups(model, g.groups, elem)) for g in groups}
+    units = crit.score_units(model, groups, batches)
+    if units is None:
+        state = _weight_state(model, crit, batches, loss_fn, weight_scores)
+        units = {g.name: crit.reduce(reduce_groups(model, g.groups, _elementwise(crit, state))) for g in groups}
+    out.units = units
     return out
 
 
-@torch.no_grad()
 def _text_activations(model: nn.Module, groups: list[TextGroup], batches: Sequence[Batch]) -> dict[str, Tensor]:
     layout = text_layout(model)
     sums: dict[str, Tensor] = {}
@@ -247,40 +247,46 @@ def reduce_groups(model: nn.Module, gs: GroupSet, elementwise: Callable[[str, Te
     return total
 
 
-def _elementwise(criterion: str, weight_scores: Mapping[str, Tensor] | None) -> Callable[[str, Tensor], Tensor | None]:
-    """The per-weight score that ``l1``/``l2``/``taylor`` sum over a group."""
-    if criterion == "l1":
-        def elem(name: str, p: Tensor) -> Tensor:
-            return p.detach().abs()
-    elif criterion == "l2":
-        def elem(name: str, p: Tensor) -> Tensor:
-            return p.detach().float().pow(2)
-    elif criterion == "taylor":
-        if weight_scores is None:
-            raise PrunekitError("taylor group scores need per-weight scores or calibration batches")
-        ws = weight_scores
+def _elementwise(crit: Importance, state: Mapping[str, Tensor] | None) -> Callable[[str, Tensor], Tensor | None]:
+    """The per-weight score that ``crit`` sums over a group (:meth:`Importance.elementwise`)."""
 
-        def elem(name: str, p: Tensor) -> Tensor | None:
-            return ws.get(name, ws.get(name.removesuffix(".weight")) if name.endswith(".weight") else None)
-    else:
-        raise PrunekitError(f"{criterion!r} is not a weight-based group criterion (l1, l2, taylor)")
+    def elem(name: str, p: Tensor) -> Tensor | None:
+        return crit.elementwise(name, p, state)
     return elem
 
 
+def _sums_weights(crit: Importance) -> bool:
+    """Whether ``crit``'s group scores are sums of per-weight scores (not its own computation)."""
+    return type(crit).score_groups is Importance.score_groups
+
+
+def _weight_state(model: nn.Module, crit: Importance, batches: Sequence[Batch] | None, loss_fn: LossFn | None,
+                  weight_scores: Mapping[str, Tensor] | None) -> Mapping[str, Tensor] | None:
+    """The per-weight statistics a gradient criterion sums: given, or accumulated over ``batches``."""
+    if not crit.uses_gradients or weight_scores is not None:
+        return weight_scores
+    return accumulated_weights(model, _need_batches(batches, crit.name), loss_fn, crit)
+
+
 def weight_group_scores(
-    model: nn.Module, criterion: str, weight_scores: Mapping[str, Tensor] | None = None, hidden: bool = True
+    model: nn.Module, criterion: str | Importance, weight_scores: Mapping[str, Tensor] | None = None,
+    hidden: bool = True,
 ) -> GroupScores:
-    """l1 / l2 of the weights, or taylor from already-accumulated per-weight |w·g| tensors."""
-    elem = _elementwise(criterion, weight_scores)
-    post = torch.sqrt if criterion == "l2" else (lambda t: t)
+    """l1 / l2 of the weights, or taylor from already-accumulated per-weight |w·g| tensors (any criterion
+    whose group score is a sum of per-weight scores)."""
+    crit = _criterion(criterion)
+    if not _sums_weights(crit):
+        weighted = ", ".join(n for n in CRITERIA if _sums_weights(registry.create(n, GROUPS)))
+        raise PrunekitError(f"{crit.name!r} is not a weight-based group criterion ({weighted})")
+    elem = _elementwise(crit, weight_scores)
     out = GroupScores()
     for hg in head_groups(model):
-        out.heads[hg.layer] = post(reduce_groups(model, hg.heads, elem))
-        out.kv[hg.layer] = post(reduce_groups(model, hg.kv, elem))
+        out.heads[hg.layer] = crit.reduce(reduce_groups(model, hg.heads, elem))
+        out.kv[hg.layer] = crit.reduce(reduce_groups(model, hg.kv, elem))
     for gs in ffn_groups(model):
-        out.ffn[gs.layer] = post(reduce_groups(model, gs, elem))
+        out.ffn[gs.layer] = crit.reduce(reduce_groups(model, gs, elem))
     if hidden:
-        out.hidden = post(reduce_groups(model, hidden_groups(model), elem))
+        out.hidden = crit.reduce(reduce_groups(model, hidden_groups(model), elem))
     return out
 
 
@@ -291,10 +297,12 @@ def _default_loss(model: nn.Module, batch: Batch) -> Tensor:
     return loss
 
 
-def taylor_weights(model: nn.Module, batches: Iterable[Batch], loss_fn: LossFn | None = None) -> dict[str, Tensor]:
-    """Per-weight Σ|w·∂L/∂w| over ``batches`` (eval mode, no update), keyed by parameter name."""
+def accumulated_weights(model: nn.Module, batches: Iterable[Batch], loss_fn: LossFn | None = None,
+                        crit: Importance | None = None) -> dict[str, Tensor]:
+    """Per-weight statistics of the gradient criterion ``crit`` (default Taylor: Σ|w·∂L/∂w|) over
+    ``batches`` (eval mode, no update), keyed by parameter name."""
     loss_fn = loss_fn or _default_loss
-    crit = Taylor()
+    crit = crit or Taylor()
     params = dict(model.named_parameters())
     was_training = model.training
     model.eval()  # no dropout: score the network that will be measured
@@ -307,6 +315,11 @@ def taylor_weights(model: nn.Module, batches: Iterable[Batch], loss_fn: LossFn |
         model.zero_grad(set_to_none=True)
         model.train(was_training)
     return dict(crit.state())
+
+
+def taylor_weights(model: nn.Module, batches: Iterable[Batch], loss_fn: LossFn | None = None) -> dict[str, Tensor]:
+    """Per-weight Σ|w·∂L/∂w| over ``batches`` (eval mode, no update), keyed by parameter name."""
+    return accumulated_weights(model, batches, loss_fn, Taylor())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -370,6 +383,23 @@ def activation_scores(model: nn.Module, batches: Iterable[Batch], hidden: bool =
     return out
 
 
+class Activation(Importance):
+    """Mean |activation| a group emits on calibration data (see :func:`activation_scores` and
+    :func:`text_group_scores`)."""
+
+    name = "activation"
+    help = "mean |activation| a group emits on calibration batches"
+    applies = frozenset({GROUPS})
+    uses_activations = True
+
+    def score_groups(self, model: nn.Module, batches: Sequence[Batch] | None, hidden: bool) -> GroupScores:
+        return activation_scores(model, _need_batches(batches, "activation"), hidden=hidden)
+
+    def score_units(self, model: nn.Module, groups: list[TextGroup],
+                    batches: Sequence[Batch] | None) -> dict[str, Tensor]:
+        return _text_activations(model, groups, _need_batches(batches, "activation"))
+
+
 # ----------------------------------------------------------------------------------------------
 # Random and layers
 # ----------------------------------------------------------------------------------------------
@@ -377,20 +407,7 @@ def activation_scores(model: nn.Module, batches: Iterable[Batch], hidden: bool =
 
 def random_scores(model: nn.Module, seed: int = 0) -> GroupScores:
     """Uniform scores from one generator per (kind, layer): the same on every run and process."""
-
-    def draw(tag: str, size: int) -> Tensor:
-        gen = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(tag.encode()))
-        return torch.rand(size, generator=gen)
-
-    out = GroupScores()
-    n = num_layers(model)
-    for i in range(n):
-        s = attn_site(model, i)
-        out.heads[i], out.kv[i] = draw(f"heads.{i}", s.n_q), draw(f"kv.{i}", s.n_kv)
-        out.ffn[i] = draw(f"ffn.{i}", ffn_site(model, i).width)
-    out.hidden = draw("hidden", hidden_groups(model).count)
-    out.layers = draw("layers", n)
-    return out
+    return RandomImportance(seed).score_groups(model, None, True)
 
 
 def layer_scores(
@@ -419,29 +436,84 @@ def layer_scores(
     A skipped layer passes its input through unchanged (:func:`prunekit.prune.structured.skip_layer`).
     ``loss`` needs labels in the batches (or ``loss_fn``); ``greedy`` uses the logit change without.
     """
-    if how not in LAYER_SCORES:
-        raise PrunekitError(f"unknown layer score {how!r}; choose one of {', '.join(LAYER_SCORES)}")
-    n = num_layers(model)
-    if how == "groups":
+    return registry.create(how, LAYERS).rank_layers(model, batches=batches, scores=scores, loss_fn=loss_fn,
+                                                    remove=remove)
+
+
+class FromGroups(Importance):
+    name = "groups"
+    help = "sum of the layer's head (key/value-group) and FFN scores: free"
+    applies = frozenset({LAYERS})
+
+    def rank_layers(self, model: nn.Module, *, batches: Sequence[Batch] | None, scores: GroupScores | None,
+                    loss_fn: LossFn | None, remove: int | None) -> Tensor:
+        n = num_layers(model)
         if scores is None:
             raise PrunekitError("layer scores from groups need group scores")
         return torch.stack([scores.kv.get(i, scores.heads.get(i)).sum() + scores.ffn[i].sum() for i in range(n)])
-    batches = _need_batches(batches, f"{how} layer")
-    if how == "bi":
-        return _block_influence(model, batches)
-    was_training = model.training
-    model.eval()
-    try:
-        labelled = loss_fn is not None or all("labels" in b for b in batches)
-        if how == "loss" and not labelled:
+
+
+class BlockInfluence(Importance):
+    name = "bi"
+    help = "block influence 1 − cos(input, output) over real tokens (ShortGPT): one pass, no labels"
+    applies = frozenset({LAYERS})
+    uses_activations = True
+
+    def rank_layers(self, model: nn.Module, *, batches: Sequence[Batch] | None, scores: GroupScores | None,
+                    loss_fn: LossFn | None, remove: int | None) -> Tensor:
+        return _block_influence(model, _need_batches(batches, f"{self.name} layer"))
+
+
+class _Skipping(Importance):
+    """Rankings by what skipping layers costs on the calibration batches (:class:`_SkipCost`)."""
+
+    applies = frozenset({LAYERS})
+    uses_activations = True
+    #: remove layers one at a time on top of those already removed, instead of each alone
+    greedy: bool = False
+
+    def metric(self, labelled: bool) -> str:
+        """What a skip costs: "loss" (needs labels or a loss_fn) or "logits" (their mean squared change)."""
+        return "logits"
+
+    def rank_layers(self, model: nn.Module, *, batches: Sequence[Batch] | None, scores: GroupScores | None,
+                    loss_fn: LossFn | None, remove: int | None) -> Tensor:
+        n = num_layers(model)
+        batches = _need_batches(batches, f"{self.name} layer")
+        was_training = model.training
+        model.eval()
+        try:
+            labelled = loss_fn is not None or all("labels" in b for b in batches)
+            cost = _SkipCost(model, batches, self.metric(labelled), loss_fn)
+            if not self.greedy:
+                return torch.tensor([cost([i]) for i in range(n)])
+            return _greedy(cost, n, n - 1 if remove is None else min(remove, n - 1))
+        finally:
+            model.train(was_training)
+
+
+class Greedy(_Skipping):
+    name = "greedy"
+    help = "remove layers one at a time, the cheapest removal first (calibration loss, else logit change)"
+    greedy = True
+
+    def metric(self, labelled: bool) -> str:
+        return "loss" if labelled else "logits"
+
+
+class Loss(_Skipping):
+    name = "loss"
+    help = "calibration loss increase when the layer alone is skipped (needs labels)"
+
+    def metric(self, labelled: bool) -> str:
+        if not labelled:
             raise PrunekitError("loss layer scores need labels in the calibration batches (or loss_fn)")
-        cost = _SkipCost(model, batches, "loss" if how == "loss" or (how == "greedy" and labelled) else "logits",
-                         loss_fn)
-        if how != "greedy":
-            return torch.tensor([cost([i]) for i in range(n)])
-        return _greedy(cost, n, n - 1 if remove is None else min(remove, n - 1))
-    finally:
-        model.train(was_training)
+        return "loss"
+
+
+class Skip(_Skipping):
+    name = "skip"
+    help = "mean squared logit change when the layer alone is skipped (no labels)"
 
 
 class _SkipCost:

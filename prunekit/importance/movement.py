@@ -14,6 +14,7 @@ from prunekit.importance.base import AccumulatingImportance
 
 class Movement(AccumulatingImportance):
     name = "movement"
+    help = "-Σ w·∂L/∂w over fine-tuning: keeps weights moving away from zero"
     needs_training = True
     reset_after_prune = False  # the score is a running sum over the whole fine-tuning run
 

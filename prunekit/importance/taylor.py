@@ -9,10 +9,13 @@ from __future__ import annotations
 from torch import Tensor
 
 from prunekit.importance.base import AccumulatingImportance
+from prunekit.importance.registry import GROUPS, WEIGHTS
 
 
 class Taylor(AccumulatingImportance):
     name = "taylor"
+    help = "|w·∂L/∂w| summed over calibration batches: the loss change if w were zeroed"
+    applies = frozenset({WEIGHTS, GROUPS})
 
     def _term(self, weight: Tensor, grad: Tensor) -> Tensor:
         return (weight * grad).abs()

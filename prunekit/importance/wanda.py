@@ -6,10 +6,16 @@ scores within each output row (not across the whole matrix) is what makes Wanda 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from torch import Tensor, nn
 
 from prunekit.errors import PrunekitError
 from prunekit.importance.base import Importance
+from prunekit.importance.registry import ONESHOT, WEIGHTS
+
+if TYPE_CHECKING:
+    from prunekit.prune.calibration import InputStats
 
 
 def wanda_scores(weight: Tensor, input_sq_norms: Tensor) -> Tensor:
@@ -32,7 +38,10 @@ class Wanda(Importance):
     Compare scores within output rows (``--scope row``, the default for this method)."""
 
     name = "wanda"
+    help = "|W|·‖X‖ from calibration inputs, compared within output rows"
+    applies = frozenset({WEIGHTS, ONESHOT})
     uses_activations = True
+    scope = "row"
 
     def __init__(self) -> None:
         self._sq: dict[str, Tensor] = {}
@@ -76,6 +85,11 @@ class Wanda(Importance):
                                     f"{tuple(p.shape)}): restrict --prunable to Linear layers")
             out[n] = wanda_scores(p, self._sq[n].to(p.device))
         return out
+
+    def layer_scores(self, rows: Tensor, stats: InputStats | None) -> Tensor:
+        if stats is None:
+            raise PrunekitError("wanda scores a Linear from its calibration inputs: it needs their statistics")
+        return wanda_scores(rows, stats.sq_norms)
 
 
 def _module(model: nn.Module, name: str) -> nn.Module | None:

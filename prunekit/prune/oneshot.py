@@ -1,10 +1,11 @@
 """One-shot pruning of decoder LMs without retraining: magnitude, Wanda and SparseGPT, unstructured or N:M.
 
-The criterion decides the mask (importance/wanda.py, |W|), SparseGPT also rewrites the kept weights
-(prune/sparsegpt.py), and prune/calibration.py feeds every block the activations of the already
-pruned blocks before it. Per-layer ratios may be uniform, outlier-aware (OWL, Yin et al. 2024:
-blocks whose Wanda scores hold more outliers keep more weights, at the same total sparsity) or set by
-one global ranking of all Wanda scores (the baseline a per-layer search has to beat).
+A criterion decides the mask (any criterion of :mod:`prunekit.importance.registry` that applies to
+``oneshot``: |W|, Wanda), or a solver chooses it and rewrites the kept weights (SparseGPT; a least-squares
+refit may follow either, :mod:`prunekit.prune.solvers`), and prune/calibration.py feeds every block the
+activations of the already pruned blocks before it. Per-layer ratios may be uniform, outlier-aware
+(OWL, Yin et al. 2024: blocks whose Wanda scores hold more outliers keep more weights, at the same total
+sparsity) or set by one global ranking of all Wanda scores (the baseline a per-layer search has to beat).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from torch import Tensor, nn
 from prunekit.arch import attention_linears, layer_stacks, selected_stack, transformer_layers
 from prunekit.arch.experts import fold_expert_names, has_fused_experts, unfused_experts
 from prunekit.errors import PrunekitError
+from prunekit.importance import Importance, registry
+from prunekit.importance.registry import ONESHOT, Names
 from prunekit.importance.wanda import outlier_ratio, wanda_scores
 from prunekit.prune.calibration import (
     CALIB_BATCH,
@@ -32,10 +35,11 @@ from prunekit.prune.calibration import (
     sublayer_groups,
 )
 from prunekit.prune.masks import check_sparsity, keep_n_of_m, keep_per_row, parse_pattern
-from prunekit.prune.reconstruct import refit_kept
-from prunekit.prune.sparsegpt import sparsegpt_prune
+from prunekit.prune.reconstruct import corrected_target
+from prunekit.prune.solvers import PRUNING_SOLVERS, LayerJob, Refit, Solver, pruning
 
-ONESHOT_METHODS = ("magnitude", "wanda", "sparsegpt")
+#: one-shot methods: the criteria that apply to one-shot scoring, then the solvers that prune by themselves
+ONESHOT_METHODS = Names(lambda: (*registry.names(ONESHOT), *PRUNING_SOLVERS))
 LAYER_RATIOS = ("uniform", "owl", "global")
 #: score quantiles kept per block part for the global ranking (memory: a few KB per block, not the scores)
 GLOBAL_QUANTILES = 2049
@@ -86,6 +90,9 @@ class OneShotSettings:
     def check(self) -> None:
         if self.method not in ONESHOT_METHODS:
             raise PrunekitError(f"unknown one-shot method {self.method!r}; choose {', '.join(ONESHOT_METHODS)}")
+        if self.solver is None and registry.get(self.method, ONESHOT).uses_gradients:
+            raise PrunekitError(f"--method {self.method} needs gradients: the one-shot engine only runs forward "
+                                "passes")
         check_sparsity(self.sparsity)
         nm = parse_pattern(self.pattern)
         if nm is not None and self.sparsity and abs(self.sparsity - (1 - nm[0] / nm[1])) > 1e-9:
@@ -119,12 +126,21 @@ class OneShotSettings:
         return parse_pattern(self.pattern)
 
     @property
+    def solver(self) -> type[Solver] | None:
+        """The solver that prunes as this method (SparseGPT), or None when a criterion ranks."""
+        return pruning(self.method)
+
+    def criterion(self) -> Importance | None:
+        """A fresh criterion object for this method, or None when a solver prunes."""
+        return None if self.solver is not None else registry.create(self.method, ONESHOT)
+
+    @property
     def refits(self) -> bool:
-        return self.method == "sparsegpt" if self.refit is None else self.refit
+        return (self.solver is not None and self.solver.refit_after) if self.refit is None else self.refit
 
     @property
     def needs_hessian(self) -> bool:
-        return self.method == "sparsegpt" or self.refits
+        return (self.solver is not None and self.solver.needs_hessian) or self.refits
 
     @property
     def stream(self) -> str:
@@ -135,7 +151,9 @@ class OneShotSettings:
 
     @property
     def sequential_sublayers(self) -> bool:
-        return self.method == "sparsegpt" if self.true_sequential is None else self.true_sequential
+        if self.true_sequential is None:
+            return self.solver is not None and self.solver.sublayer_sequential
+        return self.true_sequential
 
     @property
     def target(self) -> float:
@@ -143,8 +161,13 @@ class OneShotSettings:
         return 1 - nm[0] / nm[1] if nm else self.sparsity
 
     @property
+    def scores_from_activations(self) -> bool:
+        """Its masks need calibration statistics: a solver prunes, or the criterion scores from activations."""
+        return self.solver is not None or registry.get(self.method, ONESHOT).uses_activations
+
+    @property
     def uses_calibration(self) -> bool:
-        return self.method != "magnitude" or self.refits or (
+        return self.scores_from_activations or self.refits or (
             self.layer_ratios != "uniform" and self.nm is None and self.block_ratios is None)
 
 
@@ -203,22 +226,11 @@ def global_part_ratios(parts: list[tuple[np.ndarray, int]], target: float) -> li
     return [float(np.clip(np.interp(threshold, q, levels), 0.0, 0.99)) for q, _ in parts]
 
 
-def corrected_target(weight: Tensor, xtx: Tensor, xtd: Tensor, damp: float) -> Tensor:
-    """The dense weight W̃ whose output on the pruned model's inputs X best matches the unpruned model's
-    output on its own inputs X_d: W̃ = argmin ‖X W̃ᵀ − X_d Wᵀ‖² = W X_dᵀX (XᵀX + λI)⁻¹. Pruning W̃ under
-    H = XᵀX then minimises the error against the dense model, up to a constant."""
-    h = xtx.double()
-    lam = damp * torch.diag(h).mean().clamp_min(1e-12)
-    sol = torch.linalg.solve(h + lam * torch.eye(len(h), dtype=h.dtype, device=h.device), xtd.double() @
-                             weight.detach().double().t().to(h.device))
-    return sol.t().to(weight.dtype).to(weight.device)
-
-
-def _mask(settings: OneShotSettings, scores: Tensor, sparsity: float) -> Tensor:
+def _mask(settings: OneShotSettings, criterion: Importance, scores: Tensor, sparsity: float) -> Tensor:
     nm = settings.nm
     if nm is not None:
         return keep_n_of_m(scores, *nm)
-    if settings.method == "magnitude":
+    if criterion.scope != "row":
         # magnitude compares within the whole matrix (the classic baseline); Wanda within rows
         flat = scores.flatten()
         k = int(round(sparsity * flat.numel()))
@@ -298,6 +310,9 @@ def prune_oneshot(
             progress("global ranking", 1, 1)
     result.block_targets = targets
     result.mlp_targets = mlp_targets
+    solver = settings.solver.build(settings) if settings.solver is not None else None
+    criterion = settings.criterion()
+    refit = Refit.build(settings) if settings.refits else None
 
     def prune_linear(index: int, name: str, module: nn.Module, stats: InputStats | None) -> None:
         qualified = f"{prefix}.{index}.{name}"
@@ -313,23 +328,21 @@ def prune_oneshot(
         target = rows.detach().clone() if settings.refits else rows
         if stats is not None and stats.xtd is not None:
             target = corrected_target(target, stats.xtx, stats.xtd, settings.damp)
-        if settings.method == "sparsegpt":
-            new, keep = sparsegpt_prune(target, stats.hessian, sparsity=sparsity, pattern=settings.nm,
-                                        block_size=settings.block_size, damp=settings.damp, pruned_before=before)
-            rows.copy_(new)
+        job = LayerJob(rows, target, stats, sparsity, settings.nm, before)
+        if solver is not None:
+            keep = solver.solve(job, None)
         else:
-            scores = rows.abs().float() if settings.method == "magnitude" else wanda_scores(rows, stats.sq_norms)
+            scores = criterion.layer_scores(rows, stats)
             if before is not None:  # ranked below every other weight: pruned again first
                 scores = scores.masked_fill(before, float("-inf"))
-            keep = _mask(settings, scores, sparsity)
+            keep = _mask(settings, criterion, scores, sparsity)
             rows.masked_fill_(~keep.to(rows.device), 0.0)
-        if settings.refits:
-            new, _ = refit_kept(rows, target, stats.xtx, keep, damp=settings.refit_damp, iters=settings.refit_iters)
-            rows.copy_(new)
+        if refit is not None:
+            refit.solve(job, keep)
         result.layer_sparsity[qualified] = 1.0 - float(keep.float().mean())
 
     with torch.no_grad():
-        if settings.method == "magnitude" and not settings.refits:  # OWL's statistics were taken above
+        if not settings.scores_from_activations and not settings.refits:  # OWL's statistics were taken above
             for index, block in enumerate(layers):
                 for name in (n for g in sublayer_groups(model, block) for n in g):
                     prune_linear(index, name, block.get_submodule(name), None)

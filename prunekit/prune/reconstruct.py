@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from prunekit.arch import family_for, transformer_layers
+from prunekit.importance.groups import token_influence
 from prunekit.prune.calibration import CALIB_BATCH, as_rows, capture_block_inputs, collect_stats, run_block
 from prunekit.prune.structured.plan import StructuredPlan
 from prunekit.prune.structured.ranking import GroupScores, plan_from_ratios
@@ -37,8 +38,6 @@ def _column_energy(module: nn.Module, sq_norms: Tensor) -> Tensor:
 def calibrated_scores(model: nn.Module, windows: Tensor, *, batch_size: int = CALIB_BATCH,
                       device: torch.device | None = None) -> GroupScores:
     """Group scores (heads, kv groups, FFN neurons, layers) from the dense model's calibration activations."""
-    from prunekit.importance.groups import token_influence  # importance builds on prune: import late
-
     device = device or next(model.parameters()).device
     fam = family_for(model)
     _, layers = transformer_layers(model)
@@ -71,6 +70,13 @@ def _kept_columns(plan: StructuredPlan, layer: int, module: nn.Module, head_dim:
     return (idx[:, None] * head_dim + torch.arange(head_dim)).flatten() if which == "o" else idx
 
 
+def ridge_solve(h: Tensor, rhs: Tensor, damp: float) -> Tensor:
+    """(H + λI)⁻¹ rhs with λ = ``damp`` · mean(diag H): the damping keeps the solve stable when inputs are
+    collinear. The one least-squares solve behind the column refit and the dense-target correction."""
+    lam = damp * torch.diag(h).mean().clamp_min(1e-12)
+    return torch.linalg.solve(h + lam * torch.eye(len(h), dtype=h.dtype, device=h.device), rhs)
+
+
 def least_squares_columns(weight: Tensor, xtx: Tensor, keep: Tensor, damp: float = 0.01) -> Tensor:
     """Kept-column weights W' (out, k) minimising ‖X_k W'ᵀ − X Wᵀ‖² given H = XᵀX (in, in).
 
@@ -78,11 +84,17 @@ def least_squares_columns(weight: Tensor, xtx: Tensor, keep: Tensor, damp: float
     """
     w = weight.detach().double()
     h = xtx.double()
-    h_kk = h[keep][:, keep]
-    lam = damp * torch.diag(h_kk).mean().clamp_min(1e-12)
     rhs = h[keep] @ w.t()  # (k, out)
-    sol = torch.linalg.solve(h_kk + lam * torch.eye(len(keep), dtype=h.dtype, device=h.device), rhs)
-    return sol.t().to(weight.dtype)
+    return ridge_solve(h[keep][:, keep], rhs, damp).t().to(weight.dtype)
+
+
+def corrected_target(weight: Tensor, xtx: Tensor, xtd: Tensor, damp: float) -> Tensor:
+    """The dense weight W̃ whose output on the pruned model's inputs X best matches the unpruned model's
+    output on its own inputs X_d: W̃ = argmin ‖X W̃ᵀ − X_d Wᵀ‖² = W X_dᵀX (XᵀX + λI)⁻¹. Pruning W̃ under
+    H = XᵀX then minimises the error against the dense model, up to a constant."""
+    h = xtx.double()
+    sol = ridge_solve(h, xtd.double() @ weight.detach().double().t().to(h.device), damp)
+    return sol.t().to(weight.dtype).to(weight.device)
 
 
 @torch.no_grad()
