@@ -11,28 +11,26 @@ import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from transformers import AutoModelForSequenceClassification, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from prunekit import load as load_shaped  # every saved format, int8 included
 from prunekit.arch import is_text_model, prunable_modules, prunable_weights
 from prunekit.config import SOLVER_METHODS, DataOptions, PruneSettings, TrainOptions, default_lr
-from prunekit.data import ClassificationData, load_classification
 from prunekit.errors import PrunekitError
 from prunekit.importance import METHODS, Importance, make_importance
 from prunekit.importance.groups import group_scores
 from prunekit.io.atomic import atomic_output_dir, check_output_dir
 from prunekit.io.automap import drop_dangling_auto_map
-from prunekit.io.hf import label_names_of, load_classifier
 from prunekit.io.shapes import write_pruned
 from prunekit.io.textnet import write_textnet
-from prunekit.models import TextNetOptions, new_text_model
+from prunekit.models import TextNetOptions
 from prunekit.prune import MaskSet, compute_masks
 from prunekit.prune.oneshot import OneShotSettings, prune_oneshot
 from prunekit.prune.structured import GroupScores, apply_plan, model_shapes, num_layers, plan_from_ratios
@@ -49,26 +47,20 @@ from prunekit.report.measure import (
 from prunekit.report.render import package_versions, print_stage_table, write_report
 from prunekit.runtime import default_device, is_main_process, log, seed_everything
 from prunekit.schedule import cubic_sparsity, iterative_targets
-from prunekit.tasks.classification import (
-    EncodedSplit,
-    calibration_loader,
-    encode,
-    latency_inputs,
-    packed_windows,
-    predict,
-)
-from prunekit.tasks.classification import evaluate as evaluate_split
+from prunekit.tasks import Task, get_task
+from prunekit.tasks.base import EncodedSplit, TaskData
+from prunekit.tasks.classification import match_labels as match_labels  # moved there; importable here as before
 from prunekit.train import DistillConfig, TrainConfig, calibrate, train
 from prunekit.train.checkpoint import CheckpointOptions, fingerprint, paused, resumable
 
 
 @dataclass
 class Workbench:
-    """A model with its tokenizer and the tokenised splits it is measured on."""
+    """A model with its tokenizer and the tokenised splits it is measured on, for one task."""
 
     model: nn.Module
     tokenizer: PreTrainedTokenizerBase
-    data: ClassificationData
+    data: TaskData
     train: EncodedSplit
     validation: EncodedSplit
     test: EncodedSplit
@@ -76,69 +68,50 @@ class Workbench:
     model_spec: str
     notes: list[str] = field(default_factory=list)
     latency: StageLatency = field(default_factory=StageLatency)  # stages timed together when the run ends
+    task: Task = field(default_factory=lambda: get_task("classification"))
 
     def evaluate(self, split: str = "test") -> tuple[dict[str, float], np.ndarray]:
-        return evaluate_split(self.model, getattr(self, split), self.tokenizer, desc=f"evaluate {split}")
+        return self.task.evaluate(self.model, getattr(self, split), self.tokenizer, desc=f"evaluate {split}")
 
 
 def open_workbench(
     model: str | None, data: DataOptions, seed: int = 0, trust_remote_code: bool = False,
     new: TextNetOptions | None = None, module: str | None = None, module_kwargs: dict[str, Any] | None = None,
+    task: str | Task = "classification",
 ) -> Workbench:
-    """Load data and model, align their labels, and tokenise every split once.
+    """Load data and model the way ``task`` reads them, align the data with a trained head (a classifier's
+    labels), and tokenise every split once.
 
     With ``new``, the model is a freshly initialised LSTM/GRU/RNN or TextCNN (and its tokenizer may be a
     vocabulary built from the training split) instead of the one ``model`` names. ``module`` and
     ``module_kwargs`` rebuild a user's own module from a folder prunekit saved it in (see --module)."""
+    t = get_task(task)
     seed_everything(seed)
-    ds = load_classification(data.data, data.text_columns, data.label_column)
+    ds = t.load_data(data)
     notes: list[str] = []
     if new is not None:
         _subsets(ds, data)  # first: a new vocabulary comes from the training texts actually used
-        m, tok = new_text_model(new, ds)
+        m, tok = t.new_model(new, ds)
         model, head_is_new = f"new {new.module or new.arch}", True
     else:
         if model is None:
             raise PrunekitError("give a model (--model) or a new architecture (--arch)")
-        m, tok, head_is_new = load_classifier(model, ds.label_names, trust_remote_code, module, module_kwargs)
+        m, tok, head_is_new = t.load_model(model, ds, trust_remote_code, module, module_kwargs)
         if not head_is_new:
-            ds, notes = match_labels(ds, label_names_of(m.config), model)
+            ds, notes = t.align(ds, m, model)
             for note in notes:
                 log(note)
         _subsets(ds, data)
     m.to(default_device())
-    enc = {s: encode(getattr(ds, s), tok, data.max_length) for s in ("train", "validation", "test")}
+    enc = {s: t.encode(getattr(ds, s), tok, data.max_length) for s in ("train", "validation", "test")}
     log(
-        f"{model}: {m.config.model_type}, {len(ds.label_names)} labels; data {ds.source}: "
+        f"{model}: {m.config.model_type}, {t.summary(ds)}; data {ds.source}: "
         f"{len(ds.train)} train / {len(ds.validation)} validation / {len(ds.test)} test"
     )
-    return Workbench(m, tok, ds, enc["train"], enc["validation"], enc["test"], head_is_new, model, notes)
+    return Workbench(m, tok, ds, enc["train"], enc["validation"], enc["test"], head_is_new, model, notes, task=t)
 
 
-def match_labels(ds: ClassificationData, names: list[str], spec: str) -> tuple[ClassificationData, list[str]]:
-    """The data re-encoded in the model's label ids, and a note when that took a decision.
-
-    A trained head must predict exactly the data's classes: a 3-label model on 2-class data (or the reverse)
-    would be trained and scored against a head that does not fit, without a word, so both are refused. Names
-    must match too (string labels that differ are refused by :meth:`ClassificationData.with_labels`), with one
-    exception: integer labels 0…n-1 and a model with as many named labels are the transformers convention
-    (label = id), so they are read as its ids and the mapping is noted.
-    """
-    def shown(labels: list[str]) -> str:
-        return "" if all(n.isdigit() for n in labels) else f" ({', '.join(labels)})"
-
-    if len(names) != ds.num_labels:
-        raise PrunekitError(f"model {spec!r} has {len(names)} labels{shown(names)} but the data {ds.source} has "
-                            f"{ds.num_labels} classes{shown(ds.label_names)}; give data with the model's classes, "
-                            "or a model without a classification head (prunekit trains a new one)")
-    if ds.label_names == [str(i) for i in range(len(names))] and ds.label_names != names:
-        ds = replace(ds, label_names=list(names))
-        return ds, [f"labels: the data's 0…{len(names) - 1} read as the model's label ids "
-                    f"({', '.join(f'{i} = {n}' for i, n in enumerate(names))})"]
-    return ds.with_labels(names), []
-
-
-def _subsets(ds: ClassificationData, data: DataOptions) -> None:
+def _subsets(ds: TaskData, data: DataOptions) -> None:
     if data.max_train_samples:
         ds.train = ds.train.subset(data.max_train_samples, seed=0)
     if data.max_eval_samples:
@@ -150,7 +123,7 @@ def _stage_timer(wb: Workbench, seq_len: int) -> Timer:
     """A timer for the model as it is now, for the end-of-run timing. The model changes in place as the run
     goes on, so this keeps a copy of it, on the CPU (classifiers are small; it visits the device only while
     timed), with its own tokenizer and vocabulary (vocabulary pruning changes them)."""
-    make = latency_inputs(wb.tokenizer, wb.model.config.vocab_size, "cpu")
+    make = wb.task.latency_inputs(wb.tokenizer, wb.model.config.vocab_size, "cpu")
     seq_len = min(seq_len, getattr(wb.model.config, "max_position_embeddings", seq_len))
     snapshot = copy.deepcopy(wb.model).to("cpu").eval()
     return model_timer(snapshot, make, seq_len=seq_len, device=default_device())
@@ -171,7 +144,8 @@ def measure_stage(
     record = stage_record(name, metrics=test, model=wb.model, seconds=seconds, latency=None, extra=more)
     if latency_seq_len:
         wb.latency.add(record, _stage_timer(wb, latency_seq_len))
-    log(f"{name}: test accuracy {100 * test['accuracy']:.2f} %, sparsity {100 * record['sparsity']:.1f} %")
+    metric = wb.task.metric
+    log(f"{name}: test {metric} {wb.task.show(test[metric])}, sparsity {100 * record['sparsity']:.1f} %")
     return record, logits
 
 
@@ -184,29 +158,31 @@ def finetune(
     model: str | None, data: DataOptions, out: str | Path, train_opts: TrainOptions | None = None, *,
     seed: int = 0, force: bool = False, trust_remote_code: bool = False, latency: bool = True,
     arch: TextNetOptions | None = None, resume: bool = True, checkpoint: CheckpointOptions | None = None,
+    task: str = "classification",
 ) -> dict[str, Any]:
-    """Train a classifier (a fresh head on a bare encoder, further training, or with ``arch`` a new small
-    LSTM/GRU/RNN/TextCNN model) and save it. A killed run resumes from its last checkpoint when the same
-    call is made again (``resume=False`` starts over)."""
+    """Train a model for ``task`` (a fresh head on a bare encoder, further training, or with ``arch`` a new
+    small LSTM/GRU/RNN/TextCNN classifier) and save it. A killed run resumes from its last checkpoint when
+    the same call is made again (``resume=False`` starts over)."""
     tokenizer = arch.tokenizer if arch is not None and arch.tokenizer != "vocab" else None
     check_output_dir(out, force, inputs={"model": model, "data": data.data, "tokenizer": tokenizer})
     opts = copy.copy(train_opts or TrainOptions())
     key = fingerprint("finetune", model=model, data=vars(data), train=vars(opts), seed=seed,
-                      trust_remote_code=trust_remote_code, latency=latency, arch=asdict(arch) if arch else None)
+                      trust_remote_code=trust_remote_code, latency=latency, arch=asdict(arch) if arch else None,
+                      task=get_task(task).name)
     with workspace(out, force, key, resume, checkpoint) as tmp:
-        report = _finetune(model, data, tmp, opts, seed, trust_remote_code, latency, arch)
+        report = _finetune(model, data, tmp, opts, seed, trust_remote_code, latency, arch, task)
     _wrote(out, report)
     return report
 
 
 def _finetune(model: str | None, data: DataOptions, tmp: Path | None, opts: TrainOptions, seed: int,
-              trust_remote_code: bool, latency: bool, arch: TextNetOptions | None) -> dict[str, Any]:
-    wb = open_workbench(model, data, seed, trust_remote_code, new=arch)
+              trust_remote_code: bool, latency: bool, arch: TextNetOptions | None, task: str) -> dict[str, Any]:
+    wb = open_workbench(model, data, seed, trust_remote_code, new=arch, task=task)
     if opts.lr is None:
         opts.lr = default_lr(is_text_model(wb.model))
     start = time.perf_counter()
     result = train(wb.model, wb.train, wb.tokenizer, TrainConfig(epochs=opts.epochs, lr=opts.lr,
-                   batch_size=opts.batch_size, seed=seed), desc="fine-tune")
+                   batch_size=opts.batch_size, seed=seed), desc="fine-tune", task=wb.task)
     record, logits = measure_stage(wb, "final", time.perf_counter() - start,
                                    latency_seq_len=128 if latency else None)
     settings = {"train": vars(opts), "data": vars(data), **({"arch": asdict(arch)} if arch else {})}
@@ -218,11 +194,12 @@ def _finetune(model: str | None, data: DataOptions, tmp: Path | None, opts: Trai
 
 def evaluate(model: str, data: DataOptions, split: str = "test", *, seed: int = 0,
              trust_remote_code: bool = False, module: str | None = None,
-             module_kwargs: dict[str, Any] | None = None) -> dict[str, float]:
-    """accuracy, f1_macro, precision, recall and loss of a classifier on one split."""
-    wb = open_workbench(model, data, seed, trust_remote_code, module=module, module_kwargs=module_kwargs)
+             module_kwargs: dict[str, Any] | None = None, task: str = "classification") -> dict[str, float]:
+    """The task's metrics of a trained model on one split (a classifier: accuracy, f1_macro, precision,
+    recall and loss)."""
+    wb = open_workbench(model, data, seed, trust_remote_code, module=module, module_kwargs=module_kwargs, task=task)
     if wb.head_is_new:
-        raise PrunekitError(f"model {model!r} has no trained classification head; run `prunekit finetune` first")
+        raise PrunekitError(f"model {model!r} has no trained {wb.task.name} head; run `prunekit finetune` first")
     return wb.evaluate(split)[0]
 
 
@@ -265,7 +242,7 @@ class _Loop:
     params: dict[str, nn.Parameter]
     masks: MaskSet
     importance: Importance | None  # None: a solver (SOLVER_METHODS) prunes and updates weights, nothing ranks
-    baseline_val: float
+    baseline_val: float  # the baseline's validation value of the task's metric, as evaluate returns it
     teacher: nn.Module | None
     stages: list[dict[str, Any]] = field(default_factory=list)
     stopped: dict[str, Any] | None = None
@@ -287,7 +264,7 @@ class _Loop:
             self.target = target
             return
         calibrate(self.wb.model, self.wb.train, self.wb.tokenizer, self.importance, self.params,
-                  s.calib_batches, s.batch_size, self.seed)
+                  s.calib_batches, s.batch_size, self.seed, task=self.wb.task)
         scores = self.importance.scores(self.params)
         if self.block_targets is not None:
             new = {n: compute_masks({n: sc}, self.block_targets[n], scope="local")[n] for n, sc in scores.items()}
@@ -308,19 +285,22 @@ class _Loop:
         return record
 
     def too_far(self, record: dict[str, Any], step: int) -> bool:
-        """--max-drop: is this step's validation accuracy more than P points below the baseline?"""
+        """--max-drop: is this step's validation value of the task's metric more than P points (scaled as the
+        task shows it) worse than the baseline's, in the metric's own direction?"""
         if self.settings.max_drop is None:
             return False
-        acc = 100 * record["validation_metrics"]["accuracy"]
-        drop = self.baseline_val - acc
+        task = self.wb.task
+        now = record["validation_metrics"][task.metric]
+        drop = task.worse_by(self.baseline_val, now)
         if drop <= self.settings.max_drop:
             return False
+        side = "below" if task.higher_is_better else "above"
         self.stopped = {
             "step": step,
             "sparsity": record["sparsity"],
             "reason": (
-                f"step {step} (sparsity {100 * record['sparsity']:.1f} %) took validation accuracy to "
-                f"{acc:.2f} %, {drop:.2f} points below the baseline {self.baseline_val:.2f} % "
+                f"step {step} (sparsity {100 * record['sparsity']:.1f} %) took validation {task.metric} to "
+                f"{task.show(now)}, {drop:.2f} points {side} the baseline {task.show(self.baseline_val)} "
                 f"(more than --max-drop {self.settings.max_drop}); kept the model from the step before"
             ),
         }
@@ -342,7 +322,7 @@ def solve(wb: Workbench, masks: MaskSet, s: PruneSettings, target: float, seed: 
 
         settings.block_ratios, settings.mlp_ratios = oneshot_ratios(s.plan_data)
     model, device = wb.model, default_device()
-    windows = packed_windows(wb.train, wb.tokenizer, s.calib_batches, s.batch_size, seed)
+    windows = wb.task.calibration_windows(wb.train, wb.tokenizer, s.calib_batches, s.batch_size, seed)
     was_training = model.training
     model.eval()  # no dropout in the activations the Hessians are built from
     try:
@@ -404,7 +384,8 @@ def _run_stepwise(loop: _Loop) -> None:
             loop.stage("pruned", time.perf_counter() - t0, step=k, note="before recovery fine-tuning")
             t0 = time.perf_counter()
         train(loop.wb.model, loop.wb.train, loop.wb.tokenizer, loop.train_config(epochs_per_step, k),
-              masks=loop.masks, teacher=loop.teacher, distill=loop.distill(), desc=f"recover step {k}/{s.steps}")
+              masks=loop.masks, teacher=loop.teacher, distill=loop.distill(), desc=f"recover step {k}/{s.steps}",
+              task=loop.wb.task)
         name = "final" if k == s.steps else f"step_{k}"
         record = loop.stage(name, time.perf_counter() - t0, step=k)
         if loop.too_far(record, k):
@@ -440,7 +421,8 @@ def _run_gradual(loop: _Loop) -> None:
 
     result = train(loop.wb.model, loop.wb.train, loop.wb.tokenizer, loop.train_config(s.finetune_epochs, 1),
                    masks=loop.masks, importance=loop.importance, on_step=on_step, teacher=loop.teacher,
-                   distill=loop.distill(), desc="gradual prune + recover", extra_state=_GradualState(loop, state))
+                   distill=loop.distill(), desc="gradual prune + recover", extra_state=_GradualState(loop, state),
+                   task=loop.wb.task)
     if result.stopped:
         loop.stage("final", time.perf_counter() - state["t0"], note="restored the last good checkpoint")
         return
@@ -481,19 +463,20 @@ def _train_new_head(wb: Workbench, s: PruneSettings, seed: int) -> None:
     """A bare encoder has no baseline to compare against until its new head is trained."""
     if not wb.head_is_new:
         return
-    log(f"{wb.model_spec} has no trained classification head: training one for {s.baseline_epochs} epoch(s) first")
+    head = f"{wb.task.name} head"
+    log(f"{wb.model_spec} has no trained {head}: training one for {s.baseline_epochs} epoch(s) first")
     cfg = TrainConfig(epochs=s.baseline_epochs, lr=s.lr, batch_size=s.batch_size, seed=seed)
-    train(wb.model, wb.train, wb.tokenizer, cfg, desc="baseline")
-    wb.notes.append(f"baseline: classification head trained by prunekit for {s.baseline_epochs} epoch(s)")
+    train(wb.model, wb.train, wb.tokenizer, cfg, desc="baseline", task=wb.task)
+    wb.notes.append(f"baseline: {head} trained by prunekit for {s.baseline_epochs} epoch(s)")
 
 
 def prune(
     model: str, data: DataOptions, out: str | Path, settings: PruneSettings | None = None, *,
     seed: int = 0, force: bool = False, trust_remote_code: bool = False, command: str = "prune",
     module: str | None = None, module_kwargs: dict[str, Any] | None = None, resume: bool = True,
-    checkpoint: CheckpointOptions | None = None,
+    checkpoint: CheckpointOptions | None = None, task: str = "classification",
 ) -> dict[str, Any]:
-    """Evaluate → prune → recover → test, repeated per the schedule; save the model and a report.
+    """Evaluate → prune → recover → test, repeated per the schedule, for ``task``; save the model and a report.
     ``module``/``module_kwargs``: rebuild a user's own module saved by prunekit (``--module``). Recovery
     training checkpoints into the temporary output; the same call after a kill resumes from there
     (``resume=False`` starts over)."""
@@ -502,19 +485,20 @@ def prune(
                                          "vocabulary corpus": s.vocab_corpus})
     s = s.validate()  # a normalised copy: the caller's settings stay as given
     key = fingerprint("prune", model=model, data=vars(data), settings=s.to_dict(), seed=seed,
-                      trust_remote_code=trust_remote_code, module=module, module_kwargs=module_kwargs)
+                      trust_remote_code=trust_remote_code, module=module, module_kwargs=module_kwargs,
+                      task=get_task(task).name)
     with workspace(out, force, key, resume, checkpoint) as tmp:
         report = _prune(model, data, tmp, s, seed=seed, trust_remote_code=trust_remote_code, command=command,
-                        module=module, module_kwargs=module_kwargs)
+                        module=module, module_kwargs=module_kwargs, task=task)
     _wrote(out, report)
     return report
 
 
 def _prune(model: str, data: DataOptions, out: Path | None, s: PruneSettings, *, seed: int,
            trust_remote_code: bool, command: str, module: str | None,
-           module_kwargs: dict[str, Any] | None) -> dict[str, Any]:
+           module_kwargs: dict[str, Any] | None, task: str = "classification") -> dict[str, Any]:
     """:func:`prune` in its temporary output ``out`` (None on the processes that do not write)."""
-    wb = open_workbench(model, data, seed, trust_remote_code, module=module, module_kwargs=module_kwargs)
+    wb = open_workbench(model, data, seed, trust_remote_code, module=module, module_kwargs=module_kwargs, task=task)
     text = is_text_model(wb.model)
     if s.lr is None:
         s.lr = default_lr(text)
@@ -541,7 +525,7 @@ def _prune(model: str, data: DataOptions, out: Path | None, s: PruneSettings, *,
     teacher = copy.deepcopy(wb.model).eval() if s.distill else None
     criterion = None if s.method in SOLVER_METHODS else make_importance(s.method, seed)
     loop = _Loop(wb, s, seed, params, MaskSet(params), criterion,
-                 100 * baseline["validation_metrics"]["accuracy"], teacher, stages)
+                 baseline["validation_metrics"][wb.task.metric], teacher, stages)
     if s.plan is not None:
         loop.block_targets = _block_targets(wb.model, params, s)
     log(f"pruning {len(params)} weight tensors ({sum(p.numel() for p in params.values()):,} weights), "
@@ -566,13 +550,13 @@ def _prune(model: str, data: DataOptions, out: Path | None, s: PruneSettings, *,
 def _report(command: str, wb: Workbench, settings: dict, seed: int, stages: list[dict]) -> dict[str, Any]:
     """The report of a finished run; the stages' latencies are measured now, in the same rounds."""
     wb.latency.run(stages)
+    described = wb.task.describe(wb.data)
     report = {
         "command": command,
-        "model": {"source": wb.model_spec, "model_type": wb.model.config.model_type,
-                  "labels": wb.data.label_names},
+        "task": wb.task.name,
+        "model": {"source": wb.model_spec, "model_type": wb.model.config.model_type, **described["model"]},
         "data": {"source": wb.data.source, "train": len(wb.train), "validation": len(wb.validation),
-                 "test": len(wb.test), "text_columns": list(wb.data.text_columns),
-                 "label_column": wb.data.label_column},
+                 "test": len(wb.test), **described["data"]},
         "settings": settings,
         "seed": seed,
         "versions": package_versions(),
@@ -621,12 +605,13 @@ def _save(wb: Workbench, tmp: Path | None, report: dict[str, Any], logits: np.nd
             drop_dangling_auto_map(tmp)
             vanilla = True
     # trusted: the class a custom module's folder names is the one this run has already imported
-    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp) if vanilla else load_shaped(tmp, True)
-    again = predict(reloaded.to(default_device()), wb.test, wb.tokenizer, desc="reload check")
+    task = wb.task
+    reloaded = task.reload_class.from_pretrained(tmp) if vanilla else load_shaped(tmp, True)
+    again = task.predict(reloaded.to(default_device()), wb.test, wb.tokenizer, desc="reload check")
     report["reload_check"] = {
-        "loader": "transformers.AutoModelForSequenceClassification" if vanilla else "prunekit.load",
+        "loader": f"transformers.{task.reload_class.__name__}" if vanilla else "prunekit.load",
         "max_abs_logit_diff": float(np.abs(again - logits).max()) if len(logits) else 0.0,
-        "same_predictions": bool((again.argmax(-1) == logits.argmax(-1)).all()),
+        "same_predictions": task.same_predictions(again, logits),
     }
     if not report["reload_check"]["same_predictions"] or report["reload_check"]["max_abs_logit_diff"] > 1e-4:
         raise PrunekitError("the saved model does not reproduce the measured predictions; nothing written")
@@ -639,7 +624,7 @@ def _save(wb: Workbench, tmp: Path | None, report: dict[str, Any], logits: np.nd
 
 
 def _calibration_batches(wb: Workbench, n: int, batch_size: int, seed: int) -> list[dict[str, torch.Tensor]]:
-    loader = calibration_loader(wb.train, wb.tokenizer, batch_size, seed)
+    loader = wb.task.calibration_loader(wb.train, wb.tokenizer, batch_size, seed)
     device = default_device()
     out = []
     for batch in loader:
@@ -670,7 +655,7 @@ def _prune_vocabulary(wb: Workbench, corpus: str, max_length: int, teacher: nn.M
     if teacher is not None:
         teacher = prune_vocab(teacher, old_tokenizer, keep)[0]
     for split in ("train", "validation", "test"):  # token ids changed: encode again
-        setattr(wb, split, encode(getattr(wb.data, split), wb.tokenizer, max_length))
+        setattr(wb, split, wb.task.encode(getattr(wb.data, split), wb.tokenizer, max_length))
     wb.notes.append(f"vocabulary: {before} → {wb.model.config.vocab_size} tokens kept from {corpus}")
     log(wb.notes[-1])
     return teacher
@@ -705,7 +690,7 @@ def _prune_structured(wb: Workbench, data: DataOptions, out: str | Path, s: Prun
             t0 = time.perf_counter()
         cfg = TrainConfig(epochs=s.finetune_epochs / s.steps, lr=s.lr, batch_size=s.batch_size, seed=seed + k)
         train(wb.model, wb.train, wb.tokenizer, cfg, teacher=teacher, distill=distill,
-              desc=f"recover step {k}/{s.steps}")
+              desc=f"recover step {k}/{s.steps}", task=wb.task)
         name = "final" if k == s.steps else f"step_{k}"
         stages.append(measure_stage(wb, name, time.perf_counter() - t0, latency_seq_len=seq,
                                     extra={"step": k, "shapes": shapes})[0])
@@ -806,7 +791,7 @@ def _prune_learned(wb: Workbench, data: DataOptions, out: str | Path, s: PruneSe
     t0 = time.perf_counter()
     with paused():  # the gates' trajectory lives outside the model: a rerun learns the gates again
         train(gated, wb.train, wb.tokenizer, TrainConfig(epochs=gate_epochs, lr=s.lr, batch_size=s.batch_size,
-              seed=seed), teacher=teacher, distill=distill, desc="learn structure (L0 gates)")
+              seed=seed), teacher=teacher, distill=distill, desc="learn structure (L0 gates)", task=wb.task)
     decided = finalize(wb.model, gates)
     log(f"L0 gates: kept {100 * decided['kept_fraction']:.1f} % of heads+FFN parameters; heads {decided['heads']}, "
         f"FFN {decided['ffn']}, layers {decided['layers_kept']}")
@@ -816,7 +801,7 @@ def _prune_learned(wb: Workbench, data: DataOptions, out: str | Path, s: PruneSe
     rest = s.finetune_epochs - gate_epochs
     if rest > 0:
         train(wb.model, wb.train, wb.tokenizer, TrainConfig(epochs=rest, lr=s.lr, batch_size=s.batch_size,
-              seed=seed + 1), teacher=teacher, distill=distill, desc="recover")
+              seed=seed + 1), teacher=teacher, distill=distill, desc="recover", task=wb.task)
     stages.append(measure_stage(wb, "final", time.perf_counter() - t0, latency_seq_len=seq,
                                 extra={"shapes": model_shapes(wb.model)})[0])
     _, final_logits = wb.evaluate("test")

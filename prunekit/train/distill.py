@@ -21,7 +21,7 @@ removing layers knows its exact map.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -30,6 +30,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from prunekit.errors import PrunekitError
+from prunekit.tasks.classification import distill_loss  # the classifier's logit loss, kept importable here
+
+#: A task's logit loss: (student logits, teacher logits, labels, config) → loss (:meth:`Task.distill_loss`).
+LogitLoss = Callable[[Tensor, Tensor, Tensor, "DistillConfig"], Tensor]
 
 
 @dataclass(frozen=True)
@@ -52,16 +56,6 @@ class DistillConfig:
         if self.hidden_weight < 0 or self.attention_weight < 0:
             raise PrunekitError("distillation hidden_weight and attention_weight must be >= 0")
         return self
-
-
-def distill_loss(student: Tensor, teacher: Tensor, labels: Tensor, cfg: DistillConfig) -> Tensor:
-    t = cfg.temperature
-    hard = F.cross_entropy(student, labels)
-    soft = F.kl_div(
-        F.log_softmax(student / t, dim=-1), F.log_softmax(teacher / t, dim=-1), log_target=True,
-        reduction="batchmean",
-    )
-    return cfg.alpha * hard + (1.0 - cfg.alpha) * t * t * soft
 
 
 def uniform_layer_map(n_student: int, n_teacher: int) -> list[int]:
@@ -104,9 +98,11 @@ def _width(model: nn.Module) -> int:
 class Distiller(nn.Module):
     """The distillation loss and its learned projections (one per mapped layer when widths differ)."""
 
-    def __init__(self, cfg: DistillConfig, student: nn.Module, teacher: nn.Module) -> None:
+    def __init__(self, cfg: DistillConfig, student: nn.Module, teacher: nn.Module,
+                 logit_loss: LogitLoss = distill_loss) -> None:
         super().__init__()
         self.cfg = cfg.validate()
+        self.logit_loss = logit_loss  # the task's (classification: soft-target KL + cross-entropy)
         n_s, n_t = _layers(student), _layers(teacher)
         self.layer_map = check_layer_map(cfg.layer_map if cfg.layer_map is not None
                                          else uniform_layer_map(n_s, n_t), n_s, n_t)
@@ -119,7 +115,7 @@ class Distiller(nn.Module):
         return {"output_hidden_states": self.cfg.hidden_weight > 0, "output_attentions": self.cfg.attention_weight > 0}
 
     def forward(self, student_out, teacher_out, labels: Tensor, attention_mask: Tensor | None = None) -> Tensor:
-        loss = distill_loss(student_out.logits, teacher_out.logits, labels, self.cfg)
+        loss = self.logit_loss(student_out.logits, teacher_out.logits, labels, self.cfg)
         cfg = self.cfg
         if cfg.hidden_weight > 0:
             hs, ht = student_out.hidden_states, teacher_out.hidden_states

@@ -20,9 +20,10 @@ from transformers import PreTrainedTokenizerBase, get_linear_schedule_with_warmu
 from prunekit.importance import Importance
 from prunekit.prune import MaskSet
 from prunekit.runtime import accelerator, log
-from prunekit.tasks.classification import EncodedSplit, calibration_loader, make_loader
+from prunekit.tasks import Task, get_task
+from prunekit.tasks.base import EncodedSplit
 from prunekit.train.checkpoint import ExtraState, Saved, active_call, rng_state, set_rng_state
-from prunekit.train.distill import DistillConfig, Distiller, check_teacher, distill_loss, eager_attention
+from prunekit.train.distill import DistillConfig, Distiller, check_teacher, eager_attention
 
 
 @dataclass
@@ -61,23 +62,27 @@ def train(
     distill: DistillConfig | None = None,
     desc: str = "fine-tune",
     extra_state: ExtraState | None = None,
+    task: Task | str = "classification",
 ) -> TrainResult:
     """Fine-tune ``model`` in place for ``cfg.epochs`` (fractions allowed) of ``data``.
 
     With a ``teacher``, the loss is the distillation loss (:mod:`prunekit.train.distill`); hidden-state
     and attention terms add a :class:`~prunekit.train.distill.Distiller` whose projections train too.
     Inside :func:`~prunekit.train.checkpoint.resumable` the run checkpoints and resumes; ``extra_state``
-    is the caller's own state that ``on_step`` changes (saved and restored with the rest)."""
+    is the caller's own state that ``on_step`` changes (saved and restored with the rest). The ``task``
+    (a :class:`~prunekit.tasks.base.Task` or its name) batches the data and gives the losses."""
+    task = get_task(task)
     distiller = None
     if teacher is not None:
         check_teacher(model, teacher)
         distill = (distill or DistillConfig()).validate()
         if distill.intermediate:
-            distiller = Distiller(distill, model, teacher)
+            distiller = Distiller(distill, model, teacher, task.distill_loss)
     with eager_attention(*([model, teacher] if teacher is not None else []),
                          needed=bool(distill is not None and distill.attention_weight > 0)):
         return _train(model, data, tokenizer, cfg, masks=masks, importance=importance, on_step=on_step,
-                      teacher=teacher, distill=distill, distiller=distiller, desc=desc, extra_state=extra_state)
+                      teacher=teacher, distill=distill, distiller=distiller, desc=desc, extra_state=extra_state,
+                      task=task)
 
 
 def _train(
@@ -94,10 +99,11 @@ def _train(
     distiller: Distiller | None,
     desc: str,
     extra_state: ExtraState | None,
+    task: Task,
 ) -> TrainResult:
     acc = accelerator()
     start = time.perf_counter()
-    loader = make_loader(data, tokenizer, cfg.batch_size, shuffle=True, seed=cfg.seed)
+    loader = task.loader(data, tokenizer, cfg.batch_size, shuffle=True, seed=cfg.seed)
     order = loader.sampler.generator  # the data order: saved at each epoch's start, for resuming mid-epoch
     total = max(1, math.ceil(cfg.epochs * len(loader)))
     if cfg.epochs <= 0:
@@ -158,14 +164,14 @@ def _train(
                 skip = 0
                 set_rng_state(rng)  # dropout continues as it would have (the skipped batches drew nothing)
             out = wrapped(**batch, **extra)
-            loss = out.loss
+            loss = task.loss(out, batch)
             if teacher is not None:
                 with torch.no_grad():
                     t_out = teacher(**{k: v for k, v in batch.items() if k != "labels"}, **extra)
                 if distiller is not None:
                     loss = distiller(out, t_out, batch["labels"], batch.get("attention_mask"))
                 else:
-                    loss = distill_loss(out.logits, t_out.logits, batch["labels"], distill or DistillConfig())
+                    loss = task.distill_loss(out.logits, t_out.logits, batch["labels"], distill or DistillConfig())
             acc.backward(loss)
             if importance is not None and importance.uses_gradients:
                 importance.accumulate(tracked)
@@ -241,6 +247,8 @@ def calibrate(
     batches: int,
     batch_size: int = 32,
     seed: int = 0,
+    *,
+    task: Task | str = "classification",
 ) -> None:
     """Give a criterion the passes it needs before it can score, on ``batches`` seeded training batches
     (the same for every criterion); weight-only criteria, or ones that already hold statistics, get none.
@@ -254,8 +262,9 @@ def calibrate(
     grads = importance.uses_gradients
     if importance.state() or not (grads or importance.uses_activations):
         return
+    task = get_task(task)
     acc = accelerator()
-    loader = calibration_loader(data, tokenizer, batch_size, seed)
+    loader = task.calibration_loader(data, tokenizer, batch_size, seed)
     wrapped, loader = acc.prepare(model, loader)
     current: dict[str, torch.Tensor | None] = {"mask": None}
 
@@ -276,7 +285,7 @@ def calibrate(
                 break
             if grads:
                 wrapped.zero_grad(set_to_none=True)
-                acc.backward(wrapped(**batch).loss)
+                acc.backward(task.loss(wrapped(**batch), batch))
                 importance.accumulate(params)
             else:
                 current["mask"] = batch.get("attention_mask")
