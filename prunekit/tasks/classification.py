@@ -23,23 +23,15 @@ from prunekit.errors import PrunekitError
 from prunekit.io.hf import label_names_of, load_classifier
 from prunekit.models import TextNetOptions, new_text_model
 from prunekit.report.metrics import classification_metrics
-from prunekit.tasks.base import (
-    EncodedSplit,
-    Task,
-    _frame,
-    _length_sorted_batches,
-    calibration_loader,
-    encode,
-    latency_inputs,
-    make_loader,
-    packed_windows,
-    predict,
-)
+from prunekit.tasks.base import EncodedSplit, Task, predict
 
-__all__ = [
-    "ClassificationTask", "EncodedSplit", "_frame", "_length_sorted_batches", "calibration_loader", "distill_loss",
-    "encode", "evaluate", "latency_inputs", "make_loader", "match_labels", "packed_windows", "predict",
-]
+# The shared text machinery, importable from here as it always was (it moved to tasks/base.py).
+from prunekit.tasks.base import _length_sorted_batches as _length_sorted_batches
+from prunekit.tasks.base import calibration_loader as calibration_loader
+from prunekit.tasks.base import encode as encode
+from prunekit.tasks.base import latency_inputs as latency_inputs
+from prunekit.tasks.base import make_loader as make_loader
+from prunekit.tasks.base import packed_windows as packed_windows
 
 
 def evaluate(
