@@ -1,8 +1,9 @@
 """Knowledge distillation from the unpruned teacher (Hinton et al. 2015), plus intermediate-layer losses.
 
-The logit loss is α·CE(student, labels) + (1 − α)·T²·KL(teacher_T ‖ student_T): the usual soft-target
-KL between the two distributions at temperature T; the T² keeps the soft-target gradients on the same
-scale as the hard-label ones whatever the temperature.
+The logit loss is the task's (:meth:`prunekit.tasks.base.Task.distill_loss`). A classifier's is
+α·CE(student, labels) + (1 − α)·T²·KL(teacher_T ‖ student_T): the usual soft-target KL between the two
+distributions at temperature T; the T² keeps the soft-target gradients on the same scale as the
+hard-label ones whatever the temperature.
 
 Optionally (TinyBERT, Jiao et al. 2020; MiniLM-style attention transfer), with a layer map that pairs
 each student layer i with a teacher layer ``layer_map[i]``:
