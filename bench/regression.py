@@ -104,14 +104,18 @@ def write(table: list[dict], args) -> None:
     lines = [
         "# Text regression: MiniLM (all-MiniLM-L6-v2) on movie-review sentiment scores",
         "",
-        f"Data: `movie-review-scores`, the {n['train'] + n['validation'] + n['test']:,} Pang & Lee snippets with "
-        f"their human scores (-4 … 4; seeded split {n['train']:,} / {n['validation']:,} / {n['test']:,}), metrics "
+        f"Data: `movie-review-scores`, Pang & Lee snippets with their human scores (-4 … 4; "
+        f"{n['train']:,} train / {n['validation']:,} validation / {n['test']:,} test snippets used), metrics "
         f"on the {n['test']:,} test snippets. `--task regression`: a one-output head, MSE loss. Fine-tuned "
         f"{args.epochs:g} epoch(s) (AdamW, default lr), batch 32, max length 64; the pruned row starts from it and "
         f"recovers {args.epochs:g} epoch(s) at lr {args.lr:g}, distilling the fine-tuned model's outputs (MSE). "
         f"Latency: median of {args.rounds} interleaved rounds, sequence {SEQ}, {torch.get_num_threads()} threads "
         f"(1-min load average when latency started: {args.load_average_at_latency}). `python bench/regression.py`.",
         "",
+        *([f"**Reduced run** (`--max-train-samples {args.max_train_samples} --max-eval-samples "
+           f"{args.max_eval_samples}`): a seeded subset of the splits, so the numbers are below what the full "
+           "data gives; rerun without these flags for the full benchmark.", ""]
+          if args.max_train_samples or args.max_eval_samples else []),
         "| method | Pearson | Spearman | MAE | Pearson before recovery | params M | MACs ratio | speedup b1 | "
         "speedup b32 | latency b1 / b32 ms | wall s |",
         "| --- | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: |",
