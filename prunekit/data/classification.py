@@ -120,8 +120,12 @@ class ClassificationData:
 # ---------------------------------------------------------------------------------------------
 
 
-def _take(idx: list[int], labels: Sequence[Hashable], n: int, seed: int) -> tuple[list[int], list[int]]:
-    """Split ``idx`` into (rest, ``n`` taken), stratified unless some class is too small for that."""
+def _take(idx: list[int], labels: Sequence[Hashable] | None, n: int, seed: int) -> tuple[list[int], list[int]]:
+    """Split ``idx`` into (rest, ``n`` taken), stratified unless some class is too small for that (or
+    ``labels`` is None: numeric targets have no classes to balance)."""
+    if labels is None:
+        rest, taken = train_test_split(idx, test_size=n, random_state=seed)
+        return list(rest), list(taken)
     strata = [labels[i] for i in idx]
     try:
         rest, taken = train_test_split(idx, test_size=n, random_state=seed, stratify=strata)
@@ -136,12 +140,17 @@ def _held_out_size(n: int) -> int:
 
 def stratified_split(labels: Sequence[Hashable], seed: int = 0) -> dict[str, list[int]]:
     """Row indices of a fixed 80/10/10 train/validation/test split, stratified by label."""
-    n = len(labels)
+    return held_out_split(len(labels), seed, labels)
+
+
+def held_out_split(n: int, seed: int = 0, strata: Sequence[Hashable] | None = None) -> dict[str, list[int]]:
+    """Row indices of a fixed 80/10/10 train/validation/test split of ``n`` rows, stratified by ``strata``
+    when given (class labels), else plain seeded (numeric targets)."""
     if n < 3:
         raise PrunekitError(f"only {n} labelled rows: need at least 3 to make train/validation/test splits")
     n_val = n_test = _held_out_size(n)
-    train, held = _take(list(range(n)), labels, n_val + n_test, seed)
-    test, val = _take(held, labels, n_val, seed)
+    train, held = _take(list(range(n)), strata, n_val + n_test, seed)
+    test, val = _take(held, strata, n_val, seed)
     return {"train": train, "validation": val, "test": test}
 
 
@@ -345,14 +354,16 @@ def _read(path: Path) -> dict[str, pd.DataFrame]:
 
 
 def _pick_columns(
-    columns: list[str], text_columns: Sequence[str] | None, label_column: str | None, where: str
+    columns: list[str], text_columns: Sequence[str] | None, label_column: str | None, where: str,
+    label_defaults: Sequence[str] = LABEL_COLUMN_DEFAULTS,
 ) -> tuple[tuple[str, ...], str]:
     available = ", ".join(printable(str(c)) for c in columns)
     if label_column is None:
-        label_column = next((c for c in LABEL_COLUMN_DEFAULTS if c in columns), None)
+        label_column = next((c for c in label_defaults if c in columns), None)
         if label_column is None:
+            expected = " or ".join(repr(c) for c in label_defaults)
             raise PrunekitError(
-                f"no label column in {where}: expected 'label' or 'labels' (columns: {available}); pass label_column"
+                f"no label column in {where}: expected {expected} (columns: {available}); pass label_column"
             )
     if text_columns is None:
         texts = next((t for t in TEXT_COLUMN_DEFAULTS if all(c in columns for c in t)), None)
@@ -437,26 +448,27 @@ def _first_bad(column: pd.Series, ok) -> int | None:
 # ---------------------------------------------------------------------------------------------
 
 
-def load_classification(
-    spec: str,
-    text_columns: Sequence[str] | None = None,
-    label_column: str | None = None,
-    split_seed: int = 0,
-) -> ClassificationData:
-    """Load labelled text from a built-in name, a file, a folder of splits, or a saved dataset."""
+def read_labelled(
+    spec: str, text_columns: Sequence[str] | None, label_column: str | None, kind: str,
+    label_defaults: Sequence[str] = LABEL_COLUMN_DEFAULTS,
+) -> tuple[dict[str, pd.DataFrame], tuple[str, ...], str]:
+    """The non-empty splits of a built-in ``kind`` dataset, file, folder or saved dataset, with only the text and
+    label columns (rows missing either dropped, with a warning), whatever the labels mean: each task reads
+    its labels (class names, numbers) from these frames, whose index is the row in the file (0-based)."""
     from prunekit.assets import ASSETS, get, resolve_data  # lazy: assets imports this module
 
     spec = str(spec)
     asset = None if os.path.exists(spec) else get(spec)
-    if asset is not None and asset.kind != "classification":
-        raise PrunekitError(f"{spec!r} is a built-in {asset.kind} asset, not a classification dataset")
+    if asset is not None and asset.kind != kind:
+        raise PrunekitError(f"{spec!r} is a built-in {asset.kind} asset, not a {kind} dataset")
     path = Path(resolve_data(spec)).expanduser()
     if not path.exists():
-        known = ", ".join(n for n, a in ASSETS.items() if a.kind == "classification")
+        known = ", ".join(n for n, a in ASSETS.items() if a.kind == kind)
         raise PrunekitError(f"no such file or folder: {spec} (built-in datasets: {known})")
 
     frames = _read(path)
-    texts, label = _pick_columns(list(frames["train"].columns), text_columns, label_column, str(path))
+    texts, label = _pick_columns(list(frames["train"].columns), text_columns, label_column, str(path),
+                                 label_defaults)
     for split, df in frames.items():
         _pick_columns(list(df.columns), texts, label, f"{path} ({split})")
 
@@ -468,22 +480,30 @@ def load_classification(
     if kept == 0 or cleaned["train"].empty:
         raise PrunekitError(f"every row of {spec} has a missing text or label ({rows} rows)")
     if kept < rows:
-        warnings.warn(f"dropped {rows - kept} of {rows} rows of {spec} with a missing text or label", stacklevel=2)
-    cleaned = {split: df for split, df in cleaned.items() if not df.empty}
+        warnings.warn(f"dropped {rows - kept} of {rows} rows of {spec} with a missing text or label", stacklevel=3)
+    return {split: df for split, df in cleaned.items() if not df.empty}, texts, label
 
+
+def text_tuples(df: pd.DataFrame, texts: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """Each row's texts (one entry per text column), as every :class:`Split` holds them."""
+    return [tuple(str(v) for v in row) for row in df[list(texts)].itertuples(index=False)]
+
+
+def load_classification(
+    spec: str,
+    text_columns: Sequence[str] | None = None,
+    label_column: str | None = None,
+    split_seed: int = 0,
+) -> ClassificationData:
+    """Load labelled text from a built-in name, a file, a folder of splits, or a saved dataset."""
+    cleaned, texts, label = read_labelled(spec, text_columns, label_column, "classification")
     names = {split: [_label_name(v) for v in df[label]] for split, df in cleaned.items()}
     label_names = _label_names([n for split_names in names.values() for n in split_names])
     if len(label_names) < 2:
         raise PrunekitError(f"{spec} has a single class ({label_names[0]!r}): classification needs at least two")
     ids = {name: i for i, name in enumerate(label_names)}
-    splits = {
-        split: Split(
-            [tuple(str(v) for v in row) for row in df[list(texts)].itertuples(index=False)],
-            [ids[n] for n in names[split]],
-        )
-        for split, df in cleaned.items()
-    }
-    splits = _complete_splits(splits, split_seed, spec)
+    splits = {split: Split(text_tuples(df, texts), [ids[n] for n in names[split]]) for split, df in cleaned.items()}
+    splits = complete_splits(splits, split_seed, spec)
     return ClassificationData(
         train=splits["train"],
         validation=splits["validation"],
@@ -495,19 +515,21 @@ def load_classification(
     )
 
 
-def _complete_splits(splits: dict[str, Split], seed: int, spec: str) -> dict[str, Split]:
-    """Carve whichever of validation / test is missing out of train (fixed seed, stratified)."""
+def complete_splits(splits: dict[str, Split], seed: int, spec: str, stratify: bool = True) -> dict[str, Split]:
+    """Carve whichever of validation / test is missing out of train (fixed seed; stratified by class unless
+    ``stratify`` is False, as for numeric targets)."""
     train = splits["train"]
+    strata = train.labels if stratify else None
 
     def pick(idx: list[int]) -> Split:
         return Split([train.texts[i] for i in idx], [train.labels[i] for i in idx])
 
     if "validation" not in splits and "test" not in splits:
-        return {name: pick(idx) for name, idx in stratified_split(train.labels, seed).items()}
+        return {name: pick(idx) for name, idx in held_out_split(len(train), seed, strata).items()}
     missing = "validation" if "validation" not in splits else "test" if "test" not in splits else None
     if missing is None:
         return splits
     if len(train) < 2:
         raise PrunekitError(f"{spec}: {len(train)} train row is too few to carve a {missing} split from")
-    rest, taken = _take(list(range(len(train))), train.labels, _held_out_size(len(train)), seed)
+    rest, taken = _take(list(range(len(train))), strata, _held_out_size(len(train)), seed)
     return {**splits, "train": pick(rest), missing: pick(taken)}

@@ -89,6 +89,8 @@ HEAD_TASKS: dict[str, str] = {
 TASK_HEADS: dict[str, frozenset[str | None]] = {
     "classification": frozenset({"sequence classification", None, "masked LM", "pre-training", "causal LM"}),
     "lm": frozenset({"causal LM"}),
+    # a regression head sits on an encoder's body (a decoder LM's next-token head is no place to start)
+    "regression": frozenset({"sequence classification", None, "masked LM", "pre-training"}),
 }
 
 
@@ -104,13 +106,16 @@ def head_of(config: PretrainedConfig) -> tuple[str, str | None]:
 
 def check_task(spec: str, config: PretrainedConfig, task: str) -> None:
     """Refuse, before any weights load, a model whose head is for a task other than ``task``
-    ("classification" or "lm"): a token classifier must not quietly become a sequence classifier."""
+    (a key of :data:`TASK_HEADS`): a token classifier must not quietly become a sequence classifier."""
     arch, head = head_of(config)
     if head in TASK_HEADS[task]:
         return
     if task == "lm":
         raise PrunekitError(f"model {spec!r} is not a causal language model: it is a {arch} ({head or 'no LM head'})"
                             "; --task lm needs a decoder LM (*ForCausalLM) such as GPT-2, LLaMA, Qwen or SmolLM2")
+    if task == "regression":
+        raise PrunekitError(f"model {spec!r} is a {arch} ({head}); --task regression needs an encoder: a bare model "
+                            "or a *ForSequenceClassification with one regression output")
     raise PrunekitError(f"model {spec!r} is a {arch} ({head}); prunekit supports sequence classification and "
                         "causal LMs (--task lm) for now")
 

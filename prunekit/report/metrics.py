@@ -1,4 +1,4 @@
-"""Classification metrics, computed in one place so every report agrees on their definitions."""
+"""Classification and regression metrics, computed in one place so every report agrees on their definitions."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from scipy import stats
 from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 
 from prunekit.errors import PrunekitError
@@ -28,5 +29,25 @@ def classification_metrics(labels: ArrayLike, preds: ArrayLike, loss: float) -> 
         "f1_macro": float(f1),
         "precision": float(precision),
         "recall": float(recall),
+        "loss": float(loss),
+    }
+
+
+def regression_metrics(labels: ArrayLike, preds: ArrayLike, loss: float) -> dict[str, float]:
+    """Pearson and Spearman correlation, mean absolute and mean squared error, plus mean loss.
+
+    A constant prediction (or constant labels) has no correlation to measure: both correlations are
+    then 0.0 rather than NaN, so reports stay valid JSON and a collapsed model reads as what it is."""
+    y_true = _as_numpy(labels).astype(np.float64).ravel()
+    y_pred = _as_numpy(preds).astype(np.float64).ravel()
+    if y_true.size == 0 or y_true.shape != y_pred.shape:
+        raise PrunekitError(f"cannot score {y_pred.size} predictions against {y_true.size} labels")
+    varied = y_true.size > 1 and np.ptp(y_true) > 0 and np.ptp(y_pred) > 0
+    err = y_pred - y_true
+    return {
+        "pearson": float(stats.pearsonr(y_true, y_pred)[0]) if varied else 0.0,
+        "spearman": float(stats.spearmanr(y_true, y_pred)[0]) if varied else 0.0,
+        "mae": float(np.abs(err).mean()),
+        "mse": float((err**2).mean()),
         "loss": float(loss),
     }

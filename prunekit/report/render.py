@@ -71,9 +71,11 @@ def stage_table(stages: Sequence[Stage]) -> tuple[list[str], list[list[str]]]:
     """Headers and formatted rows of the stage table (shared by report.md and the terminal)."""
     lat_keys = _latency_keys(stages)
     # "\n" marks where terminal headers break (report.md uses a space), keeping the table narrow
-    has = {k: any(_is_num((s.get("metrics") or {}).get(k)) for s in stages) for k in ("accuracy", "perplexity")}
-    quality = ["Accuracy\n%", "Macro-F1\n%"] if has["accuracy"] or not has["perplexity"] else []
+    has = {k: any(_is_num((s.get("metrics") or {}).get(k)) for s in stages)
+           for k in ("accuracy", "perplexity", "pearson")}
+    quality = ["Accuracy\n%", "Macro-F1\n%"] if has["accuracy"] or not (has["perplexity"] or has["pearson"]) else []
     quality += ["Perplexity"] if has["perplexity"] else []
+    quality += ["Pearson\n×100", "Spearman\n×100", "MAE"] if has["pearson"] else []
     headers = ["Stage", *quality, "Loss", "Params\nnonzero / total", "Sparsity\n%"]
     disk = any(_is_num(s.get("disk_bytes")) for s in stages)
     headers += ["Disk\nMB"] if disk else ["Dense\nMB", "Compressed\nMB"]
@@ -89,6 +91,8 @@ def stage_table(stages: Sequence[Stage]) -> tuple[list[str], list[list[str]]]:
                 *([_fmt(m.get("accuracy"), ".2f", 100), _fmt(m.get("f1_macro"), ".2f", 100)]
                   if "Accuracy\n%" in quality else []),
                 *([_fmt(m.get("perplexity"), ".2f")] if has["perplexity"] else []),
+                *([_fmt(m.get("pearson"), ".2f", 100), _fmt(m.get("spearman"), ".2f", 100), _fmt(m.get("mae"), ".3f")]
+                  if has["pearson"] else []),
                 _fmt(m.get("loss"), ".4f"),
                 f"{_count(s.get('params_nonzero'))} / {_count(s.get('params_total'))}",
                 _fmt(s.get("sparsity"), ".1f", 100),
@@ -127,6 +131,9 @@ def delta_summary(stages: Sequence[Stage]) -> str | None:
     if _is_num(acc0) and _is_num(acc1):
         points = f"{100 * (acc1 - acc0):+.2f}".replace("-", "−")
         parts.append(f"accuracy {points} points")
+    r0, r1 = ((s.get("metrics") or {}).get("pearson") for s in (base, final))
+    if _is_num(r0) and _is_num(r1):
+        parts.append(f"Pearson {100 * (r1 - r0):+.2f} points".replace("-", "−"))
     ppl0, ppl1 = ((s.get("metrics") or {}).get("perplexity") for s in (base, final))
     if _is_num(ppl0) and _is_num(ppl1) and ppl0 > 0:
         parts.append(f"perplexity {ppl0:.2f} → {ppl1:.2f} ({ppl1 / ppl0:.2f}× dense)")

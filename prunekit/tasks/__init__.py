@@ -8,10 +8,12 @@ from __future__ import annotations
 from prunekit.errors import PrunekitError
 from prunekit.tasks.base import Task
 from prunekit.tasks.classification import ClassificationTask
+from prunekit.tasks.regression import RegressionTask
 
 #: Every task the loop runs, by its ``--task`` name.
 TASKS: dict[str, Task] = {
     ClassificationTask.name: ClassificationTask(),
+    RegressionTask.name: RegressionTask(),
 }
 
 
