@@ -13,6 +13,7 @@ from transformers import PreTrainedTokenizerBase
 
 from prunekit.data import ClassificationData
 from prunekit.errors import PrunekitError
+from prunekit.folders import load_tokenizer, locate
 from prunekit.models.base import MODEL_TYPES, RECURRENT_TYPES, TextNet, TextNetConfig
 from prunekit.models.recurrent import RecurrentClassifier
 from prunekit.models.textcnn import TextCNN
@@ -77,8 +78,6 @@ def _tokenizer(opts: TextNetOptions, data: ClassificationData) -> PreTrainedToke
     if opts.tokenizer == "vocab":
         tokenizer = build_vocab_tokenizer((" ".join(t) for t in data.train.texts), min_freq=opts.min_freq)
     else:
-        from prunekit.io.hf import load_tokenizer, locate
-
         tokenizer = load_tokenizer(locate(opts.tokenizer))
     if tokenizer.pad_token_id is None:
         raise PrunekitError(f"tokenizer {opts.tokenizer!r} has no padding token")

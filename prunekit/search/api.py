@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from prunekit.errors import PrunekitError
+from prunekit.report.metrics import metric_of
 from prunekit.search.annealing import SearchResult, SearchSettings, anneal, min_size_search
 from prunekit.search.budget import Budget, CostModel, latency_table
 from prunekit.search.plan import make_plan, write_plan
@@ -446,12 +447,10 @@ def _latency_table(session: _Session, units) -> dict[str, list[list[float]]]:
 
 def _plan(session: _Session, units, result: SearchResult, granularity: str, budget: Budget, settings: SearchSettings,
           seconds: float, tables: Sequence[SensitivityTable]) -> dict[str, Any]:
-    from prunekit.search.annealing import _from_score
-
     b = result.best
     scores = {"metric": result.metric, "split": "validation", "baseline": result.baseline, "validation": b.real,
-              "predicted": _from_score(result.metric, b.proxy), "uniform_validation": result.uniform.real,
-              "uniform_predicted": _from_score(result.metric, result.uniform.proxy), "chosen": b.label}
+              "predicted": metric_of(result.metric, b.proxy), "uniform_validation": result.uniform.real,
+              "uniform_predicted": metric_of(result.metric, result.uniform.proxy), "chosen": b.label}
     if b.halves is not None:
         scores["validation_halves"], scores["uniform_validation_halves"] = b.halves, result.uniform.halves
     search = {"method": result.extra.get("method", "simulated annealing"),
@@ -489,14 +488,12 @@ def _search_md(plan: dict[str, Any], r: SearchResult, seconds: float, tables: bo
     lines = [f"# Search: budget {r.budget}", "", f"{how}, {r.evaluations} real evaluations, {seconds:.0f} s in all.",
              "",
              "| plan | predicted | validation " + r.metric + " | kept |", "| --- | --: | --: | --: |"]
-    from prunekit.search.annealing import _from_score
-
     ranked = any(c.loss is not None for c in r.candidates)
     if ranked:  # finalists ranked by held-out KL, paired against uniform
         lines[-2] += " held-out KL | gain over uniform (SE) |"
         lines[-1] += " --: | --: |"
     for c in r.candidates:
-        row = f"| {c.label} | {_from_score(r.metric, c.proxy):.4g} | {c.real:.4g} | {100 * c.kept:.1f} % |"
+        row = f"| {c.label} | {metric_of(r.metric, c.proxy):.4g} | {c.real:.4g} | {100 * c.kept:.1f} % |"
         if ranked and c.loss is not None:
             p = c.paired or {}
             row += f" {c.loss:.4g} | {p.get('gain', 0.0):+.3g} ({p.get('se', 0.0):.2g}) |"

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from prunekit.errors import PrunekitError
+from prunekit.report.metrics import score_of
 from prunekit.search.budget import Unit, block_units, structured_units
 
 GRANULARITIES = ("unstructured", "heads", "ffn", "layers")
@@ -57,12 +58,6 @@ class Probe(Protocol):
     def units(self, granularity: str) -> list[Unit]: ...
 
     def measure(self, ratios: Mapping[str, float]) -> float: ...
-
-
-def score_of(metric: str, value: float) -> float:
-    """The number the search maximises, in the metric's own units: accuracy points, or −ln(perplexity)
-    (nats per token; a perplexity ratio is additive there)."""
-    return -math.log(value) if metric == "perplexity" else value
 
 
 @dataclass
