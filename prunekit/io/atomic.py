@@ -14,6 +14,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+from prunekit.assets import get
 from prunekit.errors import PrunekitError
 from prunekit.runtime import log
 
@@ -36,8 +37,6 @@ def _on_disk(spec: str | Path) -> Path | None:
     try:
         path = Path(spec).expanduser()
         if not path.exists():
-            from prunekit.assets import get
-
             asset = get(str(spec))
             path = asset.dest() if asset is not None else path
         return _real(path) if path.exists() else None

@@ -15,6 +15,7 @@ from prunekit.data import ClassificationData
 from prunekit.errors import PrunekitError
 from prunekit.folders import load_tokenizer, locate
 from prunekit.models.base import MODEL_TYPES, RECURRENT_TYPES, TextNet, TextNetConfig
+from prunekit.models.custom import import_class, new_custom_model
 from prunekit.models.recurrent import RecurrentClassifier
 from prunekit.models.textcnn import TextCNN
 from prunekit.models.vocab import build_vocab_tokenizer
@@ -52,8 +53,6 @@ def new_text_model(opts: TextNetOptions, data: ClassificationData) -> tuple[Text
     """A freshly initialised model and its tokenizer for ``data``'s labels (``opts.module``: an instance of
     the user's class, traced and adapted by :mod:`prunekit.models.custom`)."""
     if opts.module is not None:
-        from prunekit.models.custom import import_class, new_custom_model
-
         import_class(opts.module)  # a wrong path fails before a vocabulary is built
         tokenizer = _tokenizer(opts, data)
         return new_custom_model(opts.module, opts.module_kwargs, len(tokenizer), data.label_names,

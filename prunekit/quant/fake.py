@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from prunekit.arch import prunable_modules
 from prunekit.errors import PrunekitError
 
 MIN_BITS, MAX_BITS = 2, 8
@@ -44,8 +45,6 @@ def fake_quantize(model: nn.Module, bits: int, prunable: str | None = None,
                   exclude: str | None = None) -> dict[str, int]:
     """Fake-quantise, in place, the weight of every chosen Linear (default: every Linear in the
     transformer blocks); returns ``{module name: number of weights}``."""
-    from prunekit.arch import prunable_modules
-
     _check_bits(bits)
     done = {}
     with torch.no_grad():

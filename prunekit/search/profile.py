@@ -19,7 +19,9 @@ from typing import Any
 
 from torch import nn
 
+from prunekit.arch import transformer_layers
 from prunekit.errors import PrunekitError
+from prunekit.prune.calibration import sublayer_groups
 from prunekit.report.metrics import metric_of, score_of
 from prunekit.search.annealing import Candidate, SearchResult, SearchSettings
 from prunekit.search.budget import Budget, CostModel, Unit
@@ -48,9 +50,6 @@ class Profile:
 
 def attention_shares(model: nn.Module) -> list[float]:
     """Per block: the attention Linears' share (q, k, v, o) of the block's pruned Linear weights."""
-    from prunekit.arch import transformer_layers
-    from prunekit.prune.calibration import sublayer_groups
-
     _, layers = transformer_layers(model)
     shares = []
     for block in layers:

@@ -34,7 +34,9 @@ import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
+from prunekit.errors import PrunekitError
 from prunekit.io.atomic import CHECKPOINT_DIR, _json_default, _sibling, write_json_atomic
+from prunekit.runtime import accelerator
 
 
 @dataclass
@@ -45,8 +47,6 @@ class CheckpointOptions:
     minutes: float = 10.0
 
     def validate(self) -> CheckpointOptions:
-        from prunekit.errors import PrunekitError
-
         if self.every < 1 or self.minutes <= 0:
             raise PrunekitError("--checkpoint-every must be >= 1 step and --checkpoint-minutes > 0")
         return self
@@ -215,8 +215,6 @@ def resumable(tmp: Path | None, options: CheckpointOptions | None) -> Iterator[C
     """Checkpoint every training call inside the block into ``tmp`` (None: no checkpoints, e.g. on the
     non-main processes of a distributed run, where only the main one writes; several processes are not
     checkpointed, since they would have to resume together)."""
-    from prunekit.runtime import accelerator
-
     options = options or CheckpointOptions()
     if tmp is None or accelerator().num_processes > 1:
         yield None
