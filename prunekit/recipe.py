@@ -53,7 +53,7 @@ from prunekit.pipeline import _calibration_batches, _check_solver, _report, log,
 from prunekit.prune import MaskSet, compute_masks
 from prunekit.prune.structured import apply_plan, model_shapes, plan_from_ratios
 from prunekit.quant import quantize_int8
-from prunekit.quant.fake import _check_bits, fake_quant_size_bytes, fake_quantize
+from prunekit.quant.fake import check_bits, fake_quant_size_bytes, fake_quantize
 from prunekit.quant.lowrank import LowRankSettings, low_rank_factorize
 from prunekit.quant.onnx_static import calibration_feeds, evaluate_onnx, quantize_onnx_static
 from prunekit.quant.saved import write_int8
@@ -380,7 +380,7 @@ def check_recipe(recipe: Recipe, where: str = "recipe") -> None:
         elif st.kind == "lowrank":
             LowRankSettings(s.ratio, s.energy, s.prunable, s.exclude).validate()
         elif st.kind == "fake_quant":
-            _check_bits(s.bits)
+            check_bits(s.bits)
         elif st.kind == "onnx" and (s.calib_batches < 1 or s.seq_len < 2):
             raise PrunekitError(f"{at}: calib_batches must be >= 1 and seq_len >= 2")
         seen.append(st.kind)

@@ -1,7 +1,7 @@
-"""prunekit's layers stay visible: imports of prunekit's own modules sit at the top of a module, where
-import-linter (``.importlinter``, ``lint-imports`` in ``make test``) checks them against the layers. An import
-placed inside a function is invisible at import time and is how cycles used to hide, so their number may
-only go down; and every top-level module of prunekit must be placed in a layer."""
+"""prunekit's layers stay honest: import-linter (``.importlinter``, ``lint-imports`` in ``make test``) checks
+imports against the layers, and imports of prunekit's own modules sit at the top of a module. One placed inside
+a function lets a cycle survive (Python only trips over a cycle at import time), so their number may only go
+down; and every top-level module of prunekit must be placed in a layer."""
 
 from __future__ import annotations
 

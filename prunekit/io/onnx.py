@@ -43,7 +43,7 @@ from torch import nn
 from prunekit.arch.textnets import is_text_model, text_layout
 from prunekit.assets import resolve_model
 from prunekit.errors import PrunekitError, first_line
-from prunekit.io.atomic import _sibling, check_outside_inputs
+from prunekit.io.atomic import check_outside_inputs, sibling
 from prunekit.io.shapes import load
 from prunekit.io.textnet import is_custom_dir, load_custom
 from prunekit.models.custom import uses_attention_mask
@@ -139,7 +139,7 @@ def export_onnx(
         raise PrunekitError("models over 1.8 GB need the dynamo exporter (pip install onnxscript)")
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    work = _sibling(out, "tmp")
+    work = sibling(out, "tmp")
     work.mkdir()
     try:
         staged = work / out.name

@@ -35,7 +35,7 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
 from prunekit.errors import PrunekitError
-from prunekit.io.atomic import CHECKPOINT_DIR, _json_default, _sibling, write_json_atomic
+from prunekit.io.atomic import CHECKPOINT_DIR, json_default, sibling, write_json_atomic
 from prunekit.runtime import accelerator
 
 
@@ -76,7 +76,7 @@ def fingerprint(command: str, **parts: Any) -> str:
                     "mtime_ns": max(s.st_mtime_ns for s in stats)}
         return value
 
-    text = json.dumps({"command": command, **resolve(parts)}, sort_keys=True, default=_json_default)
+    text = json.dumps({"command": command, **resolve(parts)}, sort_keys=True, default=json_default)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -149,7 +149,7 @@ class TrainCheckpoint:
         final = self.owner.folder / name
         if final.exists():
             return
-        tmp = _sibling(final, "tmp")
+        tmp = sibling(final, "tmp")
         tmp.mkdir()
         for key, module in modules.items():
             if module is not None:
