@@ -38,6 +38,7 @@ from prunekit.io.automap import drop_dangling_auto_map
 from prunekit.io.documents import read_versioned_json
 from prunekit.io.formats import load_saved, register_format
 from prunekit.io.hf import load_any
+from prunekit.io.packed import load_packed, save_packed
 from prunekit.models.lowrank import apply_low_rank_shapes, low_rank_ranks
 from prunekit.prune.structured.shapes import is_uniform, model_shapes, sync_config
 from prunekit.prune.structured.sites import attn_site, ffn_site, find_module
@@ -122,8 +123,6 @@ def _weights(folder: Path) -> dict[str, torch.Tensor]:
     """The folder's safetensors state dict (single file or shards); never unpickles anything."""
     index = folder / "model.safetensors.index.json"
     if (folder / PACKED_WEIGHTS).exists() and not (folder / "model.safetensors").exists():
-        from prunekit.io.packed import load_packed
-
         return load_packed(folder / PACKED_WEIGHTS)
     if index.exists():
         files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
@@ -183,8 +182,6 @@ def save_sparse(model: nn.Module, tokenizer: PreTrainedTokenizerBase | None, fol
     """Write a masked (unstructured / N:M) model into ``folder``: config, tokenizer and either
     ``model.packed.safetensors`` (non-zeros + bitmask, so the file shrinks with sparsity; read back by
     :func:`load`) or, with ``packed=False``, the plain ``save_pretrained`` weights."""
-    from prunekit.io.packed import save_packed
-
     folder = Path(folder)
     if packed:
         model.config.save_pretrained(folder)
