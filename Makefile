@@ -25,6 +25,7 @@ demo: assets
 test: assets
 	$(VENV)/bin/prunekit assets --only smollm2-135m  # the vocabulary tests' byte-level BPE tokenizer (once, ~1 min)
 	$(VENV)/bin/ruff check prunekit tests bench
+	$(VENV)/bin/lint-imports  # the layers and no-cycle contracts of .importlinter
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict -d site  # a broken link, anchor or missing page fails (not -q: it hides the warnings)
 	$(PY) -m pytest -q
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Literal
 
 from prunekit.errors import PrunekitError
+from prunekit.splits import held_out_split
 
 Log = Callable[[str], None]
 Kind = Literal["model", "classification", "regression", "text", "lm-model"]
@@ -123,8 +124,6 @@ def _write_split_jsonl(texts: list[str], labels: list, out: Path, source: str, s
                       column: str = "label", stratify: bool = True) -> dict:
     """Fixed seeded 80/10/10 split (stratified by class unless ``stratify`` is False: numeric targets) into
     ``{train,validation,test}.jsonl`` rows ``{"text": ..., column: label}`` + meta."""
-    from prunekit.data.classification import held_out_split
-
     parts = held_out_split(len(labels), SPLIT_SEED, labels if stratify else None)
     for split, idx in parts.items():
         with open(out / f"{split}.jsonl", "w", encoding="utf-8") as f:

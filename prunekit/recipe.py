@@ -37,10 +37,34 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 import numpy as np
 from torch import nn
 
+from prunekit import load
+from prunekit.arch import is_text_model, prunable_weights
+from prunekit.arch.families import _regex
 from prunekit.config import SOLVER_METHODS, DataOptions, PruneSettings, default_lr
 from prunekit.errors import PrunekitError, shown
+from prunekit.importance import make_importance
+from prunekit.importance.groups import group_scores
+from prunekit.io.atomic import atomic_output_dir, check_output_dir, write_bytes_atomic, write_json_atomic
 from prunekit.io.documents import read_yaml
+from prunekit.io.hf import check_task, has_classification_head, label_names_of, load_config
+from prunekit.io.onnx import export_onnx, onnx_latency
+from prunekit.io.shapes import write_pruned
+from prunekit.pipeline import _calibration_batches, _check_solver, _report, log, open_workbench, solve
+from prunekit.prune import MaskSet, compute_masks
+from prunekit.prune.structured import apply_plan, model_shapes, plan_from_ratios
+from prunekit.quant import quantize_int8
+from prunekit.quant.fake import check_bits, fake_quant_size_bytes, fake_quantize
+from prunekit.quant.lowrank import LowRankSettings, low_rank_factorize
+from prunekit.quant.onnx_static import calibration_feeds, evaluate_onnx, quantize_onnx_static
+from prunekit.quant.saved import write_int8
+from prunekit.report.measure import count_params, latency_fields, macs_per_token, model_timer
+from prunekit.report.measure import interleaved_latency as time_rounds
+from prunekit.report.render import print_stage_table, write_report
+from prunekit.runtime import default_device
 from prunekit.tasks import get_task
+from prunekit.tasks.classification import latency_inputs
+from prunekit.train import DistillConfig, TrainConfig, calibrate, make_student, train
+from prunekit.train.checkpoint import fingerprint, resumable, rng_state, set_rng_state
 
 # ---------------------------------------------------------------------------------------------------
 # schema
@@ -298,10 +322,6 @@ def parse_recipe(source: str | Path | dict[str, Any]) -> Recipe:
 
 def check_recipe(recipe: Recipe, where: str = "recipe") -> None:
     """Values in range and an order of stages that can work."""
-    from prunekit.arch.families import _regex
-    from prunekit.quant.fake import _check_bits
-    from prunekit.quant.lowrank import LowRankSettings
-
     names = [s.name for s in recipe.stages]
     for i, name in enumerate(names, start=1):
         if not STAGE_NAME.fullmatch(name) or name.lower() == "baseline":
@@ -353,7 +373,6 @@ def check_recipe(recipe: Recipe, where: str = "recipe") -> None:
             if s.teacher is None and not any(k in CHANGING for k in seen):
                 raise PrunekitError(f"{at}: nothing before it changed the model, so the teacher would be the student "
                                     "itself; put a prune/student/lowrank stage first or give teacher: FOLDER")
-            from prunekit.train.distill import DistillConfig
 
             DistillConfig(s.alpha, s.temperature, s.hidden_weight, s.attention_weight).validate()
             if s.layer_map is not None and any(k < 0 for k in s.layer_map):
@@ -361,7 +380,7 @@ def check_recipe(recipe: Recipe, where: str = "recipe") -> None:
         elif st.kind == "lowrank":
             LowRankSettings(s.ratio, s.energy, s.prunable, s.exclude).validate()
         elif st.kind == "fake_quant":
-            _check_bits(s.bits)
+            check_bits(s.bits)
         elif st.kind == "onnx" and (s.calib_batches < 1 or s.seq_len < 2):
             raise PrunekitError(f"{at}: calib_batches must be >= 1 and seq_len >= 2")
         seen.append(st.kind)
@@ -386,8 +405,6 @@ def _check_min(settings: Any, minima: dict[str, float], where: str) -> None:
 def check_inputs(recipe: Recipe) -> None:
     """What can be checked from configs alone, before any weights load: the model exists, a bare
     encoder gets a head first, every teacher predicts the model's labels."""
-    from prunekit.io.hf import check_task, has_classification_head, label_names_of, load_config
-
     _, config = load_config(recipe.model, recipe.trust_remote_code)
     check_task(recipe.model, config, get_task(recipe.task).head)
     if not has_classification_head(config) and recipe.stages[0].kind != "finetune":
@@ -439,11 +456,6 @@ def run_recipe(source: str | Path | dict[str, Any], out: str | Path | None = Non
     a kill resumes (``resume=False`` starts over): finished stages are not measured again (their records
     and artefacts are in the temporary output), and the stage in progress continues from its last
     training checkpoint (``checkpoint``: a :class:`~prunekit.train.checkpoint.CheckpointOptions`)."""
-    from prunekit.io.atomic import atomic_output_dir, check_output_dir
-    from prunekit.pipeline import _report, log, open_workbench
-    from prunekit.report.render import print_stage_table, write_report
-    from prunekit.train.checkpoint import fingerprint, resumable
-
     recipe = parse_recipe(source)
     out = out or recipe.out
     if out is None:
@@ -492,9 +504,6 @@ def _stage_finished(state: _State, folder: Path, done: int) -> None:
 
     import torch
 
-    from prunekit.io.atomic import write_bytes_atomic, write_json_atomic
-    from prunekit.train.checkpoint import rng_state
-
     buffer = io.BytesIO()
     torch.save(rng_state(), buffer)
     write_bytes_atomic(folder / f"stage-{done:03d}-rng.pt", buffer.getvalue())
@@ -510,9 +519,6 @@ def _finished_stages(state: _State, folder: Path | None) -> int:
     """How many stages a killed run of this recipe finished (0 when not resuming); their records and
     artefacts (reloaded for the final latency rounds) are restored into ``state``."""
     import json
-
-    from prunekit import load
-    from prunekit.pipeline import log
 
     if folder is None or not (folder / "stages.json").is_file():
         return 0
@@ -538,16 +544,11 @@ def _restore_rng(state: _State) -> None:
     """After the last finished stage is replayed, continue with the random state the killed run had."""
     import torch
 
-    from prunekit.train.checkpoint import set_rng_state
-
     if state.resumed_rng is not None:
         set_rng_state(torch.load(state.resumed_rng, weights_only=True))
 
 
 def _train_cfg(state: _State, s: Any, offset: int):
-    from prunekit.arch import is_text_model
-    from prunekit.train import TrainConfig
-
     lr = s.lr if s.lr is not None else default_lr(is_text_model(state.wb.model))
     return TrainConfig(epochs=s.epochs, lr=lr, batch_size=s.batch_size, seed=state.recipe.seed + offset)
 
@@ -558,22 +559,12 @@ def _keep_teacher(state: _State) -> None:
 
 
 def _finetune(state: _State, st: Stage) -> dict[str, Any]:
-    from prunekit.train import train
-
     r = train(state.wb.model, state.wb.train, state.wb.tokenizer, _train_cfg(state, st.settings, 1),
               masks=state.masks, desc=st.name, task=state.wb.task)
     return {"train_steps": r.steps}
 
 
 def _prune(state: _State, st: Stage) -> dict[str, Any]:
-    from prunekit.arch import prunable_weights
-    from prunekit.importance import make_importance
-    from prunekit.importance.groups import group_scores
-    from prunekit.pipeline import _calibration_batches, _check_solver, solve
-    from prunekit.prune import MaskSet, compute_masks
-    from prunekit.prune.structured import apply_plan, model_shapes, plan_from_ratios
-    from prunekit.train import calibrate
-
     s, wb, seed = st.settings, state.wb, state.recipe.seed
     _keep_teacher(state)
     if s.sparsity is not None:
@@ -608,10 +599,6 @@ def _prune(state: _State, st: Stage) -> dict[str, Any]:
 
 
 def _student(state: _State, st: Stage) -> dict[str, Any]:
-    from prunekit.pipeline import _calibration_batches
-    from prunekit.prune.structured import model_shapes
-    from prunekit.train import make_student
-
     s, wb = st.settings, state.wb
     _keep_teacher(state)
     batches = _calibration_batches(wb, 16, 32, state.recipe.seed) if s.importance in ("taylor", "activation") else None
@@ -621,10 +608,6 @@ def _student(state: _State, st: Stage) -> dict[str, Any]:
 
 
 def _distill(state: _State, st: Stage) -> dict[str, Any]:
-    from prunekit import load
-    from prunekit.runtime import default_device
-    from prunekit.train import DistillConfig, train
-
     s, wb = st.settings, state.wb
     teacher = load(s.teacher).to(default_device()).eval() if s.teacher else state.teacher
     layer_map = s.layer_map if s.layer_map is not None else (state.layer_map if not s.teacher else None)
@@ -638,8 +621,6 @@ def _distill(state: _State, st: Stage) -> dict[str, Any]:
 
 
 def _lowrank(state: _State, st: Stage) -> dict[str, Any]:
-    from prunekit.quant.lowrank import LowRankSettings, low_rank_factorize
-
     s = st.settings
     _keep_teacher(state)
     done = low_rank_factorize(state.wb.model, LowRankSettings(s.ratio, s.energy, s.prunable, s.exclude))
@@ -648,23 +629,16 @@ def _lowrank(state: _State, st: Stage) -> dict[str, Any]:
 
 
 def _fake_quant(state: _State, st: Stage) -> dict[str, Any]:
-    from prunekit.quant.fake import fake_quant_size_bytes, fake_quantize
-
     s = st.settings
     done = fake_quantize(state.wb.model, s.bits, s.prunable, s.exclude)
     return {"bits": s.bits, "fake_quant_size_bytes": fake_quant_size_bytes(state.wb.model, done, s.bits)}
 
 
 def _int8(state: _State, st: Stage) -> dict[str, Any]:
-    from prunekit.quant import quantize_int8
-
     return {"_model": quantize_int8(state.wb.model, embeddings=st.settings.embeddings)}
 
 
 def _onnx(state: _State, st: Stage) -> dict[str, Any]:
-    from prunekit.io.onnx import export_onnx
-    from prunekit.quant.onnx_static import calibration_feeds, quantize_onnx_static
-
     s, wb = st.settings, state.wb
     folder = state.root / "stages" / st.name
     folder.mkdir(parents=True)
@@ -689,12 +663,6 @@ def _dir_bytes(folder: Path, suffixes: tuple[str, ...] = (".safetensors",)) -> i
 
 def _measure(state: _State, name: str, kind: str, seconds: float, extra: dict[str, Any] | None = None) -> None:
     """Metrics of the stage's saved artefact (reloaded, so what is measured is what was written)."""
-    from prunekit import load
-    from prunekit.io.shapes import write_pruned
-    from prunekit.pipeline import log
-    from prunekit.quant.onnx_static import evaluate_onnx
-    from prunekit.quant.saved import write_int8
-    from prunekit.report.measure import count_params, macs_per_token
     wb = state.wb
     evaluate = wb.task.evaluate
     extra = dict(extra or {})
@@ -735,9 +703,6 @@ def _measure(state: _State, name: str, kind: str, seconds: float, extra: dict[st
 
 def _interleaved_latency(state: _State) -> None:
     """Every stage's latency, measured in ``rounds`` interleaved rounds at the end (median, rounds, spread)."""
-    from prunekit.report.measure import interleaved_latency as time_rounds
-    from prunekit.report.measure import latency_fields
-
     lat = state.recipe.latency
     if lat.rounds == 0 or not state.runners:
         return
@@ -750,10 +715,6 @@ def _interleaved_latency(state: _State) -> None:
 
 def runner_timers(runners: dict[str, Any], tokenizer, vocab_size: int, lat: LatencyOptions) -> dict[str, Any]:
     """A :data:`~prunekit.report.measure.Timer` per stage: torch modules and ONNX files (by path) alike."""
-    from prunekit.io.onnx import onnx_latency
-    from prunekit.report.measure import model_timer
-    from prunekit.tasks.classification import latency_inputs
-
     make = latency_inputs(tokenizer, vocab_size, "cpu")
 
     def onnx_timer(path: Path):
@@ -768,8 +729,5 @@ def interleaved_latency(runners: dict[str, Any], tokenizer, vocab_size: int,
                         lat: LatencyOptions) -> dict[str, dict[str, float]]:
     """{name: {"batch_1": ms, ...}}: the median of ``lat.rounds`` interleaved rounds (for benchmarks; see
     :func:`prunekit.report.measure.interleaved_latency`)."""
-    from prunekit.report.measure import interleaved_latency as time_rounds
-    from prunekit.report.measure import latency_fields
-
     samples = time_rounds(runner_timers(runners, tokenizer, vocab_size, lat), lat.rounds)
     return {name: latency_fields(rounds)["latency_ms"] for name, rounds in samples.items()}

@@ -24,13 +24,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from pandas.io.common import get_handle
-from sklearn.model_selection import train_test_split
 
+from prunekit.assets import ASSETS, get, resolve_data
 from prunekit.errors import PrunekitError, first_line, printable, shown
+from prunekit.splits import held_out_size, held_out_split, take
 
 TEXT_COLUMN_DEFAULTS: tuple[tuple[str, ...], ...] = (("text",), ("sentence",), ("sentence1", "sentence2"))
 LABEL_COLUMN_DEFAULTS = ("label", "labels")
-HELD_OUT_FRACTION = 0.1  # validation and test each take 10 % when they have to be carved out of train
 FORMATS = {
     ".csv": "csv",
     ".tsv": "tsv",
@@ -70,7 +70,7 @@ class Split:
             raise PrunekitError(f"subset size must be positive, got {n}")
         if n >= len(self):
             return self
-        _, taken = _take(list(range(len(self))), self.labels, n, seed)
+        _, taken = take(list(range(len(self))), self.labels, n, seed)
         taken.sort()
         return Split([self.texts[i] for i in taken], [self.labels[i] for i in taken])
 
@@ -113,45 +113,6 @@ class ClassificationData:
             test=recode(self.test),
             label_names=target,
         )
-
-
-# ---------------------------------------------------------------------------------------------
-# splitting
-# ---------------------------------------------------------------------------------------------
-
-
-def _take(idx: list[int], labels: Sequence[Hashable] | None, n: int, seed: int) -> tuple[list[int], list[int]]:
-    """Split ``idx`` into (rest, ``n`` taken), stratified unless some class is too small for that (or
-    ``labels`` is None: numeric targets have no classes to balance)."""
-    if labels is None:
-        rest, taken = train_test_split(idx, test_size=n, random_state=seed)
-        return list(rest), list(taken)
-    strata = [labels[i] for i in idx]
-    try:
-        rest, taken = train_test_split(idx, test_size=n, random_state=seed, stratify=strata)
-    except ValueError:  # a class with one member, or fewer rows to take than classes
-        rest, taken = train_test_split(idx, test_size=n, random_state=seed)
-    return list(rest), list(taken)
-
-
-def _held_out_size(n: int) -> int:
-    return max(1, round(n * HELD_OUT_FRACTION))
-
-
-def stratified_split(labels: Sequence[Hashable], seed: int = 0) -> dict[str, list[int]]:
-    """Row indices of a fixed 80/10/10 train/validation/test split, stratified by label."""
-    return held_out_split(len(labels), seed, labels)
-
-
-def held_out_split(n: int, seed: int = 0, strata: Sequence[Hashable] | None = None) -> dict[str, list[int]]:
-    """Row indices of a fixed 80/10/10 train/validation/test split of ``n`` rows, stratified by ``strata``
-    when given (class labels), else plain seeded (numeric targets)."""
-    if n < 3:
-        raise PrunekitError(f"only {n} labelled rows: need at least 3 to make train/validation/test splits")
-    n_val = n_test = _held_out_size(n)
-    train, held = _take(list(range(n)), strata, n_val + n_test, seed)
-    test, val = _take(held, strata, n_val, seed)
-    return {"train": train, "validation": val, "test": test}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -455,8 +416,6 @@ def read_labelled(
     """The non-empty splits of a built-in ``kind`` dataset, file, folder or saved dataset, with only the text and
     label columns (rows missing either dropped, with a warning), whatever the labels mean: each task reads
     its labels (class names, numbers) from these frames, whose index is the row in the file (0-based)."""
-    from prunekit.assets import ASSETS, get, resolve_data  # lazy: assets imports this module
-
     spec = str(spec)
     asset = None if os.path.exists(spec) else get(spec)
     if asset is not None and asset.kind != kind:
@@ -531,5 +490,5 @@ def complete_splits(splits: dict[str, Split], seed: int, spec: str, stratify: bo
         return splits
     if len(train) < 2:
         raise PrunekitError(f"{spec}: {len(train)} train row is too few to carve a {missing} split from")
-    rest, taken = _take(list(range(len(train))), strata, _held_out_size(len(train)), seed)
+    rest, taken = take(list(range(len(train))), strata, held_out_size(len(train)), seed)
     return {**splits, "train": pick(rest), missing: pick(taken)}

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from prunekit.assets import resolve_data
+from prunekit.data.classification import _read
 from prunekit.errors import PrunekitError, printable
 
 
@@ -18,8 +19,6 @@ def read_texts(spec: str, text_column: str | None = None) -> list[str]:
     elif path.is_dir() and not any(path.glob("train.*")) and any(path.glob("*.txt")):
         files = sorted(path.glob("*.txt"))
     else:
-        from prunekit.data.classification import _read
-
         if not path.exists():
             raise PrunekitError(f"text corpus {spec!r} does not exist")
         frames = _read(path)

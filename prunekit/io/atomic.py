@@ -14,11 +14,12 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+from prunekit.assets import get
 from prunekit.errors import PrunekitError
 from prunekit.runtime import log
 
 
-def _sibling(path: Path, tag: str) -> Path:
+def sibling(path: Path, tag: str) -> Path:
     """A hidden, unused name next to ``path`` (same filesystem, so renames are atomic)."""
     while True:
         candidate = path.parent / f".{path.name}.{tag}-{secrets.token_hex(4)}"
@@ -36,8 +37,6 @@ def _on_disk(spec: str | Path) -> Path | None:
     try:
         path = Path(spec).expanduser()
         if not path.exists():
-            from prunekit.assets import get
-
             asset = get(str(spec))
             path = asset.dest() if asset is not None else path
         return _real(path) if path.exists() else None
@@ -226,7 +225,7 @@ def atomic_output_dir(out: str | Path, force: bool = False, *, fingerprint: str 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = _adopt_or_clean(out, fingerprint, resume)
     if tmp is None:
-        tmp = _sibling(out, "tmp")
+        tmp = sibling(out, "tmp")
         tmp.mkdir()  # plain mkdir (not mkdtemp) so the result gets normal umask permissions
     write_json_atomic(tmp / OWNER_FILE, owner_record(fingerprint))
     _ACTIVE.add(tmp.resolve())
@@ -256,7 +255,7 @@ def atomic_output_dir(out: str | Path, force: bool = False, *, fingerprint: str 
         out.rmdir()
         os.rename(tmp, out)
     else:  # force: move the old folder aside, so `out` is always either old or new, never partial
-        old = _sibling(out, "old")
+        old = sibling(out, "old")
         os.rename(out, old)
         try:
             os.rename(tmp, out)
@@ -269,7 +268,7 @@ def atomic_output_dir(out: str | Path, force: bool = False, *, fingerprint: str 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     """Write to a hidden sibling, then rename over ``path``: readers see the old or the new file."""
     path = Path(path)
-    tmp = _sibling(path, "tmp")
+    tmp = sibling(path, "tmp")
     try:
         with open(tmp, "xb") as f:
             f.write(data)
@@ -287,7 +286,7 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
 
 
-def _json_default(obj: Any) -> Any:
+def json_default(obj: Any) -> Any:
     """Make the usual non-JSON types in reports (paths, numpy/torch scalars) serialisable."""
     if isinstance(obj, Path):
         return str(obj)
@@ -298,4 +297,4 @@ def _json_default(obj: Any) -> Any:
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:
     """Atomically write ``obj`` as pretty JSON."""
-    write_text_atomic(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+    write_text_atomic(path, json.dumps(obj, indent=2, default=json_default) + "\n")

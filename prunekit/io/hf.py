@@ -12,41 +12,18 @@ from transformers import (
     AutoModel,
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
-    AutoTokenizer,
     PretrainedConfig,
     PreTrainedTokenizerBase,
 )
 
-from prunekit.assets import resolve_model
 from prunekit.errors import PrunekitError, first_line
-from prunekit.io.damaged import names_damaged_file
+from prunekit.folders import load_tokenizer, locate, names_damaged_file  # locate, load_tokenizer: public here too
 
 # transformers 5 logs a long "layers were not sharded" list on every load once `accelerate` has set up
 # its process state; it is not actionable for a single-device model, so keep it out of the user's way.
 logging.getLogger("transformers.distributed.tensor_parallel").setLevel(logging.ERROR)
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _GENERIC_LABEL = re.compile(r"^LABEL_(\d+)$")
-
-
-def locate(spec: str) -> str:
-    """A local folder, a built-in asset name, or a hub id; anything else is a clear error."""
-    resolved = resolve_model(spec)
-    path = Path(resolved).expanduser()
-    try:
-        exists = path.exists()
-    except OSError as err:  # e.g. a name longer than the filesystem allows
-        raise PrunekitError(f"model {spec[:80]!r}: not a usable path ({err.strerror})") from None
-    if exists:
-        if not path.is_dir():  # e.g. -m runs/x/config.json: "no config.json" would be a riddle
-            folder = f" ({path.parent})" if (path.parent / "config.json").is_file() else ""
-            raise PrunekitError(f"model {spec!r} is a file; give the model folder{folder}")
-        if not (path / "config.json").exists():
-            raise PrunekitError(f"model {spec!r}: {path} is not a Hugging Face model folder (no config.json)")
-        return str(path)
-    if spec.startswith((".", "/", "~")) or not _HUB_ID.match(spec):
-        raise PrunekitError(f"model {spec!r}: no such folder")
-    return spec  # a hub id: transformers fetches it when online
 
 
 @names_damaged_file("spec")
@@ -122,14 +99,6 @@ def check_task(spec: str, config: PretrainedConfig, task: str) -> None:
 
 def has_classification_head(config: PretrainedConfig) -> bool:
     return head_of(config)[1] == "sequence classification"
-
-
-@names_damaged_file("where")
-def load_tokenizer(where: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
-    try:
-        return AutoTokenizer.from_pretrained(where, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as err:
-        raise PrunekitError(f"model {where!r}: cannot load its tokenizer ({first_line(err)})") from err
 
 
 @names_damaged_file("spec")

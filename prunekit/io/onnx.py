@@ -43,9 +43,11 @@ from torch import nn
 from prunekit.arch.textnets import is_text_model, text_layout
 from prunekit.assets import resolve_model
 from prunekit.errors import PrunekitError, first_line
-from prunekit.io.atomic import _sibling, check_outside_inputs
+from prunekit.io.atomic import check_outside_inputs, sibling
 from prunekit.io.shapes import load
-from prunekit.report.measure import MakeInputs, _cores, median_ms
+from prunekit.io.textnet import is_custom_dir, load_custom
+from prunekit.models.custom import uses_attention_mask
+from prunekit.runtime import MakeInputs, cores, median_ms
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -119,8 +121,6 @@ def export_onnx(
     if seq_len < 2:
         raise PrunekitError(f"seq_len must be at least 2 (got {seq_len}): a length-1 trace fixes the sequence axis")
     if module is not None or module_kwargs is not None:
-        from prunekit.io.textnet import is_custom_dir, load_custom
-
         if not is_custom_dir(Path(resolve_model(str(model_dir))).expanduser()):
             raise PrunekitError(f"--module rebuilds a custom module folder saved by prunekit; {model_dir} is not one")
         model = load_custom(Path(resolve_model(str(model_dir))), module, module_kwargs,
@@ -139,7 +139,7 @@ def export_onnx(
         raise PrunekitError("models over 1.8 GB need the dynamo exporter (pip install onnxscript)")
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    work = _sibling(out, "tmp")
+    work = sibling(out, "tmp")
     work.mkdir()
     try:
         staged = work / out.name
@@ -221,8 +221,6 @@ def _input_names(model: nn.Module, model_dir: str | Path, causal: bool) -> list[
     """input_ids and attention_mask, plus token_type_ids for classifiers whose tokenizer makes them
     (or, without a tokenizer, whose config has more than one segment type)."""
     if is_text_model(model):
-        from prunekit.models.custom import uses_attention_mask
-
         return ["input_ids", "attention_mask"] if uses_attention_mask(model) else ["input_ids"]
     names = ["input_ids", "attention_mask"]
     if causal or "token_type_ids" not in inspect.signature(model.forward).parameters:
@@ -405,7 +403,7 @@ def onnx_session(path: str | Path, threads: int | None = None) -> onnxruntime.In
     if not path.is_file():
         raise PrunekitError(f"ONNX model {path} does not exist")
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or _cores()
+    options.intra_op_num_threads = threads or cores()
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
     try:
@@ -429,7 +427,7 @@ def onnx_latency(
 
     ``make_inputs`` may give more tensors than the graph takes (e.g. token_type_ids); extras are dropped.
     """
-    session = onnx_session(path, threads=threads or _cores())
+    session = onnx_session(path, threads=threads or cores())
     wanted = {i.name: _ORT_NUMPY.get(i.type) for i in session.get_inputs()}
     result: dict[str, float] = {}
     for batch in batch_sizes:

@@ -38,6 +38,8 @@ from prunekit.io.automap import drop_dangling_auto_map
 from prunekit.io.documents import read_versioned_json
 from prunekit.io.formats import load_saved, register_format
 from prunekit.io.hf import load_any
+from prunekit.io.packed import load_packed, save_packed
+from prunekit.models.lowrank import apply_low_rank_shapes, low_rank_ranks
 from prunekit.prune.structured.shapes import is_uniform, model_shapes, sync_config
 from prunekit.prune.structured.sites import attn_site, ffn_site, find_module
 from prunekit.prune.surgery import reshape_blank
@@ -72,9 +74,7 @@ def write_pruned(model: nn.Module, tokenizer: PreTrainedTokenizerBase | None, fo
 
 def shapes_manifest(model: nn.Module) -> dict[str, Any]:
     """Everything :func:`load` needs besides config.json to rebuild ``model``'s modules: per-layer widths,
-    ELECTRA's embedding projection and low-rank factorised layers (:mod:`prunekit.quant.lowrank`)."""
-    from prunekit.quant.lowrank import low_rank_ranks
-
+    ELECTRA's embedding projection and low-rank factorised layers (:mod:`prunekit.models.lowrank`)."""
     sync_config(model)
     shapes = model_shapes(model)
     ranks = low_rank_ranks(model)
@@ -123,8 +123,6 @@ def _weights(folder: Path) -> dict[str, torch.Tensor]:
     """The folder's safetensors state dict (single file or shards); never unpickles anything."""
     index = folder / "model.safetensors.index.json"
     if (folder / PACKED_WEIGHTS).exists() and not (folder / "model.safetensors").exists():
-        from prunekit.io.packed import load_packed
-
         return load_packed(folder / PACKED_WEIGHTS)
     if index.exists():
         files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
@@ -164,8 +162,6 @@ def read_manifest(folder: Path, manifest: dict[str, Any] | None = None) -> dict[
 
 def build_skeleton(folder: Path, manifest: dict[str, Any], dtype: torch.dtype = torch.float32) -> nn.Module:
     """The saved model's modules with the saved shapes (per-layer widths, low-rank layers), weights not loaded."""
-    from prunekit.quant.lowrank import apply_low_rank_shapes
-
     config = AutoConfig.from_pretrained(folder)
     fam = family_for_config(config)
     if fam.name != manifest["family"] or len(manifest["layers"]) != config.num_hidden_layers:
@@ -186,8 +182,6 @@ def save_sparse(model: nn.Module, tokenizer: PreTrainedTokenizerBase | None, fol
     """Write a masked (unstructured / N:M) model into ``folder``: config, tokenizer and either
     ``model.packed.safetensors`` (non-zeros + bitmask, so the file shrinks with sparsity; read back by
     :func:`load`) or, with ``packed=False``, the plain ``save_pretrained`` weights."""
-    from prunekit.io.packed import save_packed
-
     folder = Path(folder)
     if packed:
         model.config.save_pretrained(folder)

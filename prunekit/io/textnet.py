@@ -18,11 +18,23 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from prunekit.arch.textnets import text_layout
 from prunekit.errors import PrunekitError
 from prunekit.io.atomic import atomic_output_dir, write_json_atomic
 from prunekit.io.automap import drop_dangling_auto_map
 from prunekit.io.damaged import names_damaged_file
 from prunekit.io.formats import register_format
+from prunekit.models import TextNet, TextNetConfig, build_model
+from prunekit.models.custom import (
+    ModuleConfig,
+    adapt,
+    import_class,
+    import_path_of,
+    import_recorded_class,
+    instantiate,
+    user_class,
+)
+from prunekit.prune.textnets import TextPlan, apply_text_plan, text_groups, text_shapes
 
 MODEL_JSON = "prunekit_model.json"
 SHAPES_JSON = "prunekit_textnet_shapes.json"
@@ -45,8 +57,6 @@ def _state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def write_textnet(model: nn.Module, tokenizer: PreTrainedTokenizerBase | None, folder: str | Path) -> None:
     """Weights, config (or, for a custom module, its widths) and tokenizer into an existing folder."""
-    from prunekit.models import TextNet
-
     folder = Path(folder)
     save_file(_state(model), str(folder / WEIGHTS), metadata={"format": "pt"})
     if isinstance(model, TextNet):
@@ -62,9 +72,6 @@ def write_textnet(model: nn.Module, tokenizer: PreTrainedTokenizerBase | None, f
 def _custom_record(model: nn.Module) -> dict[str, Any]:
     """A custom module's widths, and how to rebuild it: import path and constructor kwargs (None when
     unknown: the class is then called without arguments), labels and padding id when prunekit trained it."""
-    from prunekit.models.custom import import_path_of, user_class
-    from prunekit.prune.textnets import text_shapes
-
     config = getattr(model, "config", None)
     record = {"class": user_class(model).__name__, "module": import_path_of(model),
               "module_kwargs": getattr(config, "module_kwargs", None), **text_shapes(model)}
@@ -101,8 +108,6 @@ def load_textnet(path: str | Path, module: str | None = None, module_kwargs: dic
                  trust_remote_code: bool = False) -> nn.Module:
     """Rebuild a text model from its folder, ready for eval: a built-in one from its config, a custom one
     with :func:`load_custom` (``module``/``module_kwargs`` override what the folder recorded)."""
-    from prunekit.models import TextNetConfig, build_model
-
     folder = Path(path).expanduser()
     if not (folder / MODEL_JSON).is_file():
         return load_custom(folder, module, module_kwargs, trust_remote_code)
@@ -118,8 +123,6 @@ def load_into(module: nn.Module, path: str | Path) -> nn.Module:
     """Load a pruned custom module's folder into ``module``, a fresh instance of the same class at its
     original widths: the first units/filters/dims are kept to reach the saved widths, then every weight
     is overwritten from the file."""
-    from prunekit.prune.textnets import TextPlan, apply_text_plan, text_groups
-
     folder = Path(path).expanduser()
     widths = _read_shapes(folder)["widths"]
     have = {g.name: g.count for g in text_groups(module)}
@@ -139,9 +142,6 @@ def load_custom(path: str | Path, module: str | None = None, module_kwargs: dict
     construct it (``module_kwargs``, else the recorded ones), cut it to the saved widths and load the
     weights (:func:`load_into`); returned in prunekit's calling convention (:func:`prunekit.models.custom.adapt`):
     ``model(input_ids=..., attention_mask=...)`` gives ``.logits``."""
-    from prunekit.arch.textnets import text_layout
-    from prunekit.models.custom import ModuleConfig, adapt, import_class, import_recorded_class, instantiate
-
     folder = Path(path).expanduser()
     saved = _read_shapes(folder)
     path_ = module or saved.get("module")

@@ -13,7 +13,9 @@ from transformers import PreTrainedTokenizerBase
 
 from prunekit.data import ClassificationData
 from prunekit.errors import PrunekitError
+from prunekit.folders import load_tokenizer, locate
 from prunekit.models.base import MODEL_TYPES, RECURRENT_TYPES, TextNet, TextNetConfig
+from prunekit.models.custom import import_class, new_custom_model
 from prunekit.models.recurrent import RecurrentClassifier
 from prunekit.models.textcnn import TextCNN
 from prunekit.models.vocab import build_vocab_tokenizer
@@ -51,8 +53,6 @@ def new_text_model(opts: TextNetOptions, data: ClassificationData) -> tuple[Text
     """A freshly initialised model and its tokenizer for ``data``'s labels (``opts.module``: an instance of
     the user's class, traced and adapted by :mod:`prunekit.models.custom`)."""
     if opts.module is not None:
-        from prunekit.models.custom import import_class, new_custom_model
-
         import_class(opts.module)  # a wrong path fails before a vocabulary is built
         tokenizer = _tokenizer(opts, data)
         return new_custom_model(opts.module, opts.module_kwargs, len(tokenizer), data.label_names,
@@ -77,8 +77,6 @@ def _tokenizer(opts: TextNetOptions, data: ClassificationData) -> PreTrainedToke
     if opts.tokenizer == "vocab":
         tokenizer = build_vocab_tokenizer((" ".join(t) for t in data.train.texts), min_freq=opts.min_freq)
     else:
-        from prunekit.io.hf import load_tokenizer, locate
-
         tokenizer = load_tokenizer(locate(opts.tokenizer))
     if tokenizer.pad_token_id is None:
         raise PrunekitError(f"tokenizer {opts.tokenizer!r} has no padding token")

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers.modeling_outputs import SequenceClassifierOutput
 
+from prunekit.arch.textnets import accepts_attention_mask, text_layout
 from prunekit.errors import PrunekitError
 
 MODEL_TYPE = "custom"
@@ -236,8 +237,6 @@ def _takes_mask(adapted: type[nn.Module]) -> bool:
 def uses_attention_mask(model: nn.Module) -> bool:
     """Whether running ``model`` as prunekit does passes the attention mask on: built-in models always
     do, a user's module only when its own ``forward`` takes ``attention_mask``."""
-    from prunekit.arch.textnets import accepts_attention_mask
-
     if isinstance(model, TextModuleAdapter):
         return _takes_mask(type(model))
     return accepts_attention_mask(model)
@@ -254,8 +253,6 @@ def adapt(module: nn.Module, config: ModuleConfig) -> nn.Module:
 def check_fits(module: nn.Module, vocab_size: int, num_labels: int, what: str) -> int:
     """The traced module's embedding must cover the tokenizer and its classifier the labels; returns the
     embedding's row count."""
-    from prunekit.arch.textnets import text_layout
-
     layout = text_layout(module)
     ename, emb = layout.embedding
     cname, cls = layout.classifier

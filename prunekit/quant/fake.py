@@ -18,12 +18,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from prunekit.arch import prunable_modules
 from prunekit.errors import PrunekitError
 
 MIN_BITS, MAX_BITS = 2, 8
 
 
-def _check_bits(bits: int) -> int:
+def check_bits(bits: int) -> int:
+    """``bits``, or one clear error (recipes check it before any stage runs)."""
     if not isinstance(bits, int) or not MIN_BITS <= bits <= MAX_BITS:
         raise PrunekitError(f"fake quantisation bits must be an integer in {MIN_BITS}…{MAX_BITS}, got {bits!r}")
     return bits
@@ -31,7 +33,7 @@ def _check_bits(bits: int) -> int:
 
 def fake_quantize_tensor(weight: Tensor, bits: int) -> Tensor:
     """Ŵ for one weight matrix (rows = output channels), per the formula in the module docstring."""
-    q_max = 2 ** (_check_bits(bits) - 1) - 1
+    q_max = 2 ** (check_bits(bits) - 1) - 1
     w = weight.detach()
     flat = w.reshape(w.shape[0], -1).float()
     scale = flat.abs().amax(dim=1, keepdim=True) / q_max
@@ -44,9 +46,7 @@ def fake_quantize(model: nn.Module, bits: int, prunable: str | None = None,
                   exclude: str | None = None) -> dict[str, int]:
     """Fake-quantise, in place, the weight of every chosen Linear (default: every Linear in the
     transformer blocks); returns ``{module name: number of weights}``."""
-    from prunekit.arch import prunable_modules
-
-    _check_bits(bits)
+    check_bits(bits)
     done = {}
     with torch.no_grad():
         for name, module in prunable_modules(model, prunable, exclude).items():

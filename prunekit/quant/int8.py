@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from prunekit.errors import PrunekitError
+from prunekit.io.shapes import shapes_manifest
 
 #: attribute holding the float model's shapes manifest (prunekit.io.shapes), read by save_int8
 SHAPES_ATTR = "prunekit_shapes"
@@ -76,8 +77,6 @@ def quantize_int8(model: nn.Module, embeddings: bool = True) -> nn.Module:
 
     The float model's shapes manifest is attached to the copy first, so uneven pruned widths and
     low-rank layers can be rebuilt when it is reloaded."""
-    from prunekit.io.shapes import shapes_manifest
-
     if is_int8(model):
         raise PrunekitError("the model is already int8-quantised")
     float_model = copy.deepcopy(model).cpu().float().eval()

@@ -17,37 +17,19 @@ so :func:`prunekit.load` rebuilds the same modules and reproduces the same outpu
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
+from prunekit.arch import prunable_modules
 from prunekit.errors import PrunekitError
+from prunekit.models.lowrank import LowRankLinear, apply_low_rank_shapes, low_rank_ranks, replace_module
 
-
-class LowRankLinear(nn.Module):
-    """y = up(down(x)): ``down`` (in → rank, no bias) then ``up`` (rank → out, with the original bias)."""
-
-    def __init__(self, in_features: int, out_features: int, rank: int, bias: bool = True) -> None:
-        super().__init__()
-        self.in_features, self.out_features, self.rank = in_features, out_features, rank
-        self.down = nn.Linear(in_features, rank, bias=False)
-        self.up = nn.Linear(rank, out_features, bias=bias)
-
-    @property
-    def weight(self) -> Tensor:
-        """The equivalent dense weight (out × in), so code that only reads shapes keeps working."""
-        up, down = self.up.weight, self.down.weight
-        if callable(up):  # dynamically quantized: weight() is a method returning a quantized tensor
-            up, down = up().dequantize(), down().dequantize()
-        return (up @ down).detach()
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.up(self.down(x))
-
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}"
+# LowRankLinear and the manifest's half (low_rank_ranks, apply_low_rank_shapes) live in prunekit.models.lowrank,
+# below io, which saves and rebuilds them; they are re-exported here, where factorising happens.
+__all__ = ["LowRankLinear", "LowRankSettings", "apply_low_rank_shapes", "choose_rank", "factorize",
+           "low_rank_factorize", "low_rank_ranks"]
 
 
 @dataclass(frozen=True)
@@ -100,8 +82,6 @@ def low_rank_factorize(model: nn.Module, settings: LowRankSettings) -> dict[str,
     Returns, per factorised module, ``{"rank", "in", "out", "energy"}`` (energy = fraction of Σσ² kept);
     layers where factorising would not save weights are skipped and not listed.
     """
-    from prunekit.arch import prunable_modules
-
     settings = settings.validate()
     chosen = {n: m for n, m in prunable_modules(model, settings.prunable, settings.exclude).items()
               if isinstance(m, nn.Linear)}
@@ -114,30 +94,6 @@ def low_rank_factorize(model: nn.Module, settings: LowRankSettings) -> dict[str,
         if rank * (linear.in_features + linear.out_features) >= linear.in_features * linear.out_features:
             continue
         energy = float(s[:rank].pow(2).sum() / s.pow(2).sum().clamp_min(1e-30))
-        _replace(model, name, factorize(linear, rank))
+        replace_module(model, name, factorize(linear, rank))
         done[name] = {"rank": rank, "in": linear.in_features, "out": linear.out_features, "energy": energy}
     return done
-
-
-def low_rank_ranks(model: nn.Module) -> dict[str, int]:
-    """Every :class:`LowRankLinear` in ``model`` and its rank: what the shapes manifest stores."""
-    return {n: m.rank for n, m in model.named_modules() if isinstance(m, LowRankLinear)}
-
-
-def apply_low_rank_shapes(model: nn.Module, ranks: Mapping[str, int]) -> None:
-    """Replace the named Linear layers with blank :class:`LowRankLinear` modules of the saved ranks (before
-    loading weights): the loader's half of :func:`low_rank_ranks`."""
-    for name, rank in ranks.items():
-        try:
-            linear = model.get_submodule(name)
-        except AttributeError as err:
-            raise PrunekitError(f"the manifest names low-rank module {name!r}, which the model does not have") from err
-        if not isinstance(linear, nn.Linear):
-            raise PrunekitError(f"low-rank module {name!r} is a {type(linear).__name__}, not a Linear")
-        blank = LowRankLinear(linear.in_features, linear.out_features, int(rank), bias=linear.bias is not None)
-        _replace(model, name, blank.to(dtype=linear.weight.dtype))
-
-
-def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, child, module)

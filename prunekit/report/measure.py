@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import os
 import statistics
-import time
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -15,12 +14,12 @@ from transformers.pytorch_utils import Conv1D
 
 from prunekit.errors import PrunekitError
 from prunekit.io.packed import dense_size_bytes, packed_size_bytes
+from prunekit.prune.structured import model_shapes
+from prunekit.runtime import MAX_REPEATS, MIN_REPEATS, MakeInputs, cores, median_ms  # noqa: F401 - public here too
 
 # GPT-2 style models use transformers' Conv1D: a Linear with a transposed weight.
 LINEAR_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, Conv1D)
-MakeInputs = Callable[[int, int], dict[str, torch.Tensor]]
 Timer = Callable[[], Mapping[str, float]]  # one timing of one stage: {"batch_1": ms, ...}
-MAX_REPEATS, MIN_REPEATS = 50, 3
 LATENCY_ROUNDS = 3  # interleaved rounds per report: enough for a median and a spread
 ROUND_SECONDS = 0.2  # per batch size and round; 3 rounds cost about what one 0.5 s timing used to
 RELIABLE_SPREAD = 0.10  # rounds agreeing within this are trusted even when there is no speedup to speak of
@@ -92,10 +91,6 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def bert_like_inputs(
     vocab_size: int, device: torch.device | str | None = None, token_type_ids: bool = True, seed: int = 0
 ) -> MakeInputs:
@@ -110,30 +105,6 @@ def bert_like_inputs(
         return {k: v.to(device) for k, v in inputs.items()} if device is not None else inputs
 
     return make_inputs
-
-
-def median_ms(
-    run: Callable[[], Any], warmup: int = 2, repeats: int | None = None, min_seconds: float = 1.0
-) -> float:
-    """Median wall time of ``run()`` in ms: the one timing loop behind every latency prunekit reports
-    (torch here, onnxruntime in :mod:`prunekit.io.onnx`), so the numbers are comparable.
-
-    Without ``repeats`` it runs until ``min_seconds`` are spent (3 to 50 runs), so fast models get
-    enough samples and slow ones do not take forever.
-    """
-    for _ in range(warmup):
-        run()
-    times: list[float] = []
-    while True:
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-        if repeats is not None:
-            done = len(times) >= repeats
-        else:
-            done = (len(times) >= MIN_REPEATS and sum(times) >= min_seconds) or len(times) >= MAX_REPEATS
-        if done:
-            return statistics.median(times) * 1000.0
 
 
 def measure_latency(
@@ -153,7 +124,7 @@ def measure_latency(
     """
     device = model_device(model)
     was_training, old_threads = model.training, torch.get_num_threads()
-    torch.set_num_threads(threads or _cores())
+    torch.set_num_threads(threads or cores())
     model.eval()
     result: dict[str, float] = {}
     try:
@@ -333,9 +304,6 @@ def macs_per_token(model: nn.Module, seq_len: int = 128) -> int:
     token, and every Conv1d weight once per output position (≈ per token). Embedding lookups and norms
     are not counted: they are not multiply-bound.
     """
-    from prunekit.errors import PrunekitError
-    from prunekit.prune.structured import model_shapes
-
     total = sum(int(m.weight.numel()) for m in model.modules() if isinstance(m, (*LINEAR_TYPES, nn.Conv1d)))
     total += sum(int(w.numel()) for m in model.modules() if isinstance(m, nn.RNNBase)
                  for p, w in m.named_parameters() if p.startswith("weight_"))

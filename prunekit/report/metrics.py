@@ -1,7 +1,9 @@
-"""Classification and regression metrics, computed in one place so every report agrees on their definitions."""
+"""Classification and regression metrics, computed in one place so every report agrees on their definitions;
+and the scale the ratio search maximises (which its plots and tables turn back into the metric)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -51,3 +53,14 @@ def regression_metrics(labels: ArrayLike, preds: ArrayLike, loss: float) -> dict
         "mse": float((err**2).mean()),
         "loss": float(loss),
     }
+
+
+def score_of(metric: str, value: float) -> float:
+    """The number the search maximises, in the metric's own units: accuracy points, or −ln(perplexity)
+    (nats per token; a perplexity ratio is additive there)."""
+    return -math.log(value) if metric == "perplexity" else value
+
+
+def metric_of(metric: str, score: float) -> float:
+    """The metric a search score stands for (the inverse of :func:`score_of`)."""
+    return math.exp(-score) if metric == "perplexity" else score

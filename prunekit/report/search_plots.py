@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from prunekit.report.metrics import metric_of
 from prunekit.report.render import _png, _tidy
 
 
@@ -45,16 +46,14 @@ def plot_sensitivity(tables: Sequence[Any], path: Path) -> None:
 def plot_trace(result: Any, path: Path) -> None:
     """Proxy score of every proposed plan (accepted vs rejected) and of the current one, per step; the
     real evaluations at the end."""
-    from prunekit.search.annealing import _from_score
-
     tr = result.trace
     fig = Figure(figsize=(9, 3.8), layout="constrained")
     ax, ax_r = fig.subplots(1, 2, width_ratios=[3, 1])
     metric = result.metric
     if tr:
         steps = np.array([t["step"] for t in tr])
-        prop = np.array([_from_score(metric, t["proposed"]) for t in tr])
-        cur = np.array([_from_score(metric, t["current"]) for t in tr])
+        prop = np.array([metric_of(metric, t["proposed"]) for t in tr])
+        cur = np.array([metric_of(metric, t["current"]) for t in tr])
         acc = np.array([t["accepted"] for t in tr])
         ax.scatter(steps[~acc], prop[~acc], s=3, color="#C7C7C7", label="rejected", rasterized=True)
         ax.scatter(steps[acc], prop[acc], s=3, color="#4C72B0", label="accepted", rasterized=True)
@@ -71,7 +70,7 @@ def plot_trace(result: Any, path: Path) -> None:
     _tidy(ax)
     labels = [c.label for c in result.candidates]
     real = [c.real for c in result.candidates]
-    pred = [_from_score(metric, c.proxy) for c in result.candidates]
+    pred = [metric_of(metric, c.proxy) for c in result.candidates]
     x = np.arange(len(labels))
     ax_r.scatter(x, pred, marker="x", color="#C44E52", label="predicted")
     ax_r.scatter(x, real, marker="o", color="#55A868", label="measured")

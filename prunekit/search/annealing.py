@@ -26,8 +26,9 @@ from typing import Any
 import numpy as np
 
 from prunekit.errors import PrunekitError
+from prunekit.report.metrics import metric_of, score_of
 from prunekit.search.budget import Budget, CostModel, Unit
-from prunekit.search.sensitivity import SensitivityTable, score_of
+from prunekit.search.sensitivity import SensitivityTable
 
 
 @dataclass
@@ -287,7 +288,7 @@ def anneal(
         c.real = evaluate(c.ratios)
         if progress:
             progress(f"real evaluation {k}/{len(chosen)} ({c.label}): {proxy.metric} {c.real:.4g} "
-                     f"(predicted {_from_score(proxy.metric, c.proxy):.4g})")
+                     f"(predicted {metric_of(proxy.metric, c.proxy):.4g})")
     # by default the best real metric (exact ties: the better prediction, else uniform)
     best = max(chosen, key=lambda c: (sign * c.real, c.proxy)) if choose is None else chosen[choose(chosen)]
     return SearchResult(units, best, uniform, chosen, trace, t0, time.perf_counter() - start, len(chosen),
@@ -309,10 +310,6 @@ def _diverse(ranked: list[Candidate], n: int) -> list[Candidate]:
         if c not in out:
             out.append(c)
     return out
-
-
-def _from_score(metric: str, score: float) -> float:
-    return math.exp(-score) if metric == "perplexity" else score
 
 
 def min_size_search(
@@ -338,7 +335,7 @@ def min_size_search(
     for _ in range(7):
         mid = (lo + hi) / 2
         res = anneal(units, cost, Budget(kind, mid), proxy, lambda r: proxy.baseline, quick)
-        if within(_from_score(proxy.metric, res.extra["best_proxy"])):
+        if within(metric_of(proxy.metric, res.extra["best_proxy"])):
             hi = mid
         else:
             lo = mid

@@ -19,10 +19,21 @@ from typing import Any
 import numpy as np
 import torch
 
+from prunekit.assets import cache_dir
 from prunekit.errors import PrunekitError
-from prunekit.search.annealing import SearchResult, SearchSettings, anneal, min_size_search
+from prunekit.importance.groups import group_scores
+from prunekit.io.atomic import atomic_output_dir, check_output_dir
+from prunekit.io.hf import load_causal_lm, locate
+from prunekit.prune.structured import apply_plan, plan_from_ratios, removed_ratios
+from prunekit.report.measure import bert_like_inputs, model_device
+from prunekit.report.metrics import metric_of
+from prunekit.report.search_plots import plot_sensitivity, plot_trace
+from prunekit.runtime import default_device, seed_everything
+from prunekit.search.annealing import Proxy, SearchResult, SearchSettings, anneal, min_size_search
 from prunekit.search.budget import Budget, CostModel, latency_table
+from prunekit.search.finalists import FINALIST_METRICS, heldout_indices, kl_per_example, paired_choice
 from prunekit.search.plan import make_plan, write_plan
+from prunekit.search.profile import attention_shares, profile_search
 from prunekit.search.sensitivity import (
     DEFAULT_RATIOS,
     ClassifierProbe,
@@ -33,6 +44,10 @@ from prunekit.search.sensitivity import (
     run_sensitivity,
     structured_plan,
 )
+from prunekit.tasks.classification import EncodedSplit, predict
+from prunekit.tasks.classification import evaluate as evaluate_split
+from prunekit.tasks.lm import LMText, calibration_windows, evaluation_windows, load_lm_text
+from prunekit.train import DistillConfig, TrainConfig, train
 
 SEARCH_GRANULARITIES = ("structured", "unstructured")
 LM_SPACES = ("profile", "blocks")
@@ -44,8 +59,6 @@ def _log(msg: str) -> None:
 
 def _fingerprint(spec: str) -> str:
     """A model's identity for the cache: its resolved folder and the size/mtime of its weight files."""
-    from prunekit.io.hf import locate
-
     try:
         where = Path(locate(spec))
     except PrunekitError:
@@ -64,8 +77,6 @@ def _key(ratios: Any) -> tuple[float, ...]:
 
 
 def _cache_dir() -> Path:
-    from prunekit.assets import cache_dir
-
     return cache_dir() / "search"
 
 
@@ -116,9 +127,9 @@ class _Session:
             raise PrunekitError(f"--task must be classification or lm, got {opts.task!r}")
 
     def _open_classifier(self, model: str, data: Any, trust_remote_code: bool) -> None:
-        from prunekit.importance.groups import group_scores
+        # upward (search -> pipeline) until the task interface owns opening a model with its data and its
+        # calibration batches (issue 21 item 1); then this import goes to the top, from prunekit.tasks
         from prunekit.pipeline import _calibration_batches, open_workbench
-        from prunekit.tasks.classification import evaluate as evaluate_split
 
         o = self.opts
         wb = open_workbench(model, data, o.seed, trust_remote_code)
@@ -129,8 +140,6 @@ class _Session:
         self.model = wb.model.eval()
         val = wb.validation
         if o.max_eval_samples and o.max_eval_samples < len(val):
-            from prunekit.tasks.classification import EncodedSplit
-
             val = EncodedSplit(val.features[: o.max_eval_samples], val.labels[: o.max_eval_samples])
         self.validation = val
 
@@ -145,10 +154,6 @@ class _Session:
         self.probe = ClassifierProbe(self.model, evaluate, self.scores, self.identity, gqa=o.gqa)
 
     def _open_lm(self, model: str, data: Any, trust_remote_code: bool) -> None:
-        from prunekit.io.hf import load_causal_lm
-        from prunekit.runtime import default_device, seed_everything
-        from prunekit.tasks.lm import LMText, calibration_windows, evaluation_windows, load_lm_text
-
         o = self.opts
         seed_everything(o.seed)
         lm, tok = load_causal_lm(model, trust_remote_code)
@@ -168,9 +173,6 @@ class _Session:
     def _finalist_data(self) -> None:
         """For KL ranking: the training examples the finalists recover on, the held-out set they are scored
         on (validation + a seeded slice of train kept out of that recovery) and the unpruned model's logits."""
-        from prunekit.search.finalists import heldout_indices
-        from prunekit.tasks.classification import EncodedSplit, predict
-
         o, train = self.opts, self.wb.train
         size = min(o.heldout, len(train) // 4)  # small data sets: the recovery keeps at least 3/4 of train
         held = set(heldout_indices(len(train), size, o.seed).tolist()) if size else set()
@@ -186,12 +188,6 @@ class _Session:
         """Validation accuracy of the plan cut out of a copy of the model and briefly recovered by
         distillation from the unpruned model: what the plan is worth after ``prunekit prune`` recovers it.
         With KL ranking, the per-example KL on the held-out set is kept in ``finalist_losses``."""
-        from prunekit.prune.structured import apply_plan
-        from prunekit.search.finalists import kl_per_example
-        from prunekit.tasks.classification import evaluate as evaluate_split
-        from prunekit.tasks.classification import predict
-        from prunekit.train import DistillConfig, TrainConfig, train
-
         o = self.opts
         kl = o.finalist_metric == "kl"
         if kl and not hasattr(self, "heldout"):
@@ -220,9 +216,6 @@ def sensitivity(
     trust_remote_code: bool = False,
 ) -> dict[str, Any]:
     """Measure every unit of ``granularity`` at every ratio; write ``sensitivity.json`` and ``sensitivity.png``."""
-    from prunekit.io.atomic import atomic_output_dir, check_output_dir
-    from prunekit.report.search_plots import plot_sensitivity
-
     opts = opts or SearchData()
     ratios = parse_ratios(ratios)
     check_output_dir(out, force, inputs=_inputs(model, data))
@@ -256,9 +249,6 @@ def search(
 ) -> dict[str, Any]:
     """Find per-layer ratios that meet ``budget`` and maximise the validation metric (or, with ``max_drop``,
     the smallest budget within that drop); write ``plan.yaml``, ``search.json`` and the trace plot."""
-    from prunekit.io.atomic import atomic_output_dir, check_output_dir
-    from prunekit.report.search_plots import plot_sensitivity, plot_trace
-
     opts = opts or SearchData()
     budget = Budget.parse(budget) if isinstance(budget, str) else budget
     granularity = granularity or ("unstructured" if opts.task == "lm" else "structured")
@@ -280,7 +270,6 @@ def search(
         recover = 0.25 if opts.task == "classification" and granularity == "structured" else 0.0
     if recover < 0 or (recover > 0 and (opts.task != "classification" or granularity != "structured")):
         raise PrunekitError("--recover-epochs (≥ 0) applies to structured classifier searches only")
-    from prunekit.search.finalists import FINALIST_METRICS
 
     if opts.finalist_metric not in FINALIST_METRICS:
         raise PrunekitError(f"--rank must be {' or '.join(FINALIST_METRICS)}, got {opts.finalist_metric!r}")
@@ -339,8 +328,6 @@ def _anneal(session: _Session, units, cost: CostModel, budget: Budget, tables: S
     """Simulated annealing on the sensitivity proxy; the best plans measured for real (LMs: by the
     one-shot prune, see :meth:`LMProbe.measure_real`; structured classifiers: after a short
     recovery when ``recover`` > 0)."""
-    from prunekit.search.annealing import Proxy
-
     proxy = Proxy(units, tables)
     cost.check_feasible(budget, proxy.caps)
     probe = session.probe
@@ -367,8 +354,6 @@ def _global_ranking(session: _Session, units, budget: Budget) -> list[float] | N
     """Per-unit ratios of one global ranking of the session's head / neuron scores (the other standard
     allocation beside uniform; ``prunekit prune --scope global``) at a params budget; None where that
     ranking does not apply (LMs, other budgets, or a ranking that would empty a layer)."""
-    from prunekit.prune.structured import plan_from_ratios, removed_ratios
-
     kinds = {u.kind for u in units}
     if session.scores is None or budget.kind != "params" or not kinds <= {"heads", "ffn"}:
         return None
@@ -385,8 +370,6 @@ def _global_ranking(session: _Session, units, budget: Budget) -> list[float] | N
 def _choose_by_kl(session: _Session, finalists: list) -> int:
     """Rank the recovered finalists (uniform first) by held-out KL to the unpruned model; a plan replaces
     uniform only if its paired gain is beyond ``margin`` standard errors (:func:`paired_choice`)."""
-    from prunekit.search.finalists import paired_choice
-
     o = session.opts
     choice = paired_choice([session.finalist_losses[_key(c.ratios)] for c in finalists], 0, o.margin)
     for c, mean, gain, se, z in zip(finalists, choice.means, choice.gains, choice.ses, choice.z, strict=True):
@@ -407,8 +390,6 @@ def _choose_by_kl(session: _Session, finalists: list) -> int:
 def _profile_search(session: _Session, units, cost: CostModel, budget: Budget,
                     settings: SearchSettings) -> SearchResult:
     """LMs: the (depth slope × attention/MLP split) grid screened by the proxy, the best measured for real."""
-    from prunekit.search.profile import attention_shares, profile_search
-
     probe = session.probe
     base = probe.measure_proxy([0.0] * len(units))
     return profile_search(units, cost, budget, attention_shares(session.model),
@@ -434,8 +415,6 @@ def _check_halves(probe: LMProbe, result: SearchResult) -> None:
 
 
 def _latency_table(session: _Session, units) -> dict[str, list[list[float]]]:
-    from prunekit.report.measure import bert_like_inputs, model_device
-
     model = session.model
     tti = hasattr(session, "wb") and "token_type_ids" in session.wb.tokenizer.model_input_names
     make = bert_like_inputs(model.config.vocab_size, model_device(model), token_type_ids=tti)
@@ -446,12 +425,10 @@ def _latency_table(session: _Session, units) -> dict[str, list[list[float]]]:
 
 def _plan(session: _Session, units, result: SearchResult, granularity: str, budget: Budget, settings: SearchSettings,
           seconds: float, tables: Sequence[SensitivityTable]) -> dict[str, Any]:
-    from prunekit.search.annealing import _from_score
-
     b = result.best
     scores = {"metric": result.metric, "split": "validation", "baseline": result.baseline, "validation": b.real,
-              "predicted": _from_score(result.metric, b.proxy), "uniform_validation": result.uniform.real,
-              "uniform_predicted": _from_score(result.metric, result.uniform.proxy), "chosen": b.label}
+              "predicted": metric_of(result.metric, b.proxy), "uniform_validation": result.uniform.real,
+              "uniform_predicted": metric_of(result.metric, result.uniform.proxy), "chosen": b.label}
     if b.halves is not None:
         scores["validation_halves"], scores["uniform_validation_halves"] = b.halves, result.uniform.halves
     search = {"method": result.extra.get("method", "simulated annealing"),
@@ -489,14 +466,12 @@ def _search_md(plan: dict[str, Any], r: SearchResult, seconds: float, tables: bo
     lines = [f"# Search: budget {r.budget}", "", f"{how}, {r.evaluations} real evaluations, {seconds:.0f} s in all.",
              "",
              "| plan | predicted | validation " + r.metric + " | kept |", "| --- | --: | --: | --: |"]
-    from prunekit.search.annealing import _from_score
-
     ranked = any(c.loss is not None for c in r.candidates)
     if ranked:  # finalists ranked by held-out KL, paired against uniform
         lines[-2] += " held-out KL | gain over uniform (SE) |"
         lines[-1] += " --: | --: |"
     for c in r.candidates:
-        row = f"| {c.label} | {_from_score(r.metric, c.proxy):.4g} | {c.real:.4g} | {100 * c.kept:.1f} % |"
+        row = f"| {c.label} | {metric_of(r.metric, c.proxy):.4g} | {c.real:.4g} | {100 * c.kept:.1f} % |"
         if ranked and c.loss is not None:
             p = c.paired or {}
             row += f" {c.loss:.4g} | {p.get('gain', 0.0):+.3g} ({p.get('se', 0.0):.2g}) |"

@@ -25,7 +25,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from prunekit.arch import transformer_layers
 from prunekit.errors import PrunekitError
+from prunekit.importance.groups import group_scores
+from prunekit.prune.calibration import sublayer_groups
+from prunekit.prune.structured import apply_plan, attn_site, ffn_site, num_layers, plan_from_layer_ratios
+from prunekit.report import measure
+from prunekit.report.measure import model_device
 
 BUDGET_KINDS = ("params", "macs", "latency")
 LATENCY_POINTS = (0.25, 0.5, 0.75, 1.0)  # kept fractions the latency table measures (0 removed = 1.0)
@@ -99,8 +105,6 @@ def _numel(modules: Sequence[nn.Module], bias: bool = True) -> int:
 def structured_units(model: nn.Module, kinds: Sequence[str] = ("heads", "ffn"), seq_len: int = 128,
                      gqa: str = "groups") -> list[Unit]:
     """Per layer: attention heads (kv groups under GQA with ``gqa="groups"``), FFN neurons, or the whole layer."""
-    from prunekit.prune.structured import attn_site, ffn_site, num_layers
-
     units = []
     for i in range(num_layers(model)):
         a, f = attn_site(model, i), ffn_site(model, i)
@@ -125,9 +129,6 @@ def structured_units(model: nn.Module, kinds: Sequence[str] = ("heads", "ffn"), 
 
 def block_units(model: nn.Module) -> list[Unit]:
     """Unstructured: one unit per block, its Linear weights (a zero weight costs no parameter / sparse MAC)."""
-    from prunekit.arch import transformer_layers
-    from prunekit.prune.calibration import sublayer_groups
-
     _, layers = transformer_layers(model)
     units = []
     for i, block in enumerate(layers):
@@ -192,8 +193,6 @@ def _latency_key(u: Unit) -> str:
 
 
 def _block_signature(model: nn.Module, layer: int) -> str:
-    from prunekit.prune.structured import attn_site, ffn_site
-
     a, f = attn_site(model, layer), ffn_site(model, layer)
     return f"{type(a.attn).__name__}:{a.n_q}x{a.head_dim}/{a.n_kv}:{type(f.up).__name__}:{f.width}"
 
@@ -204,10 +203,6 @@ def latency_table(model: nn.Module, units: Sequence[Unit], make_inputs: Callable
     """Per unit, [[kept fraction, ms], ...]: one block timed alone with its heads or FFN cut to each of
     :data:`LATENCY_POINTS`. Blocks of the same shape are measured once; the table is cached in ``cache``
     (a JSON file keyed by device, threads and block shapes) so a search measures a device once."""
-    from prunekit.importance.groups import group_scores
-    from prunekit.prune.structured import apply_plan, num_layers, plan_from_layer_ratios
-    from prunekit.report.measure import median_ms, model_device
-
     threads = torch.get_num_threads()
     device = model_device(model)
     sigs = {i: _block_signature(model, i) for i in range(num_layers(model))}
@@ -235,7 +230,8 @@ def latency_table(model: nn.Module, units: Sequence[Unit], make_inputs: Callable
                 block = _blocks(m)[u.layer].eval()
                 args, kwargs = captured
                 with torch.inference_mode():
-                    ms = median_ms(lambda b=block, a=args, k=kwargs: b(*a, **k), warmup=2, min_seconds=min_seconds)
+                    ms = measure.median_ms(  # looked up when called: a test swaps in a fake timer
+                        lambda b=block, a=args, k=kwargs: b(*a, **k), warmup=2, min_seconds=min_seconds)
                 rows.append([1.0 - ratio, ms])
                 del m
             rows.append([0.0, 0.0])
@@ -254,8 +250,6 @@ def latency_table(model: nn.Module, units: Sequence[Unit], make_inputs: Callable
 
 
 def _blocks(model: nn.Module) -> nn.ModuleList:
-    from prunekit.arch import transformer_layers
-
     return transformer_layers(model)[1]
 
 

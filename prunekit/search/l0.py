@@ -53,7 +53,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
+from prunekit.arch import transformer_layers
 from prunekit.errors import PrunekitError
+from prunekit.prune.structured import StructuredPlan, apply_plan, attn_site, ffn_site, num_layers
+from prunekit.prune.surgery import in_dim
 from prunekit.search.budget import Budget, structured_units
 
 if TYPE_CHECKING:
@@ -103,8 +106,6 @@ class Gates(nn.Module):
     def __init__(self, model: nn.Module, budget: Budget, total_steps: int,
                  settings: L0Settings | None = None) -> None:
         super().__init__()
-        from prunekit.arch import transformer_layers
-        from prunekit.prune.structured import attn_site, ffn_site, num_layers
 
         s = settings or L0Settings()
         if budget.kind != "params":
@@ -300,9 +301,6 @@ class GatedModel(nn.Module):
 def finalize(model: nn.Module, gates: Gates) -> dict[str, Any]:
     """Decide what stays (closed gates go; then the least open groups until the budget holds), fold the
     kept gates' values into the weights, remove the hooks and cut the model. Returns what was decided."""
-    from prunekit.prune.structured import StructuredPlan, apply_plan, attn_site, ffn_site
-    from prunekit.prune.surgery import in_dim
-
     if gates.step > 0 and any(p.grad is not None for p, _ in gates.gate_params()):
         gates.update()  # the last training step's gradients
     gates.eval()

@@ -17,6 +17,7 @@ from torch import nn
 
 from prunekit.errors import PrunekitError
 from prunekit.io.documents import read_yaml
+from prunekit.prune.structured import model_shapes
 from prunekit.search.budget import Unit
 
 PLAN_VERSION = 1
@@ -24,8 +25,6 @@ PLAN_VERSION = 1
 
 def architecture(model: nn.Module) -> dict[str, Any]:
     """What a plan must match: family, layer count and per-layer head counts and FFN widths."""
-    from prunekit.prune.structured import model_shapes
-
     sh = model_shapes(model)
     return {"model_type": sh["model_type"], "num_layers": sh["num_layers"], "hidden_size": sh["hidden_size"],
             "q_heads": [x["q_heads"] for x in sh["layers"]], "ffn": [x["ffn"] for x in sh["layers"]]}

@@ -19,10 +19,12 @@ from typing import Any
 
 from torch import nn
 
+from prunekit.arch import transformer_layers
 from prunekit.errors import PrunekitError
+from prunekit.prune.calibration import sublayer_groups
+from prunekit.report.metrics import metric_of, score_of
 from prunekit.search.annealing import Candidate, SearchResult, SearchSettings
 from prunekit.search.budget import Budget, CostModel, Unit
-from prunekit.search.sensitivity import score_of
 
 DEFAULT_SLOPES = (-0.2, -0.1, 0.0, 0.1, 0.2)
 DEFAULT_SPLITS = (-0.2, -0.1, 0.0, 0.1, 0.2)
@@ -48,9 +50,6 @@ class Profile:
 
 def attention_shares(model: nn.Module) -> list[float]:
     """Per block: the attention Linears' share (q, k, v, o) of the block's pruned Linear weights."""
-    from prunekit.arch import transformer_layers
-    from prunekit.prune.calibration import sublayer_groups
-
     _, layers = transformer_layers(model)
     shares = []
     for block in layers:
@@ -116,14 +115,14 @@ def profile_search(
         best = max(best, score)
     if progress:
         progress(f"profiles: {len(grid)} screened by the proxy, best predicted perplexity "
-                 f"{math.exp(-best):.4g} (uniform {math.exp(-cands[0].proxy):.4g})")
+                 f"{metric_of('perplexity', best):.4g} (uniform {metric_of('perplexity', cands[0].proxy):.4g})")
     chosen = [cands[0]] + sorted(cands[1:], key=lambda c: -c.proxy)[: settings.evals - 1]
     by_label = {p.label: p for p in grid}
     for k, c in enumerate(chosen, start=1):
         c.real = evaluate(by_label[c.label])
         if progress:
             progress(f"real evaluation {k}/{len(chosen)} ({c.label}): perplexity {c.real:.4g} "
-                     f"(predicted {math.exp(-c.proxy):.4g})")
+                     f"(predicted {metric_of('perplexity', c.proxy):.4g})")
     best_c = min(chosen, key=lambda c: (c.real, -c.proxy))
     return SearchResult(list(units), best_c, chosen[0], chosen, trace, 0.0, time.perf_counter() - start,
                         len(chosen), "perplexity", baseline, budget,

@@ -29,8 +29,17 @@ import numpy as np
 import torch
 from torch import nn
 
+from prunekit.arch import transformer_layers
 from prunekit.errors import PrunekitError
+from prunekit.importance.wanda import wanda_scores
+from prunekit.prune.calibration import as_rows, sublayer_groups
+from prunekit.prune.masks import keep_per_row
+from prunekit.prune.oneshot import OneShotSettings, prune_oneshot
+from prunekit.prune.structured import num_layers, plan_from_layer_ratios, structured_masks
+from prunekit.report.measure import model_device
+from prunekit.report.metrics import score_of
 from prunekit.search.budget import Unit, block_units, structured_units
+from prunekit.tasks.lm import perplexity
 
 GRANULARITIES = ("unstructured", "heads", "ffn", "layers")
 DEFAULT_RATIOS = (0.1, 0.3, 0.5, 0.7, 0.9)
@@ -57,12 +66,6 @@ class Probe(Protocol):
     def units(self, granularity: str) -> list[Unit]: ...
 
     def measure(self, ratios: Mapping[str, float]) -> float: ...
-
-
-def score_of(metric: str, value: float) -> float:
-    """The number the search maximises, in the metric's own units: accuracy points, or −ln(perplexity)
-    (nats per token; a perplexity ratio is additive there)."""
-    return -math.log(value) if metric == "perplexity" else value
 
 
 @dataclass
@@ -200,7 +203,6 @@ class ClassifierProbe:
                 return self._evaluate(self.model)
         if not units:
             return self._evaluate(self.model)
-        from prunekit.prune.structured import structured_masks
 
         plan = structured_plan(self.model, self.scores, units, ratios, gqa=self.gqa)
         return self._evaluate(structured_masks(self.model, plan))
@@ -209,8 +211,6 @@ class ClassifierProbe:
 def structured_plan(model: nn.Module, scores: Any, units: Sequence[Unit], ratios: Mapping[str, float],
                     gqa: str = "groups", round_to: int = 1):
     """The :class:`~prunekit.prune.structured.StructuredPlan` of per-unit ratios (layer units: removed at 1)."""
-    from prunekit.prune.structured import num_layers, plan_from_layer_ratios
-
     heads = {u.layer: ratios[u.name] for u in units if u.kind == "heads" and ratios.get(u.name, 0) > 0}
     ffn = {u.layer: ratios[u.name] for u in units if u.kind == "ffn" and ratios.get(u.name, 0) > 0}
     gone = {u.layer for u in units if u.kind == "layer" and ratios.get(u.name, 0) >= 0.5}
@@ -233,11 +233,6 @@ class masked_blocks:  # noqa: N801 - used as a context manager, reads like one
         self.saved: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def __enter__(self) -> nn.Module:
-        from prunekit.arch import transformer_layers
-        from prunekit.importance.wanda import wanda_scores
-        from prunekit.prune.calibration import as_rows, sublayer_groups
-        from prunekit.prune.masks import keep_per_row
-
         prefix, layers = transformer_layers(self.model)
         blocks = set(self.ratios) | set(self.mlp_ratios or {})
         with torch.no_grad():
@@ -309,8 +304,6 @@ class LMProbe:
 
     def measure_proxy(self, blocks: Sequence[float], mlp: Sequence[float] | None = None) -> float:
         """The proxy's perplexity of a whole plan (per-block ratios; ``mlp``: the MLP Linears' own)."""
-        from prunekit.tasks.lm import perplexity
-
         mlp_map = None if mlp is None else dict(enumerate(mlp))
         with masked_blocks(self.model, dict(enumerate(blocks)), self.sq_norms, mlp_map):
             return perplexity(self.model, self.windows, batch_size=len(self.windows))["perplexity"]
@@ -326,11 +319,6 @@ class LMProbe:
         """Perplexity on the validation windows after the real prune (the method's default calibration) at
         per-block ratios ``blocks`` (attention's, when ``mlp`` gives the MLP Linears their own); the weights
         are restored."""
-        from prunekit.arch import transformer_layers
-        from prunekit.prune.oneshot import OneShotSettings, prune_oneshot
-        from prunekit.report.measure import model_device
-        from prunekit.tasks.lm import perplexity
-
         if mlp is not None and [float(x) for x in mlp] == [float(x) for x in blocks]:
             mlp = None
         settings = OneShotSettings(method=self.method, sparsity=float(np.mean(blocks)), block_ratios=list(blocks),
@@ -357,10 +345,6 @@ class LMProbe:
 @torch.no_grad()
 def input_sq_norms(model: nn.Module, calibration: torch.Tensor, batch_size: int = 4) -> dict[str, torch.Tensor]:
     """Σ x_j² of every block Linear's inputs over the calibration windows, on the dense model."""
-    from prunekit.arch import transformer_layers
-    from prunekit.prune.calibration import sublayer_groups
-    from prunekit.report.measure import model_device
-
     prefix, layers = transformer_layers(model)
     sums: dict[str, torch.Tensor] = {}
     handles = []

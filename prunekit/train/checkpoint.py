@@ -34,7 +34,9 @@ import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
-from prunekit.io.atomic import CHECKPOINT_DIR, _json_default, _sibling, write_json_atomic
+from prunekit.errors import PrunekitError
+from prunekit.io.atomic import CHECKPOINT_DIR, json_default, sibling, write_json_atomic
+from prunekit.runtime import accelerator
 
 
 @dataclass
@@ -45,8 +47,6 @@ class CheckpointOptions:
     minutes: float = 10.0
 
     def validate(self) -> CheckpointOptions:
-        from prunekit.errors import PrunekitError
-
         if self.every < 1 or self.minutes <= 0:
             raise PrunekitError("--checkpoint-every must be >= 1 step and --checkpoint-minutes > 0")
         return self
@@ -76,7 +76,7 @@ def fingerprint(command: str, **parts: Any) -> str:
                     "mtime_ns": max(s.st_mtime_ns for s in stats)}
         return value
 
-    text = json.dumps({"command": command, **resolve(parts)}, sort_keys=True, default=_json_default)
+    text = json.dumps({"command": command, **resolve(parts)}, sort_keys=True, default=json_default)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -149,7 +149,7 @@ class TrainCheckpoint:
         final = self.owner.folder / name
         if final.exists():
             return
-        tmp = _sibling(final, "tmp")
+        tmp = sibling(final, "tmp")
         tmp.mkdir()
         for key, module in modules.items():
             if module is not None:
@@ -215,8 +215,6 @@ def resumable(tmp: Path | None, options: CheckpointOptions | None) -> Iterator[C
     """Checkpoint every training call inside the block into ``tmp`` (None: no checkpoints, e.g. on the
     non-main processes of a distributed run, where only the main one writes; several processes are not
     checkpointed, since they would have to resume together)."""
-    from prunekit.runtime import accelerator
-
     options = options or CheckpointOptions()
     if tmp is None or accelerator().num_processes > 1:
         yield None

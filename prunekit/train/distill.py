@@ -31,6 +31,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from prunekit.errors import PrunekitError
+from prunekit.importance.groups import group_scores
+from prunekit.prune.structured import StructuredPlan, apply_plan, num_layers, plan_from_ratios
 from prunekit.tasks.classification import distill_loss  # the classifier's logit loss, kept importable here
 
 #: A task's logit loss: (student logits, teacher logits, labels, config) → loss (:meth:`Task.distill_loss`).
@@ -173,9 +175,6 @@ def make_student(teacher: nn.Module, layers: int | Sequence[int] | None = None, 
     heads, FFN neurons and of the hidden width to remove, ranked by ``importance`` (as in structured
     pruning, so the student keeps the teacher's most important parts rather than the first ones).
     The layer map pairs each student layer with the teacher layer it came from."""
-    from prunekit.importance.groups import group_scores
-    from prunekit.prune.structured import StructuredPlan, apply_plan, num_layers, plan_from_ratios
-
     student = copy.deepcopy(teacher)
     n = num_layers(student)
     if layers is None:
