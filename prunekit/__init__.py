@@ -27,7 +27,7 @@ _API = {
 
 #: The modules that register prunekit's built-in saved formats (:mod:`prunekit.io.formats`) when imported:
 #: text nets, int8, structured manifests, packed sparse weights and plain transformers folders.
-FORMAT_MODULES = ("prunekit.io.textnet", "prunekit.quant.saved", "prunekit.io.shapes")
+FORMAT_MODULES = ("prunekit.io.textnet", "prunekit.quant.saved", "prunekit.io.shapes", "prunekit.io.hf")
 
 
 def load(path: str | PathLike[str], trust_remote_code: bool = False) -> nn.Module:
