@@ -31,6 +31,7 @@ from transformers import AutoConfig, PretrainedConfig, PreTrainedTokenizerBase
 
 from prunekit.arch import family_for, family_for_config
 from prunekit.arch.attributes import FFN_WIDTH, LAYOUT, SCALING, set_head_counts, set_int_attrs
+from prunekit.arch.sites import attn_site, ffn_site, find_module
 from prunekit.errors import PrunekitError
 from prunekit.io import textnet as _textnet  # noqa: F401 - registers its format, so load() covers text nets
 from prunekit.io.atomic import atomic_output_dir, write_json_atomic
@@ -40,7 +41,6 @@ from prunekit.io.formats import load_saved, register_format
 from prunekit.io.packed import load_packed, save_packed
 from prunekit.models.lowrank import apply_low_rank_shapes, low_rank_ranks
 from prunekit.prune.structured.shapes import is_uniform, model_shapes, sync_config
-from prunekit.prune.structured.sites import attn_site, ffn_site, find_module
 from prunekit.prune.surgery import reshape_blank
 
 MANIFEST = "prunekit_shapes.json"
