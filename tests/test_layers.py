@@ -11,9 +11,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "prunekit"
-#: function-level imports of prunekit's own modules today (199 before the layers were drawn; the target is
-#: fewer than 30, for optional heavy dependencies and the CLI's fast start only): lower it, never raise it
-LIMIT = 57
+#: function-level imports of prunekit's own modules today, outside :data:`EXEMPT` (199 before the layers were
+#: drawn): lower it, never raise it
+LIMIT = 16
+#: modules whose imports inside functions are deliberate, with the reason
+EXEMPT = {"prunekit.cli": "keeps `prunekit --help` fast: a command imports the API only when it runs"}
 
 
 def _module(path: Path, root: Path) -> str:
@@ -49,7 +51,7 @@ def function_level_imports(package: Path = PACKAGE) -> list[str]:
 
 
 def test_function_level_imports_of_prunekit_stay_below_the_limit() -> None:
-    found = function_level_imports()
+    found = [f for f in function_level_imports() if f.partition(":")[0] not in EXEMPT]
     assert len(found) <= LIMIT, (
         f"{len(found)} imports of prunekit's own modules inside functions (limit {LIMIT}): put them at the top "
         "of the module, moving code to the layer it belongs to if that makes a cycle:\n" + "\n".join(found))
