@@ -9,6 +9,9 @@ import ast
 import configparser
 from pathlib import Path
 
+import grimp
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "prunekit"
 #: function-level imports of prunekit's own modules today, outside :data:`EXEMPT` (199 before the layers were
@@ -80,3 +83,26 @@ def test_every_top_level_module_has_a_layer() -> None:
     children = {p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__"}
     children |= {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
     assert children == named, f"not in a layer: {sorted(children - named)}; no such module: {sorted(named - children)}"
+
+
+@pytest.mark.parametrize(("low", "high"), [
+    ("prunekit.importance", "prunekit.prune"),  # a criterion never knows how a weight is removed
+    ("prunekit.tasks", "prunekit.config"),  # tasks read data.options.DataOptions, below the settings
+    ("prunekit.io.shapes", "prunekit.io.hf"),  # hf registers the plain transformers format itself
+    ("prunekit.prune.solvers", "prunekit.prune.oneshot"),  # the engine runs the solvers, not the reverse
+    ("prunekit.importance.registry", "prunekit.importance.base"),  # criteria register; the registry is below
+])
+def test_the_lower_side_of_a_former_cycle_reaches_nothing_above_it(low: str, high: str) -> None:
+    graph = _graph()
+    assert not graph.find_shortest_chains(importer=low, imported=high, as_packages=True), (
+        f"{low} imports {high} again (directly or through other modules): a cycle lint-imports refuses")
+
+
+_GRAPH: list[grimp.ImportGraph] = []
+
+
+def _graph() -> grimp.ImportGraph:
+    """prunekit's import graph, built once per test session."""
+    if not _GRAPH:
+        _GRAPH.append(grimp.build_graph("prunekit"))
+    return _GRAPH[0]
