@@ -22,12 +22,9 @@ _API = {
     "inspect": ("prunekit.pipeline", "inspect"),
     "prune_lm": ("prunekit.pipeline_lm", "prune_lm"),
     "evaluate_lm": ("prunekit.pipeline_lm", "evaluate_lm"),
+    # the modules that register prunekit's built-in saved formats (prunekit.io.formats imports them first)
+    "FORMAT_MODULES": ("prunekit.io.formats", "FORMAT_MODULES"),
 }
-
-
-#: The modules that register prunekit's built-in saved formats (:mod:`prunekit.io.formats`) when imported:
-#: text nets, int8, structured manifests, packed sparse weights and plain transformers folders.
-FORMAT_MODULES = ("prunekit.io.textnet", "prunekit.quant.saved", "prunekit.io.shapes")
 
 
 def load(path: str | PathLike[str], trust_remote_code: bool = False) -> nn.Module:
@@ -36,10 +33,6 @@ def load(path: str | PathLike[str], trust_remote_code: bool = False) -> nn.Modul
     The folder's format is recognised by the registry :mod:`prunekit.io.formats`; a format of your own
     is one :func:`~prunekit.io.formats.register_format` call away.
     """
-    import importlib
-
-    for module in FORMAT_MODULES:
-        importlib.import_module(module)
     from prunekit.io.formats import load_saved
 
     return load_saved(path, trust_remote_code)

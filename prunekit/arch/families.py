@@ -17,6 +17,7 @@ from prunekit.arch.discover import (
     in_attention,
     is_linear,
 )
+from prunekit.arch.textnets import is_text_model, text_layout
 from prunekit.errors import PrunekitError
 
 
@@ -293,8 +294,6 @@ def prunable_weights(
     every Conv1d weight (not the embedding, not the classifier), keyed by parameter name; there
     ``include``/``exclude`` match parameter names and may pick any weight matrix.
     """
-    from prunekit.arch.textnets import is_text_model, text_layout
-
     if not is_text_model(model):
         return {name: mod.weight for name, mod in prunable_modules(model, include, exclude).items()}
     matrices = {n: p for n, p in model.named_parameters() if p.ndim >= 2}

@@ -10,22 +10,70 @@ or a criterion's own :meth:`Importance.score_groups`) and the one-shot LM engine
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, ClassVar
+from dataclasses import dataclass, field
+from typing import ClassVar
 
+import torch
 from torch import Tensor, nn
 
+from prunekit.arch.groups import TextGroup
 from prunekit.errors import PrunekitError
 from prunekit.importance.registry import WEIGHTS
-
-if TYPE_CHECKING:
-    from prunekit.prune.calibration import InputStats
-    from prunekit.prune.structured import GroupScores
-    from prunekit.prune.textnets import TextGroup
 
 #: what criteria that learn from data (gradients, activations) see: model inputs, by name
 Batch = Mapping[str, Tensor]
 #: the loss a gradient criterion backpropagates: ``loss_fn(model, batch)``
 LossFn = Callable[[nn.Module, Batch], Tensor]
+
+
+@dataclass
+class GroupScores:
+    """Importance per group (higher = keep), as computed by :mod:`prunekit.importance.groups`."""
+
+    heads: dict[int, Tensor] = field(default_factory=dict)  # layer -> one score per query head
+    kv: dict[int, Tensor] = field(default_factory=dict)  # layer -> one per kv head (with its query heads)
+    ffn: dict[int, Tensor] = field(default_factory=dict)  # layer -> one per neuron
+    hidden: Tensor | None = None  # one per model dimension
+    layers: Tensor | None = None  # one per layer
+    units: dict[str, Tensor] = field(default_factory=dict)  # text models: group name -> one per unit/filter/dim
+
+
+@dataclass
+class InputStats:
+    """Running statistics of one Linear's inputs over the calibration tokens.
+
+    ``sq_norms`` (Σ x_j²) is all Wanda needs; ``hessian`` (2/n · XᵀX) is SparseGPT's H, kept only
+    when asked because it costs in² memory.
+    """
+
+    width: int
+    hessian_wanted: bool = False
+    tokens: int = 0
+    sq_norms: Tensor | None = None
+    xtx: Tensor | None = None
+    xtd: Tensor | None = None  # Xᵀ X_dense: the same tokens' inputs in the unpruned model (dense targets)
+
+    def add(self, x: Tensor, dense: Tensor | None = None) -> None:
+        x = x.detach().reshape(-1, x.shape[-1]).float()
+        if self.sq_norms is None:
+            self.sq_norms = torch.zeros(self.width, device=x.device)
+        self.sq_norms += (x * x).sum(0)
+        if self.hessian_wanted:
+            if self.xtx is None:
+                self.xtx = torch.zeros(self.width, self.width, device=x.device)
+            self.xtx.addmm_(x.t(), x)
+        if dense is not None:
+            d = dense.detach().reshape(-1, dense.shape[-1]).float().to(x.device)
+            if self.xtd is None:
+                self.xtd = torch.zeros(self.width, self.width, device=x.device)
+            self.xtd.addmm_(x.t(), d)
+        self.tokens += x.shape[0]
+
+    @property
+    def hessian(self) -> Tensor:
+        if self.xtx is None:
+            raise PrunekitError("internal: Hessian requested but not collected")
+        return self.xtx * (2.0 / max(self.tokens, 1))
 
 
 class Importance:

@@ -30,26 +30,16 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
+from prunekit.arch.groups import GroupSet, TextGroup, ffn_groups, head_groups, hidden_groups, text_groups
+from prunekit.arch.modules import layer_list, rnn_suffixes, skip_layer
+from prunekit.arch.sites import attn_site, ffn_site, num_layers
 from prunekit.arch.textnets import call_text_model, is_text_model, layer_rnn, rnn_directions, text_layout
 from prunekit.errors import PrunekitError
 from prunekit.importance import registry
-from prunekit.importance.base import Batch, Importance, LossFn
+from prunekit.importance.base import Batch, GroupScores, Importance, LossFn
 from prunekit.importance.random_scores import RandomImportance
 from prunekit.importance.registry import GROUPS, LAYERS, Names
 from prunekit.importance.taylor import Taylor
-from prunekit.prune.structured import (
-    GroupScores,
-    GroupSet,
-    attn_site,
-    ffn_groups,
-    ffn_site,
-    head_groups,
-    hidden_groups,
-    num_layers,
-    skip_layer,
-)
-from prunekit.prune.surgery import layer_list, rnn_suffixes
-from prunekit.prune.textnets import TextGroup, text_groups
 
 #: the group criteria (``--importance``), read from the registry
 CRITERIA = Names(lambda: registry.names(GROUPS))

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
-from prunekit.importance.base import Batch, Importance
+from prunekit.arch.groups import TextGroup, hidden_groups
+from prunekit.arch.sites import attn_site, ffn_site, num_layers
+from prunekit.importance.base import Batch, GroupScores, Importance
 from prunekit.importance.registry import GROUPS, WEIGHTS
-from prunekit.prune.structured import GroupScores, attn_site, ffn_site, hidden_groups, num_layers
-
-if TYPE_CHECKING:
-    from prunekit.prune.textnets import TextGroup
 
 
 class RandomImportance(Importance):

@@ -10,12 +10,9 @@ views of it, so a new criterion needs no edit anywhere else (``docs/guides/addin
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Generic, Protocol, TypeVar, overload
+from typing import Any, ClassVar, Generic, Protocol, TypeVar, overload
 
 from prunekit.errors import PrunekitError
-
-if TYPE_CHECKING:
-    from prunekit.importance.base import Importance
 
 #: single weights of a classifier (``prunekit prune --method``, every schedule and scope)
 WEIGHTS = "weights"
@@ -40,6 +37,16 @@ class Named(Protocol):
 
 
 T = TypeVar("T", bound=Named)
+
+
+class Criterion(Named, Protocol):
+    """What the registry needs of a criterion class (:class:`~prunekit.importance.base.Importance` is one):
+    the shape, not the base class, so the registry sits below the criteria that register in it."""
+
+    applies: ClassVar[frozenset[str]]
+
+    @classmethod
+    def build(cls, seed: int = 0) -> Any: ...
 
 
 class Registry(Generic[T]):
@@ -80,20 +87,20 @@ class Registry(Generic[T]):
         return {n: self.items[n].describe() for n in self.names(keep)}
 
 
-_CRITERIA: Registry[Importance] = Registry("criterion")
+_CRITERIA: Registry[Criterion] = Registry("criterion")
 #: every registered criterion by name, in registration order
 CRITERIA = _CRITERIA.items
 
 
-def _at(where: str | None) -> Callable[[type[Importance]], bool] | None:
+def _at(where: str | None) -> Callable[[type[Criterion]], bool] | None:
     return None if where is None else (lambda cls: where in cls.applies)
 
 
-def _places(cls: type[Importance]) -> str:
+def _places(cls: type[Criterion]) -> str:
     return " or ".join(noun for p, noun in PLACES.items() if p in cls.applies)
 
 
-def register(cls: type[Importance]) -> type[Importance]:
+def register(cls: type[Criterion]) -> type[Criterion]:
     """Make ``cls`` selectable by its ``name`` wherever its ``applies`` says (usable as a class decorator)."""
     unknown = set(cls.applies) - set(PLACES)
     if not cls.applies or unknown:
@@ -112,13 +119,14 @@ def names(where: str) -> tuple[str, ...]:
     return _CRITERIA.names(_at(where))
 
 
-def get(name: str, where: str) -> type[Importance]:
+def get(name: str, where: str) -> type[Criterion]:
     """The class registered as ``name``; refused in one line when unknown or when it does not apply at ``where``."""
     return _CRITERIA.get(name, PLACES[where], _at(where), _places)
 
 
-def create(name: str, where: str, seed: int = 0) -> Importance:
-    """A fresh criterion object for ``name`` at ``where`` (seeded, for criteria that draw at random)."""
+def create(name: str, where: str, seed: int = 0) -> Any:
+    """A fresh criterion object (an :class:`~prunekit.importance.base.Importance`) for ``name`` at ``where``
+    (seeded, for criteria that draw at random)."""
     return get(name, where).build(seed)
 
 

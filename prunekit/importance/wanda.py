@@ -6,16 +6,11 @@ scores within each output row (not across the whole matrix) is what makes Wanda 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from torch import Tensor, nn
 
 from prunekit.errors import PrunekitError
-from prunekit.importance.base import Importance
+from prunekit.importance.base import Importance, InputStats
 from prunekit.importance.registry import ONESHOT, WEIGHTS
-
-if TYPE_CHECKING:
-    from prunekit.prune.calibration import InputStats
 
 
 def wanda_scores(weight: Tensor, input_sq_norms: Tensor) -> Tensor:

@@ -5,7 +5,8 @@ priority: :func:`load_saved` asks the formats in descending priority and loads w
 ``detect`` says yes. Each format registers at import, in its own module: text nets in
 :mod:`prunekit.io.textnet`, int8 in :mod:`prunekit.quant.saved`, structured manifests and packed sparse
 weights in :mod:`prunekit.io.shapes`, plain transformers folders (the fallback) in :mod:`prunekit.io.hf`.
-:func:`prunekit.load` imports all of those first (the list is ``prunekit.FORMAT_MODULES``).
+:func:`load_saved` imports all of those first (the list is :data:`FORMAT_MODULES`, also
+``prunekit.FORMAT_MODULES``), by name: whichever module a caller imported, every built-in format is known.
 
 This module imports nothing of prunekit above ``io/``, so a format in any layer can register without
 an import cycle. A second registration under a name replaces the first (a plug-in may override a
@@ -14,6 +15,7 @@ built-in format).
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +24,12 @@ from torch import nn
 
 from prunekit.errors import PrunekitError
 from prunekit.io.damaged import names_damaged_file
+
+#: The modules that register prunekit's built-in saved formats when imported: text nets, int8, structured
+#: manifests and packed sparse weights, plain transformers folders. Imported by name on first use (a plug-in
+#: list, not a dependency: quant sits above io and registers itself here)
+FORMAT_MODULES = ("prunekit.io.textnet", "prunekit.quant.saved", "prunekit.io.shapes", "prunekit.io.hf")
+_builtins_imported = False
 
 Detect = Callable[[Path], bool]
 Loader = Callable[[Path, bool], nn.Module]
@@ -58,6 +66,11 @@ def unregister_format(name: str) -> None:
 
 def saved_formats() -> list[SavedFormat]:
     """The registered formats in the order they are asked: highest priority first, then registration order."""
+    global _builtins_imported
+    if not _builtins_imported:
+        _builtins_imported = True
+        for module in FORMAT_MODULES:
+            importlib.import_module(module)
     return sorted(_FORMATS.values(), key=lambda f: -f.priority)
 
 

@@ -18,6 +18,9 @@ from transformers import (
 
 from prunekit.errors import PrunekitError, first_line
 from prunekit.folders import load_tokenizer, locate, names_damaged_file  # locate, load_tokenizer: public here too
+from prunekit.io.formats import register_format
+from prunekit.io.shapes import MANIFEST, PACKED_WEIGHTS, load  # prunekit's own formats, registered on import
+from prunekit.io.textnet import is_custom_dir, is_textnet_dir, load_textnet
 
 # transformers 5 logs a long "layers were not sharded" list on every load once `accelerate` has set up
 # its process state; it is not actionable for a single-device model, so keep it out of the user's way.
@@ -112,8 +115,6 @@ def load_classifier(
     sized to ``label_names``, whose names are stored in the config so predictions stay readable.
     ``module``/``module_kwargs`` rebuild a user's own module saved by prunekit (``--module``).
     """
-    from prunekit.io.textnet import is_custom_dir, is_textnet_dir, load_textnet
-
     if (module is not None or module_kwargs is not None) and not is_custom_dir(Path(spec).expanduser()):
         raise PrunekitError(f"--module/--module-kwargs rebuild a custom module folder saved by prunekit; {spec!r} is "
                             "not one (to train a new instance of your module: prunekit finetune --module)")
@@ -122,8 +123,6 @@ def load_classifier(
         return model, load_tokenizer(str(Path(spec).expanduser()), trust_remote_code), False
     where, config = load_config(spec, trust_remote_code)
     check_task(spec, config, "classification")
-    from prunekit.io.shapes import MANIFEST, load
-
     if (Path(where) / MANIFEST).is_file():  # structurally pruned by prunekit: uneven shapes need its loader
         if not has_classification_head(config):
             raise PrunekitError(f"model {spec!r} is a pruned model without a classification head")
@@ -211,9 +210,7 @@ def load_causal_lm(spec: str, trust_remote_code: bool = False) -> tuple[nn.Modul
     """
     where, config = load_config(spec, trust_remote_code)
     check_task(spec, config, "lm")
-    from prunekit.io.shapes import PACKED_WEIGHTS, load
-
-    if Path(where, PACKED_WEIGHTS).is_file() or Path(where, "prunekit_shapes.json").is_file():
+    if Path(where, PACKED_WEIGHTS).is_file() or Path(where, MANIFEST).is_file():
         model = load(where)
     else:
         try:
@@ -223,3 +220,9 @@ def load_causal_lm(spec: str, trust_remote_code: bool = False) -> tuple[nn.Modul
             raise PrunekitError(f"model {spec!r}: cannot load ({first_line(err)})") from err
     tokenizer = load_tokenizer(where, trust_remote_code)
     return model.eval(), tokenizer
+
+
+# The fallback saved format (see prunekit.io.formats): a plain transformers folder, built-in name or hub id.
+register_format("transformers", lambda folder: not folder.is_dir() or (folder / "config.json").is_file(),
+                lambda folder, trust_remote_code: load_any(str(folder), trust_remote_code), priority=0,
+                looks_for="config.json")

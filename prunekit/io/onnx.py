@@ -44,7 +44,7 @@ from prunekit.arch.textnets import is_text_model, text_layout
 from prunekit.assets import resolve_model
 from prunekit.errors import PrunekitError, first_line
 from prunekit.io.atomic import check_outside_inputs, sibling
-from prunekit.io.shapes import load
+from prunekit.io.hf import load  # prunekit.io.shapes.load, with the plain transformers format registered
 from prunekit.io.textnet import is_custom_dir, load_custom
 from prunekit.models.custom import uses_attention_mask
 from prunekit.runtime import MakeInputs, cores, median_ms

@@ -31,17 +31,16 @@ from transformers import AutoConfig, PretrainedConfig, PreTrainedTokenizerBase
 
 from prunekit.arch import family_for, family_for_config
 from prunekit.arch.attributes import FFN_WIDTH, LAYOUT, SCALING, set_head_counts, set_int_attrs
+from prunekit.arch.sites import attn_site, ffn_site, find_module
 from prunekit.errors import PrunekitError
 from prunekit.io import textnet as _textnet  # noqa: F401 - registers its format, so load() covers text nets
 from prunekit.io.atomic import atomic_output_dir, write_json_atomic
 from prunekit.io.automap import drop_dangling_auto_map
 from prunekit.io.documents import read_versioned_json
 from prunekit.io.formats import load_saved, register_format
-from prunekit.io.hf import load_any
 from prunekit.io.packed import load_packed, save_packed
 from prunekit.models.lowrank import apply_low_rank_shapes, low_rank_ranks
 from prunekit.prune.structured.shapes import is_uniform, model_shapes, sync_config
-from prunekit.prune.structured.sites import attn_site, ffn_site, find_module
 from prunekit.prune.surgery import reshape_blank
 
 MANIFEST = "prunekit_shapes.json"
@@ -140,8 +139,8 @@ def _weights(folder: Path) -> dict[str, torch.Tensor]:
 
 load = load_saved
 """``prunekit.io.shapes.load`` (the old name): :func:`prunekit.io.formats.load_saved`. Text nets, structured
-and packed folders, and plain transformers folders, built-in names or hub ids register on import of this
-module; :func:`prunekit.load` also imports the int8 format (:mod:`prunekit.quant.saved`)."""
+and packed folders register on import of this module, plain transformers folders, built-in names and hub ids
+on import of :mod:`prunekit.io.hf` (which imports this one); :func:`prunekit.load` imports every format."""
 
 
 def _load_structured(folder: Path, trust_remote_code: bool = False) -> nn.Module:
@@ -309,11 +308,8 @@ def _load_strict(model: nn.Module, state: dict[str, torch.Tensor], folder: Path)
         )
 
 
-# The formats this module owns (see prunekit.io.formats); plain transformers is the fallback for anything else.
+# The formats this module owns (see prunekit.io.formats); plain transformers (prunekit.io.hf) is the fallback.
 register_format("structured", lambda folder: (folder / MANIFEST).is_file(), _load_structured, priority=20,
                 looks_for=MANIFEST)
 register_format("packed", lambda folder: (folder / PACKED_WEIGHTS).is_file(), _load_packed_folder, priority=10,
                 looks_for=PACKED_WEIGHTS)
-register_format("transformers", lambda folder: not folder.is_dir() or (folder / "config.json").is_file(),
-                lambda folder, trust_remote_code: load_any(str(folder), trust_remote_code), priority=0,
-                looks_for="config.json")

@@ -4,6 +4,7 @@ import sys
 import types
 from typing import Any
 
+from prunekit.arch.groups import GroupSet, ffn_groups, head_groups, hidden_groups
 from prunekit.prune.masks import (
     SCOPES,
     MaskSet,
@@ -13,7 +14,6 @@ from prunekit.prune.masks import (
     keep_per_row,
     parse_pattern,
 )
-from prunekit.prune.structured.groups import GroupSet, ffn_groups, head_groups, hidden_groups
 from prunekit.prune.structured.masks import structured_masks
 from prunekit.prune.structured.plan import StructuredPlan, apply_plan
 from prunekit.prune.structured.ranking import GroupScores, plan_from_ratios

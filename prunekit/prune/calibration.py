@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from prunekit.arch import linear_groups, transformer_layers
 from prunekit.errors import PrunekitError
+from prunekit.importance.base import InputStats  # what a criterion scores from; importable here too
 
 T = TypeVar("T")
 
@@ -38,44 +39,6 @@ def as_rows(module: nn.Module, like_weight: Tensor | None = None) -> Tensor:
     GPT-2's Conv1D stores it transposed."""
     w = module.weight if like_weight is None else like_weight
     return w.t() if type(module).__name__ == "Conv1D" else w
-
-
-@dataclass
-class InputStats:
-    """Running statistics of one Linear's inputs over the calibration tokens.
-
-    ``sq_norms`` (Σ x_j²) is all Wanda needs; ``hessian`` (2/n · XᵀX) is SparseGPT's H, kept only
-    when asked because it costs in² memory.
-    """
-
-    width: int
-    hessian_wanted: bool = False
-    tokens: int = 0
-    sq_norms: Tensor | None = None
-    xtx: Tensor | None = None
-    xtd: Tensor | None = None  # Xᵀ X_dense: the same tokens' inputs in the unpruned model (dense targets)
-
-    def add(self, x: Tensor, dense: Tensor | None = None) -> None:
-        x = x.detach().reshape(-1, x.shape[-1]).float()
-        if self.sq_norms is None:
-            self.sq_norms = torch.zeros(self.width, device=x.device)
-        self.sq_norms += (x * x).sum(0)
-        if self.hessian_wanted:
-            if self.xtx is None:
-                self.xtx = torch.zeros(self.width, self.width, device=x.device)
-            self.xtx.addmm_(x.t(), x)
-        if dense is not None:
-            d = dense.detach().reshape(-1, dense.shape[-1]).float().to(x.device)
-            if self.xtd is None:
-                self.xtd = torch.zeros(self.width, self.width, device=x.device)
-            self.xtd.addmm_(x.t(), d)
-        self.tokens += x.shape[0]
-
-    @property
-    def hessian(self) -> Tensor:
-        if self.xtx is None:
-            raise PrunekitError("internal: Hessian requested but not collected")
-        return self.xtx * (2.0 / max(self.tokens, 1))
 
 
 @dataclass

@@ -21,11 +21,11 @@ import torch
 from torch import Tensor, nn
 
 from prunekit.arch import family_for, transformer_layers
+from prunekit.arch.sites import attn_site
 from prunekit.importance.groups import token_influence
 from prunekit.prune.calibration import CALIB_BATCH, as_rows, capture_block_inputs, collect_stats, run_block
 from prunekit.prune.structured.plan import StructuredPlan
 from prunekit.prune.structured.ranking import GroupScores, plan_from_ratios
-from prunekit.prune.structured.sites import attn_site
 
 
 def _column_energy(module: nn.Module, sq_norms: Tensor) -> Tensor:

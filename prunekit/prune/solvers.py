@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -30,8 +30,17 @@ from prunekit.prune.reconstruct import reconstruct, refit_kept
 from prunekit.prune.sparsegpt import sparsegpt_prune
 
 if TYPE_CHECKING:
-    from prunekit.prune.oneshot import OneShotSettings
     from prunekit.prune.structured import StructuredPlan
+
+
+class SolverSettings(Protocol):
+    """The one-shot settings a solver reads when it is built (:class:`~prunekit.prune.oneshot.OneShotSettings`
+    has them): named here so the solvers sit below the engine that runs them."""
+
+    damp: float
+    block_size: int
+    refit_damp: float
+    refit_iters: int
 
 
 @dataclass
@@ -64,7 +73,7 @@ class Solver:
     sublayer_sequential: ClassVar[bool] = False
 
     @classmethod
-    def build(cls, settings: OneShotSettings) -> Solver:
+    def build(cls, settings: SolverSettings) -> Solver:
         """An instance configured from the one-shot settings it reads."""
         return cls()
 
@@ -89,7 +98,7 @@ class SparseGPT(Solver):
         self.damp, self.block_size = damp, block_size
 
     @classmethod
-    def build(cls, settings: OneShotSettings) -> SparseGPT:
+    def build(cls, settings: SolverSettings) -> SparseGPT:
         return cls(settings.damp, settings.block_size)
 
     def solve(self, job: LayerJob, keep: Tensor | None) -> Tensor:
@@ -107,7 +116,7 @@ class Refit(Solver):
         self.damp, self.iters = damp, iters
 
     @classmethod
-    def build(cls, settings: OneShotSettings) -> Refit:
+    def build(cls, settings: SolverSettings) -> Refit:
         return cls(settings.refit_damp, settings.refit_iters)
 
     def solve(self, job: LayerJob, keep: Tensor | None) -> Tensor:

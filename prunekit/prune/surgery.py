@@ -13,43 +13,22 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+# module geometry lives in arch (below criteria and surgery), importable from here as it always was
+from prunekit.arch.modules import (  # noqa: F401
+    in_dim,
+    in_features,
+    is_conv1d,
+    is_linear,
+    is_norm,
+    layer_list,
+    out_dim,
+    out_features,
+    rnn_gates,
+    rnn_suffixes,
+)
 from prunekit.errors import PrunekitError
 
 Index = Sequence[int] | Tensor
-
-
-def is_conv1d(module: nn.Module) -> bool:
-    """transformers' GPT-2 ``Conv1D``: a Linear whose weight is stored transposed as (in, out)."""
-    return type(module).__name__ == "Conv1D"
-
-
-def is_linear(module: nn.Module) -> bool:
-    return isinstance(module, nn.Linear) or is_conv1d(module)
-
-
-def is_norm(module: nn.Module) -> bool:
-    """LayerNorm, torch RMSNorm, or an HF RMSNorm (a module with a 1-D ``weight`` and an epsilon)."""
-    if isinstance(module, (nn.LayerNorm, getattr(nn, "RMSNorm", nn.LayerNorm))):
-        return True
-    w = getattr(module, "weight", None)
-    return (isinstance(w, Tensor) and w.dim() == 1 and "norm" in type(module).__name__.lower())
-
-
-def out_dim(module: nn.Module) -> int:
-    """The weight dimension that indexes output features (0 for Linear, 1 for Conv1D)."""
-    return 1 if is_conv1d(module) else 0
-
-
-def in_dim(module: nn.Module) -> int:
-    return 0 if is_conv1d(module) else 1
-
-
-def out_features(module: nn.Module) -> int:
-    return module.weight.shape[out_dim(module)]
-
-
-def in_features(module: nn.Module) -> int:
-    return module.weight.shape[in_dim(module)]
 
 
 def as_index(idx: Index, size: int, what: str) -> Tensor:
@@ -127,17 +106,6 @@ def keep_norm(norm: nn.Module, idx: Index) -> nn.Module:
     return norm
 
 
-def layer_list(model: nn.Module) -> tuple[nn.Module, str, nn.ModuleList]:
-    """(parent module, attribute name, ModuleList) of the transformer blocks, from the arch table."""
-    from prunekit.arch import family_for
-
-    fam = family_for(model)
-    base = getattr(model, "base_model", model)
-    parent_path, _, attr = fam.layers.rpartition(".")
-    parent = base.get_submodule(parent_path) if parent_path else base
-    return parent, attr, getattr(parent, attr)
-
-
 def remove_layers(model: nn.Module, keep: Index) -> nn.Module:
     """Keep only blocks ``keep`` (in their order) and renumber them.
 
@@ -210,19 +178,6 @@ def reshape_blank(module: nn.Module, n_out: int | None = None, n_in: int | None 
 # ----------------------------------------------------------------------------------------------
 # Recurrent layers and 1-D convolutions
 # ----------------------------------------------------------------------------------------------
-
-_GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
-
-
-def rnn_gates(rnn: nn.RNNBase) -> int:
-    """Gate blocks stacked in each weight's rows: LSTM i,f,g,o; GRU r,z,n; plain RNN one."""
-    return _GATES[rnn.mode]
-
-
-def rnn_suffixes(rnn: nn.RNNBase) -> list[str]:
-    """Parameter-name suffix per direction: forward, then reverse."""
-    return ["", "_reverse"] if rnn.bidirectional else [""]
-
 
 def _gate_rows(keep: Tensor, hidden: int, gates: int) -> Tensor:
     """Rows of units ``keep`` in every gate block (gate g of unit j is row g·hidden + j)."""

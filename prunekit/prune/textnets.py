@@ -25,9 +25,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from prunekit.arch.groups import TextGroup, text_groups  # text groups: importable here too
 from prunekit.arch.textnets import EXPECTED, TextLayout, probe, rnn_directions, text_layout
 from prunekit.errors import PrunekitError
-from prunekit.prune.structured.groups import GroupSet, Part
 from prunekit.prune.structured.ranking import check_ratio, keep_counts, round_keep, top_indices
 from prunekit.prune.surgery import (
     as_index,
@@ -37,68 +37,9 @@ from prunekit.prune.surgery import (
     keep_in_features,
     keep_rnn_inputs,
     keep_rnn_units,
-    rnn_gates,
-    rnn_suffixes,
 )
 
 KINDS = ("units", "filters", "embedding")
-
-
-@dataclass(frozen=True)
-class TextGroup:
-    """One layer's groups: ``name`` keys scores and plans (``rnn.l0``, ``rnn.l0_reverse``, ``convs.2``,
-    ``embedding``); ``module`` is the owning module's name, ``layer``/``direction`` its place in it."""
-
-    name: str
-    kind: str
-    module: str
-    groups: GroupSet
-    layer: int = 0
-    direction: int = 0
-
-    @property
-    def count(self) -> int:
-        return self.groups.count
-
-
-def _readers(layout: TextLayout, index: int) -> list[Part]:
-    """Input columns of whatever reads RNN module ``index``'s last layer (offset by direction later)."""
-    if index + 1 < len(layout.recurrent):
-        name, nxt = layout.recurrent[index + 1]
-        return [Part(f"{name}.weight_ih_l0{sfx}", 1) for sfx in rnn_suffixes(nxt)]
-    return [Part(f"{layout.classifier[0]}.weight", 1)]
-
-
-def text_groups(model: nn.Module, layout: TextLayout | None = None) -> list[TextGroup]:
-    """Every group of a text model, in data-flow order (embedding, units or filters)."""
-    layout = layout or text_layout(model)
-    out: list[TextGroup] = []
-    ename, emb = layout.embedding
-    readers = ([Part(f"{layout.recurrent[0][0]}.weight_ih_l0{sfx}", 1) for sfx in rnn_suffixes(layout.recurrent[0][1])]
-               if layout.recurrent else [Part(f"{n}.weight", 1) for n, _ in layout.convs])
-    out.append(TextGroup("embedding", "embedding", ename,
-                         GroupSet("embedding", None, emb.embedding_dim, (Part(f"{ename}.weight", 1), *readers))))
-    for m, (name, rnn) in enumerate(layout.recurrent):
-        h, gates, sfxs = rnn.hidden_size, rnn_gates(rnn), rnn_suffixes(rnn)
-        for layer in range(rnn.num_layers):
-            for d, sfx in enumerate(sfxs):
-                own = [f"weight_ih_l{layer}{sfx}", f"weight_hh_l{layer}{sfx}"]
-                own += [f"{b}_l{layer}{sfx}" for b in ("bias_ih", "bias_hh")] if rnn.bias else []
-                parts = [Part(f"{name}.{p}", 0, 1, g * h) for p in own for g in range(gates)]
-                parts.append(Part(f"{name}.weight_hh_l{layer}{sfx}", 1))
-                if layer + 1 < rnn.num_layers:
-                    parts += [Part(f"{name}.weight_ih_l{layer + 1}{s}", 1, 1, d * h) for s in sfxs]
-                else:
-                    parts += [Part(p.param, 1, 1, d * h) for p in _readers(layout, m)]
-                out.append(TextGroup(f"{name}.l{layer}{sfx}", "units", name,
-                                     GroupSet("units", layer, h, tuple(parts)), layer, d))
-    offset = 0
-    for name, conv in layout.convs:
-        parts = [Part(f"{name}.weight", 0)] + ([Part(f"{name}.bias", 0)] if conv.bias is not None else [])
-        parts.append(Part(f"{layout.classifier[0]}.weight", 1, 1, offset))
-        out.append(TextGroup(name, "filters", name, GroupSet("filters", None, conv.out_channels, tuple(parts))))
-        offset += conv.out_channels
-    return out
 
 
 # ----------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from prunekit.config import DataOptions
+from prunekit.data.options import DataOptions
 from prunekit.errors import PrunekitError
 
 Collate = Callable[[list[dict]], dict[str, Tensor]]

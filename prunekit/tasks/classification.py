@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import AutoModelForSequenceClassification, PreTrainedTokenizerBase
 
-from prunekit.config import DataOptions
 from prunekit.data import ClassificationData, load_classification
+from prunekit.data.options import DataOptions
 from prunekit.errors import PrunekitError
 from prunekit.io.hf import label_names_of, load_classifier
 from prunekit.models import TextNetOptions, new_text_model

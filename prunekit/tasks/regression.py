@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import AutoModelForSequenceClassification, PreTrainedTokenizerBase
 
-from prunekit.config import DataOptions
+from prunekit.data.options import DataOptions
 from prunekit.data.regression import RegressionData, load_regression
 from prunekit.errors import PrunekitError
 from prunekit.io.hf import check_task, has_classification_head, load_classifier, load_config

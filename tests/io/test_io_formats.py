@@ -2,6 +2,8 @@
 
 import importlib
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -61,5 +63,15 @@ def test_an_empty_registry_says_so(monkeypatch, tmp_path):
     from prunekit.io import formats
 
     monkeypatch.setattr(formats, "_FORMATS", {})
+    monkeypatch.setattr(formats, "_builtins_imported", True)  # as if the built-in modules registered elsewhere
     with pytest.raises(PrunekitError, match="no saved format is registered"):
         formats.load_saved(tmp_path)
+
+
+def test_loading_through_any_module_knows_every_built_in_format(tiny_classifier):
+    """``prunekit.io.shapes.load`` (its old name) on a plain transformers folder: the transformers format is
+    registered by prunekit.io.hf, which load_saved imports by name, whoever imported what before."""
+    code = ("import sys; from prunekit.io.shapes import load; "
+            f"m = load({str(tiny_classifier)!r}); print(type(m).__name__, 'prunekit.io.hf' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["BertForSequenceClassification", "True"]

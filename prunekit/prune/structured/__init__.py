@@ -22,7 +22,17 @@ One module per concern: :mod:`~.sites` (where things are), :mod:`~.groups` (whic
 (the same-shape masked reference). Everything public is re-exported here.
 """
 
-from prunekit.prune.structured.groups import GroupSet, HeadGroups, Part, ffn_groups, head_groups, hidden_groups
+from prunekit.arch.groups import GroupSet, HeadGroups, Part, ffn_groups, head_groups, hidden_groups
+from prunekit.arch.sites import (
+    AttnSite,
+    FfnSite,
+    HiddenSites,
+    attn_site,
+    ffn_site,
+    find_module,
+    hidden_sites,
+    num_layers,
+)
 from prunekit.prune.structured.masks import KeptDimsLayerNorm, skip_layer, structured_masks
 from prunekit.prune.structured.plan import StructuredPlan, apply_plan
 from prunekit.prune.structured.ranking import (
@@ -35,16 +45,6 @@ from prunekit.prune.structured.ranking import (
 )
 from prunekit.prune.structured.remove import prune_ffn, prune_heads, prune_hidden, prune_layers
 from prunekit.prune.structured.shapes import is_uniform, model_shapes, sync_config
-from prunekit.prune.structured.sites import (
-    AttnSite,
-    FfnSite,
-    HiddenSites,
-    attn_site,
-    ffn_site,
-    find_module,
-    hidden_sites,
-    num_layers,
-)
 
 __all__ = [
     "GQA_MODES",

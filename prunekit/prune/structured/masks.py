@@ -4,28 +4,15 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.hooks import RemovableHandle
 
+from prunekit.arch.modules import in_dim, layer_list, out_dim
+from prunekit.arch.modules import skip_layer as skip_layer  # re-exported: it lives with the other module helpers
+from prunekit.arch.sites import attn_site, block_indices, ffn_site, hidden_sites
 from prunekit.prune.structured.plan import StructuredPlan, checked_plan
-from prunekit.prune.structured.sites import attn_site, block_indices, ffn_site, hidden_sites
-from prunekit.prune.surgery import in_dim, layer_list, out_dim
-
-
-def skip_layer(layer: nn.Module) -> RemovableHandle:
-    """Make a block return its input unchanged (a forward hook), without removing it."""
-
-    def hook(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
-        hs = args[0] if args else kwargs["hidden_states"]
-        if isinstance(output, tuple):
-            return (hs, *output[1:])
-        return hs
-
-    return layer.register_forward_hook(hook, with_kwargs=True)
 
 
 class KeptDimsLayerNorm(nn.Module):

@@ -8,10 +8,10 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from prunekit.arch.sites import attn_site, check_hidden_covered, ffn_site, hidden_sites, num_layers
 from prunekit.errors import PrunekitError
 from prunekit.prune.structured.remove import check_heads, remove_ffn, remove_heads, remove_hidden
 from prunekit.prune.structured.shapes import sync_config
-from prunekit.prune.structured.sites import attn_site, check_hidden_covered, ffn_site, hidden_sites, num_layers
 from prunekit.prune.surgery import as_index, remove_layers
 
 

@@ -3,29 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
+from prunekit.arch.sites import attn_site, block_indices, ffn_site, hidden_sites, num_layers
 from prunekit.errors import PrunekitError
+from prunekit.importance.base import GroupScores  # what criteria return; importable here as it always was
 from prunekit.prune.structured.plan import StructuredPlan
-from prunekit.prune.structured.sites import attn_site, block_indices, ffn_site, hidden_sites, num_layers
 
 GQA_MODES = ("groups", "heads")
 SCOPES = ("local", "global")
-
-
-@dataclass
-class GroupScores:
-    """Importance per group (higher = keep), as computed by :mod:`prunekit.importance.groups`."""
-
-    heads: dict[int, Tensor] = field(default_factory=dict)  # layer -> one score per query head
-    kv: dict[int, Tensor] = field(default_factory=dict)  # layer -> one per kv head (with its query heads)
-    ffn: dict[int, Tensor] = field(default_factory=dict)  # layer -> one per neuron
-    hidden: Tensor | None = None  # one per model dimension
-    layers: Tensor | None = None  # one per layer
-    units: dict[str, Tensor] = field(default_factory=dict)  # text models: group name -> one per unit/filter/dim
 
 
 def check_ratio(name: str, r: float) -> float:

@@ -6,9 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from prunekit.arch.attributes import FFN_WIDTH, HIDDEN_WIDTH, set_head_counts, set_int_attrs
-from prunekit.errors import PrunekitError
-from prunekit.prune.structured.shapes import sync_config
-from prunekit.prune.structured.sites import (
+from prunekit.arch.sites import (
     AttnSite,
     FfnSite,
     HiddenSites,
@@ -18,6 +16,8 @@ from prunekit.prune.structured.sites import (
     ffn_site,
     hidden_sites,
 )
+from prunekit.errors import PrunekitError
+from prunekit.prune.structured.shapes import sync_config
 from prunekit.prune.surgery import (
     Index,
     as_index,

@@ -10,7 +10,7 @@ from torch import nn
 
 from prunekit.arch import family_for
 from prunekit.arch.attributes import SCALING
-from prunekit.prune.structured.sites import attn_site, ffn_site, hidden_sites, num_layers
+from prunekit.arch.sites import attn_site, ffn_site, hidden_sites, num_layers
 
 
 def model_shapes(model: nn.Module) -> dict[str, Any]:

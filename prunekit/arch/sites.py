@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from prunekit.arch import Family, family_for, transformer_layers
+from prunekit.arch.families import Family, family_for, transformer_layers
+from prunekit.arch.modules import in_features, is_linear, is_norm, layer_list, out_features
 from prunekit.errors import PrunekitError
-from prunekit.prune.surgery import in_features, is_linear, is_norm, layer_list, out_features
 
 
 @dataclass
