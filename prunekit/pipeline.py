@@ -22,7 +22,7 @@ from transformers import PreTrainedTokenizerBase
 
 from prunekit import load as load_shaped  # every saved format, int8 included
 from prunekit.arch import is_text_model, prunable_weights
-from prunekit.config import SOLVER_METHODS, DataOptions, PruneSettings, TrainOptions, default_lr
+from prunekit.config import DataOptions, PruneSettings, TrainOptions, default_lr
 from prunekit.errors import PrunekitError
 from prunekit.importance import Importance
 from prunekit.importance.groups import group_scores
@@ -46,7 +46,14 @@ from prunekit.report.measure import (
 from prunekit.report.render import package_versions, print_stage_table, write_report
 from prunekit.runtime import default_device, is_main_process, log, seed_everything
 from prunekit.schedule import cubic_sparsity, iterative_targets
-from prunekit.steps import Ratios, Solver, calibration_batches, structured_step, unstructured_method, unstructured_step
+from prunekit.steps import (
+    Ratios,
+    SolverMethod,
+    calibration_batches,
+    structured_step,
+    unstructured_method,
+    unstructured_step,
+)
 from prunekit.steps import solve as steps_solve
 from prunekit.tasks import Task, get_task
 from prunekit.tasks.base import EncodedSplit, TaskData
@@ -298,9 +305,9 @@ class _Loop:
         return True
 
 
-def _solver(s: PruneSettings) -> Solver:
+def _solver(s: PruneSettings) -> SolverMethod:
     """The settings' solver method with its options (with --plan, each block's sparsity)."""
-    solver = Solver(s.method, damp=s.damp)
+    solver = SolverMethod(s.method, damp=s.damp)
     if s.plan is not None:  # validated: per-block sparsity only (PruneSettings refuses an attention/MLP split)
         from prunekit.search.plan import oneshot_ratios
 
@@ -480,7 +487,7 @@ def _prune(model: str, data: DataOptions, out: Path | None, s: PruneSettings, *,
     if s.structured:
         return _prune_structured(wb, data, out, s, seed=seed, command=command)
     params = prunable_weights(wb.model, s.prunable, s.exclude)
-    criterion = unstructured_method(wb.model, params, s.method, seed, SOLVER_METHODS)
+    criterion = unstructured_method(wb.model, params, s.method, seed)
     stages: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     _train_new_head(wb, s, seed)

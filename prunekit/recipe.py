@@ -40,7 +40,7 @@ from torch import nn
 from prunekit import load
 from prunekit.arch import is_text_model, prunable_weights
 from prunekit.arch.families import compile_regex
-from prunekit.config import SOLVER_METHODS, DataOptions, PruneSettings, default_lr
+from prunekit.config import DataOptions, PruneSettings, default_lr
 from prunekit.errors import PrunekitError, shown
 from prunekit.importance import Importance
 from prunekit.importance.groups import DATA_GROUP_CRITERIA
@@ -63,7 +63,7 @@ from prunekit.report.render import print_stage_table, write_report
 from prunekit.runtime import default_device
 from prunekit.steps import (
     Ratios,
-    Solver,
+    SolverMethod,
     calibration_batches,
     default_scope,
     structured_step,
@@ -588,11 +588,11 @@ def _prune(state: _State, st: Stage) -> dict[str, Any]:
         earlier = state.masks.masks if state.masks is not None and all(
             n in state.masks.masks and state.masks.masks[n].shape == p.shape for n, p in params.items()) else None
         state.masks = MaskSet(params)
-        criterion = unstructured_method(wb.model, params, s.method, seed, SOLVER_METHODS)
+        criterion = unstructured_method(wb.model, params, s.method, seed)
         if criterion is None:
             if earlier:
                 state.masks.update(earlier)
-            method: Importance | Solver = Solver(s.method, damp=s.damp)
+            method: Importance | SolverMethod = SolverMethod(s.method, damp=s.damp)
             scope = "local"
         else:
             method, scope = criterion, s.scope or default_scope(criterion)

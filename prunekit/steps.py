@@ -27,6 +27,7 @@ from prunekit.importance import METHODS, Importance, make_importance
 from prunekit.importance.groups import group_scores
 from prunekit.prune import MaskSet, compute_masks
 from prunekit.prune.oneshot import OneShotSettings, prune_oneshot
+from prunekit.prune.solvers import PRUNING_SOLVERS
 from prunekit.prune.structured import apply_plan, model_shapes, num_layers, plan_from_ratios
 from prunekit.prune.structured.ranking import plan_from_layer_ratios
 from prunekit.prune.textnets import apply_text_plan, text_plan_from_ratios, text_shapes
@@ -65,9 +66,10 @@ def calibration_batches(wb: Bench, n: int, batch_size: int, seed: int) -> list[B
 
 
 @dataclass
-class Solver:
-    """A solver method (SOLVER_METHODS: SparseGPT) and its options; ``block_ratios``/``mlp_ratios``: a
-    per-block plan's sparsities (each block's own instead of the step's target)."""
+class SolverMethod:
+    """A solver that prunes (:data:`~prunekit.prune.solvers.PRUNING_SOLVERS`: SparseGPT) and its options;
+    ``block_ratios``/``mlp_ratios``: a per-block plan's sparsities (each block's own instead of the step's
+    target)."""
 
     method: str
     damp: float | None = None
@@ -87,11 +89,11 @@ def check_solver(model: nn.Module, params: Mapping[str, nn.Parameter], method: s
                             "not one (narrow --prunable)")
 
 
-def unstructured_method(model: nn.Module, params: Mapping[str, nn.Parameter], method: str, seed: int,
-                        solvers: Sequence[str]) -> Importance | None:
-    """The criterion ``method`` names, checked against the model before any work (None: ``method`` is one of
-    ``solvers``, checked the same way)."""
-    if method in solvers:
+def unstructured_method(model: nn.Module, params: Mapping[str, nn.Parameter], method: str,
+                        seed: int) -> Importance | None:
+    """The criterion ``method`` names, checked against the model before any work (None: ``method`` is a solver
+    that prunes, :data:`~prunekit.prune.solvers.PRUNING_SOLVERS`, checked the same way)."""
+    if method in PRUNING_SOLVERS:
         check_solver(model, params, method)
         return None
     criterion = make_importance(method, seed)
@@ -105,7 +107,7 @@ def default_scope(criterion: Importance) -> str:
     return criterion.scope or "global"
 
 
-def solve(wb: Bench, masks: MaskSet, solver: Solver, target: float | None, *, seed: int, calib_batches: int,
+def solve(wb: Bench, masks: MaskSet, solver: SolverMethod, target: float | None, *, seed: int, calib_batches: int,
           batch_size: int, optimizer: torch.optim.Optimizer | None = None) -> None:
     """A solver through the LM one-shot engine (:func:`prune_oneshot`): block by block on packed training text
     (no padding enters a Hessian), each of the masks' weights to ``target`` (or its block's ratio) with its kept
@@ -129,16 +131,16 @@ def solve(wb: Bench, masks: MaskSet, solver: Solver, target: float | None, *, se
 
 
 def unstructured_step(
-    wb: Bench, masks: MaskSet, method: Importance | Solver, target: float | None, *, scope: str, seed: int,
+    wb: Bench, masks: MaskSet, method: Importance | SolverMethod, target: float | None, *, scope: str, seed: int,
     calib_batches: int, batch_size: int, threshold: float | None = None,
     previous: Mapping[str, torch.Tensor] | None = None, block_targets: Mapping[str, float] | None = None,
     optimizer: torch.optim.Optimizer | None = None,
 ) -> float | None:
     """Prune ``masks``' weights to ``target`` (or, with ``target`` None, below ``threshold``) and return the
     sparsity reached. A criterion gets its calibration passes, scores, and the masks follow (``previous``
-    zeros stay zero and count; ``block_targets``: each weight to its own sparsity); a :class:`Solver`
+    zeros stay zero and count; ``block_targets``: each weight to its own sparsity); a :class:`SolverMethod`
     prunes and updates the kept weights instead."""
-    if isinstance(method, Solver):
+    if isinstance(method, SolverMethod):
         solve(wb, masks, method, target, seed=seed, calib_batches=calib_batches, batch_size=batch_size,
               optimizer=optimizer)
         return target

@@ -108,6 +108,6 @@ def test_a_solver_refuses_weights_outside_the_blocks(tiny_model):
     with pytest.raises(PrunekitError, match="narrow --prunable"):
         check_solver(tiny_model, params, "sparsegpt")
     with pytest.raises(PrunekitError, match="narrow --prunable"):
-        unstructured_method(tiny_model, params, "sparsegpt", 0, ("sparsegpt",))
-    assert unstructured_method(tiny_model, prunable_weights(tiny_model), "magnitude", 0, ("sparsegpt",)) is not None
+        unstructured_method(tiny_model, params, "sparsegpt", 0)
+    assert unstructured_method(tiny_model, prunable_weights(tiny_model), "magnitude", 0) is not None
     assert MaskSet(params).masks == {}
