@@ -22,8 +22,9 @@ from _results import write_results  # bench/ is on sys.path when a script runs
 
 from prunekit.config import DataOptions
 from prunekit.importance.groups import DEFAULT_LAYER_SCORE, LAYER_SCORES, group_scores, layer_scores
-from prunekit.pipeline import _calibration_batches, default_baseline, open_workbench
+from prunekit.pipeline import default_baseline, open_workbench
 from prunekit.prune import prune_layers
+from prunekit.steps import calibration_batches
 from prunekit.tasks.classification import evaluate as evaluate_split
 
 
@@ -38,7 +39,7 @@ def main() -> None:
     wb = open_workbench(str(default_baseline(args.seed)), data, args.seed)
     model = wb.model.eval()
     n = len(model.bert.encoder.layer)
-    batches = _calibration_batches(wb, args.calib_batches, 32, args.seed + 1)  # as `prunekit prune` at step 1
+    batches = calibration_batches(wb, args.calib_batches, 32, args.seed + 1)  # as `prunekit prune` at step 1
 
     def accuracy(removed: tuple[int, ...], split: str) -> float:
         kept = [i for i in range(n) if i not in removed]

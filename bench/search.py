@@ -194,12 +194,13 @@ def global_ranking_plan(base: Path, data: DataOptions, path: Path, seed: int, re
     all FFN neurons) by the taylor scores and calibration batches prune uses (step 1: seed + 1), every layer
     keeping its best head and neuron (plan_from_ratios); written out so the row is applied like the others."""
     from prunekit.importance.groups import group_scores
-    from prunekit.pipeline import _calibration_batches, open_workbench
+    from prunekit.pipeline import open_workbench
     from prunekit.prune.structured import plan_from_ratios, removed_ratios
     from prunekit.search.plan import architecture, write_plan
+    from prunekit.steps import calibration_batches
 
     wb = open_workbench(str(base), data, seed)
-    scores = group_scores(wb.model, "taylor", batches=_calibration_batches(wb, 16, 32, seed + 1), seed=seed + 1)
+    scores = group_scores(wb.model, "taylor", batches=calibration_batches(wb, 16, 32, seed + 1), seed=seed + 1)
     heads, ffn = removed_ratios(wb.model, plan_from_ratios(wb.model, scores, heads=remove, ffn=remove,
                                                                       scope="global"))
     plan = {"prunekit_plan": 1, "granularity": "structured", "architecture": architecture(wb.model),

@@ -21,20 +21,19 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from prunekit import load as load_shaped  # every saved format, int8 included
-from prunekit.arch import is_text_model, prunable_modules, prunable_weights
-from prunekit.config import SOLVER_METHODS, DataOptions, PruneSettings, TrainOptions, default_lr
+from prunekit.arch import is_text_model, prunable_weights
+from prunekit.config import DataOptions, PruneSettings, TrainOptions, default_lr
 from prunekit.errors import PrunekitError
-from prunekit.importance import METHODS, Importance, make_importance
+from prunekit.importance import Importance
 from prunekit.importance.groups import group_scores
 from prunekit.io.atomic import atomic_output_dir, check_output_dir
 from prunekit.io.automap import drop_dangling_auto_map
 from prunekit.io.shapes import write_pruned
 from prunekit.io.textnet import write_textnet
 from prunekit.models import TextNetOptions
-from prunekit.prune import MaskSet, compute_masks
-from prunekit.prune.oneshot import OneShotSettings, prune_oneshot
-from prunekit.prune.structured import GroupScores, apply_plan, model_shapes, num_layers, plan_from_ratios
-from prunekit.prune.textnets import apply_text_plan, check_text_ratios, text_plan_from_ratios, text_shapes
+from prunekit.prune import MaskSet
+from prunekit.prune.structured import model_shapes, num_layers
+from prunekit.prune.textnets import check_text_ratios, text_shapes
 from prunekit.report.measure import (
     StageLatency,
     Timer,
@@ -47,10 +46,19 @@ from prunekit.report.measure import (
 from prunekit.report.render import package_versions, print_stage_table, write_report
 from prunekit.runtime import default_device, is_main_process, log, seed_everything
 from prunekit.schedule import cubic_sparsity, iterative_targets
+from prunekit.steps import (
+    Ratios,
+    SolverMethod,
+    calibration_batches,
+    structured_step,
+    unstructured_method,
+    unstructured_step,
+)
+from prunekit.steps import solve as steps_solve
 from prunekit.tasks import Task, get_task
 from prunekit.tasks.base import EncodedSplit, TaskData
 from prunekit.tasks.classification import match_labels as match_labels  # moved there; importable here as before
-from prunekit.train import DistillConfig, TrainConfig, calibrate, train
+from prunekit.train import DistillConfig, TrainConfig, train
 from prunekit.train.checkpoint import CheckpointOptions, fingerprint, paused, resumable
 
 
@@ -134,7 +142,7 @@ def measure_stage(
     prunable: list[str] | None = None, extra: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], np.ndarray]:
     """One report stage: test metrics (validation metrics beside them), size, time; its latency is measured
-    with every other stage's in interleaved rounds when the report is made (:func:`_report`)."""
+    with every other stage's in interleaved rounds when the report is made (:func:`run_report`)."""
     val, _ = wb.evaluate("validation")
     test, logits = wb.evaluate("test")
     more = {"validation_metrics": val, "macs_per_token": macs_per_token(wb.model, latency_seq_len or 128),
@@ -186,7 +194,7 @@ def _finetune(model: str | None, data: DataOptions, tmp: Path | None, opts: Trai
     record, logits = measure_stage(wb, "final", time.perf_counter() - start,
                                    latency_seq_len=128 if latency else None)
     settings = {"train": vars(opts), "data": vars(data), **({"arch": asdict(arch)} if arch else {})}
-    report = _report("finetune", wb, settings, seed, [record])
+    report = run_report("finetune", wb, settings, seed, [record])
     report["training"] = {"steps": result.steps, "seconds": result.seconds}
     _save(wb, tmp, report, logits)
     return report
@@ -259,22 +267,11 @@ class _Loop:
 
     def prune_to(self, target: float | None, optimizer=None) -> None:
         s = self.settings
-        if self.importance is None:
-            solve(self.wb, self.masks, s, target, self.seed, optimizer)
-            self.target = target
-            return
-        calibrate(self.wb.model, self.wb.train, self.wb.tokenizer, self.importance, self.params,
-                  s.calib_batches, s.batch_size, self.seed, task=self.wb.task)
-        scores = self.importance.scores(self.params)
-        if self.block_targets is not None:
-            new = {n: compute_masks({n: sc}, self.block_targets[n], scope="local")[n] for n, sc in scores.items()}
-        else:
-            new = compute_masks(scores, target, scope=s.scope, threshold=s.threshold if target is None else None,
-                                previous=self.masks.masks or None)
-        self.masks.update(new, optimizer)
-        if self.importance.reset_after_prune:
-            self.importance.reset()
-        self.target = target if target is not None else self.masks.sparsity()
+        method = _solver(s) if self.importance is None else self.importance
+        self.target = unstructured_step(self.wb, self.masks, method, target, scope=s.scope, seed=self.seed,
+                                        calib_batches=s.calib_batches, batch_size=s.batch_size,
+                                        threshold=s.threshold, previous=self.masks.masks or None,
+                                        block_targets=self.block_targets, optimizer=optimizer)
 
     def stage(self, name: str, seconds: float, **extra: Any) -> dict[str, Any]:
         record, _ = measure_stage(
@@ -308,29 +305,20 @@ class _Loop:
         return True
 
 
-def solve(wb: Workbench, masks: MaskSet, s: PruneSettings, target: float, seed: int, optimizer=None) -> None:
-    """A solver method (SOLVER_METHODS: SparseGPT) through the LM one-shot engine (:func:`prune_oneshot`):
-    block by block on packed training text (no padding enters a Hessian), each of the masks' weights to
-    ``target`` (with --plan, its block's sparsity) with its kept weights updated; the zero pattern becomes
-    the masks recovery keeps, and what earlier steps pruned stays pruned. The prune loop and recipes share it.
-    """
-    settings = OneShotSettings(method=s.method, sparsity=target, batch_size=s.batch_size)
-    if s.damp is not None:
-        settings.damp = s.damp
+def _solver(s: PruneSettings) -> SolverMethod:
+    """The settings' solver method with its options (with --plan, each block's sparsity)."""
+    solver = SolverMethod(s.method, damp=s.damp)
     if s.plan is not None:  # validated: per-block sparsity only (PruneSettings refuses an attention/MLP split)
         from prunekit.search.plan import oneshot_ratios
 
-        settings.block_ratios, settings.mlp_ratios = oneshot_ratios(s.plan_data)
-    model, device = wb.model, default_device()
-    windows = wb.task.calibration_windows(wb.train, wb.tokenizer, s.calib_batches, s.batch_size, seed)
-    was_training = model.training
-    model.eval()  # no dropout in the activations the Hessians are built from
-    try:
-        prune_oneshot(model, windows, settings, device=device, only=set(masks.params), previous=masks.masks or None)
-    finally:
-        model.to(device)  # the engine parks finished blocks on the CPU
-        model.train(was_training)
-    masks.update({n: p != 0 for n, p in masks.params.items()}, optimizer)
+        solver.block_ratios, solver.mlp_ratios = oneshot_ratios(s.plan_data)
+    return solver
+
+
+def solve(wb: Workbench, masks: MaskSet, s: PruneSettings, target: float | None, seed: int, optimizer=None) -> None:
+    """A solver method (SOLVER_METHODS: SparseGPT) with the settings' options: :func:`prunekit.steps.solve`."""
+    steps_solve(wb, masks, _solver(s), target, seed=seed, calib_batches=s.calib_batches, batch_size=s.batch_size,
+                optimizer=optimizer)
 
 
 def _block_targets(model: nn.Module, params: dict[str, nn.Parameter], s: PruneSettings) -> dict[str, float]:
@@ -348,18 +336,6 @@ def _block_targets(model: nn.Module, params: dict[str, nn.Parameter], s: PruneSe
                                 "the transformer blocks (narrow --prunable)")
         out[name] = float(blocks[int(index)])
     return out
-
-
-def _check_solver(model: nn.Module, params: dict[str, nn.Parameter], method: str) -> None:
-    """SparseGPT runs block by block over a transformer: fail before any work on anything else."""
-    if is_text_model(model):
-        raise PrunekitError(f"--method {method} prunes the Linear layers of transformer blocks; for this "
-                            f"{type(model).__name__} use one of {', '.join(METHODS)}")
-    inside = prunable_modules(model)
-    outside = sorted(set(params) - set(inside))
-    if outside:
-        raise PrunekitError(f"--method {method} prunes Linear layers inside the transformer blocks; {outside[0]} is "
-                            "not one (narrow --prunable)")
 
 
 def _snapshot(model: nn.Module, masks: MaskSet) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -511,10 +487,7 @@ def _prune(model: str, data: DataOptions, out: Path | None, s: PruneSettings, *,
     if s.structured:
         return _prune_structured(wb, data, out, s, seed=seed, command=command)
     params = prunable_weights(wb.model, s.prunable, s.exclude)
-    if s.method in SOLVER_METHODS:
-        _check_solver(wb.model, params, s.method)
-    else:
-        make_importance(s.method, seed).check(wb.model, params)
+    criterion = unstructured_method(wb.model, params, s.method, seed)
     stages: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     _train_new_head(wb, s, seed)
@@ -523,7 +496,6 @@ def _prune(model: str, data: DataOptions, out: Path | None, s: PruneSettings, *,
                                 prunable=list(params), extra={"target_sparsity": 0.0})
     stages.append(baseline)
     teacher = copy.deepcopy(wb.model).eval() if s.distill else None
-    criterion = None if s.method in SOLVER_METHODS else make_importance(s.method, seed)
     loop = _Loop(wb, s, seed, params, MaskSet(params), criterion,
                  baseline["validation_metrics"][wb.task.metric], teacher, stages)
     if s.plan is not None:
@@ -535,7 +507,7 @@ def _prune(model: str, data: DataOptions, out: Path | None, s: PruneSettings, *,
     if loop.stages[-1]["name"] != "final":  # stopped before any step held: the baseline is final
         loop.stage("final", 0.0, note="no pruning step stayed within --max-drop")
     _, final_logits = wb.evaluate("test")
-    report = _report(command, wb, {"prune": s.to_dict(), "data": vars(data)}, seed, loop.stages)
+    report = run_report(command, wb, {"prune": s.to_dict(), "data": vars(data)}, seed, loop.stages)
     report["stopped"] = loop.stopped
     report["layer_sparsity"] = sparsity_by_module(wb.model, list(params))
     _save(wb, out, report, final_logits)
@@ -547,7 +519,7 @@ def _prune(model: str, data: DataOptions, out: Path | None, s: PruneSettings, *,
 # ---------------------------------------------------------------------------------------------------
 
 
-def _report(command: str, wb: Workbench, settings: dict, seed: int, stages: list[dict]) -> dict[str, Any]:
+def run_report(command: str, wb: Workbench, settings: dict, seed: int, stages: list[dict]) -> dict[str, Any]:
     """The report of a finished run; the stages' latencies are measured now, in the same rounds."""
     wb.latency.run(stages)
     described = wb.task.describe(wb.data)
@@ -623,17 +595,6 @@ def _save(wb: Workbench, tmp: Path | None, report: dict[str, Any], logits: np.nd
 # ---------------------------------------------------------------------------------------------------
 
 
-def _calibration_batches(wb: Workbench, n: int, batch_size: int, seed: int) -> list[dict[str, torch.Tensor]]:
-    loader = wb.task.calibration_loader(wb.train, wb.tokenizer, batch_size, seed)
-    device = default_device()
-    out = []
-    for batch in loader:
-        out.append({k: v.to(device) for k, v in batch.items()})
-        if len(out) >= n:
-            break
-    return out
-
-
 def _step_fraction(total: float, k: int, steps: int) -> float:
     """Fraction of what is *left* to remove at step k so that k steps together remove ``total``."""
     before, after = 1 - total * (k - 1) / steps, 1 - total * k / steps
@@ -675,11 +636,7 @@ def _prune_structured(wb: Workbench, data: DataOptions, out: str | Path, s: Prun
     plans = []
     for k in range(1, s.steps + 1):
         t0 = time.perf_counter()
-        batches = _calibration_batches(wb, s.calib_batches, s.batch_size, seed + k)
-        layers_now = s.layers if k == 1 else 0
-        scores = group_scores(wb.model, s.importance, batches=batches, seed=seed + k,
-                              layers=s.layer_importance if layers_now else "groups", remove_layers=layers_now)
-        plan, shapes, summary = _cut(wb.model, scores, s, k, n_layers)
+        plan, shapes, summary = _cut(wb, s, k, seed + k)
         if k == 1 and s.vocab_corpus:
             teacher = _prune_vocabulary(wb, s.vocab_corpus, data.max_length, teacher)
         plans.append(plan)
@@ -695,7 +652,7 @@ def _prune_structured(wb: Workbench, data: DataOptions, out: str | Path, s: Prun
         stages.append(measure_stage(wb, name, time.perf_counter() - t0, latency_seq_len=seq,
                                     extra={"step": k, "shapes": shapes})[0])
     _, final_logits = wb.evaluate("test")
-    report = _report(command, wb, {"prune": s.to_dict(), "data": vars(data)}, seed, stages)
+    report = run_report(command, wb, {"prune": s.to_dict(), "data": vars(data)}, seed, stages)
     report["stopped"] = None
     report["plans"] = plans
     report["shapes"] = text_shapes(wb.model) if n_layers is None else model_shapes(wb.model)
@@ -722,40 +679,26 @@ def _check_structured(model: nn.Module, s: PruneSettings) -> int | None:
     return n_layers
 
 
-def _cut(model: nn.Module, scores: GroupScores, s: PruneSettings, k: int,
-         n_layers: int | None) -> tuple[dict[str, Any], dict[str, Any], str]:
-    """Step k of s.steps: plan from the scores and remove; returns the plan, the new shapes and a summary."""
-    if n_layers is None:
-        plan = text_plan_from_ratios(model, scores.units, units=_step_fraction(s.units, k, s.steps),
-                                     filters=_step_fraction(s.filters, k, s.steps),
-                                     embedding=_step_fraction(s.embedding, k, s.steps), scope=s.scope,
-                                     round_to=s.round_to)
-        apply_text_plan(model, plan)
-        shapes = text_shapes(model)
-        return plan.to_dict(), shapes, f"widths {shapes['widths']}"
-    if s.plan is not None:
-        from prunekit.prune.structured import plan_from_layer_ratios
+def _cut(wb: Workbench, s: PruneSettings, k: int, seed: int) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """Step k of s.steps (:func:`prunekit.steps.structured_step`): score, plan and remove this step's share;
+    returns the plan, the new shapes and a summary."""
+    frac = {name: _step_fraction(getattr(s, name), k, s.steps)
+            for name in ("heads", "ffn", "hidden", "units", "filters", "embedding")}
+    ratios = Ratios(**frac, layers=s.layers if k == 1 else 0)
+    if s.plan is not None and not is_text_model(wb.model):
         from prunekit.search.plan import structured_ratios
 
-        heads, ffn = structured_ratios(s.plan_data)
-        plan = plan_from_layer_ratios(model, scores, heads=heads, ffn=ffn, round_to=s.round_to, gqa=s.gqa)
-        apply_plan(model, plan)
-        shapes = model_shapes(model)
-        return plan.to_dict(), shapes, (f"plan {s.plan}: heads per layer "
-                                        f"{[layer['q_heads'] for layer in shapes['layers']]}, FFN "
-                                        f"{[layer['ffn'] for layer in shapes['layers']]}")
-    plan = plan_from_ratios(
-        model, scores,
-        heads=_step_fraction(s.heads, k, s.steps), ffn=_step_fraction(s.ffn, k, s.steps),
-        hidden=_step_fraction(s.hidden, k, s.steps),
-        layers=(s.layers / n_layers) if k == 1 else 0.0,
-        scope=s.scope, round_to=s.round_to, gqa=s.gqa,
-    )
-    apply_plan(model, plan)
-    shapes = model_shapes(model)
-    return plan.to_dict(), shapes, (
-        f"{shapes['num_layers']} layers, heads per layer {[layer['q_heads'] for layer in shapes['layers']]}, "
-        f"FFN {[layer['ffn'] for layer in shapes['layers']]}, hidden {shapes['hidden_size']}")
+        ratios.heads, ratios.ffn = structured_ratios(s.plan_data)
+    plan, shapes = structured_step(wb, ratios, criterion=s.importance, layer_criterion=s.layer_importance,
+                                   scope=s.scope, round_to=s.round_to, gqa=s.gqa, seed=seed,
+                                   calib_batches=s.calib_batches, batch_size=s.batch_size)
+    if is_text_model(wb.model):
+        return plan.to_dict(), shapes, f"widths {shapes['widths']}"
+    heads, ffn = [layer["q_heads"] for layer in shapes["layers"]], [layer["ffn"] for layer in shapes["layers"]]
+    if s.plan is not None:
+        return plan.to_dict(), shapes, f"plan {s.plan}: heads per layer {heads}, FFN {ffn}"
+    return plan.to_dict(), shapes, (f"{shapes['num_layers']} layers, heads per layer {heads}, FFN {ffn}, "
+                                    f"hidden {shapes['hidden_size']}")
 
 
 def _prune_learned(wb: Workbench, data: DataOptions, out: str | Path, s: PruneSettings, *, seed: int,
@@ -782,7 +725,7 @@ def _prune_learned(wb: Workbench, data: DataOptions, out: str | Path, s: PruneSe
         l0.warm_spread = s.gate_warm_start
     scores = None
     if l0.warm_spread > 0:  # the gates start ranked by --importance (Gates.warm_start); scored before the
-        batches = _calibration_batches(wb, s.calib_batches, s.batch_size, seed + 1)  # gates' hooks exist
+        batches = calibration_batches(wb, s.calib_batches, s.batch_size, seed + 1)  # gates' hooks exist
         scores = group_scores(wb.model, s.importance, batches=batches, seed=seed + 1, layers="groups")
     gates = Gates(wb.model, Budget.parse(s.budget), steps, l0)
     if scores is not None:
@@ -805,7 +748,7 @@ def _prune_learned(wb: Workbench, data: DataOptions, out: str | Path, s: PruneSe
     stages.append(measure_stage(wb, "final", time.perf_counter() - t0, latency_seq_len=seq,
                                 extra={"shapes": model_shapes(wb.model)})[0])
     _, final_logits = wb.evaluate("test")
-    report = _report(command, wb, {"prune": s.to_dict(), "data": vars(data)}, seed, stages)
+    report = run_report(command, wb, {"prune": s.to_dict(), "data": vars(data)}, seed, stages)
     report["stopped"] = None
     report["learned_structure"] = {**decided, "trajectory": gates.trajectory, "gated_epochs": gate_epochs,
                                    "recovery_epochs": rest}

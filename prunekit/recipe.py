@@ -39,19 +39,19 @@ from torch import nn
 
 from prunekit import load
 from prunekit.arch import is_text_model, prunable_weights
-from prunekit.arch.families import _regex
-from prunekit.config import SOLVER_METHODS, DataOptions, PruneSettings, default_lr
+from prunekit.arch.families import compile_regex
+from prunekit.config import DataOptions, PruneSettings, default_lr
 from prunekit.errors import PrunekitError, shown
-from prunekit.importance import make_importance
-from prunekit.importance.groups import group_scores
+from prunekit.importance import Importance
+from prunekit.importance.groups import DATA_GROUP_CRITERIA
 from prunekit.io.atomic import atomic_output_dir, check_output_dir, write_bytes_atomic, write_json_atomic
 from prunekit.io.documents import read_yaml
 from prunekit.io.hf import check_task, has_classification_head, label_names_of, load_config
 from prunekit.io.onnx import export_onnx, onnx_latency
 from prunekit.io.shapes import write_pruned
-from prunekit.pipeline import _calibration_batches, _check_solver, _report, log, open_workbench, solve
-from prunekit.prune import MaskSet, compute_masks
-from prunekit.prune.structured import apply_plan, model_shapes, plan_from_ratios
+from prunekit.pipeline import log, open_workbench, run_report
+from prunekit.prune import MaskSet
+from prunekit.prune.structured import model_shapes
 from prunekit.quant import quantize_int8
 from prunekit.quant.fake import check_bits, fake_quant_size_bytes, fake_quantize
 from prunekit.quant.lowrank import LowRankSettings, low_rank_factorize
@@ -61,9 +61,18 @@ from prunekit.report.measure import count_params, latency_fields, macs_per_token
 from prunekit.report.measure import interleaved_latency as time_rounds
 from prunekit.report.render import print_stage_table, write_report
 from prunekit.runtime import default_device
+from prunekit.steps import (
+    Ratios,
+    SolverMethod,
+    calibration_batches,
+    default_scope,
+    structured_step,
+    unstructured_method,
+    unstructured_step,
+)
 from prunekit.tasks import get_task
 from prunekit.tasks.classification import latency_inputs
-from prunekit.train import DistillConfig, TrainConfig, calibrate, make_student, train
+from prunekit.train import DistillConfig, TrainConfig, make_student, train
 from prunekit.train.checkpoint import fingerprint, resumable, rng_state, set_rng_state
 
 # ---------------------------------------------------------------------------------------------------
@@ -96,6 +105,7 @@ class PruneStage:
     sparsity: float | None = None
     method: str = "magnitude"
     calib_batches: int = 16
+    batch_size: int = 32  # of the calibration batches
     damp: float | None = None  # sparsegpt's Hessian dampening (None: its default)
 
     def as_settings(self) -> PruneSettings:
@@ -103,7 +113,7 @@ class PruneStage:
         return PruneSettings(heads=self.heads, ffn=self.ffn, layers=self.layers, hidden=self.hidden,
                              importance=self.importance, layer_importance=self.layer_importance, scope=self.scope,
                              round_to=self.round_to, sparsity=self.sparsity, method=self.method, schedule="oneshot",
-                             calib_batches=self.calib_batches, damp=self.damp)
+                             calib_batches=self.calib_batches, batch_size=self.batch_size, damp=self.damp)
 
 
 @dataclass
@@ -115,6 +125,8 @@ class StudentStage:
     ffn: float = 0.0
     hidden: float = 0.0
     importance: str = "l2"
+    calib_batches: int = 16  # calibration batches of the criteria that need data (DATA_GROUP_CRITERIA)
+    batch_size: int = 32
 
 
 @dataclass
@@ -347,7 +359,7 @@ def check_recipe(recipe: Recipe, where: str = "recipe") -> None:
         _check_min(s, MINIMA.get(st.kind, {}), at)
         for key in ("prunable", "exclude"):  # a bad regex would otherwise fail only when the stage runs
             if getattr(s, key, None) is not None:
-                _regex(getattr(s, key), f"{at}: {key}")
+                compile_regex(getattr(s, key), f"{at}: {key}")
         if st.kind in TRAINING:
             if s.epochs <= 0:
                 raise PrunekitError(f"{at}: epochs must be > 0")
@@ -392,7 +404,8 @@ def check_recipe(recipe: Recipe, where: str = "recipe") -> None:
 
 #: lower bounds of the settings no other check covers (a batch of 0 would fail only when training starts)
 MINIMA: dict[str, dict[str, float]] = {"finetune": {"batch_size": 1}, "distill": {"batch_size": 1},
-                                       "prune": {"calib_batches": 1}, "student": {"layers": 1}}
+                                       "prune": {"calib_batches": 1, "batch_size": 1},
+                                       "student": {"layers": 1, "calib_batches": 1, "batch_size": 1}}
 
 
 def _check_min(settings: Any, minima: dict[str, float], where: str) -> None:
@@ -487,7 +500,7 @@ def run_recipe(source: str | Path | dict[str, Any], out: str | Path | None = Non
             if checkpoints is not None:
                 _stage_finished(state, checkpoints.folder, i)
         _interleaved_latency(state)
-        report = _report("run", wb, {"recipe": recipe.to_dict()}, recipe.seed, state.records)
+        report = run_report("run", wb, {"recipe": recipe.to_dict()}, recipe.seed, state.records)
         report["stopped"] = None
         write_report(tmp, report)
     print_stage_table(report["stages"])
@@ -565,6 +578,7 @@ def _finetune(state: _State, st: Stage) -> dict[str, Any]:
 
 
 def _prune(state: _State, st: Stage) -> dict[str, Any]:
+    """One step of :mod:`prunekit.steps`, as the prune loop's one-shot step takes it."""
     s, wb, seed = st.settings, state.wb, state.recipe.seed
     _keep_teacher(state)
     if s.sparsity is not None:
@@ -574,34 +588,31 @@ def _prune(state: _State, st: Stage) -> dict[str, Any]:
         earlier = state.masks.masks if state.masks is not None and all(
             n in state.masks.masks and state.masks.masks[n].shape == p.shape for n, p in params.items()) else None
         state.masks = MaskSet(params)
-        if s.method in SOLVER_METHODS:
-            _check_solver(wb.model, params, s.method)
+        criterion = unstructured_method(wb.model, params, s.method, seed)
+        if criterion is None:
             if earlier:
                 state.masks.update(earlier)
-            solve(wb, state.masks, s.as_settings().validate(), s.sparsity, seed)
-            return {"target_sparsity": s.sparsity}
-        importance = make_importance(s.method, seed)
-        importance.check(wb.model, params)
-        calibrate(wb.model, wb.train, wb.tokenizer, importance, params, s.calib_batches, 32, seed, task=wb.task)
-        scope = s.scope or ("row" if s.method == "wanda" else "global")
-        state.masks.update(compute_masks(importance.scores(params), s.sparsity, scope=scope, previous=earlier))
+            method: Importance | SolverMethod = SolverMethod(s.method, damp=s.damp)
+            scope = "local"
+        else:
+            method, scope = criterion, s.scope or default_scope(criterion)
+        unstructured_step(wb, state.masks, method, s.sparsity, scope=scope, seed=seed, calib_batches=s.calib_batches,
+                          batch_size=s.batch_size, previous=earlier)
         return {"target_sparsity": s.sparsity}
-    batches = _calibration_batches(wb, s.calib_batches, 32, seed)
-    scores = group_scores(wb.model, s.importance, batches=batches, seed=seed,
-                          layers=s.layer_importance if s.layers else "groups", remove_layers=s.layers)
-    n = model_shapes(wb.model)["num_layers"]
-    plan = plan_from_ratios(wb.model, scores, heads=s.heads, ffn=s.ffn, layers=s.layers / n, hidden=s.hidden,
-                            scope=s.scope or "local", round_to=s.round_to)
-    apply_plan(wb.model, plan)
+    ratios = Ratios(heads=s.heads, ffn=s.ffn, hidden=s.hidden, layers=s.layers)
+    plan, shapes = structured_step(wb, ratios, criterion=s.importance, layer_criterion=s.layer_importance,
+                                   scope=s.scope or "local", round_to=s.round_to, seed=seed,
+                                   calib_batches=s.calib_batches, batch_size=s.batch_size)
     if plan.layers is not None and state.layer_map is None:
         state.layer_map = list(plan.layers)  # kept layers pair with the teacher layers they came from
-    return {"plan": plan.to_dict(), "shapes": model_shapes(wb.model)}
+    return {"plan": plan.to_dict(), "shapes": shapes}
 
 
 def _student(state: _State, st: Stage) -> dict[str, Any]:
     s, wb = st.settings, state.wb
     _keep_teacher(state)
-    batches = _calibration_batches(wb, 16, 32, state.recipe.seed) if s.importance in ("taylor", "activation") else None
+    needs_batches = s.importance in DATA_GROUP_CRITERIA
+    batches = calibration_batches(wb, s.calib_batches, s.batch_size, state.recipe.seed) if needs_batches else None
     wb.model, state.layer_map = make_student(wb.model, s.layers, heads=s.heads, ffn=s.ffn, hidden=s.hidden,
                                              importance=s.importance, batches=batches)
     return {"layer_map": state.layer_map, "shapes": model_shapes(wb.model)}

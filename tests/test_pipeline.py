@@ -397,7 +397,7 @@ def test_sparsegpt_calibrates_sentence_pairs_with_their_token_types(trained_tiny
     """On a sentence-pair task the packed windows reach the model with the second texts' token type 1,
     so the Hessians see the embeddings the model sees in training (not every token as a first text)."""
     from prunekit.arch import prunable_weights
-    from prunekit.pipeline import _Loop, open_workbench
+    from prunekit.pipeline import open_workbench, solve
     from prunekit.prune import MaskSet
 
     clf, csv = trained_tiny
@@ -410,7 +410,7 @@ def test_sparsegpt_calibrates_sentence_pairs_with_their_token_types(trained_tiny
         lambda _m, _a, kw: seen.append(kw.get("token_type_ids")), with_kwargs=True)
     params = prunable_weights(wb.model)
     s = _settings(method="sparsegpt", schedule="oneshot", calib_batches=2).validate()
-    _Loop(wb, s, 0, params, MaskSet(params), None, 0.0, None).prune_to(0.5)
+    solve(wb, MaskSet(params), s, 0.5, seed=0)
     hook.remove()
     assert seen and all(t is not None for t in seen)
     types = torch.cat(seen)
@@ -461,7 +461,7 @@ def test_sparsegpt_update_reconstructs_blocks_better_than_masking(trained_tiny):
     magnitude pruning at the same sparsity."""
     from prunekit.arch import prunable_weights, transformer_layers
     from prunekit.config import DataOptions as Data
-    from prunekit.pipeline import _Loop, open_workbench
+    from prunekit.pipeline import open_workbench, solve
     from prunekit.prune import MaskSet, compute_masks
     from prunekit.tasks.classification import packed_windows
 
@@ -481,8 +481,7 @@ def test_sparsegpt_update_reconstructs_blocks_better_than_masking(trained_tiny):
     with torch.no_grad():
         reference = wb.model(**windows, output_hidden_states=True).hidden_states[1]
     params = {n: p for n, p in prunable_weights(wb.model).items() if ".layer.0." in n}
-    loop = _Loop(wb, s, 0, params, MaskSet(params), None, 0.0, None)
-    loop.prune_to(0.5)
+    solve(wb, MaskSet(params), s, 0.5, seed=0)
     keep = {n: p != 0 for n, p in params.items()}
     err_sparsegpt = block0_error()
     wb.model.load_state_dict(dense)  # the same mask on the dense weights: no update

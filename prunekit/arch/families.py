@@ -298,21 +298,21 @@ def prunable_weights(
         return {name: mod.weight for name, mod in prunable_modules(model, include, exclude).items()}
     matrices = {n: p for n, p in model.named_parameters() if p.ndim >= 2}
     if include is not None:
-        pattern = _regex(include, "--prunable")
+        pattern = compile_regex(include, "--prunable")
         chosen = {n: p for n, p in matrices.items() if pattern.search(n)}
     else:
         layout = text_layout(model)
         owners = [n for n, _ in (*layout.recurrent, *layout.convs)]
         chosen = {n: p for n, p in matrices.items() if n.rpartition(".")[0] in owners}
     if exclude is not None:
-        drop = _regex(exclude, "--exclude")
+        drop = compile_regex(exclude, "--exclude")
         chosen = {n: p for n, p in chosen.items() if not drop.search(n)}
     if not chosen:
         raise PrunekitError(f"no prunable weights {f'matching {include!r}' if include else ''} in this model")
     return chosen
 
 
-def _regex(pattern: str, flag: str) -> re.Pattern:
+def compile_regex(pattern: str, flag: str) -> re.Pattern:
     try:
         return re.compile(pattern)
     except re.error as err:

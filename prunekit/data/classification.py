@@ -301,7 +301,8 @@ def _read_saved_dataset(path: Path) -> dict[str, pd.DataFrame]:
     return frames
 
 
-def _read(path: Path) -> dict[str, pd.DataFrame]:
+def read_tables(path: Path) -> dict[str, pd.DataFrame]:
+    """The tables a data file or folder holds, by split name (one file: all of it under "train")."""
     if path.is_dir():
         if any((path / m).exists() for m in SAVED_DATASET_MARKERS):
             return _read_saved_dataset(path)
@@ -425,7 +426,7 @@ def read_labelled(
         known = ", ".join(n for n, a in ASSETS.items() if a.kind == kind)
         raise PrunekitError(f"no such file or folder: {spec} (built-in datasets: {known})")
 
-    frames = _read(path)
+    frames = read_tables(path)
     texts, label = _pick_columns(list(frames["train"].columns), text_columns, label_column, str(path),
                                  label_defaults)
     for split, df in frames.items():

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from prunekit.assets import resolve_data
-from prunekit.data.classification import _read
+from prunekit.data.classification import read_tables
 from prunekit.errors import PrunekitError, printable
 
 
@@ -21,7 +21,7 @@ def read_texts(spec: str, text_column: str | None = None) -> list[str]:
     else:
         if not path.exists():
             raise PrunekitError(f"text corpus {spec!r} does not exist")
-        frames = _read(path)
+        frames = read_tables(path)
         column = text_column or next((c for c in ("text", "sentence", "content", "document")
                                       if all(c in f.columns for f in frames.values())), None)
         if column is None or any(column not in f.columns for f in frames.values()):

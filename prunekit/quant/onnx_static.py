@@ -30,7 +30,8 @@ from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 from prunekit.errors import PrunekitError, first_line
 from prunekit.io.onnx import export_onnx, onnx_session
 from prunekit.report.metrics import classification_metrics
-from prunekit.tasks.classification import EncodedSplit, _length_sorted_batches, make_loader
+from prunekit.tasks.base import length_sorted_batches
+from prunekit.tasks.classification import EncodedSplit, make_loader
 
 #: only the ops that carry weights or big products: quantising norms, softmax and residual adds as
 #: well costs accuracy (their activations have outliers) for little speed
@@ -125,7 +126,7 @@ def predict_onnx(path: str | Path, data: EncodedSplit, tokenizer: PreTrainedToke
     wanted = [i.name for i in session.get_inputs()]
     collate = DataCollatorWithPadding(tokenizer)
     logits: np.ndarray | None = None
-    for idx in _length_sorted_batches(data, batch_size):
+    for idx in length_sorted_batches(data, batch_size):
         batch = collate([data.features[i] for i in idx])
         out = session.run(None, {n: batch[n].numpy().astype(np.int64) for n in wanted})[0]
         if logits is None:

@@ -187,13 +187,13 @@ def _kind(short_name: str) -> str:
     return "other"
 
 
-def _png(fig: Figure, path: Path) -> None:
+def save_png(fig: Figure, path: Path) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=130)
     write_bytes_atomic(path, buf.getvalue())
 
 
-def _tidy(ax) -> None:
+def tidy_axes(ax) -> None:
     ax.spines[["top", "right"]].set_visible(False)
     ax.set_axisbelow(True)
 
@@ -219,8 +219,8 @@ def plot_layer_sparsity(layer_sparsity: Mapping[str, float], path: Path) -> None
     ax.grid(axis="x", alpha=0.3)
     ax.set_xlabel("weights that are exactly zero")
     ax.set_title("Sparsity per layer (final model)")
-    _tidy(ax)
-    _png(fig, path)
+    tidy_axes(ax)
+    save_png(fig, path)
 
 
 def plot_stages(stages: Sequence[Stage], path: Path) -> None:
@@ -265,8 +265,8 @@ def plot_stages(stages: Sequence[Stage], path: Path) -> None:
     for ax in (ax_acc, ax_size):
         ax.set_xticks(x, names, rotation=rotate, ha="right" if rotate else "center")
         ax.grid(axis="y", alpha=0.3)
-        _tidy(ax)
-    _png(fig, path)
+        tidy_axes(ax)
+    save_png(fig, path)
 
 
 def plot_tradeoff(stages: Sequence[Stage], path: Path) -> bool:
@@ -297,8 +297,8 @@ def plot_tradeoff(stages: Sequence[Stage], path: Path) -> bool:
         ax.set_ylabel("test accuracy %")
         ax.set_title(title)
         ax.grid(alpha=0.3)
-        _tidy(ax)
-    _png(fig, path)
+        tidy_axes(ax)
+    save_png(fig, path)
     return True
 
 

@@ -10,7 +10,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from prunekit.report.metrics import metric_of
-from prunekit.report.render import _png, _tidy
+from prunekit.report.render import save_png, tidy_axes
 
 
 def plot_sensitivity(tables: Sequence[Any], path: Path) -> None:
@@ -39,8 +39,8 @@ def plot_sensitivity(tables: Sequence[Any], path: Path) -> None:
         if len(t.units) <= 12:
             ax_c.legend(fontsize=6, ncols=2, frameon=False)
         ax_c.grid(alpha=0.3)
-        _tidy(ax_c)
-    _png(fig, path)
+        tidy_axes(ax_c)
+    save_png(fig, path)
 
 
 def plot_trace(result: Any, path: Path) -> None:
@@ -67,7 +67,7 @@ def plot_trace(result: Any, path: Path) -> None:
                  f"Simulated annealing, budget {result.budget} (T0 = {result.t0:.3g})")
     ax.legend(fontsize=8, frameon=False, markerscale=3)
     ax.grid(alpha=0.3)
-    _tidy(ax)
+    tidy_axes(ax)
     labels = [c.label for c in result.candidates]
     real = [c.real for c in result.candidates]
     pred = [metric_of(metric, c.proxy) for c in result.candidates]
@@ -78,8 +78,8 @@ def plot_trace(result: Any, path: Path) -> None:
     ax_r.set_xticks(x, [lab[:4] for lab in labels], rotation=60, fontsize=7)
     ax_r.set_title("real evaluations")
     ax_r.legend(fontsize=7, frameon=False)
-    _tidy(ax_r)
-    _png(fig, path)
+    tidy_axes(ax_r)
+    save_png(fig, path)
 
 
 def plot_gates(trajectory: Sequence[Mapping[str, Any]], final: Mapping[str, Any], path: Path) -> None:
@@ -98,7 +98,7 @@ def plot_gates(trajectory: Sequence[Mapping[str, Any]], final: Mapping[str, Any]
     ax.set_ylabel("kept fraction of searched params")
     ax.set_title("L0 gates: expected size")
     ax.legend(fontsize=8, frameon=False)
-    _tidy(ax)
+    tidy_axes(ax)
     heads, ffn = final.get("heads", []), final.get("ffn", [])
     x = np.arange(len(heads))
     ax_w.bar(x - 0.2, [h / max(final.get("heads_dense", [1])[i], 1) for i, h in enumerate(heads)], width=0.4,
@@ -110,5 +110,5 @@ def plot_gates(trajectory: Sequence[Mapping[str, Any]], final: Mapping[str, Any]
     ax_w.set_ylabel("fraction kept")
     ax_w.set_title("final widths")
     ax_w.legend(fontsize=8, frameon=False)
-    _tidy(ax_w)
-    _png(fig, path)
+    tidy_axes(ax_w)
+    save_png(fig, path)

@@ -44,6 +44,7 @@ from prunekit.search.sensitivity import (
     run_sensitivity,
     structured_plan,
 )
+from prunekit.steps import calibration_batches
 from prunekit.tasks.classification import EncodedSplit, predict
 from prunekit.tasks.classification import evaluate as evaluate_split
 from prunekit.tasks.lm import LMText, calibration_windows, evaluation_windows, load_lm_text
@@ -129,7 +130,7 @@ class _Session:
     def _open_classifier(self, model: str, data: Any, trust_remote_code: bool) -> None:
         # upward (search -> pipeline) until the task interface owns opening a model with its data and its
         # calibration batches (issue 21 item 1); then this import goes to the top, from prunekit.tasks
-        from prunekit.pipeline import _calibration_batches, open_workbench
+        from prunekit.pipeline import open_workbench
 
         o = self.opts
         wb = open_workbench(model, data, o.seed, trust_remote_code)
@@ -146,7 +147,7 @@ class _Session:
         def evaluate(m: torch.nn.Module) -> float:
             return 100.0 * evaluate_split(m, val, wb.tokenizer, desc=False)[0]["accuracy"]
 
-        batches = _calibration_batches(wb, o.calib_batches, o.batch_size, o.seed)
+        batches = calibration_batches(wb, o.calib_batches, o.batch_size, o.seed)
         self.scores = group_scores(self.model, o.importance, batches=batches, seed=o.seed, layers="groups")
         self.identity = {"task": "classification", "model": _fingerprint(model), "data": asdict(data),
                          "importance": o.importance, "calib_batches": o.calib_batches, "validation": len(val),

@@ -147,7 +147,7 @@ def packed_windows(data: EncodedSplit, tokenizer: PreTrainedTokenizerBase, batch
     return windows
 
 
-def _length_sorted_batches(data: EncodedSplit, batch_size: int) -> Iterator[list[int]]:
+def length_sorted_batches(data: EncodedSplit, batch_size: int) -> Iterator[list[int]]:
     # Sorting by length before batching cuts padding, so evaluation costs what the text costs.
     order = sorted(range(len(data)), key=lambda i: len(next(iter(data.features[i].values()))))
     for start in range(0, len(order), batch_size):
@@ -169,7 +169,7 @@ def predict(
     device = next(model.parameters()).device
     collate = collate or DataCollatorWithPadding(tokenizer)
     logits = np.zeros((len(data), model.config.num_labels), dtype=np.float32)
-    batches = list(_length_sorted_batches(data, batch_size))
+    batches = list(length_sorted_batches(data, batch_size))
     for idx in tqdm(batches, desc=desc or "evaluate", leave=False, disable=desc is False):
         batch = collate([data.features[i] for i in idx])
         out = model(**{k: v.to(device) for k, v in batch.items()})

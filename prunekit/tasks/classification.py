@@ -26,7 +26,6 @@ from prunekit.report.metrics import classification_metrics
 from prunekit.tasks.base import EncodedSplit, Task, predict
 
 # The shared text machinery, importable from here as it always was (it moved to tasks/base.py).
-from prunekit.tasks.base import _length_sorted_batches as _length_sorted_batches
 from prunekit.tasks.base import calibration_loader as calibration_loader
 from prunekit.tasks.base import encode as encode
 from prunekit.tasks.base import latency_inputs as latency_inputs
