@@ -314,8 +314,9 @@ def prune(
     steps: Annotated[int, _opt(SCHEDULE, "iterative: prune→recover rounds; gradual: quality checkpoints.")] = 1,
     ramp_end: Annotated[float, _opt(SCHEDULE, "gradual: share of the training by which the ramp reaches the "
                                     "target.")] = 0.7,
-    max_drop: Annotated[float | None, _opt(SCHEDULE, "Unstructured: stop before validation accuracy falls more "
-                                           "than P points; keep the last good model.")] = None,
+    max_drop: Annotated[float | None, _opt(SCHEDULE, "Unstructured: stop before the task's validation metric "
+                                           "(accuracy, Pearson, ...) falls more than P points; keep the last good "
+                                           "model.")] = None,
     finetune_epochs: Annotated[float, _opt(RECOVERY, "Total recovery epochs (split across steps).")] = 1.0,
     lr: Annotated[float | None, _opt(RECOVERY, "Learning rate (default 5e-5; 2e-3 for LSTM/GRU/RNN/TextCNN).")]
     = None,

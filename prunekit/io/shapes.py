@@ -183,6 +183,8 @@ def save_sparse(model: nn.Module, tokenizer: PreTrainedTokenizerBase | None, fol
     :func:`load`) or, with ``packed=False``, the plain ``save_pretrained`` weights."""
     folder = Path(folder)
     if packed:
+        # as save_pretrained does: the class is what reload builds (a model made with from_config has none yet)
+        model.config.architectures = [type(model).__name__]
         model.config.save_pretrained(folder)
         if getattr(model, "generation_config", None) is not None:
             model.generation_config.save_pretrained(folder)

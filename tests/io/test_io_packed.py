@@ -1,7 +1,9 @@
 import pytest
 import torch
 from safetensors.torch import save_file
+from transformers import LlamaConfig, LlamaForCausalLM
 
+import prunekit
 from prunekit.errors import PrunekitError
 from prunekit.io.packed import (
     dense_size_bytes,
@@ -10,6 +12,7 @@ from prunekit.io.packed import (
     packed_size_bytes,
     save_packed,
 )
+from prunekit.io.shapes import save_sparse
 
 
 def sparse(shape, sparsity, dtype=torch.float32, seed=0):
@@ -100,3 +103,16 @@ def test_tied_weights_are_written_once_and_come_back_tied(tmp_path):
     back = load_packed(tmp_path / "p.safetensors")
     assert back["1.weight"] is back["0.weight"]
     assert torch.equal(back["1.weight"], sd["1.weight"])
+
+
+def test_a_packed_folder_of_a_model_built_from_its_config_reloads(tmp_path):
+    """A model made with from_config has no config.architectures yet; the packed folder must still name its
+    class (as save_pretrained would), or nothing can rebuild it."""
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=2)).eval()
+    assert not model.config.architectures
+    save_sparse(model, None, tmp_path / "out")
+    ids = torch.randint(0, 64, (1, 8))
+    with torch.no_grad():
+        assert torch.equal(prunekit.load(tmp_path / "out")(input_ids=ids).logits, model(input_ids=ids).logits)
