@@ -4,8 +4,8 @@ with or without an entry in prunekit's architecture table; shared by the tests o
 
 from __future__ import annotations
 
-import pytest
 import torch
+from _threads import one_thread  # noqa: F401 - autouse fixture, shared
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -62,12 +62,6 @@ ZOO: dict[str, tuple[type, dict]] = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def build(model_type: str) -> torch.nn.Module:

@@ -7,8 +7,8 @@ Test files load it by path (the test folders are not packages) and import the ``
 
 from __future__ import annotations
 
-import pytest
 import torch
+from _threads import one_thread  # noqa: F401 - autouse fixture, shared
 from transformers import (
     BertConfig,
     BertForSequenceClassification,
@@ -28,13 +28,6 @@ VOCAB, HIDDEN, LAYERS, HEADS, FFN = 60, 32, 3, 4, 48
 FAMILIES = ("bert", "distilbert", "roberta", "electra", "gpt2", "llama")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors run ~50x faster on one thread than with two threads contending for 2 busy cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def build(name: str, seed: int = 0, **overrides) -> torch.nn.Module:

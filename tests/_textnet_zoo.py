@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
+from _threads import one_thread  # noqa: F401 - autouse fixture, shared
 from torch import nn
 
 from prunekit.models import TextNetConfig, build_model
@@ -13,12 +13,6 @@ VOCAB = 40
 RECURRENT_CASES = [(t, n, bi) for t in ("lstm", "gru", "rnn") for n in (1, 2) for bi in (False, True)]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def tiny(model_type: str = "lstm", num_layers: int = 1, bidirectional: bool = False, seed: int = 0, **kw) -> nn.Module:

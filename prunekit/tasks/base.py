@@ -50,6 +50,7 @@ class TaskData(Protocol):
     test: TaskSplit
     text_columns: tuple[str, ...]
     label_column: str
+    label_names: list[str]  # what the model's outputs are named (a classifier's classes, a regressor's target)
     source: str
 
 
@@ -252,7 +253,8 @@ class Task(ABC):
 
     def describe(self, data: TaskData) -> dict[str, dict[str, Any]]:
         """Task-specific entries of the report's ``model`` and ``data`` sections."""
-        return {"model": {}, "data": {"text_columns": list(data.text_columns), "label_column": data.label_column}}
+        return {"model": {"labels": data.label_names},
+                "data": {"text_columns": list(data.text_columns), "label_column": data.label_column}}
 
     # -- batches ----------------------------------------------------------------------------------------
 

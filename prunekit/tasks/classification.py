@@ -106,11 +106,6 @@ class ClassificationTask(Task):
     def summary(self, data: ClassificationData) -> str:
         return f"{len(data.label_names)} labels"
 
-    def describe(self, data: ClassificationData) -> dict[str, dict[str, Any]]:
-        described = super().describe(data)
-        described["model"]["labels"] = data.label_names
-        return described
-
     def distill_loss(self, student: Tensor, teacher: Tensor, labels: Tensor, cfg: Any) -> Tensor:
         return distill_loss(student, teacher, labels, cfg)
 

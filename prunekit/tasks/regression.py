@@ -81,11 +81,6 @@ class RegressionTask(Task):
     def summary(self, data: RegressionData) -> str:
         return f"regression on {data.label_column!r}"
 
-    def describe(self, data: RegressionData) -> dict[str, dict[str, Any]]:
-        described = super().describe(data)
-        described["model"]["labels"] = data.label_names
-        return described
-
     def distill_loss(self, student: Tensor, teacher: Tensor, labels: Tensor, cfg: Any) -> Tensor:
         return distill_loss(student, teacher, labels, cfg)
 

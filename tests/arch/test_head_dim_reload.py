@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _threads import one_thread  # noqa: F401 - autouse fixture, shared
 from transformers import AutoConfig, AutoModelForCausalLM
 
 import prunekit
@@ -16,12 +17,6 @@ from prunekit.pipeline_lm import StructuredLM, prune_lm
 pytest_plugins = ()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _lm(folder, model_type: str, tokenizer) -> None:

@@ -7,19 +7,12 @@ import random
 
 import pytest
 import torch
+from _threads import one_thread  # noqa: F401 - autouse fixture, shared
 from conftest import FILL, NEG, POS
 from transformers import AutoTokenizer, LlamaForCausalLM
 
 from prunekit.errors import PrunekitError
 from prunekit.tasks.lm import calibration_windows, evaluation_windows, load_lm_text, perplexity
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _overlaps(a: torch.Tensor, b: torch.Tensor, n: int = 12) -> bool:
