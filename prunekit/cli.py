@@ -86,6 +86,11 @@ CheckpointMinutes = Annotated[float, typer.Option("--checkpoint-minutes", help="
                                                   "comes first.", rich_help_panel=RUNS)]
 CalibData = Annotated[str | None, typer.Option(help="lm: a separate calibration text (default: a disjoint "
                                                "part of --data).", rich_help_panel=LM)]
+FinetuneTokens = Annotated[int | None, typer.Option(help="lm: recovery/fine-tuning budget in training tokens "
+                                                   "(windows of the training text; it repeats if shorter), instead "
+                                                   "of epochs.", rich_help_panel=LM)]
+EvalEvery = Annotated[int, typer.Option(help="lm: a perplexity checkpoint every K training steps, logged and kept in "
+                                        "the report (0: before and after only).", rich_help_panel=LM)]
 Latency = Annotated[bool, typer.Option(help="Measure latency at batch 1 and 32.", rich_help_panel=RUNS)]
 
 
@@ -99,7 +104,7 @@ def _check_task(task: str, known: tuple[str, ...] | None = None) -> None:
     if known is None:
         from prunekit.tasks import TASKS
 
-        known = (*TASKS, "lm")
+        known = tuple(TASKS)
     if task not in known:
         raise PrunekitError(f"--task must be {', '.join(known[:-1])} or {known[-1]}, got {task!r}")
 
@@ -353,6 +358,7 @@ def prune(
     reconstruct: Annotated[bool, _opt(LM, "Structured: refit o_proj/down_proj by least squares after the cut.")]
     = True,
     save: Annotated[str, _opt(LM, "packed (non-zeros + bitmask; reload with prunekit.load) | dense.")] = "packed",
+    finetune_tokens: FinetuneTokens = None, eval_every: EvalEvery = 0,
     text_column: TextCol = None, label_column: LabelCol = None,
     max_train_samples: MaxTrain = None, max_eval_samples: MaxEval = None, max_length: MaxLen = 128,
     module: UserModule = None, module_kwargs: UserKwargs = None, trust_remote_code: Remote = False,
@@ -365,7 +371,7 @@ def prune(
     options = dict(locals())
     from prunekit.config import PruneSettings, changed, refuse
     from prunekit.pipeline import prune as run
-    from prunekit.pipeline_lm import LM_ONLY_OPTIONS, prune_lm_from_options
+    from prunekit.pipeline_lm import LM_ONLY_OPTIONS, LM_SHARED_OPTIONS, prune_lm_from_options
 
     _check_task(task)
     given = changed(prune, options)
@@ -373,7 +379,8 @@ def prune(
         lm_options = signature(prune_lm_from_options).parameters
         refuse({n: v for n, v in given.items() if n not in lm_options and n != "task"},
                "--task lm does not read {} (classifier options)")
-        prune_lm_from_options(**{n: v for n, v in options.items() if n in lm_options})
+        prune_lm_from_options(**{n: v for n, v in options.items() if n in lm_options
+                                 and (n not in LM_SHARED_OPTIONS or n in given)})
         return
     refuse({n: given[n] for n in LM_ONLY_OPTIONS if n in given}, "{}: --task lm options, not read by a classifier")
     from prunekit.models.custom import parse_kwargs

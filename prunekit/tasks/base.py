@@ -285,6 +285,11 @@ class Task(ABC):
         """A ``make_inputs(batch, seq_len)`` the latency timer feeds the model with."""
         return latency_inputs(tokenizer, vocab_size, device)
 
+    def progress_bar(self, data: EncodedSplit, batch_size: int) -> dict[str, Any]:
+        """What the training progress bar counts (tqdm keyword arguments): by default steps; a language
+        model counts tokens (``unit_scale`` = tokens per batch), the unit its budgets are given in."""
+        return {}
+
     # -- training ---------------------------------------------------------------------------------------
 
     def loss(self, outputs: Any, batch: dict[str, Tensor]) -> Tensor:
