@@ -167,7 +167,9 @@ def assets(
              "\n\n  prunekit finetune --arch bilstm -d movie-reviews --out runs/bilstm --epochs 5"
              "\n\n  prunekit finetune --arch textcnn --tokenizer minilm -d movie-reviews --out runs/cnn --epochs 5"
              "\n\n  prunekit finetune --module mynets:BiGRU --module-kwargs '{\"hidden\": 64}' -d movie-reviews "
-             "--out runs/mine --epochs 5")
+             "--out runs/mine --epochs 5"
+             "\n\n  prunekit finetune --task lm -m smollm2-135m -d wikipedia --finetune-tokens 100000 --eval-every 20 "
+             "--out runs/smol-ft")
 @_fail_cleanly
 def finetune(
     data: Data, out: Out,
@@ -191,14 +193,32 @@ def finetune(
     trust_remote_code: Remote = False, latency: Latency = True, seed: Seed = 0, force: Force = False,
     resume: Resume = True, checkpoint_every: CheckpointEvery = 200, checkpoint_minutes: CheckpointMinutes = 10.0,
     task: Task = "classification",
+    finetune_tokens: FinetuneTokens = None, eval_every: EvalEvery = 0,
+    seq_len: SeqLen = 512, eval_samples: EvalSamples = 32, stride: Stride = None, calib_data: CalibData = None,
 ) -> None:
     """Fine-tune a text classifier (adds a head to a bare encoder), or train a new LSTM/GRU/RNN/TextCNN
     (--arch) or your own module (--module), and save it with a report. --task regression: a one-output
-    regressor on a numeric label column."""
-    from prunekit.config import TrainOptions
+    regressor on a numeric label column. --task lm: a causal LM on the training part of a text
+    (--finetune-tokens or --epochs), perplexity on the evaluation part."""
+    options = dict(locals())
+    from prunekit.config import TrainOptions, changed, refuse
     from prunekit.models import TextNetOptions
     from prunekit.models.custom import parse_kwargs
     from prunekit.pipeline import finetune as run
+
+    given = changed(finetune, options)
+    lm_only = ("finetune_tokens", "eval_every", "seq_len", "eval_samples", "stride", "calib_data")
+    if task == "lm":
+        refuse({n: given[n] for n in ("text_column", "label_column", "max_length", "max_train_samples") if n in given},
+               "{}: classifier data options, not read by --task lm (--seq-len sets the windows)")
+        if finetune_tokens is not None and "epochs" in given:
+            raise PrunekitError("give --finetune-tokens or --epochs, not both")
+        from prunekit.tasks.lm import LMTask
+
+        task = LMTask(seq_len=seq_len, eval_samples=eval_samples, stride=stride, calib_data=calib_data)
+        batch_size = batch_size if "batch_size" in given else 4  # windows of --seq-len tokens each
+    else:
+        refuse({n: given[n] for n in lm_only if n in given}, "{}: --task lm options, not read by a classifier")
 
     if sum(x is not None for x in (model, arch, module)) != 1:
         raise PrunekitError("give exactly one of --model (fine-tune it), --arch (train a new small model) or "
@@ -210,9 +230,9 @@ def finetune(
         new = TextNetOptions(arch or "custom", tokenizer, embed_dim, width, num_layers, module=module,
                              module_kwargs=parse_kwargs(module_kwargs))
     run(model, _data(data, text_column, label_column, max_train_samples, max_eval_samples, max_length), out,
-        TrainOptions(epochs, lr, batch_size), seed=seed, force=force, trust_remote_code=trust_remote_code,
-        latency=latency, arch=new, resume=resume, checkpoint=_checkpoints(checkpoint_every, checkpoint_minutes),
-        task=task)
+        TrainOptions(epochs, lr, batch_size, finetune_tokens, eval_every), seed=seed, force=force,
+        trust_remote_code=trust_remote_code, latency=latency, arch=new, resume=resume,
+        checkpoint=_checkpoints(checkpoint_every, checkpoint_minutes), task=task)
 
 
 @app.command(epilog="Examples:\n\n  prunekit evaluate -m runs/minilm-mr -d movie-reviews\n\n"

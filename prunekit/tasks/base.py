@@ -292,6 +292,12 @@ class Task(ABC):
 
     # -- training ---------------------------------------------------------------------------------------
 
+    def check_training(self, data: TaskData) -> dict[str, Any]:
+        """Before any training: refuse training data that leaks into what is measured; facts for the report's
+        training record. Default: nothing to check (the data's own splits are trusted); an LM measures how
+        much of its evaluation text the training text contains."""
+        return {}
+
     def loss(self, outputs: Any, batch: dict[str, Tensor]) -> Tensor:
         """The training loss of one batch's forward pass. Default: the loss the model computed itself."""
         return outputs.loss

@@ -378,6 +378,10 @@ class LMTask(Task):
         width = len(data.features[0]["input_ids"]) if data.features else 1
         return {"unit": "tok", "unit_scale": batch_size * width}
 
+    def check_training(self, data: LMData) -> dict[str, Any]:
+        """The training text may not overlap the evaluation text (:func:`check_disjoint`)."""
+        return {"overlap": check_disjoint(data.text)} if data.text is not None else {}
+
     def distill_loss(self, student: Tensor, teacher: Tensor, labels: Tensor, cfg: Any) -> Tensor:
         return lm_distill_loss(student, teacher, labels, cfg)
 
