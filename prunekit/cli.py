@@ -396,7 +396,9 @@ def prune(
     _check_task(task)
     given = changed(prune, options)
     if task == "lm":
-        lm_options = signature(prune_lm_from_options).parameters
+        lm_options = set(signature(prune_lm_from_options).parameters)
+        if "finetune_tokens" not in given and "finetune_epochs" not in given:  # no recovery: training options
+            lm_options -= set(LM_SHARED_OPTIONS)                                 # are the classifier's
         refuse({n: v for n, v in given.items() if n not in lm_options and n != "task"},
                "--task lm does not read {} (classifier options)")
         prune_lm_from_options(**{n: v for n, v in options.items() if n in lm_options

@@ -95,8 +95,10 @@ def test_finetune_task_lm_lowers_perplexity(tiny_lm, tiny_text, tmp_path) -> Non
 def test_cli_recovery_flags(tiny_lm, tiny_text, tmp_path) -> None:
     base = ["prune", "--task", "lm", "-m", str(tiny_lm), "-d", str(tiny_text), "--seq-len", "32", "--eval-samples",
             "4", "--calib-samples", "8", "--method", "magnitude"]
-    bad = runner.invoke(app, [*base, "--out", str(tmp_path / "a"), "--lr", "1e-3"])
+    bad = runner.invoke(app, [*base, "--out", str(tmp_path / "a"), "--eval-every", "5"])
     assert bad.exit_code == 2 and "--finetune-tokens or --finetune-epochs" in bad.output
+    bad = runner.invoke(app, [*base, "--out", str(tmp_path / "a"), "--lr", "1e-3"])  # no recovery: nothing trains
+    assert bad.exit_code == 2 and "does not read --lr" in bad.output
     bad = runner.invoke(app, [*base, "--out", str(tmp_path / "b"), "--schedule", "iterative", "--finetune-tokens", "9"])
     assert bad.exit_code == 2 and "one-shot" in bad.output
     bad = runner.invoke(app, ["prune", "-m", str(tiny_lm), "-d", str(tiny_text), "--out", str(tmp_path / "c"),
