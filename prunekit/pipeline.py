@@ -425,6 +425,9 @@ def prune(
     training checkpoints into the temporary output; the same call after a kill resumes from there
     (``resume=False`` starts over)."""
     s = settings or PruneSettings()
+    if get_task(task).name == "lm":  # the LM runner owns its one-shot step (SparseGPT, sequential calibration)
+        raise PrunekitError("prunekit.prune runs the classifier schedules; prune a language model with "
+                            "prunekit.prune_lm (prunekit prune --task lm; --finetune-tokens recovers)")
     check_output_dir(out, force, inputs={"model": model, "data": data.data, "plan": s.plan,
                                          "vocabulary corpus": s.vocab_corpus})
     s = s.validate()  # a normalised copy: the caller's settings stay as given

@@ -108,3 +108,61 @@ def test_cli_recovery_flags(tiny_lm, tiny_text, tmp_path) -> None:
                              "--batch-size", "2"])
     assert ok.exit_code == 0, ok.output
     assert json.loads((tmp_path / "d" / "report.json").read_text())["recovery"]["tokens"] >= 500
+
+
+def test_the_classifier_loop_sends_an_lm_to_its_runner(tiny_lm, tiny_text, tmp_path) -> None:
+    from prunekit.config import DataOptions
+
+    with pytest.raises(PrunekitError, match="prunekit.prune_lm"):
+        prunekit.prune(str(tiny_lm), DataOptions(str(tiny_text)), tmp_path / "p", task="lm")
+    assert not (tmp_path / "p").exists()
+
+
+def test_overlap_is_measured_on_long_runs_of_tokens() -> None:
+    from prunekit.tasks.lm import overlap
+
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randint(0, 1000, (3000,), generator=gen), torch.randint(0, 1000, (1000,), generator=gen)
+    assert overlap(a, b) == 0.0
+    assert overlap(a, a[500:1500]) == 1.0
+    half = torch.cat([a[:500], b[:500]])  # the first half copied, the second new
+    assert overlap(a, half) == pytest.approx(469 / 969, abs=0.01)
+
+
+def test_the_progress_bar_counts_tokens(tiny_lm, tiny_text, monkeypatch) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import prunekit.train.loop as loop
+    from prunekit.tasks.lm import LMTask, LMWindows, load_lm_text, training_windows
+    from prunekit.train import TrainConfig, train
+
+    seen = {}
+    real = loop.tqdm
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "tqdm", spy)
+    tok = AutoTokenizer.from_pretrained(tiny_lm)
+    windows = LMWindows.of(training_windows(load_lm_text(tok, str(tiny_text)), 16))
+    train(AutoModelForCausalLM.from_pretrained(tiny_lm), windows, tok, TrainConfig(epochs=0.1, batch_size=3),
+          task=LMTask(seq_len=16))
+    assert seen["unit"] == "tok" and seen["unit_scale"] == 3 * 16
+
+
+def test_lm_distill_loss_is_the_temperature_scaled_kl_mixed_with_the_lm_loss() -> None:
+    from prunekit.tasks.lm import lm_distill_loss
+    from prunekit.train import DistillConfig
+
+    gen = torch.Generator().manual_seed(0)
+    student, teacher = torch.randn(2, 5, 7, generator=gen), torch.randn(2, 5, 7, generator=gen)
+    labels = torch.randint(0, 7, (2, 5), generator=gen)
+    assert float(lm_distill_loss(teacher, teacher, labels, DistillConfig(alpha=0.0))) == pytest.approx(0.0, abs=1e-6)
+    kl = lm_distill_loss(student, teacher, labels, DistillConfig(alpha=0.0, temperature=2.0))
+    s, t = student[:, :-1].reshape(-1, 7) / 2, teacher[:, :-1].reshape(-1, 7) / 2
+    want = 4 * torch.nn.functional.kl_div(s.log_softmax(-1), t.log_softmax(-1), log_target=True, reduction="batchmean")
+    assert float(kl) == pytest.approx(float(want), rel=1e-5)
+    ce = torch.nn.functional.cross_entropy(student[:, :-1].reshape(-1, 7), labels[:, 1:].reshape(-1))
+    mixed = lm_distill_loss(student, teacher, labels, DistillConfig(alpha=0.25, temperature=2.0))
+    assert float(mixed) == pytest.approx(float(0.25 * ce + 0.75 * want), rel=1e-5)
