@@ -166,3 +166,10 @@ def test_lm_distill_loss_is_the_temperature_scaled_kl_mixed_with_the_lm_loss() -
     ce = torch.nn.functional.cross_entropy(student[:, :-1].reshape(-1, 7), labels[:, 1:].reshape(-1))
     mixed = lm_distill_loss(student, teacher, labels, DistillConfig(alpha=0.25, temperature=2.0))
     assert float(mixed) == pytest.approx(float(0.25 * ce + 0.75 * want), rel=1e-5)
+
+
+def test_a_recipe_refuses_the_lm_task_in_one_line() -> None:
+    from prunekit.recipe import parse_recipe
+
+    with pytest.raises(PrunekitError, match="recipes do not run --task lm yet"):
+        parse_recipe({"model": "smollm2-135m", "task": "lm", "stages": [{"prune": {"sparsity": 0.5}}]})
