@@ -86,6 +86,11 @@ CheckpointMinutes = Annotated[float, typer.Option("--checkpoint-minutes", help="
                                                   "comes first.", rich_help_panel=RUNS)]
 CalibData = Annotated[str | None, typer.Option(help="lm: a separate calibration text (default: a disjoint "
                                                "part of --data).", rich_help_panel=LM)]
+FinetuneTokens = Annotated[int | None, typer.Option(help="lm: recovery/fine-tuning budget in training tokens "
+                                                   "(windows of the training text; it repeats if shorter), instead "
+                                                   "of epochs.", rich_help_panel=LM)]
+EvalEvery = Annotated[int, typer.Option(help="lm: a perplexity checkpoint every K training steps, logged and kept in "
+                                        "the report (0: before and after only).", rich_help_panel=LM)]
 Latency = Annotated[bool, typer.Option(help="Measure latency at batch 1 and 32.", rich_help_panel=RUNS)]
 
 
@@ -99,7 +104,7 @@ def _check_task(task: str, known: tuple[str, ...] | None = None) -> None:
     if known is None:
         from prunekit.tasks import TASKS
 
-        known = (*TASKS, "lm")
+        known = tuple(TASKS)
     if task not in known:
         raise PrunekitError(f"--task must be {', '.join(known[:-1])} or {known[-1]}, got {task!r}")
 
@@ -162,7 +167,9 @@ def assets(
              "\n\n  prunekit finetune --arch bilstm -d movie-reviews --out runs/bilstm --epochs 5"
              "\n\n  prunekit finetune --arch textcnn --tokenizer minilm -d movie-reviews --out runs/cnn --epochs 5"
              "\n\n  prunekit finetune --module mynets:BiGRU --module-kwargs '{\"hidden\": 64}' -d movie-reviews "
-             "--out runs/mine --epochs 5")
+             "--out runs/mine --epochs 5"
+             "\n\n  prunekit finetune --task lm -m smollm2-135m -d wikipedia --finetune-tokens 100000 --eval-every 20 "
+             "--out runs/smol-ft")
 @_fail_cleanly
 def finetune(
     data: Data, out: Out,
@@ -186,14 +193,32 @@ def finetune(
     trust_remote_code: Remote = False, latency: Latency = True, seed: Seed = 0, force: Force = False,
     resume: Resume = True, checkpoint_every: CheckpointEvery = 200, checkpoint_minutes: CheckpointMinutes = 10.0,
     task: Task = "classification",
+    finetune_tokens: FinetuneTokens = None, eval_every: EvalEvery = 0,
+    seq_len: SeqLen = 512, eval_samples: EvalSamples = 32, stride: Stride = None, calib_data: CalibData = None,
 ) -> None:
     """Fine-tune a text classifier (adds a head to a bare encoder), or train a new LSTM/GRU/RNN/TextCNN
     (--arch) or your own module (--module), and save it with a report. --task regression: a one-output
-    regressor on a numeric label column."""
-    from prunekit.config import TrainOptions
+    regressor on a numeric label column. --task lm: a causal LM on the training part of a text
+    (--finetune-tokens or --epochs), perplexity on the evaluation part."""
+    options = dict(locals())
+    from prunekit.config import TrainOptions, changed, refuse
     from prunekit.models import TextNetOptions
     from prunekit.models.custom import parse_kwargs
     from prunekit.pipeline import finetune as run
+
+    given = changed(finetune, options)
+    lm_only = ("finetune_tokens", "eval_every", "seq_len", "eval_samples", "stride", "calib_data")
+    if task == "lm":
+        refuse({n: given[n] for n in ("text_column", "label_column", "max_length", "max_train_samples") if n in given},
+               "{}: classifier data options, not read by --task lm (--seq-len sets the windows)")
+        if finetune_tokens is not None and "epochs" in given:
+            raise PrunekitError("give --finetune-tokens or --epochs, not both")
+        from prunekit.tasks.lm import LMTask
+
+        task = LMTask(seq_len=seq_len, eval_samples=eval_samples, stride=stride, calib_data=calib_data)
+        batch_size = batch_size if "batch_size" in given else 4  # windows of --seq-len tokens each
+    else:
+        refuse({n: given[n] for n in lm_only if n in given}, "{}: --task lm options, not read by a classifier")
 
     if sum(x is not None for x in (model, arch, module)) != 1:
         raise PrunekitError("give exactly one of --model (fine-tune it), --arch (train a new small model) or "
@@ -205,9 +230,9 @@ def finetune(
         new = TextNetOptions(arch or "custom", tokenizer, embed_dim, width, num_layers, module=module,
                              module_kwargs=parse_kwargs(module_kwargs))
     run(model, _data(data, text_column, label_column, max_train_samples, max_eval_samples, max_length), out,
-        TrainOptions(epochs, lr, batch_size), seed=seed, force=force, trust_remote_code=trust_remote_code,
-        latency=latency, arch=new, resume=resume, checkpoint=_checkpoints(checkpoint_every, checkpoint_minutes),
-        task=task)
+        TrainOptions(epochs, lr, batch_size, finetune_tokens, eval_every), seed=seed, force=force,
+        trust_remote_code=trust_remote_code, latency=latency, arch=new, resume=resume,
+        checkpoint=_checkpoints(checkpoint_every, checkpoint_minutes), task=task)
 
 
 @app.command(epilog="Examples:\n\n  prunekit evaluate -m runs/minilm-mr -d movie-reviews\n\n"
@@ -353,6 +378,7 @@ def prune(
     reconstruct: Annotated[bool, _opt(LM, "Structured: refit o_proj/down_proj by least squares after the cut.")]
     = True,
     save: Annotated[str, _opt(LM, "packed (non-zeros + bitmask; reload with prunekit.load) | dense.")] = "packed",
+    finetune_tokens: FinetuneTokens = None, eval_every: EvalEvery = 0,
     text_column: TextCol = None, label_column: LabelCol = None,
     max_train_samples: MaxTrain = None, max_eval_samples: MaxEval = None, max_length: MaxLen = 128,
     module: UserModule = None, module_kwargs: UserKwargs = None, trust_remote_code: Remote = False,
@@ -365,15 +391,18 @@ def prune(
     options = dict(locals())
     from prunekit.config import PruneSettings, changed, refuse
     from prunekit.pipeline import prune as run
-    from prunekit.pipeline_lm import LM_ONLY_OPTIONS, prune_lm_from_options
+    from prunekit.pipeline_lm import LM_ONLY_OPTIONS, LM_SHARED_OPTIONS, prune_lm_from_options
 
     _check_task(task)
     given = changed(prune, options)
     if task == "lm":
-        lm_options = signature(prune_lm_from_options).parameters
+        lm_options = set(signature(prune_lm_from_options).parameters)
+        if "finetune_tokens" not in given and "finetune_epochs" not in given:  # no recovery: training options
+            lm_options -= set(LM_SHARED_OPTIONS)                                 # are the classifier's
         refuse({n: v for n, v in given.items() if n not in lm_options and n != "task"},
                "--task lm does not read {} (classifier options)")
-        prune_lm_from_options(**{n: v for n, v in options.items() if n in lm_options})
+        prune_lm_from_options(**{n: v for n, v in options.items() if n in lm_options
+                                 and (n not in LM_SHARED_OPTIONS or n in given)})
         return
     refuse({n: given[n] for n in LM_ONLY_OPTIONS if n in given}, "{}: --task lm options, not read by a classifier")
     from prunekit.models.custom import parse_kwargs

@@ -44,6 +44,8 @@ class TrainOptions:
     epochs: float = 1.0
     lr: float | None = None  # None: default_lr for the model kind
     batch_size: int = 32
+    tokens: int | None = None  # --task lm: a budget in training tokens instead of epochs
+    eval_every: int = 0  # --task lm: a metric checkpoint every K steps (0: before and after only)
 
 
 @dataclass

@@ -61,10 +61,12 @@ from prunekit.steps import (
     unstructured_step,
 )
 from prunekit.steps import solve as steps_solve
-from prunekit.tasks import get_task
+from prunekit.tasks import Task, get_task
 from prunekit.tasks.classification import match_labels as match_labels  # moved there; importable here as before
+from prunekit.tasks.lm import LMWindows, epochs_for_tokens, tokens_seen
 from prunekit.train import DistillConfig, TrainConfig, train
 from prunekit.train.checkpoint import CheckpointOptions, fingerprint, paused, resumable
+from prunekit.train.evals import MetricCheckpoints
 from prunekit.workbench import Workbench, open_workbench  # opened here before; importable here as before
 
 
@@ -107,36 +109,64 @@ def finetune(
     model: str | None, data: DataOptions, out: str | Path, train_opts: TrainOptions | None = None, *,
     seed: int = 0, force: bool = False, trust_remote_code: bool = False, latency: bool = True,
     arch: TextNetOptions | None = None, resume: bool = True, checkpoint: CheckpointOptions | None = None,
-    task: str = "classification",
+    task: str | Task = "classification",
 ) -> dict[str, Any]:
     """Train a model for ``task`` (a fresh head on a bare encoder, further training, or with ``arch`` a new
-    small LSTM/GRU/RNN/TextCNN classifier) and save it. A killed run resumes from its last checkpoint when
+    small LSTM/GRU/RNN/TextCNN classifier; a causal LM on its text with ``task`` an
+    :class:`~prunekit.tasks.lm.LMTask`) and save it. A killed run resumes from its last checkpoint when
     the same call is made again (``resume=False`` starts over)."""
     tokenizer = arch.tokenizer if arch is not None and arch.tokenizer != "vocab" else None
     check_output_dir(out, force, inputs={"model": model, "data": data.data, "tokenizer": tokenizer})
     opts = copy.copy(train_opts or TrainOptions())
     key = fingerprint("finetune", model=model, data=vars(data), train=vars(opts), seed=seed,
                       trust_remote_code=trust_remote_code, latency=latency, arch=asdict(arch) if arch else None,
-                      task=get_task(task).name)
+                      task=get_task(task).name, **_task_options(task))
     with workspace(out, force, key, resume, checkpoint) as tmp:
         report = _finetune(model, data, tmp, opts, seed, trust_remote_code, latency, arch, task)
     _wrote(out, report)
     return report
 
 
+def _task_options(task: str | Task) -> dict[str, Any]:
+    """A configured task's own settings (an LMTask's windows), for the run's fingerprint; none for the rest."""
+    options = vars(get_task(task))
+    return {"task_options": options} if options else {}
+
+
 def _finetune(model: str | None, data: DataOptions, tmp: Path | None, opts: TrainOptions, seed: int,
-              trust_remote_code: bool, latency: bool, arch: TextNetOptions | None, task: str) -> dict[str, Any]:
+              trust_remote_code: bool, latency: bool, arch: TextNetOptions | None, task: str | Task) -> dict[str, Any]:
     wb = open_workbench(model, data, seed, trust_remote_code, new=arch, task=task)
     if opts.lr is None:
         opts.lr = default_lr(is_text_model(wb.model))
+    facts = wb.task.check_training(wb.data)
+    epochs = opts.epochs
+    if opts.tokens is not None:  # an LM's budget in tokens: epochs of its training windows
+        if not isinstance(wb.train, LMWindows):
+            raise PrunekitError(f"--finetune-tokens counts a language model's training tokens; for --task "
+                                f"{wb.task.name} give --epochs")
+        epochs, note = epochs_for_tokens(opts.tokens, wb.train)
+        if note:
+            wb.notes.append(note)
+            log(note)
+    per_step = wb.task.progress_bar(wb.train, opts.batch_size).get("unit_scale")
+    checkpoints = MetricCheckpoints(wb.task, wb.model, wb.test, wb.tokenizer, opts.eval_every, per_step)
+    if opts.eval_every:
+        checkpoints.start()
     start = time.perf_counter()
-    result = train(wb.model, wb.train, wb.tokenizer, TrainConfig(epochs=opts.epochs, lr=opts.lr,
-                   batch_size=opts.batch_size, seed=seed), desc="fine-tune", task=wb.task)
+    result = train(wb.model, wb.train, wb.tokenizer, TrainConfig(epochs=epochs, lr=opts.lr,
+                   batch_size=opts.batch_size, seed=seed), desc="fine-tune", task=wb.task,
+                   on_step=checkpoints if opts.eval_every else None)
     record, logits = measure_stage(wb, "final", time.perf_counter() - start,
                                    latency_seq_len=128 if latency else None)
-    settings = {"train": vars(opts), "data": vars(data), **({"arch": asdict(arch)} if arch else {})}
+    settings = {"train": vars(opts), "data": vars(data), **({"arch": asdict(arch)} if arch else {}),
+                **_task_options(wb.task)}
     report = run_report("finetune", wb, settings, seed, [record])
-    report["training"] = {"steps": result.steps, "seconds": result.seconds}
+    report["training"] = {"steps": result.steps, "seconds": result.seconds, "epochs": epochs, **facts}
+    if isinstance(wb.train, LMWindows):
+        report["training"]["tokens"] = tokens_seen(result.steps, wb.train, opts.batch_size)
+    if opts.eval_every:
+        checkpoints.finish(result.steps, record["metrics"])
+        report["training"]["checkpoints"] = checkpoints.records
     _save(wb, tmp, report, logits)
     return report
 
@@ -395,6 +425,9 @@ def prune(
     training checkpoints into the temporary output; the same call after a kill resumes from there
     (``resume=False`` starts over)."""
     s = settings or PruneSettings()
+    if get_task(task).name == "lm":  # the LM runner owns its one-shot step (SparseGPT, sequential calibration)
+        raise PrunekitError("prunekit.prune runs the classifier schedules; prune a language model with "
+                            "prunekit.prune_lm (prunekit prune --task lm; --finetune-tokens recovers)")
     check_output_dir(out, force, inputs={"model": model, "data": data.data, "plan": s.plan,
                                          "vocabulary corpus": s.vocab_corpus})
     s = s.validate()  # a normalised copy: the caller's settings stay as given

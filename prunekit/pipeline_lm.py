@@ -1,11 +1,16 @@
-"""Decoder language models: evaluate perplexity, prune once with calibration data, save, report.
+"""Decoder language models: evaluate perplexity, prune once with calibration data, recover, save, report.
 
-The LM counterpart of :mod:`prunekit.pipeline` (which serves classifiers): no retraining, quality is
-perplexity on text that calibration never saw.
+The LM runner of the loop: the one-shot step (SparseGPT/Wanda with sequential calibration, or structured
+cuts with least-squares reconstruction) is its own, the rest is the loop's: the task
+(:class:`~prunekit.tasks.lm.LMTask`) gives the windows, loss, distillation loss and perplexity, and
+recovery (``--finetune-tokens``/``--finetune-epochs``) trains through :func:`prunekit.train.train`, masks
+re-applied after every step so unstructured and N:M sparsity stay exact. Quality is perplexity on text
+that calibration and recovery never saw. Without recovery the results are those of the one-shot prune.
 """
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,6 +23,7 @@ from prunekit.errors import PrunekitError
 from prunekit.io.atomic import atomic_output_dir, check_output_dir, check_outside_inputs
 from prunekit.io.hf import load_causal_lm
 from prunekit.io.shapes import PACKED_WEIGHTS, load, save_sparse, write_pruned
+from prunekit.prune.masks import MaskSet
 from prunekit.prune.oneshot import OneShotSettings, check_patterns, prune_oneshot
 from prunekit.prune.reconstruct import calibrated_scores, plan_lm, reconstruct
 from prunekit.prune.structured import GroupScores, StructuredPlan, apply_plan
@@ -35,7 +41,21 @@ from prunekit.report.measure import (
 from prunekit.report.render import package_versions, print_stage_table, write_report
 from prunekit.runtime import default_device, seed_everything
 from prunekit.search.plan import check_plan, mean_sparsity, oneshot_ratios, read_plan
-from prunekit.tasks.lm import calibration_windows, evaluation_windows, load_lm_text, perplexity
+from prunekit.tasks.lm import (
+    LMTask,
+    LMText,
+    LMWindows,
+    calibration_windows,
+    check_disjoint,
+    epochs_for_tokens,
+    evaluation_windows,
+    load_lm_text,
+    perplexity,
+    tokens_seen,
+    training_windows,
+)
+from prunekit.train import DistillConfig, TrainConfig, train
+from prunekit.train.evals import MetricCheckpoints
 
 SAVE_FORMATS = ("packed", "dense")
 
@@ -67,7 +87,7 @@ def prune_lm(
     calib_samples: int = 128, seq_len: int = 512, eval_samples: int | None = 32, stride: int | None = None,
     calib_data: str | None = None, save: str = "packed", seed: int = 0, force: bool = False,
     trust_remote_code: bool = False, structured: StructuredLM | None = None, baseline: dict[str, Any] | None = None,
-    plan: dict[str, Any] | None = None,
+    plan: dict[str, Any] | None = None, recovery: LMRecovery | None = None,
 ) -> dict[str, Any]:
     """Evaluate → prune once (calibrated) → evaluate → save, with a report; never touches ``model``.
 
@@ -76,10 +96,14 @@ def prune_lm(
     ``baseline``: the dense model's :func:`perplexity` result on the same windows, if already measured
     (benchmarks pruning one model many ways); it is then not measured again. ``plan``: a per-block plan
     from ``prunekit search`` (its ``block_sparsity`` already in ``settings.block_ratios``), checked against
-    the model's architecture before any work.
+    the model's architecture before any work. ``recovery``: train the pruned model on the training text
+    (disjoint from the evaluation text, measured) for a number of tokens or epochs, optionally distilling
+    from the unpruned model; the report then gains a ``final`` stage and the recovery's record.
     """
     settings = settings or OneShotSettings()
     settings.check()
+    if recovery is not None:
+        recovery.check()
     if structured is not None:
         structured.check()
         save = "structured"
@@ -95,6 +119,7 @@ def prune_lm(
         check_patterns(lm, settings)
     text = load_lm_text(tokenizer, data, calib_data)
     eval_ids = evaluation_windows(text, seq_len, eval_samples, stride)
+    overlap = check_disjoint(text) if recovery is not None else None  # before any work
     needs_calib = structured is not None or settings.uses_calibration
     calib_ids = calibration_windows(text, calib_samples, seq_len, seed) if needs_calib else None
     lm.to(device)
@@ -110,6 +135,7 @@ def prune_lm(
             _log(f"{what} {i}/{n}")
 
     extra: dict[str, Any] = {}
+    teacher = copy.deepcopy(lm).eval() if recovery is not None and recovery.distill else None
     if device.type != "cpu":
         lm.to("cpu")  # blocks visit the accelerator one at a time: a model larger than it still prunes
     with PeakMemory() as memory:
@@ -127,23 +153,45 @@ def prune_lm(
          f"({pruned_ppl['perplexity'] / dense_ppl['perplexity']:.2f}× dense), pruned in {seconds:.1f} s")
     stages.append(stage_record(name, metrics=pruned_ppl, model=lm, seconds=seconds, latency=None,
                                extra={**extra, "peak_memory": memory.record(), "macs_per_token": macs_per_token(lm)}))
+    final_ppl, recovered = pruned_ppl, None
+    if recovery is not None:
+        masks = None if structured is not None else _masks_of(lm, result.layer_sparsity)
+        recovered = _recover(lm, tokenizer, text, eval_ids, recovery, masks=masks, teacher=teacher, seq_len=seq_len,
+                             stride=stride, seed=seed, start=pruned_ppl)
+        del teacher
+        final_ppl = recovered.pop("metrics")
+        ppl = final_ppl["perplexity"]
+        _log(f"recovered: perplexity {ppl:.2f} ({ppl / dense_ppl['perplexity']:.2f}× dense) after "
+             f"{recovered['tokens']:,} tokens, {recovered['seconds']:.1f} s")
+        stages.append(stage_record(
+            "final", metrics=final_ppl, model=lm, seconds=recovered["seconds"], latency=None,
+            extra={**extra, "note": "after recovery training", "macs_per_token": macs_per_token(lm),
+                   "recovery_tokens": recovered["tokens"], "recovery_steps": recovered["steps"]}))
+        recovered["overlap"] = overlap
     if structured is not None and structured.latency:
         _time_dense_and_pruned(model, trust_remote_code, lm, stages)
     report: dict[str, Any] = {
         "command": "prune --task lm",
+        "task": LMTask.name,
+        "baseline": dense_ppl,
         "model": {"source": model, "model_type": lm.config.model_type,
                   "params": stages[0]["params_total"]},
         "data": {"source": data, "calibration_data": calib_data, "split_rule": text.split_rule,
                  "calibration_tokens_available": len(text.calibration),
                  "evaluation_tokens_available": len(text.evaluation)},
         "settings": {"calib_samples": calib_samples if calib_ids is not None else 0,
-                     "seq_len": seq_len, "eval_samples": len(eval_ids), "stride": stride or seq_len, "save": save},
+                     "seq_len": seq_len, "eval_samples": len(eval_ids), "stride": stride or seq_len, "save": save,
+                     "recovery": asdict(recovery) if recovery is not None else None},
         "seed": seed,
         "versions": package_versions(),
         "stages": stages,
         "speedup": speedup(stages),
         "perplexity": {"dense": dense_ppl["perplexity"], "pruned": pruned_ppl["perplexity"],
-                       "ratio": pruned_ppl["perplexity"] / dense_ppl["perplexity"]},
+                       "ratio": pruned_ppl["perplexity"] / dense_ppl["perplexity"],
+                       "final": final_ppl["perplexity"],
+                       "final_ratio": final_ppl["perplexity"] / dense_ppl["perplexity"]},
+        "final": final_ppl,
+        "recovery": recovered,
         "prune_seconds": seconds,
         "peak_memory": {**memory.record(), "model_fp32_bytes": 4 * stages[0]["params_total"]},
     }
@@ -164,7 +212,10 @@ def prune_lm(
 
 #: `prunekit prune` options that only --task lm reads: a classifier run refuses them
 LM_ONLY_OPTIONS = ("pattern", "calib_samples", "seq_len", "eval_samples", "stride", "calib_data", "layer_ratios",
-                   "calibration", "refit", "reconstruct", "save")
+                   "calibration", "refit", "reconstruct", "save", "finetune_tokens", "eval_every")
+#: options --task lm shares with classifiers, whose CLI defaults are the classifier's: passed on only when
+#: given (an LM prune without them does not train)
+LM_SHARED_OPTIONS = ("finetune_epochs", "lr", "batch_size", "distill", "distill_alpha", "temperature", "schedule")
 
 
 def prune_lm_from_options(
@@ -174,12 +225,26 @@ def prune_lm_from_options(
     layers: int = 0, round_to: int = 1, reconstruct: bool = True, latency: bool = True, plan: str | None = None,
     calib_samples: int = 128, seq_len: int = 512, eval_samples: int | None = 32, stride: int | None = None,
     calib_data: str | None = None, save: str = "packed", seed: int = 0, force: bool = False,
-    trust_remote_code: bool = False,
+    trust_remote_code: bool = False, finetune_tokens: int | None = None, finetune_epochs: float | None = None,
+    lr: float | None = None, batch_size: int = 4, distill: bool = False, distill_alpha: float = 0.5,
+    temperature: float = 2.0, eval_every: int = 0, schedule: str = "oneshot",
 ) -> dict[str, Any]:
     """`prunekit prune --task lm` from its flat options (defaults as the CLI's): :class:`StructuredLM` with
     --heads/--ffn/--layers, else :class:`OneShotSettings` (with a --plan's per-block sparsity), then
-    :func:`prune_lm`. Options the chosen kind never reads are refused, naming them."""
+    :func:`prune_lm`, with :class:`LMRecovery` when --finetune-tokens or --finetune-epochs is given.
+    Options the chosen kind never reads are refused, naming them."""
     options = changed(prune_lm_from_options, locals())
+    if schedule != "oneshot":
+        raise PrunekitError(f"--schedule {schedule}: --task lm prunes one-shot (then recovers with "
+                            "--finetune-tokens); iterative and gradual LM schedules are not built yet")
+    recovery = None
+    if finetune_tokens is not None or finetune_epochs is not None:
+        recovery = LMRecovery(tokens=finetune_tokens, epochs=finetune_epochs, lr=5e-5 if lr is None else lr,
+                              batch_size=batch_size, distill=distill, alpha=distill_alpha, temperature=temperature,
+                              eval_every=eval_every)
+    else:
+        refuse(_pick(options, "lr", "batch_size", "distill", "distill_alpha", "temperature", "eval_every"),
+               "{}: recovery options, read only with --finetune-tokens or --finetune-epochs")
     structured = None
     if heads or ffn or layers:
         refuse(_pick(options, "method", "sparsity", "pattern", "layer_ratios", "refit", "calibration", "damp"),
@@ -206,7 +271,7 @@ def prune_lm_from_options(
         settings.sparsity = mean_sparsity(plan_dict)
     return prune_lm(model, data, out, settings, calib_samples=calib_samples, seq_len=seq_len,
                     eval_samples=eval_samples, stride=stride, calib_data=calib_data, save=save, seed=seed, force=force,
-                    trust_remote_code=trust_remote_code, structured=structured, plan=plan_dict)
+                    trust_remote_code=trust_remote_code, structured=structured, plan=plan_dict, recovery=recovery)
 
 
 def _pick(values: dict[str, Any], *names: str) -> dict[str, Any]:
@@ -253,6 +318,79 @@ def _prune_structured_lm(lm: torch.nn.Module, calib_ids: torch.Tensor, s: Struct
     apply_plan(lm, plan)
     lm.to(device)
     return time.perf_counter() - start, plan, scores
+
+
+@dataclass
+class LMRecovery:
+    """Recovery training after an LM prune: how much text (tokens or epochs of the training windows), how,
+    and a perplexity checkpoint every ``eval_every`` steps (0: none between the pruned and final stages)."""
+
+    tokens: int | None = None
+    epochs: float | None = None
+    lr: float = 5e-5
+    batch_size: int = 4
+    distill: bool = False
+    alpha: float = 0.5
+    temperature: float = 2.0
+    eval_every: int = 0
+
+    def check(self) -> None:
+        if (self.tokens is None) == (self.epochs is None):
+            raise PrunekitError("LM recovery takes --finetune-tokens or --finetune-epochs (one of them)")
+        if self.tokens is not None and self.tokens < 1:
+            raise PrunekitError(f"--finetune-tokens must be at least 1, got {self.tokens}")
+        if self.epochs is not None and self.epochs <= 0:
+            raise PrunekitError(f"--finetune-epochs must be > 0, got {self.epochs}")
+        if self.batch_size < 1 or self.lr <= 0:
+            raise PrunekitError(f"--batch-size must be ≥ 1 and --lr > 0, got {self.batch_size} and {self.lr}")
+        if self.eval_every < 0:
+            raise PrunekitError(f"--eval-every must be ≥ 0 steps, got {self.eval_every}")
+        DistillConfig(alpha=self.alpha, temperature=self.temperature).validate()
+
+
+def _masks_of(lm: torch.nn.Module, pruned: dict[str, float]) -> MaskSet:
+    """Masks holding the one-shot prune's zeros (every Linear it pruned), so training keeps them: a 2:4
+    pattern stays 2:4. Fused experts (names that are no module) are not reached by masks."""
+    params = {}
+    for name in pruned:
+        try:
+            params[f"{name}.weight"] = lm.get_submodule(name).weight
+        except AttributeError:
+            continue
+    masks = MaskSet(params)
+    masks.masks = {n: p.detach() != 0 for n, p in params.items()}
+    return masks
+
+
+def _recover(lm: torch.nn.Module, tokenizer, text: LMText, eval_ids: torch.Tensor, r: LMRecovery, *,
+             masks: MaskSet | None, teacher: torch.nn.Module | None, seq_len: int, stride: int | None,
+             seed: int, start: dict[str, Any]) -> dict[str, Any]:
+    """Train the pruned ``lm`` on every window of the training text (:class:`LMTask`'s loss; the teacher's
+    KL with ``r.distill``), with perplexity checkpoints on the evaluation windows; what ran, and
+    ``metrics``: the final perplexity."""
+    task = LMTask(seq_len=seq_len, stride=stride)
+    windows = LMWindows.of(training_windows(text, seq_len), text)
+    note = None
+    if r.tokens is not None:
+        epochs, note = epochs_for_tokens(r.tokens, windows)
+    else:
+        epochs = r.epochs
+    if note:
+        _log(note)
+    evaluation = LMWindows.of(eval_ids, text, stride)
+    checkpoints = MetricCheckpoints(task, lm, evaluation, tokenizer, r.eval_every, r.batch_size * seq_len)
+    checkpoints.finish(0, start)  # the pruned stage's, measured already
+    distill = DistillConfig(alpha=r.alpha, temperature=r.temperature) if teacher is not None else None
+    _log(f"recovery: {epochs:.3g} epochs of {len(windows)} training windows × {seq_len} tokens"
+         + (f", distilling from the unpruned model (alpha {r.alpha}, T {r.temperature})" if distill else ""))
+    result = train(lm, windows, tokenizer, TrainConfig(epochs=epochs, lr=r.lr, batch_size=r.batch_size, seed=seed),
+                   masks=masks, teacher=teacher, distill=distill, on_step=checkpoints, desc="recover", task=task)
+    metrics = perplexity(lm, eval_ids, stride)
+    checkpoints.finish(result.steps, metrics)
+    return {"metrics": metrics, "tokens": tokens_seen(result.steps, windows, r.batch_size), "steps": result.steps,
+            "epochs": epochs, "seconds": result.seconds, "train_loss": result.loss,
+            "training_windows": len(windows), "distill": distill is not None, "note": note,
+            "checkpoints": checkpoints.records}
 
 
 def _lm_timer(lm: torch.nn.Module) -> Timer:

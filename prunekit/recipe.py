@@ -299,8 +299,10 @@ def parse_recipe(source: str | Path | dict[str, Any]) -> Recipe:
             _check_type(raw[key], hint, f"{where}: {key}")
     if not raw.get("model"):
         raise PrunekitError(f"{where}: no model given")
-    if "task" in raw:
-        get_task(raw["task"])  # an unknown name is refused here, before any model loads
+    # get_task refuses an unknown name here, before any model loads
+    if "task" in raw and get_task(raw["task"]).name == "lm":
+        raise PrunekitError(f"{where}: recipes do not run --task lm yet; use prunekit prune --task lm "
+                            "(--finetune-tokens recovers)")
     data = raw.get("data", "movie-reviews")
     data = {"data": data} if isinstance(data, str) else data
     if isinstance(data, dict) and isinstance(data.get("text_columns"), str):  # one column, as the CLI allows

@@ -285,7 +285,18 @@ class Task(ABC):
         """A ``make_inputs(batch, seq_len)`` the latency timer feeds the model with."""
         return latency_inputs(tokenizer, vocab_size, device)
 
+    def progress_bar(self, data: EncodedSplit, batch_size: int) -> dict[str, Any]:
+        """What the training progress bar counts (tqdm keyword arguments): by default steps; a language
+        model counts tokens (``unit_scale`` = tokens per batch), the unit its budgets are given in."""
+        return {}
+
     # -- training ---------------------------------------------------------------------------------------
+
+    def check_training(self, data: TaskData) -> dict[str, Any]:
+        """Before any training: refuse training data that leaks into what is measured; facts for the report's
+        training record. Default: nothing to check (the data's own splits are trusted); an LM measures how
+        much of its evaluation text the training text contains."""
+        return {}
 
     def loss(self, outputs: Any, batch: dict[str, Tensor]) -> Tensor:
         """The training loss of one batch's forward pass. Default: the loss the model computed itself."""

@@ -152,7 +152,8 @@ def _train(
         log(f"{desc}: resuming from step {step} of {total}")
     if rng is not None and not skip:
         set_rng_state(rng)
-    bar = tqdm(total=total, initial=step, desc=desc, leave=False, disable=not acc.is_local_main_process)
+    bar = tqdm(total=total, initial=step, desc=desc, leave=False, disable=not acc.is_local_main_process,
+               **task.progress_bar(data, cfg.batch_size))
     while step < total and not stopped:
         if hasattr(loader, "set_epoch"):
             loader.set_epoch(epoch)
