@@ -113,3 +113,45 @@ def test_text_nets_and_nothing_to_adapt_are_refused(tiny_model: BertForSequenceC
         wrap(torch.nn.Sequential(torch.nn.Embedding(4, 4)), LoraOptions(rank=2))
     with pytest.raises(PrunekitError, match="positive integer rank"):
         wrap(tiny_model, LoraOptions(rank=0))
+
+
+def test_cli_prune_with_lora_keeps_exact_sparsity(trained_tiny, tmp_path) -> None:
+    import json
+
+    from transformers import AutoModelForSequenceClassification
+    from typer.testing import CliRunner
+
+    from prunekit.cli import app
+
+    clf, csv = trained_tiny
+    out = tmp_path / "pruned"
+    result = CliRunner().invoke(app, ["prune", "-m", str(clf), "-d", str(csv), "--out", str(out), "--sparsity",
+                                      "0.5", "--lora", "4", "--lr", "1e-3", "--schedule", "oneshot", "--no-latency"])
+    assert result.exit_code == 0, result.output
+    final = json.loads((out / "report.json").read_text())["stages"][-1]
+    assert final["lora"]["rank"] == 4 and final["lora"]["alpha"] == 8.0 and final["lora"]["trainable_params"] > 0
+    assert final["lora"]["sparsity_after_merge"] == pytest.approx(0.5, abs=1e-6) == final["sparsity"]
+    back = AutoModelForSequenceClassification.from_pretrained(out)
+    weights = prunable_weights(back)
+    zeros = sum(int((w == 0).sum()) for w in weights.values()) / sum(w.numel() for w in weights.values())
+    assert zeros == pytest.approx(0.5, abs=1e-6)
+
+
+def test_cli_finetune_with_lora_and_bad_flags(tiny_classifier, tiny_csv, tmp_path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from prunekit.cli import app
+
+    runner = CliRunner()
+    base = ["finetune", "-m", str(tiny_classifier), "-d", str(tiny_csv), "--epochs", "0.2", "--no-latency"]
+    result = runner.invoke(app, [*base, "--out", str(tmp_path / "ft"), "--lora", "2", "--lora-alpha", "4"])
+    assert result.exit_code == 0, result.output
+    lora = json.loads((tmp_path / "ft" / "report.json").read_text())["training"]["lora"]
+    assert lora["rank"] == 2 and lora["alpha"] == 4.0 and lora["sparsity_after_merge"] is None
+    result = runner.invoke(app, [*base, "--out", str(tmp_path / "big"), "--lora", "100"])
+    assert result.exit_code == 2 and "--lora 100 is larger than layer bert.encoder.layer.0" in result.output
+    result = runner.invoke(app, ["prune", "-m", str(tiny_classifier), "-d", str(tiny_csv), "--out",
+                                 str(tmp_path / "p"), "--lora-alpha", "4"])
+    assert result.exit_code == 2 and "--lora-alpha" in result.output and "add --lora R" in result.output
