@@ -50,8 +50,9 @@ class TrainOptions:
     lora_dropout: float = 0.05
 
 
-def lora_options(opts: TrainOptions | PruneSettings) -> LoraOptions | None:
-    """The validated LoRA options ``--lora R``/``--lora-alpha``/``--lora-dropout`` ask for, or None."""
+def lora_options(opts: Any) -> LoraOptions | None:
+    """The validated LoRA options ``--lora R``/``--lora-alpha``/``--lora-dropout`` ask for, or None
+    (``opts``: TrainOptions, PruneSettings or a recipe's training stage, all with those three fields)."""
     if opts.lora is None:
         return None
     return LoraOptions(opts.lora, opts.lora_alpha, opts.lora_dropout).validate()

@@ -155,3 +155,21 @@ def test_cli_finetune_with_lora_and_bad_flags(tiny_classifier, tiny_csv, tmp_pat
     result = runner.invoke(app, ["prune", "-m", str(tiny_classifier), "-d", str(tiny_csv), "--out",
                                  str(tmp_path / "p"), "--lora-alpha", "4"])
     assert result.exit_code == 2 and "--lora-alpha" in result.output and "add --lora R" in result.output
+
+
+def test_recipe_finetune_stage_takes_lora(trained_tiny, tmp_path) -> None:
+    from safetensors.torch import load_file
+
+    from prunekit.recipe import run_recipe
+
+    folder, csv = trained_tiny
+    recipe = {"model": str(folder), "data": {"data": str(csv), "max_train_samples": 64, "max_eval_samples": 40},
+              "latency": {"seq_len": 16, "rounds": 0},
+              "stages": [{"prune": {"sparsity": 0.5}}, {"finetune": {"epochs": 1, "lr": 1e-2, "lora": 2}}]}
+    report = run_recipe(recipe, tmp_path / "out")
+    assert report["stages"][-1]["lora"]["rank"] == 2
+    pruned, tuned = (load_file(str(tmp_path / "out" / "stages" / d / "model.safetensors"))
+                     for d in ("01-prune", "02-finetune"))
+    changed = [n for n in pruned if ".encoder.layer." in n and n.endswith(".weight") and pruned[n].dim() == 2]
+    for name in changed:
+        assert torch.equal(tuned[name] == 0, pruned[name] == 0) and not torch.equal(tuned[name], pruned[name]), name
