@@ -79,7 +79,7 @@ def train(
     With ``cfg.lora`` only LoRA adapters (and a classifier's head) train; they are merged at the end with
     the masks applied (:mod:`prunekit.train.lora`), so the sparsity stays exact."""
     task = get_task(task)
-    if cfg.lora is not None and importance is not None:
+    if cfg.lora is not None and importance is not None and importance.uses_gradients:
         raise PrunekitError("--lora freezes the weights, so a criterion scored during training (movement, "
                             "Taylor) cannot see them; use --schedule oneshot/iterative or drop --lora")
     distiller = None

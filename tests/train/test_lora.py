@@ -126,7 +126,7 @@ def test_cli_prune_with_lora_keeps_exact_sparsity(trained_tiny, tmp_path) -> Non
     clf, csv = trained_tiny
     out = tmp_path / "pruned"
     result = CliRunner().invoke(app, ["prune", "-m", str(clf), "-d", str(csv), "--out", str(out), "--sparsity",
-                                      "0.5", "--lora", "4", "--lr", "1e-3", "--schedule", "oneshot", "--no-latency"])
+                                      "0.5", "--lora", "4", "--lr", "1e-3", "--no-latency"])  # gradual: the default
     assert result.exit_code == 0, result.output
     final = json.loads((out / "report.json").read_text())["stages"][-1]
     assert final["lora"]["rank"] == 4 and final["lora"]["alpha"] == 8.0 and final["lora"]["trainable_params"] > 0
@@ -155,6 +155,9 @@ def test_cli_finetune_with_lora_and_bad_flags(tiny_classifier, tiny_csv, tmp_pat
     result = runner.invoke(app, ["prune", "-m", str(tiny_classifier), "-d", str(tiny_csv), "--out",
                                  str(tmp_path / "p"), "--lora-alpha", "4"])
     assert result.exit_code == 2 and "--lora-alpha" in result.output and "add --lora R" in result.output
+    result = runner.invoke(app, ["prune", "-m", str(tiny_classifier), "-d", str(tiny_csv), "--out",
+                                 str(tmp_path / "m"), "--method", "movement", "--lora", "2", "--no-latency"])
+    assert result.exit_code == 2 and "--lora freezes the weights" in result.output
 
 
 def test_recipe_finetune_stage_takes_lora(trained_tiny, tmp_path) -> None:
