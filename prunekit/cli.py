@@ -8,7 +8,7 @@ import sys
 from dataclasses import fields
 from inspect import signature
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -99,6 +99,19 @@ def _opt(panel: str, help: str, *names: str) -> typer.models.OptionInfo:  # noqa
     return typer.Option(*names, help=help, rich_help_panel=panel)
 
 
+def _lora_flags(panel: str) -> tuple[Any, Any, Any]:
+    """--lora R, --lora-alpha, --lora-dropout in ``panel`` (prune's recovery, finetune's training)."""
+    return (Annotated[int | None, _opt(panel, "Train rank-R LoRA adapters (peft) instead of the weights; merged "
+                                       "at the end with the mask applied, so the sparsity stays exact. LoRA "
+                                       "wants a larger --lr (e.g. 5e-4).")],
+            Annotated[float | None, _opt(panel, "LoRA scale alpha (update × alpha / R); default 2R.")],
+            Annotated[float, _opt(panel, "Dropout on the LoRA adapters' input.")])
+
+
+LoraRank, LoraAlpha, LoraDropout = _lora_flags(RECOVERY)
+TrainLoraRank, TrainLoraAlpha, TrainLoraDropout = _lora_flags(TRAINING)
+
+
 def _check_task(task: str, known: tuple[str, ...] | None = None) -> None:
     """--task names a registered task (prunekit.tasks.TASKS, imported only now: it pulls in torch) or lm."""
     if known is None:
@@ -187,6 +200,7 @@ def finetune(
     lr: Annotated[float | None, _opt(TRAINING, "Peak learning rate (AdamW, linear decay); default 5e-5, or 2e-3 "
                                      "with --arch.")] = None,
     batch_size: Annotated[int, _opt(TRAINING, "Batch size per process.")] = 32,
+    lora: TrainLoraRank = None, lora_alpha: TrainLoraAlpha = None, lora_dropout: TrainLoraDropout = 0.05,
     module: UserModule = None, module_kwargs: UserKwargs = None,
     text_column: TextCol = None, label_column: LabelCol = None,
     max_train_samples: MaxTrain = None, max_eval_samples: MaxEval = None, max_length: MaxLen = 128,
@@ -230,7 +244,8 @@ def finetune(
         new = TextNetOptions(arch or "custom", tokenizer, embed_dim, width, num_layers, module=module,
                              module_kwargs=parse_kwargs(module_kwargs))
     run(model, _data(data, text_column, label_column, max_train_samples, max_eval_samples, max_length), out,
-        TrainOptions(epochs, lr, batch_size, finetune_tokens, eval_every), seed=seed, force=force,
+        TrainOptions(epochs, lr, batch_size, tokens=finetune_tokens, eval_every=eval_every, lora=lora,
+                     lora_alpha=lora_alpha, lora_dropout=lora_dropout), seed=seed, force=force,
         trust_remote_code=trust_remote_code, latency=latency, arch=new, resume=resume,
         checkpoint=_checkpoints(checkpoint_every, checkpoint_minutes), task=task)
 
@@ -346,6 +361,7 @@ def prune(
     lr: Annotated[float | None, _opt(RECOVERY, "Learning rate (default 5e-5; 2e-3 for LSTM/GRU/RNN/TextCNN).")]
     = None,
     batch_size: Annotated[int, _opt(RECOVERY, "Batch size per process.")] = 32,
+    lora: LoraRank = None, lora_alpha: LoraAlpha = None, lora_dropout: LoraDropout = 0.05,
     distill: Annotated[bool, _opt(DISTILL, "Distil from the unpruned model during recovery.")] = False,
     distill_alpha: Annotated[float, _opt(DISTILL, "Weight of the hard-label loss (1 − alpha: soft targets).")]
     = 0.5,

@@ -24,6 +24,7 @@ from prunekit.schedule import check_schedule
 from prunekit.search import plan as plans  # the module: read_plan is looked up when a plan is read
 from prunekit.search.budget import Budget
 from prunekit.train.distill import DistillConfig
+from prunekit.train.lora import LoraOptions
 
 #: classifier methods that solve for new weights in calibrated block-by-block passes (prune/oneshot.py)
 #: instead of ranking weights with a criterion (importance/)
@@ -46,6 +47,17 @@ class TrainOptions:
     batch_size: int = 32
     tokens: int | None = None  # --task lm: a budget in training tokens instead of epochs
     eval_every: int = 0  # --task lm: a metric checkpoint every K steps (0: before and after only)
+    lora: int | None = None  # LoRA rank: train adapters, merged with the masks applied (train/lora.py)
+    lora_alpha: float | None = None
+    lora_dropout: float = 0.05
+
+
+def lora_options(opts: Any) -> LoraOptions | None:
+    """The validated LoRA options ``--lora R``/``--lora-alpha``/``--lora-dropout`` ask for, or None
+    (``opts``: TrainOptions, PruneSettings or a recipe's training stage, all with those three fields)."""
+    if opts.lora is None:
+        return None
+    return LoraOptions(opts.lora, opts.lora_alpha, opts.lora_dropout).validate()
 
 
 @dataclass
@@ -72,6 +84,9 @@ class PruneSettings:
     distill_alpha: float = 0.5
     temperature: float = 2.0
     distill_hidden: float = 0.0  # weight of the hidden-state MSE (TinyBERT) added to the logit loss
+    lora: int | None = None  # recover with LoRA adapters of this rank, merged sparse (see TrainOptions)
+    lora_alpha: float | None = None
+    lora_dropout: float = 0.05
     baseline_epochs: float = 1.0
     latency: bool = True
     latency_seq_len: int = 128
@@ -142,6 +157,9 @@ class PruneSettings:
         else:
             refuse(self.given("distill_alpha", "temperature", "distill_hidden"),
                    "without --distill there is no distillation loss for {}: add --distill")
+        lora_options(self)  # a bad rank/alpha/dropout fails before any work
+        if self.lora is None:
+            refuse(self.given("lora_alpha", "lora_dropout"), "{} shapes LoRA adapters: add --lora R")
         if self.scope is None:  # wanda's scores only compare within an output row (different layers' inputs differ)
             self.scope = ("local" if self.structured or self.method in SOLVER_METHODS
                           else "row" if self.method == "wanda" else "global")

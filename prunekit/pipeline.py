@@ -22,7 +22,7 @@ from torch import nn
 from prunekit import load as load_shaped  # every saved format, int8 included
 from prunekit.arch import is_text_model, prunable_weights, transformer_layers
 from prunekit.assets import cache_dir
-from prunekit.config import DataOptions, PruneSettings, TrainOptions, default_lr
+from prunekit.config import DataOptions, PruneSettings, TrainOptions, default_lr, lora_options
 from prunekit.data import read_texts
 from prunekit.errors import PrunekitError
 from prunekit.importance import Importance
@@ -64,7 +64,7 @@ from prunekit.steps import solve as steps_solve
 from prunekit.tasks import Task, get_task
 from prunekit.tasks.classification import match_labels as match_labels  # moved there; importable here as before
 from prunekit.tasks.lm import LMWindows, epochs_for_tokens, tokens_seen
-from prunekit.train import DistillConfig, TrainConfig, train
+from prunekit.train import DistillConfig, TrainConfig, TrainResult, train
 from prunekit.train.checkpoint import CheckpointOptions, fingerprint, paused, resumable
 from prunekit.train.evals import MetricCheckpoints
 from prunekit.workbench import Workbench, open_workbench  # opened here before; importable here as before
@@ -154,14 +154,15 @@ def _finetune(model: str | None, data: DataOptions, tmp: Path | None, opts: Trai
         checkpoints.start()
     start = time.perf_counter()
     result = train(wb.model, wb.train, wb.tokenizer, TrainConfig(epochs=epochs, lr=opts.lr,
-                   batch_size=opts.batch_size, seed=seed), desc="fine-tune", task=wb.task,
+                   batch_size=opts.batch_size, seed=seed, lora=lora_options(opts)), desc="fine-tune", task=wb.task,
                    on_step=checkpoints if opts.eval_every else None)
     record, logits = measure_stage(wb, "final", time.perf_counter() - start,
                                    latency_seq_len=128 if latency else None)
     settings = {"train": vars(opts), "data": vars(data), **({"arch": asdict(arch)} if arch else {}),
                 **_task_options(wb.task)}
     report = run_report("finetune", wb, settings, seed, [record])
-    report["training"] = {"steps": result.steps, "seconds": result.seconds, "epochs": epochs, **facts}
+    report["training"] = {"steps": result.steps, "seconds": result.seconds, "epochs": epochs, **facts,
+                          **({"lora": result.lora} if result.lora else {})}
     if isinstance(wb.train, LMWindows):
         report["training"]["tokens"] = tokens_seen(result.steps, wb.train, opts.batch_size)
     if opts.eval_every:
@@ -229,7 +230,8 @@ class _Loop:
 
     def train_config(self, epochs: float, seed_offset: int = 0) -> TrainConfig:
         s = self.settings
-        return TrainConfig(epochs=epochs, lr=s.lr, batch_size=s.batch_size, seed=self.seed + seed_offset)
+        return TrainConfig(epochs=epochs, lr=s.lr, batch_size=s.batch_size, seed=self.seed + seed_offset,
+                           lora=lora_options(s))
 
     def distill(self) -> DistillConfig | None:
         s = self.settings
@@ -315,6 +317,11 @@ def _restore(model: nn.Module, masks: MaskSet, snap) -> None:
     masks.masks = {k: v.to(masks.params[k].device) for k, v in snap[1].items()}
 
 
+def _lora(result: TrainResult) -> dict[str, Any]:
+    """The stage's ``lora`` entry (rank, alpha, trainable_params, sparsity_after_merge) when LoRA recovered it."""
+    return {"lora": result.lora} if result.lora else {}
+
+
 def _run_stepwise(loop: _Loop) -> None:
     """oneshot and iterative: prune to the next target, recover, measure; K times."""
     s = loop.settings
@@ -327,11 +334,11 @@ def _run_stepwise(loop: _Loop) -> None:
         if s.schedule == "oneshot" and epochs_per_step > 0:
             loop.stage("pruned", time.perf_counter() - t0, step=k, note="before recovery fine-tuning")
             t0 = time.perf_counter()
-        train(loop.wb.model, loop.wb.train, loop.wb.tokenizer, loop.train_config(epochs_per_step, k),
-              masks=loop.masks, teacher=loop.teacher, distill=loop.distill(), desc=f"recover step {k}/{s.steps}",
-              task=loop.wb.task)
+        result = train(loop.wb.model, loop.wb.train, loop.wb.tokenizer, loop.train_config(epochs_per_step, k),
+                       masks=loop.masks, teacher=loop.teacher, distill=loop.distill(),
+                       desc=f"recover step {k}/{s.steps}", task=loop.wb.task)
         name = "final" if k == s.steps else f"step_{k}"
-        record = loop.stage(name, time.perf_counter() - t0, step=k)
+        record = loop.stage(name, time.perf_counter() - t0, step=k, **_lora(result))
         if loop.too_far(record, k):
             loop.stages.pop()
             _restore(loop.wb.model, loop.masks, snap)
@@ -370,7 +377,7 @@ def _run_gradual(loop: _Loop) -> None:
     if result.stopped:
         loop.stage("final", time.perf_counter() - state["t0"], note="restored the last good checkpoint")
         return
-    record = loop.stage("final", time.perf_counter() - state["t0"], step=s.steps)
+    record = loop.stage("final", time.perf_counter() - state["t0"], step=s.steps, **_lora(result))
     if loop.too_far(record, s.steps):
         loop.stages.pop()
         _restore(loop.wb.model, loop.masks, state["snap"])
@@ -613,12 +620,13 @@ def _prune_structured(wb: Workbench, data: DataOptions, out: str | Path, s: Prun
             stages.append(measure_stage(wb, "pruned", time.perf_counter() - t0, latency_seq_len=seq,
                                         extra={"step": k, "note": "before recovery fine-tuning"})[0])
             t0 = time.perf_counter()
-        cfg = TrainConfig(epochs=s.finetune_epochs / s.steps, lr=s.lr, batch_size=s.batch_size, seed=seed + k)
-        train(wb.model, wb.train, wb.tokenizer, cfg, teacher=teacher, distill=distill,
-              desc=f"recover step {k}/{s.steps}", task=wb.task)
+        cfg = TrainConfig(epochs=s.finetune_epochs / s.steps, lr=s.lr, batch_size=s.batch_size, seed=seed + k,
+                          lora=lora_options(s))
+        result = train(wb.model, wb.train, wb.tokenizer, cfg, teacher=teacher, distill=distill,
+                       desc=f"recover step {k}/{s.steps}", task=wb.task)
         name = "final" if k == s.steps else f"step_{k}"
         stages.append(measure_stage(wb, name, time.perf_counter() - t0, latency_seq_len=seq,
-                                    extra={"step": k, "shapes": shapes})[0])
+                                    extra={"step": k, "shapes": shapes, **_lora(result)})[0])
     _, final_logits = wb.evaluate("test")
     report = run_report(command, wb, {"prune": s.to_dict(), "data": vars(data)}, seed, stages)
     report["stopped"] = None
@@ -706,11 +714,13 @@ def _prune_learned(wb: Workbench, data: DataOptions, out: str | Path, s: PruneSe
                                 extra={"note": "gates learned and removed, before recovery"})[0])
     t0 = time.perf_counter()
     rest = s.finetune_epochs - gate_epochs
+    lora = {}
     if rest > 0:
-        train(wb.model, wb.train, wb.tokenizer, TrainConfig(epochs=rest, lr=s.lr, batch_size=s.batch_size,
-              seed=seed + 1), teacher=teacher, distill=distill, desc="recover", task=wb.task)
+        lora = _lora(train(wb.model, wb.train, wb.tokenizer, TrainConfig(epochs=rest, lr=s.lr, batch_size=s.batch_size,
+                     seed=seed + 1, lora=lora_options(s)), teacher=teacher, distill=distill, desc="recover",
+                     task=wb.task))
     stages.append(measure_stage(wb, "final", time.perf_counter() - t0, latency_seq_len=seq,
-                                extra={"shapes": model_shapes(wb.model)})[0])
+                                extra={"shapes": model_shapes(wb.model), **lora})[0])
     _, final_logits = wb.evaluate("test")
     report = run_report(command, wb, {"prune": s.to_dict(), "data": vars(data)}, seed, stages)
     report["stopped"] = None

@@ -40,7 +40,7 @@ from torch import nn
 from prunekit import load
 from prunekit.arch import is_text_model, prunable_weights
 from prunekit.arch.families import compile_regex
-from prunekit.config import DataOptions, PruneSettings, default_lr
+from prunekit.config import DataOptions, PruneSettings, default_lr, lora_options
 from prunekit.errors import PrunekitError, shown
 from prunekit.importance import Importance
 from prunekit.importance.groups import DATA_GROUP_CRITERIA
@@ -87,6 +87,9 @@ class FinetuneStage:
     epochs: float = 1.0
     lr: float | None = None
     batch_size: int = 32
+    lora: int | None = None  # LoRA rank: adapters merged with the masks applied (prunekit.train.lora)
+    lora_alpha: float | None = None
+    lora_dropout: float = 0.05
 
 
 @dataclass
@@ -142,6 +145,9 @@ class DistillStage:
     attention_weight: float = 0.0
     layer_map: list[int] | None = None
     teacher: str | None = None
+    lora: int | None = None  # LoRA rank: adapters merged with the masks applied (prunekit.train.lora)
+    lora_alpha: float | None = None
+    lora_dropout: float = 0.05
 
 
 @dataclass
@@ -565,7 +571,8 @@ def _restore_rng(state: _State) -> None:
 
 def _train_cfg(state: _State, s: Any, offset: int):
     lr = s.lr if s.lr is not None else default_lr(is_text_model(state.wb.model))
-    return TrainConfig(epochs=s.epochs, lr=lr, batch_size=s.batch_size, seed=state.recipe.seed + offset)
+    return TrainConfig(epochs=s.epochs, lr=lr, batch_size=s.batch_size, seed=state.recipe.seed + offset,
+                       lora=lora_options(s))
 
 
 def _keep_teacher(state: _State) -> None:
@@ -576,7 +583,7 @@ def _keep_teacher(state: _State) -> None:
 def _finetune(state: _State, st: Stage) -> dict[str, Any]:
     r = train(state.wb.model, state.wb.train, state.wb.tokenizer, _train_cfg(state, st.settings, 1),
               masks=state.masks, desc=st.name, task=state.wb.task)
-    return {"train_steps": r.steps}
+    return {"train_steps": r.steps, **({"lora": r.lora} if r.lora else {})}
 
 
 def _prune(state: _State, st: Stage) -> dict[str, Any]:
@@ -630,7 +637,8 @@ def _distill(state: _State, st: Stage) -> dict[str, Any]:
                         tuple(layer_map) if layer_map is not None else None)
     r = train(wb.model, wb.train, wb.tokenizer, _train_cfg(state, s, 2), masks=state.masks, teacher=teacher,
               distill=cfg, desc=st.name, task=wb.task)
-    return {"train_steps": r.steps, "layer_map": list(layer_map) if layer_map else None}
+    return {"train_steps": r.steps, "layer_map": list(layer_map) if layer_map else None,
+            **({"lora": r.lora} if r.lora else {})}
 
 
 def _lowrank(state: _State, st: Stage) -> dict[str, Any]:

@@ -17,13 +17,16 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase, get_linear_schedule_with_warmup
 
+from prunekit.errors import PrunekitError
 from prunekit.importance import Importance
 from prunekit.prune import MaskSet
 from prunekit.runtime import accelerator, log
 from prunekit.tasks import Task, get_task
 from prunekit.tasks.base import EncodedSplit
+from prunekit.train import lora
 from prunekit.train.checkpoint import ExtraState, Saved, active_call, rng_state, set_rng_state
 from prunekit.train.distill import DistillConfig, Distiller, check_teacher, eager_attention
+from prunekit.train.lora import LoraOptions
 
 
 @dataclass
@@ -35,6 +38,7 @@ class TrainConfig:
     warmup: float = 0.06
     max_grad_norm: float = 1.0
     seed: int = 0
+    lora: LoraOptions | None = None  # train LoRA adapters instead of the weights, merged sparse at the end
 
 
 @dataclass
@@ -43,6 +47,7 @@ class TrainResult:
     seconds: float
     loss: float
     stopped: bool = False
+    lora: dict | None = None  # with cfg.lora: rank, alpha, trainable_params, sparsity_after_merge
 
 
 #: on_step(step, total_steps, optimizer) -> True to stop training
@@ -70,19 +75,32 @@ def train(
     and attention terms add a :class:`~prunekit.train.distill.Distiller` whose projections train too.
     Inside :func:`~prunekit.train.checkpoint.resumable` the run checkpoints and resumes; ``extra_state``
     is the caller's own state that ``on_step`` changes (saved and restored with the rest). The ``task``
-    (a :class:`~prunekit.tasks.base.Task` or its name) batches the data and gives the losses."""
+    (a :class:`~prunekit.tasks.base.Task` or its name) batches the data and gives the losses.
+    With ``cfg.lora`` only LoRA adapters (and a classifier's head) train; they are merged at the end with
+    the masks applied (:mod:`prunekit.train.lora`), so the sparsity stays exact."""
     task = get_task(task)
+    if cfg.lora is not None and importance is not None and importance.uses_gradients:
+        raise PrunekitError("--lora freezes the weights, so a criterion scored during training (movement, "
+                            "Taylor) cannot see them; use --schedule oneshot/iterative or drop --lora")
     distiller = None
     if teacher is not None:
         check_teacher(model, teacher)
         distill = (distill or DistillConfig()).validate()
         if distill.intermediate:
             distiller = Distiller(distill, model, teacher, task.distill_loss)
-    with eager_attention(*([model, teacher] if teacher is not None else []),
-                         needed=bool(distill is not None and distill.attention_weight > 0)):
-        return _train(model, data, tokenizer, cfg, masks=masks, importance=importance, on_step=on_step,
-                      teacher=teacher, distill=distill, distiller=distiller, desc=desc, extra_state=extra_state,
-                      task=task)
+    adapters = lora.wrap(model, cfg.lora, masks) if cfg.lora is not None and cfg.epochs > 0 else None
+    try:
+        with eager_attention(*([model, teacher] if teacher is not None else []),
+                             needed=bool(distill is not None and distill.attention_weight > 0)):
+            result = _train(model, data, tokenizer, cfg, masks=masks, importance=importance, on_step=on_step,
+                            teacher=teacher, distill=distill, distiller=distiller, desc=desc,
+                            extra_state=extra_state, task=task)
+    finally:
+        if adapters is not None:  # the caller always gets the plain model back, also after an error
+            lora.merge(model, masks)
+    if adapters is not None:
+        result.lora = adapters.report(masks.sparsity() if masks is not None else None)
+    return result
 
 
 def _train(
