@@ -26,6 +26,7 @@ from prunekit.report.measure import speedup
 Stage = Mapping[str, Any]
 MISSING = "—"
 STAGES_PNG, LAYERS_PNG, TRADEOFF_PNG = "stages.png", "layer_sparsity.png", "tradeoff.png"
+ZERO_SHOT_PNG = "zero_shot.png"
 _COLORS = {"attention": "#4C72B0", "feed-forward": "#DD8452", "other": "#8C8C8C"}
 
 
@@ -305,6 +306,24 @@ def plot_tradeoff(stages: Sequence[Stage], path: Path) -> bool:
 # ---------------------------------------------------------------- report files
 
 
+def plot_zero_shot(result: dict[str, Any], path: Path) -> None:
+    """Bars of acc and acc_norm per task, with their standard errors."""
+    tasks = list(result["tasks"])
+    x = np.arange(len(tasks))
+    fig = Figure(figsize=(max(4.0, 1.1 * len(tasks) + 1.5), 3.4), layout="constrained")
+    ax = fig.add_subplot()
+    for offset, key in ((-0.2, "acc"), (0.2, "acc_norm")):
+        rows = [result["tasks"][t] for t in tasks]
+        ax.bar(x + offset, [100 * r.get(key, np.nan) for r in rows], 0.4, label=key,
+               yerr=[100 * r.get(f"{key}_stderr", 0.0) for r in rows], capsize=2)
+    ax.set_xticks(x, tasks, rotation=20)
+    ax.set_ylabel("accuracy %")
+    ax.set_title("zero-shot (lm-eval)")
+    ax.legend(frameon=False)
+    tidy_axes(ax)
+    save_png(fig, path)
+
+
 def _value(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:g}"
@@ -420,6 +439,9 @@ def write_report(out_dir: str | Path, report: Mapping[str, Any]) -> None:
     if report.get("layer_sparsity"):
         plot_layer_sparsity(report["layer_sparsity"], out_dir / LAYERS_PNG)
         images.append(LAYERS_PNG)
+    if report.get("zero_shot"):
+        plot_zero_shot(report["zero_shot"], out_dir / ZERO_SHOT_PNG)
+        images.append(ZERO_SHOT_PNG)
     write_text_atomic(out_dir / "report.md", render_markdown(report, images))
 
 
