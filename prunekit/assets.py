@@ -546,7 +546,7 @@ ASSETS: dict[str, Asset] = {
             members=tuple(ZEROSHOT_GLOBS.values()),
             sha256={ZEROSHOT_GLOBS[t]: d for t, d in ZEROSHOT_SHA256.items()},
             build=_build_lm_eval_tasks,
-            description="validation splits of HellaSwag, PIQA, ARC-E/C, BoolQ, WinoGrande, OBQA, COPA, SciQ for lm-eval",
+            description="validation splits of HellaSwag, PIQA, ARC-E/C, BoolQ, WinoGrande, OBQA, COPA, SciQ (lm-eval)",
         ),
         Asset(
             name="lambada",

@@ -393,13 +393,27 @@ def _costs_md(report: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _zero_shot_md(zero_shot: Mapping[str, Any]) -> str:
+    """One row per lm-eval task (accuracies in %, ± their standard errors), then the mean accuracy."""
+    def pct(row: Mapping[str, Any], key: str) -> str:
+        if key not in row:
+            return MISSING
+        return f"{_fmt(row[key], '.2f', 100)} ± {_fmt(row.get(key + '_stderr'), '.2f', 100)}"
+
+    rows = [[task, pct(row, "acc"), pct(row, "acc_norm"), _fmt(row.get("perplexity"), ".2f"),
+             _count(row.get("examples"))] for task, row in zero_shot["tasks"].items()]
+    table = _md_table(["Task", "acc %", "acc_norm %", "Perplexity", "Examples"], rows)
+    return f"{table}\n\nMean accuracy: **{_fmt(zero_shot.get('mean_acc'), '.2f', 100)} %**."
+
+
 def render_markdown(report: Mapping[str, Any], images: Collection[str] = ()) -> str:
     """report.md text; ``images`` names the PNG files already written next to it."""
     stages = report.get("stages") or []
     parts = ["# prunekit report", ""]
     if report.get("command"):
         parts += [f"`{report['command']}`", ""]
-    parts += ["## Stages", "", _md_table(*stage_table(stages)), ""]
+    if stages or not report.get("zero_shot"):
+        parts += ["## Stages", "", _md_table(*stage_table(stages)), ""]
     rounds = max((len(r) for s in stages for r in (s.get("latency_rounds") or {}).values()), default=0)
     if rounds > 1:
         parts += [f"<sub>Latency: median of {rounds} rounds, every stage timed in turn in each round at the end "
@@ -418,6 +432,10 @@ def render_markdown(report: Mapping[str, Any], images: Collection[str] = ()) -> 
         parts += ["## Sparsity per layer", "", _layer_summary(layer_sparsity), ""]
         if LAYERS_PNG in images:
             parts += [f"![Sparsity per layer]({LAYERS_PNG})", ""]
+    if zero_shot := report.get("zero_shot"):
+        parts += ["## Zero-shot (lm-eval)", "", _zero_shot_md(zero_shot), ""]
+        if ZERO_SHOT_PNG in images:
+            parts += [f"![Zero-shot accuracy per task]({ZERO_SHOT_PNG})", ""]
     # Settings last: people come for the outcome; the exact settings are there to reproduce it.
     parts += ["## Settings", "", _settings_md(report.get("settings") or {}, report.get("seed")), ""]
     if versions := report.get("versions"):

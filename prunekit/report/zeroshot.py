@@ -83,7 +83,8 @@ def resolve_tasks(tasks: Sequence[str], include: Sequence[str | Path] = (), onli
         elif task in assets.ZEROSHOT_TASKS:
             specs.append(_local_spec(manager, task, log))
         elif task in manager.all_tasks:
-            raise PrunekitError(f"lm-eval task {task!r} has no local copy (offline: {', '.join(assets.ZEROSHOT_TASKS)}): "
+            local = ", ".join(assets.ZEROSHOT_TASKS)
+            raise PrunekitError(f"lm-eval task {task!r} has no local copy (offline: {local}): "
                                 "supply it with --lm-eval-include DIR (a task YAML over local data) or run online "
                                 "with --zero-shot-online")
         else:
