@@ -22,6 +22,15 @@ _OFFLINE_ENV = ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 _METRICS = ("acc", "acc_norm", "perplexity")
 
 
+def _check_lm_eval() -> None:
+    """lm-eval is an optional dependency, and the task index prunekit reads arrived in 0.4.13."""
+    try:
+        from lm_eval.tasks import _yaml_loader  # noqa: F401
+    except ImportError as err:
+        raise PrunekitError("zero-shot evaluation needs lm-eval 0.4.13 or newer (pip install 'prunekit[lm]'): "
+                            f"{err}") from err
+
+
 def parse_tasks(spec: str | Sequence[str]) -> list[str]:
     """``"hellaswag, piqa"`` or a list -> task names, in order, without blanks or repeats."""
     names = spec.split(",") if isinstance(spec, str) else list(spec)
@@ -68,6 +77,7 @@ def resolve_tasks(tasks: Sequence[str], include: Sequence[str | Path] = (), onli
                   log: Callable[[str], None] | None = None) -> tuple[Any, list[str | dict[str, Any]]]:
     """lm-eval's TaskManager and one spec per task: a user's task (from ``include``) or, online, lm-eval's stock
     task as it is; offline, a task prunekit has a local copy of; anything else is refused in one line."""
+    _check_lm_eval()
     from lm_eval.tasks import TaskManager
 
     folders = [str(Path(p).expanduser()) for p in include]
