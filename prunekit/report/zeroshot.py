@@ -75,8 +75,8 @@ def _local_spec(manager: Any, task: str, log: Callable[[str], None] | None) -> d
 
 def resolve_tasks(tasks: Sequence[str], include: Sequence[str | Path] = (), online: bool = False,
                   log: Callable[[str], None] | None = None) -> tuple[Any, list[str | dict[str, Any]]]:
-    """lm-eval's TaskManager and one spec per task: a user's task (from ``include``) or, online, lm-eval's stock
-    task as it is; offline, a task prunekit has a local copy of; anything else is refused in one line."""
+    """lm-eval's TaskManager and one spec per task: a user's task (from ``include``), else prunekit's local copy,
+    else (only when ``online``) lm-eval's stock task as it is; anything else is refused in one line."""
     _check_lm_eval()
     from lm_eval.tasks import TaskManager
 
@@ -88,10 +88,12 @@ def resolve_tasks(tasks: Sequence[str], include: Sequence[str | Path] = (), onli
     manager = TaskManager(include_path=folders or None)
     specs: list[str | dict[str, Any]] = []
     for task in tasks:
-        if task in user or (online and task in manager.all_tasks):
+        if task in user:
             specs.append(task)
         elif task in assets.ZEROSHOT_TASKS:
             specs.append(_local_spec(manager, task, log))
+        elif online and task in manager.all_tasks:
+            specs.append(task)
         elif task in manager.all_tasks:
             local = ", ".join(assets.ZEROSHOT_TASKS)
             raise PrunekitError(f"lm-eval task {task!r} has no local copy (offline: {local}): "

@@ -11,6 +11,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+import prunekit
 from prunekit import assets
 from prunekit.cli import app
 from prunekit.errors import PrunekitError
@@ -67,6 +68,7 @@ def test_scores_on_local_copies_without_network(no_network):
     model, tok = _tiny_llama()
     model.train()
     before = os.environ.get("HF_HUB_OFFLINE")
+    assert prunekit.zero_shot_scores is zero_shot_scores  # the public API name
     result = zero_shot_scores(model, tok, "hellaswag, piqa,arc_easy,lambada_openai", limit=4, batch_size=4)
     assert list(result["tasks"]) == ["hellaswag", "piqa", "arc_easy", "lambada_openai"]
     for task, row in result["tasks"].items():
@@ -111,6 +113,12 @@ def test_unknown_task_names_the_local_ones():
 def test_task_without_local_copy_says_how_to_supply_it():
     with pytest.raises(PrunekitError, match=r"'triviaqa' has no local copy.*--lm-eval-include.*--zero-shot-online"):
         resolve_tasks(["triviaqa"])
+
+
+@needs_assets
+def test_online_still_prefers_the_local_copy():
+    _, specs = resolve_tasks(["piqa", "triviaqa"], online=True)
+    assert specs[0]["dataset_path"] == "json" and specs[1] == "triviaqa"
 
 
 def test_bad_task_lists_and_folders(tmp_path):
