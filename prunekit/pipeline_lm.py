@@ -39,6 +39,7 @@ from prunekit.report.measure import (
     stage_record,
 )
 from prunekit.report.render import package_versions, print_stage_table, write_report
+from prunekit.report.zeroshot import zero_shot_scores
 from prunekit.runtime import default_device, seed_everything
 from prunekit.search.plan import check_plan, mean_sparsity, oneshot_ratios, read_plan
 from prunekit.tasks.lm import (
@@ -68,14 +69,26 @@ def _log(msg: str) -> None:
 
 def evaluate_lm(
     model: str, data: str, *, seq_len: int = 512, eval_samples: int | None = 32, stride: int | None = None,
-    calib_data: str | None = None, trust_remote_code: bool = False,
+    calib_data: str | None = None, trust_remote_code: bool = False, zero_shot: str | list[str] | None = None,
+    zero_shot_limit: int | None = None, lm_eval_include: list[str] | None = None, zero_shot_online: bool = False,
+    zero_shot_batch_size: int = 8, out: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Perplexity of a causal LM on the evaluation part of ``data`` (see :mod:`prunekit.tasks.lm`)."""
+    """Perplexity of a causal LM on the evaluation part of ``data`` (see :mod:`prunekit.tasks.lm`); with
+    ``zero_shot`` (lm-eval task names) also its zero-shot accuracies under ``zero_shot`` (see
+    :func:`prunekit.report.zeroshot.zero_shot_scores`). ``out`` writes report.json, report.md and the plot."""
     lm, tokenizer = load_causal_lm(model, trust_remote_code)
     text = load_lm_text(tokenizer, data, calib_data)
     windows = evaluation_windows(text, seq_len, eval_samples, stride)
     result = perplexity(lm.to(default_device()), windows, stride)
-    return {**result, "seq_len": seq_len, "stride": stride or seq_len, "split_rule": text.split_rule}
+    result = {**result, "seq_len": seq_len, "stride": stride or seq_len, "split_rule": text.split_rule}
+    if zero_shot:
+        result["zero_shot"] = zero_shot_scores(lm, tokenizer, zero_shot, zero_shot_limit, log=_log,
+                                               batch_size=zero_shot_batch_size, include=lm_eval_include or (),
+                                               online=zero_shot_online)
+    if out is not None:
+        write_report(out, {"command": "evaluate", "model": model, "data": data, **result,
+                           "versions": package_versions()})
+    return result
 
 
 def _file_bytes(folder: Path) -> int:

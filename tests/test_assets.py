@@ -270,3 +270,16 @@ def test_real_mrpc_build() -> None:
     rows = [json.loads(line) for line in (dest / "validation.jsonl").read_text().splitlines()]
     assert len(rows) == 408 and sum(r["label"] for r in rows) == 279
     assert set(rows[0]) == {"text1", "text2", "label"}
+
+
+def test_real_lm_eval_task_builds() -> None:
+    """The zero-shot copies hold every task's validation split, in the fields lm-eval's own task YAML reads
+    (BoolQ's bool answer becomes super_glue's 0/1 label; LAMBADA's passage ends with its target word)."""
+    tasks = _real("lm-eval-tasks")
+    counts = {t: len((tasks / t / "validation.jsonl").read_text().splitlines()) for t in assets.ZEROSHOT_FOLDERS}
+    assert counts["hellaswag"] == 10042 and counts["piqa"] == 1838 and counts["arc_easy"] == 570
+    boolq = json.loads((tasks / "boolq" / "validation.jsonl").read_text().splitlines()[0])
+    assert set(boolq) == {"question", "passage", "label"} and boolq["label"] in (0, 1)
+    lines = (_real("lambada") / "lambada_openai" / "validation.jsonl").read_text().splitlines()
+    assert len(lines) == 5153 and json.loads(lines[0])["text"].endswith("I don't care about signs")
+    assert set(assets.ZEROSHOT_TASKS) == {*assets.ZEROSHOT_FOLDERS, "lambada_openai"}

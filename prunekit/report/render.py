@@ -26,6 +26,7 @@ from prunekit.report.measure import speedup
 Stage = Mapping[str, Any]
 MISSING = "—"
 STAGES_PNG, LAYERS_PNG, TRADEOFF_PNG = "stages.png", "layer_sparsity.png", "tradeoff.png"
+ZERO_SHOT_PNG = "zero_shot.png"
 _COLORS = {"attention": "#4C72B0", "feed-forward": "#DD8452", "other": "#8C8C8C"}
 
 
@@ -305,6 +306,24 @@ def plot_tradeoff(stages: Sequence[Stage], path: Path) -> bool:
 # ---------------------------------------------------------------- report files
 
 
+def plot_zero_shot(result: dict[str, Any], path: Path) -> None:
+    """Bars of acc and acc_norm per task, with their standard errors."""
+    tasks = list(result["tasks"])
+    x = np.arange(len(tasks))
+    fig = Figure(figsize=(max(4.0, 1.1 * len(tasks) + 1.5), 3.4), layout="constrained")
+    ax = fig.add_subplot()
+    for offset, key in ((-0.2, "acc"), (0.2, "acc_norm")):
+        rows = [result["tasks"][t] for t in tasks]
+        ax.bar(x + offset, [100 * r.get(key, np.nan) for r in rows], 0.4, label=key,
+               yerr=[100 * r.get(f"{key}_stderr", 0.0) for r in rows], capsize=2)
+    ax.set_xticks(x, tasks, rotation=20)
+    ax.set_ylabel("accuracy %")
+    ax.set_title("zero-shot (lm-eval)")
+    ax.legend(frameon=False)
+    tidy_axes(ax)
+    save_png(fig, path)
+
+
 def _value(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:g}"
@@ -374,13 +393,27 @@ def _costs_md(report: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _zero_shot_md(zero_shot: Mapping[str, Any]) -> str:
+    """One row per lm-eval task (accuracies in %, ± their standard errors), then the mean accuracy."""
+    def pct(row: Mapping[str, Any], key: str) -> str:
+        if key not in row:
+            return MISSING
+        return f"{_fmt(row[key], '.2f', 100)} ± {_fmt(row.get(key + '_stderr'), '.2f', 100)}"
+
+    rows = [[task, pct(row, "acc"), pct(row, "acc_norm"), _fmt(row.get("perplexity"), ".2f"),
+             _count(row.get("examples"))] for task, row in zero_shot["tasks"].items()]
+    table = _md_table(["Task", "acc %", "acc_norm %", "Perplexity", "Examples"], rows)
+    return f"{table}\n\nMean accuracy: **{_fmt(zero_shot.get('mean_acc'), '.2f', 100)} %**."
+
+
 def render_markdown(report: Mapping[str, Any], images: Collection[str] = ()) -> str:
     """report.md text; ``images`` names the PNG files already written next to it."""
     stages = report.get("stages") or []
     parts = ["# prunekit report", ""]
     if report.get("command"):
         parts += [f"`{report['command']}`", ""]
-    parts += ["## Stages", "", _md_table(*stage_table(stages)), ""]
+    if stages or not report.get("zero_shot"):
+        parts += ["## Stages", "", _md_table(*stage_table(stages)), ""]
     rounds = max((len(r) for s in stages for r in (s.get("latency_rounds") or {}).values()), default=0)
     if rounds > 1:
         parts += [f"<sub>Latency: median of {rounds} rounds, every stage timed in turn in each round at the end "
@@ -399,6 +432,10 @@ def render_markdown(report: Mapping[str, Any], images: Collection[str] = ()) -> 
         parts += ["## Sparsity per layer", "", _layer_summary(layer_sparsity), ""]
         if LAYERS_PNG in images:
             parts += [f"![Sparsity per layer]({LAYERS_PNG})", ""]
+    if zero_shot := report.get("zero_shot"):
+        parts += ["## Zero-shot (lm-eval)", "", _zero_shot_md(zero_shot), ""]
+        if ZERO_SHOT_PNG in images:
+            parts += [f"![Zero-shot accuracy per task]({ZERO_SHOT_PNG})", ""]
     # Settings last: people come for the outcome; the exact settings are there to reproduce it.
     parts += ["## Settings", "", _settings_md(report.get("settings") or {}, report.get("seed")), ""]
     if versions := report.get("versions"):
@@ -420,6 +457,9 @@ def write_report(out_dir: str | Path, report: Mapping[str, Any]) -> None:
     if report.get("layer_sparsity"):
         plot_layer_sparsity(report["layer_sparsity"], out_dir / LAYERS_PNG)
         images.append(LAYERS_PNG)
+    if report.get("zero_shot"):
+        plot_zero_shot(report["zero_shot"], out_dir / ZERO_SHOT_PNG)
+        images.append(ZERO_SHOT_PNG)
     write_text_atomic(out_dir / "report.md", render_markdown(report, images))
 
 
