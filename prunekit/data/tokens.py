@@ -8,6 +8,7 @@ warning counting them), anything else that is not O/B-X/I-X is refused naming it
 
 from __future__ import annotations
 
+import random
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,6 +40,15 @@ class TokenSplit:
     def __len__(self) -> int:
         return len(self.tokens)
 
+    def subset(self, n: int, seed: int = 0) -> TokenSplit:
+        """``n`` sentences drawn with a fixed seed (for quick runs), in their original order."""
+        if n <= 0:
+            raise PrunekitError(f"subset size must be positive, got {n}")
+        if n >= len(self):
+            return self
+        taken = sorted(random.Random(seed).sample(range(len(self)), n))
+        return TokenSplit([self.tokens[i] for i in taken], [self.labels[i] for i in taken])
+
 
 @dataclass
 class TokenData:
@@ -57,6 +67,14 @@ class TokenData:
     @property
     def num_labels(self) -> int:
         return len(self.label_names)
+
+    @property
+    def text_columns(self) -> tuple[str, ...]:  # what the report names (TaskData)
+        return ("tokens",)
+
+    @property
+    def label_column(self) -> str:
+        return "tags"
 
 
 def read_conll(path: Path) -> list[tuple[list[str], list[str]]]:

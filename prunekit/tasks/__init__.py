@@ -9,11 +9,13 @@ from prunekit.errors import PrunekitError
 from prunekit.tasks.base import Task
 from prunekit.tasks.classification import ClassificationTask
 from prunekit.tasks.regression import RegressionTask
+from prunekit.tasks.token_classification import TokenClassificationTask
 
 #: Every task the loop runs, by its ``--task`` name.
 TASKS: dict[str, Task] = {
     ClassificationTask.name: ClassificationTask(),
     RegressionTask.name: RegressionTask(),
+    TokenClassificationTask.name: TokenClassificationTask(),
 }
 
 
