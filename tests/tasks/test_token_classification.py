@@ -14,8 +14,8 @@ from conftest import FILL, NEG, POS, _config, _tokenizer
 from transformers import AutoModelForTokenClassification, BertForSequenceClassification, BertModel
 from typer.testing import CliRunner
 
-from prunekit.cli import app
 from prunekit import load
+from prunekit.cli import app
 from prunekit.data.tokens import IGNORE, load_tokens
 from prunekit.errors import PrunekitError
 from prunekit.report.metrics import token_metrics
