@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from prunekit.assets import resolve_data
 from prunekit.data.classification import read_tables
 from prunekit.errors import PrunekitError, shown
 from prunekit.splits import held_out_split
@@ -206,7 +207,7 @@ def load_tokens(spec: str, token_column: str | None = None, tag_column: str | No
                 label_names: Sequence[str] | None = None, split_seed: int = 0) -> TokenData:
     """Tagged sentences from a CoNLL file or folder (train/valid/test.txt), a JSONL file or folder, or a saved
     dataset; tags repaired to IOB2; missing splits carved out of train with the seeded 80/10/10 rule."""
-    path = Path(spec).expanduser()
+    path = Path(resolve_data(spec)).expanduser()  # a built-in name (conll2003) → its cached folder
     if not path.exists():
         raise PrunekitError(f"no token-classification data at {spec!r}")
     raw = _read_sources(path, token_column, tag_column, label_names)

@@ -81,3 +81,14 @@ def test_a_label_column_that_is_not_a_tag_sequence_is_refused(tmp_path):
 def test_labels_go_on_the_first_sub_token_only():
     # [CLS] Black ##burn lives [SEP]
     assert align_labels([None, 0, 0, 1, None], [5, 0]) == [IGNORE, 5, IGNORE, 0, IGNORE]
+
+
+def test_the_conll2003_asset_reads_as_its_three_splits():
+    from prunekit.assets import ASSETS, cache_dir
+
+    if not (cache_dir() / "assets" / "conll2003" / "train.txt").is_file():
+        pytest.skip("conll2003 asset not built (prunekit assets --only conll2003)")
+    data = load_tokens("conll2003")
+    assert (len(data.train), len(data.validation), len(data.test)) == (14041, 3250, 3453)
+    assert data.label_names == ["O", "B-LOC", "I-LOC", "B-MISC", "I-MISC", "B-ORG", "I-ORG", "B-PER", "I-PER"]
+    assert "conll2003" in ASSETS
