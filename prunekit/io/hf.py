@@ -12,6 +12,7 @@ from transformers import (
     AutoModel,
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
     PretrainedConfig,
     PreTrainedTokenizerBase,
 )
@@ -71,6 +72,15 @@ TASK_HEADS: dict[str, frozenset[str | None]] = {
     "lm": frozenset({"causal LM"}),
     # a regression head sits on an encoder's body (a decoder LM's next-token head is no place to start)
     "regression": frozenset({"sequence classification", None, "masked LM", "pre-training"}),
+    # a tagger keeps its token-classification head or gets a new one on an encoder's body
+    "token-classification": frozenset({"token classification", None, "masked LM", "pre-training"}),
+}
+
+#: The head a task trains and keeps (a checkpoint with it is loaded as it is; any other allowed one gets a new
+#: head of this kind), and the transformers class that builds it.
+OWN_HEADS: dict[str, tuple[str, type]] = {
+    "classification": ("sequence classification", AutoModelForSequenceClassification),
+    "token-classification": ("token classification", AutoModelForTokenClassification),
 }
 
 
@@ -96,6 +106,9 @@ def check_task(spec: str, config: PretrainedConfig, task: str) -> None:
     if task == "regression":
         raise PrunekitError(f"model {spec!r} is a {arch} ({head}); --task regression needs an encoder: a bare model "
                             "or a *ForSequenceClassification with one regression output")
+    if task == "token-classification":
+        raise PrunekitError(f"model {spec!r} is a {arch} ({head}); --task token-classification needs an encoder: a "
+                            "bare model or a *ForTokenClassification")
     raise PrunekitError(f"model {spec!r} is a {arch} ({head}); prunekit supports sequence classification and "
                         "causal LMs (--task lm) for now")
 
@@ -107,9 +120,10 @@ def has_classification_head(config: PretrainedConfig) -> bool:
 @names_damaged_file("spec")
 def load_classifier(
     spec: str, label_names: list[str] | None = None, trust_remote_code: bool = False,
-    module: str | None = None, module_kwargs: dict | None = None,
+    module: str | None = None, module_kwargs: dict | None = None, task: str = "classification",
 ) -> tuple[nn.Module, PreTrainedTokenizerBase, bool]:
-    """A sequence classifier, its tokenizer, and whether its head is new (must be trained first).
+    """A sequence classifier (or, with ``task="token-classification"``, a token classifier), its tokenizer, and
+    whether its head is new (must be trained first).
 
     A folder saved with a classification head keeps its labels; a bare encoder gets a fresh head
     sized to ``label_names``, whose names are stored in the config so predictions stay readable.
@@ -122,13 +136,14 @@ def load_classifier(
         model = load_textnet(spec, module, module_kwargs, trust_remote_code)
         return model, load_tokenizer(str(Path(spec).expanduser()), trust_remote_code), False
     where, config = load_config(spec, trust_remote_code)
-    check_task(spec, config, "classification")
+    check_task(spec, config, task)
+    own_head, auto_class = OWN_HEADS[task]
     if (Path(where) / MANIFEST).is_file():  # structurally pruned by prunekit: uneven shapes need its loader
-        if not has_classification_head(config):
-            raise PrunekitError(f"model {spec!r} is a pruned model without a classification head")
+        if head_of(config)[1] != own_head:
+            raise PrunekitError(f"model {spec!r} is a pruned model without a {own_head} head")
         model = load(where, trust_remote_code)
         return model, _with_padding(model, load_tokenizer(where, trust_remote_code), spec), False
-    head_is_new = not has_classification_head(config)
+    head_is_new = head_of(config)[1] != own_head
     if head_is_new:
         if not label_names:
             raise PrunekitError(f"model {spec!r} has no classification head; give data so one can be trained")
@@ -140,12 +155,12 @@ def load_classifier(
     level = logger.level
     logger.setLevel(logging.ERROR)
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(
+        model = auto_class.from_pretrained(
             where, config=config, trust_remote_code=trust_remote_code, use_safetensors=_safetensors_only(where)
         )
     except ValueError as err:
         raise PrunekitError(
-            f"model {spec!r}: prunekit cannot build a sequence classifier for model_type "
+            f"model {spec!r}: prunekit cannot build a {own_head} model for model_type "
             f"{config.model_type!r} ({first_line(err)})"
         ) from err
     except OSError as err:

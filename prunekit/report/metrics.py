@@ -64,3 +64,23 @@ def score_of(metric: str, value: float) -> float:
 def metric_of(metric: str, score: float) -> float:
     """The metric a search score stands for (the inverse of :func:`score_of`)."""
     return math.exp(-score) if metric == "perplexity" else score
+
+
+def token_metrics(true_tags: list[list[str]], pred_tags: list[list[str]], loss: float) -> dict[str, float]:
+    """Entity-level precision/recall/F1 (seqeval, strict IOB2: an entity counts only when its B- start, type and
+    end all match, as the CoNLL-2003 script scores), token accuracy over words, and the mean loss."""
+    from seqeval.metrics import f1_score, precision_score, recall_score  # only the NER task needs seqeval
+    from seqeval.scheme import IOB2
+
+    if not true_tags or [len(t) for t in true_tags] != [len(p) for p in pred_tags]:
+        raise PrunekitError(f"cannot score {len(pred_tags)} tagged sentences against {len(true_tags)}")
+    kw = {"mode": "strict", "scheme": IOB2, "zero_division": 0}
+    words = sum(len(t) for t in true_tags)
+    right = sum(a == b for t, p in zip(true_tags, pred_tags, strict=True) for a, b in zip(t, p, strict=True))
+    return {
+        "f1": float(f1_score(true_tags, pred_tags, **kw)),
+        "precision": float(precision_score(true_tags, pred_tags, **kw)),
+        "recall": float(recall_score(true_tags, pred_tags, **kw)),
+        "token_accuracy": right / words if words else 0.0,
+        "loss": float(loss),
+    }

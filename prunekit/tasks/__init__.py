@@ -10,12 +10,14 @@ from prunekit.tasks.base import Task
 from prunekit.tasks.classification import ClassificationTask
 from prunekit.tasks.lm import LMTask
 from prunekit.tasks.regression import RegressionTask
+from prunekit.tasks.token_classification import TokenClassificationTask
 
 #: Every task the loop runs, by its ``--task`` name.
 TASKS: dict[str, Task] = {
     ClassificationTask.name: ClassificationTask(),
     RegressionTask.name: RegressionTask(),
     LMTask.name: LMTask(),
+    TokenClassificationTask.name: TokenClassificationTask(),
 }
 
 
