@@ -71,6 +71,7 @@ TASK_HEADS: dict[str, frozenset[str | None]] = {
     "lm": frozenset({"causal LM"}),
     # a regression head sits on an encoder's body (a decoder LM's next-token head is no place to start)
     "regression": frozenset({"sequence classification", None, "masked LM", "pre-training"}),
+    "question-answering": frozenset({"question answering", None, "masked LM", "pre-training"}),
 }
 
 
@@ -96,6 +97,9 @@ def check_task(spec: str, config: PretrainedConfig, task: str) -> None:
     if task == "regression":
         raise PrunekitError(f"model {spec!r} is a {arch} ({head}); --task regression needs an encoder: a bare model "
                             "or a *ForSequenceClassification with one regression output")
+    if task == "question-answering":
+        raise PrunekitError(f"model {spec!r} is a {arch} ({head}); --task question-answering needs an encoder: a "
+                            "bare model or a *ForQuestionAnswering")
     raise PrunekitError(f"model {spec!r} is a {arch} ({head}); prunekit supports sequence classification and "
                         "causal LMs (--task lm) for now")
 
