@@ -108,7 +108,7 @@ def _answers(value: Any, context: str) -> list[tuple[str, int]]:
     out = []
     for text, start in pairs:
         text = str(text)
-        if start is None or not (0 <= int(start) and context[int(start): int(start) + len(text)] == text):
+        if start is None or not (int(start) >= 0 and context[int(start): int(start) + len(text)] == text):
             start = find_answer(context, text)
         out.append((text, int(start)))
     return out

@@ -218,7 +218,8 @@ class QuestionAnsweringTask(Task):
         labels = np.asarray(data.labels, dtype=np.int64)
         lp = torch.log_softmax(torch.from_numpy(logits), dim=1)
         rows = torch.arange(len(labels))
-        metrics["loss"] = float(-(lp[rows, labels[:, 0], 0] + lp[rows, labels[:, 1], 1]).mean() / 2) if len(labels) else 0.0
+        nll = -(lp[rows, labels[:, 0], 0] + lp[rows, labels[:, 1], 1]) / 2 if len(labels) else torch.zeros(1)
+        metrics["loss"] = float(nll.mean())
         return metrics, logits
 
     def same_predictions(self, a: np.ndarray, b: np.ndarray) -> bool:
