@@ -80,6 +80,13 @@ def test_finetune_prune_distill_reload(setup, tmp_path: Path) -> None:
     report = json.loads((ft / "report.json").read_text())
     assert report["task"] == "question-answering" and report["reload_check"]["same_predictions"]
     assert {"f1", "exact_match"} <= set(report["stages"][-1]["metrics"])
+    un = tmp_path / "un"  # unstructured 50 % with distillation: the same loop, plain transformers reload
+    r = runner.invoke(app, ["prune", "-m", str(ft), *common, "--sparsity", "0.5", "--distill",
+                            "--finetune-epochs", "1", "--lr", "1e-3", "--out", str(un)])
+    assert r.exit_code == 0, r.output
+    unstructured = json.loads((un / "report.json").read_text())
+    assert unstructured["reload_check"]["same_predictions"]
+    assert unstructured["reload_check"]["loader"] == "transformers.AutoModelForQuestionAnswering"
     pr = tmp_path / "pr"
     r = runner.invoke(app, ["prune", "-m", str(ft), *common, "--heads", "0.5", "--ffn", "0.5", "--distill",
                             "--finetune-epochs", "1", "--lr", "1e-3", "--out", str(pr)])
