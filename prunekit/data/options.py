@@ -16,3 +16,5 @@ class DataOptions:
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
     max_length: int = 128
+    doc_stride: int = 128  # question answering: tokens shared by consecutive windows of a long context
+    max_answer_length: int = 30  # question answering: longest predicted answer, in tokens

@@ -74,6 +74,7 @@ TASK_HEADS: dict[str, frozenset[str | None]] = {
     "regression": frozenset({"sequence classification", None, "masked LM", "pre-training"}),
     # a tagger keeps its token-classification head or gets a new one on an encoder's body
     "token-classification": frozenset({"token classification", None, "masked LM", "pre-training"}),
+    "question-answering": frozenset({"question answering", None, "masked LM", "pre-training"}),
 }
 
 #: The head a task trains and keeps (a checkpoint with it is loaded as it is; any other allowed one gets a new
@@ -109,6 +110,9 @@ def check_task(spec: str, config: PretrainedConfig, task: str) -> None:
     if task == "token-classification":
         raise PrunekitError(f"model {spec!r} is a {arch} ({head}); --task token-classification needs an encoder: a "
                             "bare model or a *ForTokenClassification")
+    if task == "question-answering":
+        raise PrunekitError(f"model {spec!r} is a {arch} ({head}); --task question-answering needs an encoder: a "
+                            "bare model or a *ForQuestionAnswering")
     raise PrunekitError(f"model {spec!r} is a {arch} ({head}); prunekit supports sequence classification and "
                         "causal LMs (--task lm) for now")
 

@@ -1,9 +1,12 @@
-"""Classification and regression metrics, computed in one place so every report agrees on their definitions;
+"""Classification, regression and SQuAD metrics, computed in one place so every report agrees on their definitions;
 and the scale the ratio search maximises (which its plots and tables turn back into the metric)."""
 
 from __future__ import annotations
 
 import math
+import re
+import string
+from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
@@ -84,3 +87,28 @@ def token_metrics(true_tags: list[list[str]], pred_tags: list[list[str]], loss: 
         "token_accuracy": right / words if words else 0.0,
         "loss": float(loss),
     }
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD's official normalisation: lower case, no punctuation, no articles (a/an/the), single spaces."""
+    text = "".join(ch for ch in text.lower() if ch not in set(string.punctuation))
+    return " ".join(re.sub(r"\b(a|an|the)\b", " ", text).split())
+
+
+def squad_f1(prediction: str, gold: str) -> float:
+    """Token-overlap F1 between two answers after :func:`normalize_answer` (the official script's)."""
+    pred, ref = normalize_answer(prediction).split(), normalize_answer(gold).split()
+    common = sum((Counter(pred) & Counter(ref)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(pred), common / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
+def squad_metrics(predictions: list[str], golds: list[list[str]]) -> dict[str, float]:
+    """Exact match and F1 in [0, 1], each the max over an example's gold answers, averaged over examples."""
+    em = [max((float(normalize_answer(p) == normalize_answer(g)) for g in gs), default=0.0)
+          for p, gs in zip(predictions, golds, strict=True)]
+    f1 = [max((squad_f1(p, g) for g in gs), default=0.0) for p, gs in zip(predictions, golds, strict=True)]
+    n = max(1, len(em))
+    return {"exact_match": sum(em) / n, "f1": sum(f1) / n}

@@ -9,6 +9,7 @@ from prunekit.errors import PrunekitError
 from prunekit.tasks.base import Task
 from prunekit.tasks.classification import ClassificationTask
 from prunekit.tasks.lm import LMTask
+from prunekit.tasks.question_answering import QuestionAnsweringTask
 from prunekit.tasks.regression import RegressionTask
 from prunekit.tasks.token_classification import TokenClassificationTask
 
@@ -18,6 +19,7 @@ TASKS: dict[str, Task] = {
     RegressionTask.name: RegressionTask(),
     LMTask.name: LMTask(),
     TokenClassificationTask.name: TokenClassificationTask(),
+    QuestionAnsweringTask.name: QuestionAnsweringTask(),
 }
 
 

@@ -302,6 +302,14 @@ class Task(ABC):
         """The training loss of one batch's forward pass. Default: the loss the model computed itself."""
         return outputs.loss
 
+    def logits(self, outputs: Any) -> Tensor:
+        """What :meth:`distill_loss` compares from a forward pass. Default: ``outputs.logits``."""
+        return outputs.logits
+
+    def targets(self, batch: dict[str, Tensor]) -> Tensor:
+        """The labels :meth:`distill_loss` gets from a batch. Default: ``batch["labels"]``."""
+        return batch["labels"]
+
     @abstractmethod
     def distill_loss(self, student: Tensor, teacher: Tensor, labels: Tensor, cfg: Any) -> Tensor:
         """The loss of a student's outputs given the teacher's and the labels (``cfg``: a

@@ -190,7 +190,8 @@ def _train(
                 if distiller is not None:
                     loss = distiller(out, t_out, batch["labels"], batch.get("attention_mask"))
                 else:
-                    loss = task.distill_loss(out.logits, t_out.logits, batch["labels"], distill or DistillConfig())
+                    loss = task.distill_loss(task.logits(out), task.logits(t_out), task.targets(batch),
+                                             distill or DistillConfig())
             acc.backward(loss)
             if importance is not None and importance.uses_gradients:
                 importance.accumulate(tracked)
