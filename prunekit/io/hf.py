@@ -71,6 +71,8 @@ TASK_HEADS: dict[str, frozenset[str | None]] = {
     "lm": frozenset({"causal LM"}),
     # a regression head sits on an encoder's body (a decoder LM's next-token head is no place to start)
     "regression": frozenset({"sequence classification", None, "masked LM", "pre-training"}),
+    # sentence embeddings pool an encoder's token vectors: a bare encoder (or one with its pre-training head)
+    "embedding": frozenset({None, "masked LM", "pre-training"}),
 }
 
 
@@ -96,6 +98,9 @@ def check_task(spec: str, config: PretrainedConfig, task: str) -> None:
     if task == "regression":
         raise PrunekitError(f"model {spec!r} is a {arch} ({head}); --task regression needs an encoder: a bare model "
                             "or a *ForSequenceClassification with one regression output")
+    if task == "embedding":
+        raise PrunekitError(f"model {spec!r} is a {arch} ({head}); --task embedding needs a sentence encoder: a "
+                            "sentence-transformers folder or a bare encoder (BertModel, ...)")
     raise PrunekitError(f"model {spec!r} is a {arch} ({head}); prunekit supports sequence classification and "
                         "causal LMs (--task lm) for now")
 

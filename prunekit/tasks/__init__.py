@@ -8,12 +8,14 @@ from __future__ import annotations
 from prunekit.errors import PrunekitError
 from prunekit.tasks.base import Task
 from prunekit.tasks.classification import ClassificationTask
+from prunekit.tasks.embedding import EmbeddingTask
 from prunekit.tasks.regression import RegressionTask
 
 #: Every task the loop runs, by its ``--task`` name.
 TASKS: dict[str, Task] = {
     ClassificationTask.name: ClassificationTask(),
     RegressionTask.name: RegressionTask(),
+    EmbeddingTask.name: EmbeddingTask(),
 }
 
 
