@@ -46,6 +46,10 @@ Model = Annotated[str, typer.Option("--model", "-m", help="Model folder, hub id,
                                     rich_help_panel=COMMON)]
 Data = Annotated[str, typer.Option("--data", "-d", help="CSV/JSONL/Parquet file, data folder, or built-in "
                                    "name (movie-reviews, bbc-news).", rich_help_panel=COMMON)]
+OptData = Annotated[str | None, typer.Option("--data", "-d", help="CSV/JSONL/Parquet file, data folder, or "
+                                            "built-in name (movie-reviews, bbc-news); --task embedding: texts to "
+                                            "distil on besides the squad training split (optional).",
+                                            rich_help_panel=COMMON)]
 Out = Annotated[Path, typer.Option(help="Output folder (must not exist or be empty).", rich_help_panel=COMMON)]
 TextCol = Annotated[list[str] | None, typer.Option("--text-column", help="Text column; repeat for pairs.",
                                                    rich_help_panel=DATA)]
@@ -60,7 +64,7 @@ Remote = Annotated[bool, typer.Option("--trust-remote-code", help="Allow the mod
                                       "transformers model's, or the class a saved folder names (never imported "
                                       "from the working or the model folder).", rich_help_panel=DATA)]
 Task = Annotated[str, typer.Option(help="classification (a labelled dataset) | regression (a numeric label "
-                                   "column) | lm (a causal LM on plain text: --data is a .txt file, a folder of "
+                                   "column) | embedding (a sentence encoder; no labels) | lm (a causal LM on plain text: --data is a .txt file, a folder of "
                                    "them, a dataset, or wikipedia).",
                                    rich_help_panel=COMMON)]
 SeqLen = Annotated[int, typer.Option(help="lm: tokens per calibration/evaluation window.", rich_help_panel=LM)]
@@ -125,6 +129,15 @@ def _checkpoints(every: int, minutes: float):
     from prunekit.train.checkpoint import CheckpointOptions
 
     return CheckpointOptions(every, minutes).validate()
+
+
+def _data_of(task: str, data: str | None) -> str:
+    """--data as given; --task embedding evaluates on its own sets and needs no --data (squad's text then)."""
+    if data is not None:
+        return data
+    if task == "embedding":
+        return "squad"
+    raise PrunekitError("missing option --data / -d")
 
 
 def _data(data, text_column, label_column, max_train, max_eval, max_length):
@@ -215,7 +228,7 @@ def finetune(
     "  prunekit evaluate --task lm -m smollm2-135m -d wikipedia --seq-len 512 --eval-samples 32")
 @_fail_cleanly
 def evaluate(
-    model: Model, data: Data,
+    model: Model, data: OptData = None,
     split: Annotated[str, _opt(COMMON, "train, validation or test.")] = "test",
     as_json: Annotated[bool, _opt(COMMON, "Print JSON.", "--json")] = False,
     task: Task = "classification",
@@ -229,6 +242,7 @@ def evaluate(
     perplexity of a causal LM on the evaluation part of a text."""
     from prunekit.pipeline import evaluate as run
 
+    data = _data_of(task, data)
     if task == "lm":
         from prunekit.pipeline_lm import evaluate_lm
 
@@ -278,7 +292,7 @@ def evaluate(
     "  prunekit prune --task lm -m smollm2-135m -d wikipedia --heads 0.33 --ffn 0.25 --round-to 64 --out runs/lm-s"))
 @_fail_cleanly
 def prune(
-    model: Model, data: Data, out: Out,
+    model: Model, out: Out, data: OptData = None,
     task: Task = "classification",
     sparsity: Annotated[float | None, _opt(COMMON, "Unstructured: fraction of prunable weights to remove, in [0, 1) "
                                            "(default 0.5 unless a structured ratio is given).")] = None,
@@ -327,6 +341,8 @@ def prune(
     temperature: Annotated[float, _opt(DISTILL, "Softmax temperature of the soft targets.")] = 2.0,
     distill_hidden: Annotated[float, _opt(DISTILL, "Weight of a hidden-state MSE to the teacher (TinyBERT).")]
     = 0.0,
+    distill_loss: Annotated[str, _opt(DISTILL, "--task embedding: mse | cosine between the pruned and the "
+                                      "unpruned model's embeddings.")] = "mse",
     calib_batches: Annotated[int, _opt(CALIB, "Batches for taylor, activation, wanda, sparsegpt and --layers "
                                        "rankings.")] = 16,
     damp: Annotated[float | None, _opt(CALIB, "sparsegpt: Hessian dampening × mean diagonal (default 0.01).")]
@@ -368,6 +384,7 @@ def prune(
     from prunekit.pipeline_lm import LM_ONLY_OPTIONS, prune_lm_from_options
 
     _check_task(task)
+    data = options["data"] = _data_of(task, data)
     given = changed(prune, options)
     if task == "lm":
         lm_options = signature(prune_lm_from_options).parameters

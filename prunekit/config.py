@@ -70,6 +70,7 @@ class PruneSettings:
     distill_alpha: float = 0.5
     temperature: float = 2.0
     distill_hidden: float = 0.0  # weight of the hidden-state MSE (TinyBERT) added to the logit loss
+    distill_loss: str = "mse"  # embeddings: mse | cosine between the student's and the teacher's vectors
     baseline_epochs: float = 1.0
     latency: bool = True
     latency_seq_len: int = 128
@@ -296,7 +297,8 @@ class PruneSettings:
 
     def distill_config(self) -> DistillConfig:
         """The distillation loss these settings ask for (a validated DistillConfig)."""
-        return DistillConfig(self.distill_alpha, self.temperature, hidden_weight=self.distill_hidden).validate()
+        return DistillConfig(self.distill_alpha, self.temperature, hidden_weight=self.distill_hidden,
+                             loss=self.distill_loss).validate()
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.init}
