@@ -64,8 +64,8 @@ Remote = Annotated[bool, typer.Option("--trust-remote-code", help="Allow the mod
                                       "transformers model's, or the class a saved folder names (never imported "
                                       "from the working or the model folder).", rich_help_panel=DATA)]
 Task = Annotated[str, typer.Option(help="classification (a labelled dataset) | regression (a numeric label "
-                                   "column) | embedding (a sentence encoder; no labels) | lm (a causal LM on plain text: --data is a .txt file, a folder of "
-                                   "them, a dataset, or wikipedia).",
+                                   "column) | embedding (a sentence encoder; no labels) | lm (a causal LM on plain "
+                                   "text: --data is a .txt file, a folder of them, a dataset, or wikipedia).",
                                    rich_help_panel=COMMON)]
 SeqLen = Annotated[int, typer.Option(help="lm: tokens per calibration/evaluation window.", rich_help_panel=LM)]
 EvalSamples = Annotated[int, typer.Option(help="lm: evaluation windows, evenly spaced (0 = all).",
