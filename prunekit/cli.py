@@ -46,6 +46,10 @@ Model = Annotated[str, typer.Option("--model", "-m", help="Model folder, hub id,
                                     rich_help_panel=COMMON)]
 Data = Annotated[str, typer.Option("--data", "-d", help="CSV/JSONL/Parquet file, data folder, or built-in "
                                    "name (movie-reviews, bbc-news).", rich_help_panel=COMMON)]
+OptData = Annotated[str | None, typer.Option("--data", "-d", help="CSV/JSONL/Parquet file, data folder, or "
+                                            "built-in name (movie-reviews, bbc-news); --task embedding: texts to "
+                                            "distil on besides the squad training split (optional).",
+                                            rich_help_panel=COMMON)]
 Out = Annotated[Path, typer.Option(help="Output folder (must not exist or be empty).", rich_help_panel=COMMON)]
 TextCol = Annotated[list[str] | None, typer.Option("--text-column", help="Text column; repeat for pairs.",
                                                    rich_help_panel=DATA)]
@@ -67,8 +71,8 @@ Remote = Annotated[bool, typer.Option("--trust-remote-code", help="Allow the mod
 Task = Annotated[str, typer.Option(help="classification (a labelled dataset) | regression (a numeric label "
                                    "column) | token-classification (BIO tags per word: CoNLL, or tokens + tags "
                                    "columns) | question-answering (SQuAD-format context, question and answers "
-                                   "columns) | lm (a causal LM on plain text: --data is a .txt file, a folder of "
-                                   "them, a dataset, or wikipedia).",
+                                   "columns) | embedding (a sentence encoder; no labels) | lm (a causal LM on "
+                                   "plain text: --data is a .txt file, a folder of them, a dataset, or wikipedia).",
                                    rich_help_panel=COMMON)]
 SeqLen = Annotated[int, typer.Option(help="lm: tokens per calibration/evaluation window.", rich_help_panel=LM)]
 EvalSamples = Annotated[int, typer.Option(help="lm: evaluation windows, evenly spaced (0 = all).",
@@ -150,6 +154,15 @@ def _checkpoints(every: int, minutes: float):
     from prunekit.train.checkpoint import CheckpointOptions
 
     return CheckpointOptions(every, minutes).validate()
+
+
+def _data_of(task: str, data: str | None) -> str:
+    """--data as given; --task embedding evaluates on its own sets and needs no --data (squad's text then)."""
+    if data is not None:
+        return data
+    if task == "embedding":
+        return "squad"
+    raise PrunekitError("missing option --data / -d")
 
 
 def _data(data, text_column, label_column, max_train, max_eval, max_length, doc_stride=128, max_answer_length=30):
@@ -266,7 +279,7 @@ def finetune(
     "--zero-shot-limit 200 --out runs/zs")
 @_fail_cleanly
 def evaluate(
-    model: Model, data: Data,
+    model: Model, data: OptData = None,
     split: Annotated[str, _opt(COMMON, "train, validation or test.")] = "test",
     as_json: Annotated[bool, _opt(COMMON, "Print JSON.", "--json")] = False,
     task: Task = "classification",
@@ -291,6 +304,7 @@ def evaluate(
     if task != "lm" and (zero_shot or lm_eval_include or out is not None):
         raise PrunekitError(f"--zero-shot, --lm-eval-include and --out score a causal LM: use them with --task lm "
                             f"(got --task {task})")
+    data = _data_of(task, data)
     if task == "lm":
         from prunekit.pipeline_lm import evaluate_lm
         from prunekit.report.zeroshot import zero_shot_lines
@@ -346,7 +360,7 @@ def evaluate(
     "  prunekit prune --task lm -m smollm2-135m -d wikipedia --heads 0.33 --ffn 0.25 --round-to 64 --out runs/lm-s"))
 @_fail_cleanly
 def prune(
-    model: Model, data: Data, out: Out,
+    model: Model, out: Out, data: OptData = None,
     task: Task = "classification",
     sparsity: Annotated[float | None, _opt(COMMON, "Unstructured: fraction of prunable weights to remove, in [0, 1) "
                                            "(default 0.5 unless a structured ratio is given).")] = None,
@@ -396,6 +410,8 @@ def prune(
     temperature: Annotated[float, _opt(DISTILL, "Softmax temperature of the soft targets.")] = 2.0,
     distill_hidden: Annotated[float, _opt(DISTILL, "Weight of a hidden-state MSE to the teacher (TinyBERT).")]
     = 0.0,
+    distill_loss: Annotated[str, _opt(DISTILL, "--task embedding: mse | cosine between the pruned and the "
+                                      "unpruned model's embeddings.")] = "mse",
     calib_batches: Annotated[int, _opt(CALIB, "Batches for taylor, activation, wanda, sparsegpt and --layers "
                                        "rankings.")] = 16,
     damp: Annotated[float | None, _opt(CALIB, "sparsegpt: Hessian dampening × mean diagonal (default 0.01).")]
@@ -439,6 +455,7 @@ def prune(
     from prunekit.pipeline_lm import LM_ONLY_OPTIONS, LM_SHARED_OPTIONS, prune_lm_from_options
 
     _check_task(task)
+    data = options["data"] = _data_of(task, data)
     given = changed(prune, options)
     if task == "lm":
         lm_options = set(signature(prune_lm_from_options).parameters)
@@ -674,9 +691,14 @@ def demo(
     sparsity: Annotated[float, typer.Option(help="Target sparsity.")] = 0.5,
     seed: Seed = 0,
     force: Force = False,
+    task: Annotated[str, typer.Option(help="classification | embedding: all-MiniLM-L6-v2 as the sentence "
+                                      "encoder it is, half its heads and FFN removed and its embeddings distilled "
+                                      "back, for faster search (see the report's latency ratio).")]
+    = "classification",
 ) -> None:
     """The main job on the built-in real model and data: all-MiniLM-L6-v2 fine-tuned on movie reviews
-    (cached after the first run), pruned gradually to 50 %, recovered, tested, reported."""
+    (cached after the first run), pruned gradually to 50 %, recovered, tested, reported. With --task embedding:
+    MiniLM made faster for semantic search (question → passage retrieval on SQuAD, paraphrases on MRPC)."""
     from prunekit.config import PruneSettings
     from prunekit.io.atomic import check_output_dir
     from prunekit.pipeline import DEFAULT_DATA, baseline_dir, default_baseline
@@ -685,6 +707,14 @@ def demo(
     # `make demo` reruns into the same folder, so an earlier demo's output is replaced without --force;
     # any other non-empty folder is the user's and needs --force. Checked before the baseline is built.
     force = force or _holds_demo_output(out)
+    if task == "embedding":
+        check_output_dir(out, force, inputs={"model": "all-MiniLM-L6-v2", "data": "squad"})
+        run("all-MiniLM-L6-v2", _data("squad", None, None, None, None, 128), out,
+            PruneSettings(heads=0.5, ffn=0.5), seed=seed, force=force, command="prunekit demo", task="embedding")
+        typer.echo(f"report: {out / 'report.md'}")
+        return
+    if task != "classification":
+        raise PrunekitError(f"demo --task must be classification or embedding, got {task!r}")
     check_output_dir(out, force, inputs={"model": baseline_dir(seed), "data": DEFAULT_DATA.data,
                                          "base model": "all-MiniLM-L6-v2"})
     run(str(default_baseline(seed)), DEFAULT_DATA, out, PruneSettings(sparsity=sparsity), seed=seed, force=force,

@@ -87,6 +87,7 @@ class PruneSettings:
     lora: int | None = None  # recover with LoRA adapters of this rank, merged sparse (see TrainOptions)
     lora_alpha: float | None = None
     lora_dropout: float = 0.05
+    distill_loss: str = "mse"  # embeddings: mse | cosine between the student's and the teacher's vectors
     baseline_epochs: float = 1.0
     latency: bool = True
     latency_seq_len: int = 128
@@ -316,7 +317,8 @@ class PruneSettings:
 
     def distill_config(self) -> DistillConfig:
         """The distillation loss these settings ask for (a validated DistillConfig)."""
-        return DistillConfig(self.distill_alpha, self.temperature, hidden_weight=self.distill_hidden).validate()
+        return DistillConfig(self.distill_alpha, self.temperature, hidden_weight=self.distill_hidden,
+                             loss=self.distill_loss).validate()
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.init}

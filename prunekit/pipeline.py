@@ -115,6 +115,9 @@ def finetune(
     small LSTM/GRU/RNN/TextCNN classifier; a causal LM on its text with ``task`` an
     :class:`~prunekit.tasks.lm.LMTask`) and save it. A killed run resumes from its last checkpoint when
     the same call is made again (``resume=False`` starts over)."""
+    if get_task(task).needs_teacher:
+        raise PrunekitError(f"finetune --task {task}: nothing to learn without labels; prune and recover (by "
+                            "distillation from the unpruned model) instead")
     tokenizer = arch.tokenizer if arch is not None and arch.tokenizer != "vocab" else None
     check_output_dir(out, force, inputs={"model": model, "data": data.data, "tokenizer": tokenizer})
     opts = copy.copy(train_opts or TrainOptions())
@@ -472,7 +475,7 @@ def _prune(model: str, data: DataOptions, out: Path | None, s: PruneSettings, *,
                                 latency_seq_len=s.latency_seq_len if s.latency else None,
                                 prunable=list(params), extra={"target_sparsity": 0.0})
     stages.append(baseline)
-    teacher = copy.deepcopy(wb.model).eval() if s.distill else None
+    teacher = _teacher(wb, s)
     loop = _Loop(wb, s, seed, params, MaskSet(params), criterion,
                  baseline["validation_metrics"][wb.task.metric], teacher, stages)
     if s.plan is not None:
@@ -536,6 +539,11 @@ def _wrote(out: str | Path, report: dict[str, Any]) -> None:
         print_stage_table(report["stages"])
 
 
+def _teacher(wb: Workbench, s: PruneSettings) -> nn.Module | None:
+    """The unpruned model recovery distils from: with --distill, and always for a task without labels."""
+    return copy.deepcopy(wb.model).eval() if s.distill or wb.task.needs_teacher else None
+
+
 def _save(wb: Workbench, tmp: Path | None, report: dict[str, Any], logits: np.ndarray) -> None:
     """Write model + tokenizer + report into the command's temporary output, after checking that the saved
     model reloads and predicts exactly what was measured: with plain transformers whenever its shapes fit
@@ -555,12 +563,14 @@ def _save(wb: Workbench, tmp: Path | None, report: dict[str, Any], logits: np.nd
             vanilla = True
     # trusted: the class a custom module's folder names is the one this run has already imported
     task = wb.task
+    extra = task.save_files(wb.model, wb.tokenizer, tmp)
     reloaded = task.reload_class.from_pretrained(tmp) if vanilla else load_shaped(tmp, True)
     again = task.predict(reloaded.to(default_device()), wb.test, wb.tokenizer, desc="reload check")
     report["reload_check"] = {
         "loader": f"transformers.{task.reload_class.__name__}" if vanilla else "prunekit.load",
         "max_abs_logit_diff": float(np.abs(again - logits).max()) if len(logits) else 0.0,
         "same_predictions": task.same_predictions(again, logits),
+        **extra,
     }
     if not report["reload_check"]["same_predictions"] or report["reload_check"]["max_abs_logit_diff"] > 1e-4:
         raise PrunekitError("the saved model does not reproduce the measured predictions; nothing written")
@@ -606,7 +616,7 @@ def _prune_structured(wb: Workbench, data: DataOptions, out: str | Path, s: Prun
     t0 = time.perf_counter()
     _train_new_head(wb, s, seed)
     stages = [measure_stage(wb, "baseline", time.perf_counter() - t0, latency_seq_len=seq)[0]]
-    teacher = copy.deepcopy(wb.model).eval() if s.distill else None
+    teacher = _teacher(wb, s)
     distill = s.distill_config() if teacher is not None else None
     plans = []
     for k in range(1, s.steps + 1):
@@ -688,7 +698,7 @@ def _prune_learned(wb: Workbench, data: DataOptions, out: str | Path, s: PruneSe
     t0 = time.perf_counter()
     _train_new_head(wb, s, seed)
     stages = [measure_stage(wb, "baseline", time.perf_counter() - t0, latency_seq_len=seq)[0]]
-    teacher = copy.deepcopy(wb.model).eval() if s.distill else None
+    teacher = _teacher(wb, s)
     distill = s.distill_config() if teacher is not None else None
     gate_epochs = s.finetune_epochs * L0_GATED_SHARE
     steps = max(1, math.ceil(gate_epochs * math.ceil(len(wb.train) / s.batch_size)))

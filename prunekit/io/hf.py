@@ -75,6 +75,8 @@ TASK_HEADS: dict[str, frozenset[str | None]] = {
     # a tagger keeps its token-classification head or gets a new one on an encoder's body
     "token-classification": frozenset({"token classification", None, "masked LM", "pre-training"}),
     "question-answering": frozenset({"question answering", None, "masked LM", "pre-training"}),
+    # sentence embeddings pool an encoder's token vectors: a bare encoder (or one with its pre-training head)
+    "embedding": frozenset({None, "masked LM", "pre-training"}),
 }
 
 #: The head a task trains and keeps (a checkpoint with it is loaded as it is; any other allowed one gets a new
@@ -113,6 +115,9 @@ def check_task(spec: str, config: PretrainedConfig, task: str) -> None:
     if task == "question-answering":
         raise PrunekitError(f"model {spec!r} is a {arch} ({head}); --task question-answering needs an encoder: a "
                             "bare model or a *ForQuestionAnswering")
+    if task == "embedding":
+        raise PrunekitError(f"model {spec!r} is a {arch} ({head}); --task embedding needs a sentence encoder: a "
+                            "sentence-transformers folder or a bare encoder (BertModel, ...)")
     raise PrunekitError(f"model {spec!r} is a {arch} ({head}); prunekit supports sequence classification and "
                         "causal LMs (--task lm) for now")
 

@@ -58,6 +58,37 @@ def regression_metrics(labels: ArrayLike, preds: ArrayLike, loss: float) -> dict
     }
 
 
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def retrieval_metrics(queries: np.ndarray, passages: np.ndarray, gold: Sequence[int], k: int = 10) -> dict[str, float]:
+    """Recall@1 and MRR@k of cosine retrieval: query i's right passage is ``passages[gold[i]]``; ties rank
+    the right passage last (a collapsed model scores 0, not chance)."""
+    gold = np.asarray(gold, dtype=np.int64)
+    if len(queries) == 0 or len(queries) != len(gold) or len(passages) == 0:
+        raise PrunekitError(f"cannot score retrieval of {len(queries)} queries over {len(passages)} passages")
+    scores = _unit_rows(queries) @ _unit_rows(passages).T
+    right = scores[np.arange(len(gold)), gold]
+    rank = (scores >= right[:, None]).sum(axis=1)  # 1 = first; every tie counts ahead of the right passage
+    return {"recall_at_1": float((rank == 1).mean()),
+            f"mrr_at_{k}": float(np.where(rank <= k, 1.0 / rank, 0.0).mean())}
+
+
+def pair_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine similarity of each row of ``a`` with the same row of ``b``."""
+    return (_unit_rows(a) * _unit_rows(b)).sum(axis=-1)
+
+
+def pair_auc(a: np.ndarray, b: np.ndarray, labels: Sequence[int]) -> float:
+    """ROC-AUC of the pairs' cosine as the score of "paraphrase" (label 1): 0.5 when one class is absent."""
+    from sklearn.metrics import roc_auc_score
+
+    y = np.asarray(labels, dtype=np.int64)
+    return float(roc_auc_score(y, pair_cosines(a, b))) if len(set(y.tolist())) == 2 else 0.5
+
+
 def score_of(metric: str, value: float) -> float:
     """The number the search maximises, in the metric's own units: accuracy points, or −ln(perplexity)
     (nats per token; a perplexity ratio is additive there)."""

@@ -73,10 +73,12 @@ def stage_table(stages: Sequence[Stage]) -> tuple[list[str], list[list[str]]]:
     lat_keys = _latency_keys(stages)
     # "\n" marks where terminal headers break (report.md uses a space), keeping the table narrow
     has = {k: any(_is_num((s.get("metrics") or {}).get(k)) for s in stages)
-           for k in ("accuracy", "perplexity", "pearson")}
-    quality = ["Accuracy\n%", "Macro-F1\n%"] if has["accuracy"] or not (has["perplexity"] or has["pearson"]) else []
+           for k in ("accuracy", "perplexity", "pearson", "recall_at_1")}
+    other = has["perplexity"] or has["pearson"] or has["recall_at_1"]
+    quality = ["Accuracy\n%", "Macro-F1\n%"] if has["accuracy"] or not other else []
     quality += ["Perplexity"] if has["perplexity"] else []
     quality += ["Pearson\n×100", "Spearman\n×100", "MAE"] if has["pearson"] else []
+    quality += ["Recall@1\n×100", "MRR@10\n×100", "MRPC AUC\n×100", "Cosine to\nunpruned"] if has["recall_at_1"] else []
     headers = ["Stage", *quality, "Loss", "Params\nnonzero / total", "Sparsity\n%"]
     disk = any(_is_num(s.get("disk_bytes")) for s in stages)
     headers += ["Disk\nMB"] if disk else ["Dense\nMB", "Compressed\nMB"]
@@ -94,6 +96,9 @@ def stage_table(stages: Sequence[Stage]) -> tuple[list[str], list[list[str]]]:
                 *([_fmt(m.get("perplexity"), ".2f")] if has["perplexity"] else []),
                 *([_fmt(m.get("pearson"), ".2f", 100), _fmt(m.get("spearman"), ".2f", 100), _fmt(m.get("mae"), ".3f")]
                   if has["pearson"] else []),
+                *([_fmt(m.get("recall_at_1"), ".2f", 100), _fmt(m.get("mrr_at_10"), ".2f", 100),
+                   _fmt(m.get("mrpc_auc"), ".2f", 100), _fmt(m.get("mean_cosine"), ".4f")]
+                  if has["recall_at_1"] else []),
                 _fmt(m.get("loss"), ".4f"),
                 f"{_count(s.get('params_nonzero'))} / {_count(s.get('params_total'))}",
                 _fmt(s.get("sparsity"), ".1f", 100),

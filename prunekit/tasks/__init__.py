@@ -8,6 +8,7 @@ from __future__ import annotations
 from prunekit.errors import PrunekitError
 from prunekit.tasks.base import Task
 from prunekit.tasks.classification import ClassificationTask
+from prunekit.tasks.embedding import EmbeddingTask
 from prunekit.tasks.lm import LMTask
 from prunekit.tasks.question_answering import QuestionAnsweringTask
 from prunekit.tasks.regression import RegressionTask
@@ -20,6 +21,7 @@ TASKS: dict[str, Task] = {
     LMTask.name: LMTask(),
     TokenClassificationTask.name: TokenClassificationTask(),
     QuestionAnsweringTask.name: QuestionAnsweringTask(),
+    EmbeddingTask.name: EmbeddingTask(),
 }
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
@@ -211,6 +212,8 @@ class Task(ABC):
     - ``metric_unit``: the unit shown after a scaled value (``" %"`` for accuracy, ``""`` otherwise).
     - ``reload_class``: the plain transformers ``AutoModelFor…`` class a saved folder must load with
       (the save step's reload check).
+    - ``needs_teacher``: the task learns only from the unpruned model (no labels: embeddings), so recovery
+      always distils and ``finetune`` is refused.
 
     Methods without a body here (:meth:`load_data`, :meth:`load_model`, :meth:`evaluate`,
     :meth:`distill_loss`, :meth:`same_predictions`) are what a task must write; the others have
@@ -224,6 +227,7 @@ class Task(ABC):
     metric_scale: ClassVar[float] = 100.0
     metric_unit: ClassVar[str] = ""
     reload_class: ClassVar[type]
+    needs_teacher: ClassVar[bool] = False
 
     # -- data and model ---------------------------------------------------------------------------------
 
@@ -330,6 +334,11 @@ class Task(ABC):
     @abstractmethod
     def same_predictions(self, a: np.ndarray, b: np.ndarray) -> bool:
         """Do two sets of outputs (:meth:`predict`) make the same predictions? The reload check asks it."""
+
+    def save_files(self, model: nn.Module, tokenizer: PreTrainedTokenizerBase, folder: Path) -> dict[str, Any]:
+        """Write what the task's own loader needs beside the saved model (a sentence-transformers pipeline)
+        and check it; returns entries for the report's ``reload_check``. Default: nothing."""
+        return {}
 
     # -- derived ----------------------------------------------------------------------------------------
 

@@ -46,6 +46,7 @@ class DistillConfig:
     hidden_weight: float = 0.0
     attention_weight: float = 0.0
     layer_map: tuple[int, ...] | None = field(default=None)
+    loss: str = "mse"  # tasks whose outputs are vectors (embeddings): "mse" or "cosine" to the teacher's
 
     @property
     def intermediate(self) -> bool:
@@ -56,6 +57,8 @@ class DistillConfig:
             raise PrunekitError(f"distillation alpha must be in [0, 1], got {self.alpha}")
         if self.temperature <= 0:
             raise PrunekitError(f"distillation temperature must be > 0, got {self.temperature}")
+        if self.loss not in ("mse", "cosine"):
+            raise PrunekitError(f"--distill-loss must be mse or cosine, got {self.loss!r}")
         if self.hidden_weight < 0 or self.attention_weight < 0:
             raise PrunekitError("distillation hidden_weight and attention_weight must be >= 0")
         return self

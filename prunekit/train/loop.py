@@ -183,8 +183,9 @@ def _train(
                 skip = 0
                 set_rng_state(rng)  # dropout continues as it would have (the skipped batches drew nothing)
             out = wrapped(**batch, **extra)
-            loss = task.loss(out, batch)
-            if teacher is not None:
+            if teacher is None:  # a task without labels (embeddings) has no loss of its own: it always distils
+                loss = task.loss(out, batch)
+            else:
                 with torch.no_grad():
                     t_out = teacher(**{k: v for k, v in batch.items() if k != "labels"}, **extra)
                 if distiller is not None:
