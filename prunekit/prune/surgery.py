@@ -26,6 +26,7 @@ from prunekit.arch.modules import (  # noqa: F401
     rnn_gates,
     rnn_suffixes,
 )
+from prunekit.arch.sites import check_layers_removable
 from prunekit.errors import PrunekitError
 
 Index = Sequence[int] | Tensor
@@ -115,6 +116,8 @@ def remove_layers(model: nn.Module, keep: Index) -> nn.Module:
     """
     parent, attr, layers = layer_list(model)
     i = as_index(keep, len(layers), "layers").tolist()
+    if i != list(range(len(layers))):
+        check_layers_removable(model)
     setattr(parent, attr, nn.ModuleList([layers[k] for k in i]))
     for new, layer in enumerate(getattr(parent, attr)):
         for sub in layer.modules():

@@ -10,6 +10,7 @@ from torch import nn
 
 from prunekit.arch import family_for
 from prunekit.arch.attributes import SCALING
+from prunekit.arch.headbias import bias_heads
 from prunekit.arch.sites import attn_site, ffn_site, hidden_sites, num_layers
 
 
@@ -22,6 +23,8 @@ def model_shapes(model: nn.Module) -> dict[str, Any]:
         scaling = getattr(a.attn, SCALING, None)
         layers.append({"q_heads": a.n_q, "kv_heads": a.n_kv, "head_dim": a.head_dim, "ffn": f.width,
                        "scaling": float(scaling) if isinstance(scaling, (int, float)) else None})
+        if bias_heads(a.attn) is not None:  # MPNet: which heads of the shared bias table this layer adds
+            layers[-1]["bias_heads"] = bias_heads(a.attn)
     return {"family": fam.name, "model_type": model.config.model_type,
             "hidden_size": hidden_sites(model).size, "num_layers": len(layers), "layers": layers}
 
@@ -44,8 +47,10 @@ def sync_config(model: nn.Module) -> None:
     shapes = model_shapes(model)
     layers = shapes["layers"]
     config.hidden_size = shapes["hidden_size"]
-    if config.num_hidden_layers != shapes["num_layers"]:
-        config.num_hidden_layers = shapes["num_layers"]
+    for key in fam.hidden_config_extra:
+        setattr(config, key, shapes["hidden_size"])
+    if getattr(config, fam.num_layers_attr) != shapes["num_layers"]:
+        setattr(config, fam.num_layers_attr, shapes["num_layers"])
     setattr(config, fam.ffn_config_attr, max(x["ffn"] for x in layers))
     if getattr(config, "head_dim", None) is not None:
         config.head_dim = layers[0]["head_dim"]
