@@ -19,6 +19,7 @@ there is no config key for the head size.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from transformers import AutoConfig, PretrainedConfig, PreTrainedTokenizerBase
 from prunekit.arch import family_for, family_for_config
 from prunekit.arch.attributes import FFN_WIDTH, LAYOUT, SCALING, set_head_counts, set_int_attrs
 from prunekit.arch.headbias import select_bias_heads
+from prunekit.arch.modules import is_norm, layer_list
 from prunekit.arch.sites import attn_site, ffn_site, find_module
 from prunekit.errors import PrunekitError
 from prunekit.io import textnet as _textnet  # noqa: F401 - registers its format, so load() covers text nets
@@ -283,6 +285,7 @@ def _apply_shapes(model: nn.Module, manifest: dict[str, Any]) -> None:
     if bias and table is not None:  # built with the config's head count; the saved table keeps every head
         parent, _, attr = table[0].rpartition(".")
         setattr(model.get_submodule(parent), attr, nn.Embedding(*bias))
+    _match_norms(model, manifest["layers"])
     for i, layer in enumerate(manifest["layers"]):
         site = attn_site(model, i)
         d, nq, nkv = int(layer["head_dim"]), int(layer["q_heads"]), int(layer["kv_heads"])
@@ -308,6 +311,23 @@ def _apply_shapes(model: nn.Module, manifest: dict[str, Any]) -> None:
             reshape_blank(f.gate, n_out=int(layer["ffn"]))
         reshape_blank(f.down, n_in=int(layer["ffn"]))
         set_int_attrs(f.owner, FFN_WIDTH, int(layer["ffn"]))
+
+
+def _match_norms(model: nn.Module, layers: list[dict[str, Any]]) -> None:
+    """Give each block the norms the saved one has: a config builds ModernBERT's first block without an
+    attention norm (``nn.Identity``), but after layer removal a former later block, which has one, is first."""
+    fam = family_for(model)
+    blocks = layer_list(model)[2]
+    for path in (p for p in (fam.attn_norm, fam.ffn_norm) if p):
+        real = [b.get_submodule(path) for b in blocks if is_norm(b.get_submodule(path))]
+        template = real[0] if real else (find_module(model, fam.final_norm) or (None, None))[1]
+        for block, layer in zip(blocks, layers, strict=True):
+            want = path not in layer.get("no_norm", ())
+            if want == is_norm(block.get_submodule(path)) or (want and template is None):
+                continue
+            parent, _, attr = path.rpartition(".")
+            setattr(block.get_submodule(parent) if parent else block, attr,
+                    copy.deepcopy(template) if want else nn.Identity())  # weights are loaded next
 
 
 def _load_strict(model: nn.Module, state: dict[str, torch.Tensor], folder: Path) -> None:

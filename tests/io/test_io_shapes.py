@@ -106,6 +106,16 @@ VANILLA = [
     ("distilbert", StructuredPlan(hidden=list(range(24))), False),  # 4 heads of 8 no longer make up 24
     # ... unless the hidden width shrinks in proportion (16 / 2 heads = the original 8 per head)
     ("roberta", StructuredPlan(heads={i: [0, 1] for i in range(3)}, hidden=list(range(16))), True),
+    # the encoders of issue 22: uniform FFN widths and layer removal fit their configs (ModernBERT's
+    # layer_types follow the kept layers; its fused [up | gate] width is intermediate_size twice) ...
+    ("modernbert", StructuredPlan(ffn={i: list(range(20)) for i in range(3)}, layers=[0, 1]), True),
+    ("deberta-v2", StructuredPlan(ffn={i: list(range(20)) for i in range(3)}, layers=[0, 2]), True),
+    ("albert", StructuredPlan(ffn={0: list(range(20)), 1: list(range(20, 40)), 2: list(range(20))}), True),
+    ("mpnet", StructuredPlan(ffn={i: list(range(20)) for i in range(3)}, layers=[1]), True),
+    # ... head pruning does not: MPNet's layers pick their own heads of the one shared bias table
+    ("mpnet", StructuredPlan(heads={i: [0, 1] for i in range(3)}, hidden=list(range(16))), False),
+    ("modernbert", StructuredPlan(heads={i: [0, 1] for i in range(3)}), False),
+    ("deberta-v2", StructuredPlan(hidden=list(range(16))), False),  # its o stays heads x head size wide
 ]
 
 

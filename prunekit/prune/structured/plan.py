@@ -11,7 +11,6 @@ from torch import Tensor, nn
 from prunekit.arch.sites import (
     attn_site,
     check_hidden_covered,
-    check_layers_removable,
     ffn_site,
     hidden_sites,
     num_layers,
@@ -19,7 +18,7 @@ from prunekit.arch.sites import (
 from prunekit.errors import PrunekitError
 from prunekit.prune.structured.remove import check_heads, remove_ffn, remove_heads, remove_hidden
 from prunekit.prune.structured.shapes import sync_config
-from prunekit.prune.surgery import as_index, remove_layers
+from prunekit.prune.surgery import as_index, check_layers_kept, remove_layers
 
 
 @dataclass
@@ -54,9 +53,9 @@ class CheckedPlan:
 def checked_plan(model: nn.Module, plan: StructuredPlan) -> CheckedPlan:
     """Validate the whole plan before anything changes, so a bad plan leaves the model untouched."""
     n = num_layers(model)
+    if plan.layers is not None:
+        check_layers_kept(model, plan.layers, n)
     layers = as_index(plan.layers, n, "layers") if plan.layers is not None else None
-    if layers is not None and layers.tolist() != list(range(n)):
-        check_layers_removable(model)
     kept = set(layers.tolist()) if layers is not None else set(range(n))
     heads, ffn = {}, {}
     for layer, keep in sorted(plan.heads.items()):

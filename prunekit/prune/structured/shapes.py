@@ -11,6 +11,7 @@ from torch import nn
 from prunekit.arch import family_for
 from prunekit.arch.attributes import SCALING
 from prunekit.arch.headbias import bias_heads
+from prunekit.arch.modules import is_norm, layer_list
 from prunekit.arch.sites import attn_site, ffn_site, hidden_sites, num_layers
 
 
@@ -23,6 +24,10 @@ def model_shapes(model: nn.Module) -> dict[str, Any]:
         scaling = getattr(a.attn, SCALING, None)
         layers.append({"q_heads": a.n_q, "kv_heads": a.n_kv, "head_dim": a.head_dim, "ffn": f.width,
                        "scaling": float(scaling) if isinstance(scaling, (int, float)) else None})
+        block = layer_list(model)[2][i]
+        plain = [p for p in (fam.attn_norm, fam.ffn_norm) if p and not is_norm(block.get_submodule(p))]
+        if plain:  # ModernBERT's first block has no attention norm (a kept later block moved there has one)
+            layers[-1]["no_norm"] = plain
         if bias_heads(a.attn) is not None:  # MPNet: which heads of the shared bias table this layer adds
             layers[-1]["bias_heads"] = bias_heads(a.attn)
     return {"family": fam.name, "model_type": model.config.model_type,
