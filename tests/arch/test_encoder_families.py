@@ -34,22 +34,31 @@ def _close(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     return bool((zoo.logits(a) - zoo.logits(b)).abs().max() <= 1e-4)
 
 
-@pytest.mark.parametrize("family", zoo.ENCODERS)
-def test_cli_prunes_heads_and_ffn_and_the_folder_reloads(family, tiny_classifier, tiny_csv, tmp_path):
+def _folder(model: torch.nn.Module, tokenizer_from, folder):
+    """``model`` as a two-label (negative/positive) classifier folder with the tiny tokenizer."""
     from transformers import AutoTokenizer
 
-    folder = tmp_path / family
-    model = zoo.build(family)
     model.config.num_labels = 2
     model.config.id2label, model.config.label2id = {0: "negative", 1: "positive"}, {"negative": 0, "positive": 1}
-    model.classifier = type(model.classifier)(model.config) if family == "mpnet" else torch.nn.Linear(
-        model.classifier.in_features, 2)
+    model.classifier = type(model.classifier)(model.config) if model.config.model_type == "mpnet" else (
+        torch.nn.Linear(model.classifier.in_features, 2))
     model.save_pretrained(folder)
-    AutoTokenizer.from_pretrained(tiny_classifier).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tokenizer_from).save_pretrained(folder)
+    return folder
+
+
+def _prune(folder, csv, out, *flags: str):
+    return CliRunner().invoke(app, ["prune", "-m", str(folder), "-d", str(csv), "--out", str(out), *flags,
+                                    "--finetune-epochs", "0", "--no-latency", "--max-train-samples", "32",
+                                    "--max-length", "16"])
+
+
+@pytest.mark.parametrize("family", zoo.ENCODERS)
+def test_cli_prunes_heads_and_ffn_and_the_folder_reloads(family, tiny_classifier, tiny_csv, tmp_path):
+    model = zoo.build(family)
+    folder = _folder(copy.deepcopy(model), tiny_classifier, tmp_path / family)
     out = tmp_path / "out"
-    result = CliRunner().invoke(app, ["prune", "-m", str(folder), "-d", str(tiny_csv), "--out", str(out),
-                                      "--heads", "0.5", "--ffn", "0.5", "--finetune-epochs", "0", "--no-latency",
-                                      "--max-train-samples", "32", "--max-length", "16"])
+    result = _prune(folder, tiny_csv, out, "--heads", "0.5", "--ffn", "0.5")
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
     assert report["reload_check"]["same_predictions"]
@@ -86,6 +95,14 @@ def test_albert_refuses_layer_removal_in_one_line_before_any_work():
         with pytest.raises(PrunekitError, match=want):
             attempt()
     assert torch.equal(zoo.logits(model), zoo.logits(_albert()))  # untouched
+
+
+def test_cli_refuses_albert_layer_removal_in_one_line(tiny_classifier, tiny_csv, tmp_path):
+    folder = _folder(_albert(), tiny_classifier, tmp_path / "albert")
+    result = _prune(folder, tiny_csv, tmp_path / "out", "--layers", "1")
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "error: albert reuses its shared layers in all 3 passes" in result.output  # not "every one of 1 layers"
+    assert not (tmp_path / "out").exists()
 
 
 def test_albert_with_several_layer_groups_is_refused_structurally():
