@@ -12,19 +12,19 @@ from prunekit.arch import family_for
 from prunekit.arch.attributes import SCALING
 from prunekit.arch.headbias import bias_heads
 from prunekit.arch.modules import is_norm, layer_list
-from prunekit.arch.sites import attn_site, ffn_site, hidden_sites, num_layers
+from prunekit.arch.sites import attn_site, ffn_site, hidden_sites
 
 
 def model_shapes(model: nn.Module) -> dict[str, Any]:
     """The true per-layer widths: what a loader needs to rebuild an unevenly pruned model."""
     fam = family_for(model)
-    layers = []
-    for i in range(num_layers(model)):
+    layers, blocks = [], layer_list(model)[2]
+    for i in range(len(blocks)):
         a, f = attn_site(model, i), ffn_site(model, i)
         scaling = getattr(a.attn, SCALING, None)
         layers.append({"q_heads": a.n_q, "kv_heads": a.n_kv, "head_dim": a.head_dim, "ffn": f.width,
                        "scaling": float(scaling) if isinstance(scaling, (int, float)) else None})
-        block = layer_list(model)[2][i]
+        block = blocks[i]
         plain = [p for p in (fam.attn_norm, fam.ffn_norm) if p and not is_norm(block.get_submodule(p))]
         if plain:  # ModernBERT's first block has no attention norm (a kept later block moved there has one)
             layers[-1]["no_norm"] = plain
