@@ -108,7 +108,7 @@ VANILLA = [
     ("roberta", StructuredPlan(heads={i: [0, 1] for i in range(3)}, hidden=list(range(16))), True),
     # the encoders of issue 22: uniform FFN widths and layer removal fit their configs (ModernBERT's
     # layer_types follow the kept layers; its fused [up | gate] width is intermediate_size twice) ...
-    ("modernbert", StructuredPlan(ffn={i: list(range(20)) for i in range(3)}, layers=[0, 1]), True),
+    ("modernbert", StructuredPlan(ffn={i: list(range(20)) for i in range(3)}, layers=[0, 2]), True),  # both global
     ("deberta-v2", StructuredPlan(ffn={i: list(range(20)) for i in range(3)}, layers=[0, 2]), True),
     ("albert", StructuredPlan(ffn={0: list(range(20)), 1: list(range(20, 40)), 2: list(range(20))}), True),
     ("mpnet", StructuredPlan(ffn={i: list(range(20)) for i in range(3)}, layers=[1]), True),
