@@ -35,13 +35,10 @@ def _close(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 
 
 def _folder(model: torch.nn.Module, tokenizer_from, folder):
-    """``model`` as a two-label (negative/positive) classifier folder with the tiny tokenizer."""
+    """``model`` (built with ``num_labels=2``) as a negative/positive classifier folder with the tiny tokenizer."""
     from transformers import AutoTokenizer
 
-    model.config.num_labels = 2
     model.config.id2label, model.config.label2id = {0: "negative", 1: "positive"}, {"negative": 0, "positive": 1}
-    model.classifier = type(model.classifier)(model.config) if model.config.model_type == "mpnet" else (
-        torch.nn.Linear(model.classifier.in_features, 2))
     model.save_pretrained(folder)
     AutoTokenizer.from_pretrained(tokenizer_from).save_pretrained(folder)
     return folder
@@ -55,7 +52,7 @@ def _prune(folder, csv, out, *flags: str):
 
 @pytest.mark.parametrize("family", zoo.ENCODERS)
 def test_cli_prunes_heads_and_ffn_and_the_folder_reloads(family, tiny_classifier, tiny_csv, tmp_path):
-    model = zoo.build(family)
+    model = zoo.build(family, num_labels=2)
     folder = _folder(copy.deepcopy(model), tiny_classifier, tmp_path / family)
     out = tmp_path / "out"
     result = _prune(folder, tiny_csv, out, "--heads", "0.5", "--ffn", "0.5")
@@ -98,7 +95,7 @@ def test_albert_refuses_layer_removal_in_one_line_before_any_work():
 
 
 def test_cli_refuses_albert_layer_removal_in_one_line(tiny_classifier, tiny_csv, tmp_path):
-    folder = _folder(_albert(), tiny_classifier, tmp_path / "albert")
+    folder = _folder(_albert(num_labels=2), tiny_classifier, tmp_path / "albert")
     result = _prune(folder, tiny_csv, tmp_path / "out", "--layers", "1")
     assert result.exit_code != 0 and "Traceback" not in result.output
     assert "error: albert reuses its shared layers in all 3 passes" in result.output  # not "every one of 1 layers"
