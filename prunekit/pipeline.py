@@ -21,6 +21,7 @@ from torch import nn
 
 from prunekit import load as load_shaped  # every saved format, int8 included
 from prunekit.arch import is_text_model, prunable_weights, transformer_layers
+from prunekit.arch.sites import check_layers_removable
 from prunekit.assets import cache_dir
 from prunekit.config import DataOptions, PruneSettings, TrainOptions, default_lr, lora_options
 from prunekit.data import read_texts
@@ -660,6 +661,8 @@ def _check_structured(model: nn.Module, s: PruneSettings) -> int | None:
         raise PrunekitError("--units/--filters/--embedding prune LSTM/GRU/RNN and TextCNN models; for a "
                             "transformer use --heads, --ffn, --layers or --hidden")
     n_layers = num_layers(model)
+    if s.layers:
+        check_layers_removable(model)  # ALBERT: every pass reuses its layers
     if s.layers >= n_layers:
         raise PrunekitError(f"--layers {s.layers} would remove every one of the {n_layers} layers")
     return n_layers

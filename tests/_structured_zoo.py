@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from _threads import one_thread  # noqa: F401 - autouse fixture, shared
 from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
     BertConfig,
     BertForSequenceClassification,
     DistilBertConfig,
@@ -26,8 +28,24 @@ from transformers import (
 
 VOCAB, HIDDEN, LAYERS, HEADS, FFN = 60, 32, 3, 4, 48
 FAMILIES = ("bert", "distilbert", "roberta", "electra", "gpt2", "llama")
+# encoders with their own attention/FFN layout (issue 22); ALBERT's three blocks are reused by each of its passes
+ENCODERS = ("deberta-v2", "modernbert", "albert", "mpnet")
+FAMILIES += ENCODERS
+SHARED_LAYERS = ("albert",)  # layer removal is refused
 
-
+ENCODER = dict(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
+               intermediate_size=FFN, max_position_embeddings=40, num_labels=3)
+ENCODER_EXTRA = {
+    # DeBERTa-v2 with disentangled attention (c2p + p2c through pos_key_proj/pos_query_proj) and v3's
+    # normalised relative embeddings
+    "deberta-v2": dict(relative_attention=True, position_buckets=8, pos_att_type=["p2c", "c2p"],
+                       norm_rel_ebd="layer_norm", type_vocab_size=2),
+    # layers 0 and 2 global, layer 1 local with a window shorter than the inputs
+    "modernbert": dict(pad_token_id=0, bos_token_id=1, eos_token_id=2, cls_token_id=1, sep_token_id=2,
+                       global_attn_every_n_layers=2, local_attention=4),
+    "albert": dict(embedding_size=16, inner_group_num=LAYERS, num_hidden_groups=1),
+    "mpnet": dict(),
+}
 
 
 def build(name: str, seed: int = 0, **overrides) -> torch.nn.Module:
@@ -59,6 +77,9 @@ def build(name: str, seed: int = 0, **overrides) -> torch.nn.Module:
                           num_key_value_heads=2, intermediate_size=FFN, tie_word_embeddings=True,
                           bos_token_id=0, eos_token_id=0, pad_token_id=0)
         model = LlamaForCausalLM(_apply(cfg, overrides))
+    elif name in ENCODERS:
+        cfg = AutoConfig.for_model(name, **{**ENCODER, **ENCODER_EXTRA[name]})
+        model = AutoModelForSequenceClassification.from_config(_apply(cfg, overrides))
     else:
         raise ValueError(name)
     with torch.no_grad():

@@ -58,6 +58,15 @@ class Family:
     head_in: tuple[str, ...] = ()  # read the hidden state: only their input width follows hidden pruning
     head_inout: tuple[str, ...] = ()  # hidden -> hidden (pooler, classifier.dense): both widths follow
     head_norms: tuple[str, ...] = ()  # norms inside the head (MLM transforms)
+    # --- what some encoders do differently (each written once, see prunekit.arch.sites) ---
+    head_extra: tuple[str, ...] = ()  # per-block Linears laid out per head like q, cut with the heads, if present
+    stream_norms: tuple[str, ...] = ()  # other norms over the hidden width (DeBERTa-v3's relative-embedding norm)
+    ffn_fused: bool = False  # gate and up are the two halves of one Linear (``ffn_up`` names it)
+    head_bias: str | None = None  # an Embedding of per-head biases all layers share (MPNet; dim 1 indexes heads)
+    head_bias_arg: str | None = None  # the ``attn`` argument carrying that bias (prunekit.arch.headbias)
+    hidden_config_extra: tuple[str, ...] = ()  # config keys besides hidden_size that follow hidden pruning
+    num_layers_attr: str = "num_hidden_layers"  # config key counting the blocks in ``layers``
+    shared_layers: str | None = None  # config key of the number of layer groups, when blocks are reused
 
 
 FAMILIES: tuple[Family, ...] = (
@@ -144,6 +153,92 @@ FAMILIES: tuple[Family, ...] = (
         head_dim_attr="head_dim",
         final_norm="norm",
         head_in=("lm_head", "score", "qa_outputs"),
+    ),
+    # --- encoders with their own attention or FFN layout (issue 22) ---
+    Family(
+        name="deberta-v2",  # relative-position (disentangled) attention: its position projections follow q
+        model_types=("deberta-v2",),
+        layers="encoder.layer",
+        q="attention.self.query_proj",
+        k="attention.self.key_proj",
+        v="attention.self.value_proj",
+        o="attention.output.dense",
+        ffn_up="intermediate.dense",
+        ffn_down="output.dense",
+        attn_norm="attention.output.LayerNorm",
+        ffn_norm="output.LayerNorm",
+        embed_extra=("embeddings.position_embeddings", "embeddings.token_type_embeddings", "encoder.rel_embeddings"),
+        embed_norm="embeddings.LayerNorm",
+        head_in=("classifier", "qa_outputs"),
+        head_inout=("pooler.dense",),
+        head_extra=("attention.self.pos_key_proj", "attention.self.pos_query_proj"),
+        stream_norms=("encoder.LayerNorm",),
+        hidden_config_extra=("pooler_hidden_size",),
+    ),
+    Family(
+        name="modernbert",  # fused [q | k | v], gated MLP with [up | gate] fused, pre-LN, no biases
+        model_types=("modernbert",),
+        layers="layers",
+        q="attn.Wqkv",
+        k="attn.Wqkv",
+        v="attn.Wqkv",
+        o="attn.Wo",
+        ffn_up="mlp.Wi",
+        ffn_down="mlp.Wo",
+        qkv_fused=True,
+        ffn_fused=True,
+        attn_norm="attn_norm",
+        ffn_norm="mlp_norm",
+        embeddings="embeddings.tok_embeddings",
+        attn="attn",
+        head_dim_attr="head_dim",
+        embed_norm="embeddings.norm",
+        final_norm="final_norm",
+        head_in=("classifier", "decoder"),
+        head_inout=("head.dense",),
+        head_norms=("head.norm",),
+    ),
+    Family(
+        name="albert",  # one layer group reused by every pass: pruning it prunes every use
+        model_types=("albert",),
+        layers="encoder.albert_layer_groups.0.albert_layers",
+        q="attention.query",
+        k="attention.key",
+        v="attention.value",
+        o="attention.dense",
+        ffn_up="ffn",
+        ffn_down="ffn_output",
+        attn_norm="attention.LayerNorm",
+        ffn_norm="full_layer_layer_norm",
+        embed_extra=("embeddings.position_embeddings", "embeddings.token_type_embeddings"),
+        embed_norm="embeddings.LayerNorm",
+        embed_project="encoder.embedding_hidden_mapping_in",
+        attn="attention",
+        num_layers_attr="inner_group_num",
+        shared_layers="num_hidden_groups",
+        head_in=("classifier", "qa_outputs", "sop_classifier.classifier", "predictions.dense"),
+        head_inout=("pooler",),
+    ),
+    Family(
+        name="mpnet",  # one relative-position bias table (per head) shared by every layer
+        model_types=("mpnet",),
+        layers="encoder.layer",
+        q="attention.attn.q",
+        k="attention.attn.k",
+        v="attention.attn.v",
+        o="attention.attn.o",
+        ffn_up="intermediate.dense",
+        ffn_down="output.dense",
+        attn_norm="attention.LayerNorm",
+        ffn_norm="output.LayerNorm",
+        embed_extra=("embeddings.position_embeddings",),
+        embed_norm="embeddings.LayerNorm",
+        attn="attention.attn",
+        head_bias="encoder.relative_attention_bias",  # (buckets, heads): kept whole, each layer selects its heads
+        head_bias_arg="position_bias",
+        head_in=("classifier.out_proj", "qa_outputs", "lm_head.decoder"),
+        head_inout=("classifier.dense", "lm_head.dense"),
+        head_norms=("lm_head.layer_norm",),
     ),
 )
 

@@ -68,6 +68,7 @@ def head_groups(model: nn.Module) -> list[HeadGroups]:
             out.append(HeadGroups(i, heads, heads, 1))
             continue
         q, o = _rows(s.names["q"], s.q, d), _cols(s.names["o"], s.o, d)
+        q += [p for name, m in s.extra.items() for p in _rows(name, m, d)]  # DeBERTa's position projections
         kv = _rows(s.names["k"], s.k, d) + _rows(s.names["v"], s.v, d)
         if g == 1:
             heads = GroupSet("heads", i, s.n_q, (*q, *kv, *o))
@@ -85,6 +86,8 @@ def ffn_groups(model: nn.Module) -> list[GroupSet]:
     for i in range(num_layers(model)):
         f = ffn_site(model, i)
         parts = _rows(f.names["up"], f.up, 1)
+        if f.fused:  # the gate half: neuron j's gate row is width + j
+            parts += _rows(f.names["up"], f.up, 1, f.width)
         if f.gate is not None:
             parts += _rows(f.names["gate"], f.gate, 1)
         out.append(GroupSet("ffn", i, f.width, (*parts, *_cols(f.names["down"], f.down, 1))))

@@ -30,6 +30,8 @@ class AttnSite:
     head_dim: int
     n_q: int
     n_kv: int
+    extra: dict[str, nn.Module] = field(default_factory=dict)  # the family's ``head_extra``, by qualified name
+    bias_arg: str | None = None  # the family's ``head_bias_arg`` (:mod:`prunekit.arch.headbias`)
 
     @property
     def per_group(self) -> int:
@@ -47,10 +49,11 @@ class FfnSite:
     down: nn.Module
     names: dict[str, str]
     owner: nn.Module
+    fused: bool = False  # ``up`` holds the up rows and the gate rows as two halves (``gate`` is None)
 
     @property
     def width(self) -> int:
-        return out_features(self.up)
+        return out_features(self.up) // (2 if self.fused else 1)
 
 
 def num_layers(model: nn.Module) -> int:
@@ -59,6 +62,10 @@ def num_layers(model: nn.Module) -> int:
 
 def _layer(model: nn.Module, layer: int) -> tuple[Family, str, nn.Module]:
     fam = family_for(model)
+    groups = getattr(model.config, fam.shared_layers, 1) if fam.shared_layers else 1
+    if groups != 1:
+        raise PrunekitError(f"structured pruning of {fam.name} handles one shared layer group; this model has "
+                            f"{fam.shared_layers}={groups} (unstructured pruning works)")
     prefix, layers = transformer_layers(model)
     if not 0 <= layer < len(layers):
         raise PrunekitError(f"layer {layer} does not exist (the model has {len(layers)} layers)")
@@ -77,7 +84,28 @@ def attn_site(model: nn.Module, layer: int) -> AttnSite:
         n_q, n_kv = out_features(q) // head_dim, out_features(k) // head_dim
     if n_kv == 0 or n_q % n_kv:
         raise PrunekitError(f"layer {layer}: {n_q} query heads cannot share {n_kv} key/value heads evenly")
-    return AttnSite(layer, attn, q, k, v, o, names, fam.qkv_fused, head_dim, n_q, n_kv)
+    extra = {f"{prefix}.{p}": m for p in fam.head_extra if (m := _optional(block, p)) is not None}
+    return AttnSite(layer, attn, q, k, v, o, names, fam.qkv_fused, head_dim, n_q, n_kv, extra,
+                   fam.head_bias_arg)
+
+
+def _optional(root: nn.Module, path: str) -> nn.Module | None:
+    try:
+        return root.get_submodule(path)
+    except AttributeError:
+        return None
+
+
+def check_layers_removable(model: nn.Module) -> None:
+    """Refuse removing blocks of a family whose blocks are reused by every pass (ALBERT): a block is not
+    one layer of the computation but all of them, and dropping passes would change every pass's input."""
+    fam = family_for(model)
+    if fam.shared_layers:
+        passes = getattr(model.config, "num_hidden_layers", "?")
+        raise PrunekitError(
+            f"{fam.name} reuses its shared layers in all {passes} passes, so no single layer can be removed; "
+            "prune heads, FFN neurons or the hidden width (they shrink the shared layer, hence every pass)"
+        )
 
 
 def ffn_site(model: nn.Module, layer: int) -> FfnSite:
@@ -87,7 +115,8 @@ def ffn_site(model: nn.Module, layer: int) -> FfnSite:
     if fam.ffn_gate:
         names["gate"] = f"{prefix}.{fam.ffn_gate}"
     owner = block.get_submodule(fam.ffn_up.rpartition(".")[0])
-    return FfnSite(layer, block.get_submodule(fam.ffn_up), gate, block.get_submodule(fam.ffn_down), names, owner)
+    return FfnSite(layer, block.get_submodule(fam.ffn_up), gate, block.get_submodule(fam.ffn_down), names, owner,
+                   fam.ffn_fused)
 
 
 @dataclass
@@ -141,6 +170,8 @@ def hidden_sites(model: nn.Module) -> HiddenSites:
                 add(sites.norms, (f"{lp}.{path}", block.get_submodule(path)), is_norm)
         for key in ("q",) if a.fused else ("q", "k", "v"):
             add(sites.reads, (a.names[key], getattr(a, key)), is_linear)
+        for name, module in a.extra.items():
+            add(sites.reads, (name, module), is_linear)
         add(sites.writes, (a.names["o"], a.o), is_linear)
         add(sites.reads, (f.names["up"], f.up), is_linear)
         if f.gate is not None:
@@ -152,7 +183,7 @@ def hidden_sites(model: nn.Module) -> HiddenSites:
         add(sites.writes, find_module(model, path), is_linear)
     for path in fam.head_in:
         add(sites.reads, find_module(model, path), is_linear)
-    for path in fam.head_norms:
+    for path in (*fam.head_norms, *fam.stream_norms):
         add(sites.norms, find_module(model, path), is_norm)
     return sites
 
@@ -165,6 +196,9 @@ def check_hidden_covered(model: nn.Module, sites: HiddenSites) -> None:
     """
     fam = family_for(model)
     covered = {id(m) for bucket in (sites.embeddings, sites.norms, sites.reads, sites.writes) for _, m in bucket}
+    bias = find_module(model, fam.head_bias)  # (buckets, heads): a bucket count may equal the hidden width
+    if bias is not None:
+        covered.add(id(bias[1]))
     layers_prefix = transformer_layers(model)[0] + "."
     skip = []
     if find_module(model, fam.embed_project) is not None:  # embeddings live in embedding_size there

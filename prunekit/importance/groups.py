@@ -32,7 +32,7 @@ from torch.nn.utils.rnn import PackedSequence
 
 from prunekit.arch.groups import GroupSet, TextGroup, ffn_groups, head_groups, hidden_groups, text_groups
 from prunekit.arch.modules import layer_list, rnn_suffixes, skip_layer
-from prunekit.arch.sites import attn_site, ffn_site, num_layers
+from prunekit.arch.sites import attn_site, check_layers_removable, ffn_site, num_layers
 from prunekit.arch.textnets import call_text_model, is_text_model, layer_rnn, rnn_directions, text_layout
 from prunekit.errors import PrunekitError
 from prunekit.importance import registry
@@ -426,6 +426,8 @@ def layer_scores(
     A skipped layer passes its input through unchanged (:func:`prunekit.prune.structured.skip_layer`).
     ``loss`` needs labels in the batches (or ``loss_fn``); ``greedy`` uses the logit change without.
     """
+    if how != "groups":  # before the forward passes: a family whose layers cannot go says so now
+        check_layers_removable(model)
     return registry.create(how, LAYERS).rank_layers(model, batches=batches, scores=scores, loss_fn=loss_fn,
                                                     remove=remove)
 

@@ -19,6 +19,7 @@ there is no config key for the head size.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,8 @@ from transformers import AutoConfig, PretrainedConfig, PreTrainedTokenizerBase
 
 from prunekit.arch import family_for, family_for_config
 from prunekit.arch.attributes import FFN_WIDTH, LAYOUT, SCALING, set_head_counts, set_int_attrs
+from prunekit.arch.headbias import select_bias_heads
+from prunekit.arch.modules import is_norm, layer_list
 from prunekit.arch.sites import attn_site, ffn_site, find_module
 from prunekit.errors import PrunekitError
 from prunekit.io import textnet as _textnet  # noqa: F401 - registers its format, so load() covers text nets
@@ -83,7 +86,9 @@ def shapes_manifest(model: nn.Module) -> dict[str, Any]:
         "architecture": type(model).__name__,
         **shapes,
         "embed_project": _embed_project(model),
-        "vanilla_from_pretrained": not ranks and is_uniform(shapes) and _vanilla_matches(model),
+        "head_bias": _head_bias(model),
+        "vanilla_from_pretrained": not ranks and is_uniform(shapes) and _vanilla_matches(model)
+        and not any("bias_heads" in layer for layer in shapes["layers"]),  # a vanilla model adds every head
     }
     if ranks:
         manifest["low_rank"] = ranks
@@ -96,6 +101,12 @@ def _embed_project(model: nn.Module) -> list[int] | None:
     if found is None or not isinstance(found[1], nn.Linear):
         return None
     return [found[1].in_features, found[1].out_features]
+
+
+def _head_bias(model: nn.Module) -> list[int] | None:
+    """MPNet's shared per-head bias table as [buckets, heads]: it keeps every original head after head pruning."""
+    found = find_module(model, family_for(model).head_bias)
+    return None if found is None else list(found[1].weight.shape)
 
 
 def _vanilla_matches(model: nn.Module) -> bool:
@@ -163,7 +174,7 @@ def build_skeleton(folder: Path, manifest: dict[str, Any], dtype: torch.dtype = 
     """The saved model's modules with the saved shapes (per-layer widths, low-rank layers), weights not loaded."""
     config = AutoConfig.from_pretrained(folder)
     fam = family_for_config(config)
-    if fam.name != manifest["family"] or len(manifest["layers"]) != config.num_hidden_layers:
+    if fam.name != manifest["family"] or len(manifest["layers"]) != getattr(config, fam.num_layers_attr):
         raise PrunekitError(f"{folder}: config.json and {MANIFEST} disagree (family or layer count)")
     model = _build(config, manifest, dtype)
     _apply_shapes(model, manifest)
@@ -270,6 +281,11 @@ def _apply_shapes(model: nn.Module, manifest: dict[str, Any]) -> None:
         # hidden pruning made hidden_size == embedding_size, so the config no longer builds it
         base = getattr(model, "base_model", model)
         setattr(base, fam.embed_project, nn.Linear(*project))
+    bias, table = manifest.get("head_bias"), find_module(model, fam.head_bias)
+    if bias and table is not None:  # built with the config's head count; the saved table keeps every head
+        parent, _, attr = table[0].rpartition(".")
+        setattr(model.get_submodule(parent), attr, nn.Embedding(*bias))
+    _match_norms(model, manifest["layers"])
     for i, layer in enumerate(manifest["layers"]):
         site = attn_site(model, i)
         d, nq, nkv = int(layer["head_dim"]), int(layer["q_heads"]), int(layer["kv_heads"])
@@ -279,18 +295,39 @@ def _apply_shapes(model: nn.Module, manifest: dict[str, Any]) -> None:
             reshape_blank(site.q, n_out=nq * d)
             reshape_blank(site.k, n_out=nkv * d)
             reshape_blank(site.v, n_out=nkv * d)
+        for module in site.extra.values():
+            reshape_blank(module, n_out=nq * d)
         reshape_blank(site.o, n_in=nq * d)
         attn = site.attn
+        if layer.get("bias_heads") is not None and site.bias_arg:
+            select_bias_heads(attn, layer["bias_heads"], site.bias_arg)
         setattr(attn, fam.head_dim_attr, d)
         set_head_counts(attn, nq, nkv, d)
         if layer.get("scaling") is not None:
             setattr(attn, SCALING, float(layer["scaling"]))
         f = ffn_site(model, i)
-        reshape_blank(f.up, n_out=int(layer["ffn"]))
+        reshape_blank(f.up, n_out=int(layer["ffn"]) * (2 if f.fused else 1))
         if f.gate is not None:
             reshape_blank(f.gate, n_out=int(layer["ffn"]))
         reshape_blank(f.down, n_in=int(layer["ffn"]))
         set_int_attrs(f.owner, FFN_WIDTH, int(layer["ffn"]))
+
+
+def _match_norms(model: nn.Module, layers: list[dict[str, Any]]) -> None:
+    """Give each block the norms the saved one has: a config builds ModernBERT's first block without an
+    attention norm (``nn.Identity``), but after layer removal a former later block, which has one, is first."""
+    fam = family_for(model)
+    blocks = layer_list(model)[2]
+    for path in (p for p in (fam.attn_norm, fam.ffn_norm) if p):
+        real = [b.get_submodule(path) for b in blocks if is_norm(b.get_submodule(path))]
+        template = real[0] if real else (find_module(model, fam.final_norm) or (None, None))[1]
+        for block, layer in zip(blocks, layers, strict=True):
+            want = path not in layer.get("no_norm", ())
+            if want == is_norm(block.get_submodule(path)) or (want and template is None):
+                continue
+            parent, _, attr = path.rpartition(".")
+            setattr(block.get_submodule(parent) if parent else block, attr,
+                    copy.deepcopy(template) if want else nn.Identity())  # weights are loaded next
 
 
 def _load_strict(model: nn.Module, state: dict[str, torch.Tensor], folder: Path) -> None:

@@ -26,6 +26,7 @@ from prunekit.arch.modules import (  # noqa: F401
     rnn_gates,
     rnn_suffixes,
 )
+from prunekit.arch.sites import check_layers_removable
 from prunekit.errors import PrunekitError
 
 Index = Sequence[int] | Tensor
@@ -106,6 +107,12 @@ def keep_norm(norm: nn.Module, idx: Index) -> nn.Module:
     return norm
 
 
+def check_layers_kept(model: nn.Module, keep: Index, n: int) -> None:
+    """Keeping fewer than all ``n`` blocks needs a family whose blocks can go (checked before the indices)."""
+    if torch.as_tensor(keep, dtype=torch.long).flatten().tolist() != list(range(n)):
+        check_layers_removable(model)
+
+
 def remove_layers(model: nn.Module, keep: Index) -> nn.Module:
     """Keep only blocks ``keep`` (in their order) and renumber them.
 
@@ -114,6 +121,7 @@ def remove_layers(model: nn.Module, keep: Index) -> nn.Module:
     (per-layer attention kinds of Qwen2/Mistral-style configs) follow.
     """
     parent, attr, layers = layer_list(model)
+    check_layers_kept(model, keep, len(layers))
     i = as_index(keep, len(layers), "layers").tolist()
     setattr(parent, attr, nn.ModuleList([layers[k] for k in i]))
     for new, layer in enumerate(getattr(parent, attr)):

@@ -32,7 +32,7 @@ def test_cli_prunes_a_family_without_entry_one_shot_and_refuses_structured_in_on
 
 
 @pytest.mark.parametrize("model_type", ["deberta-v2", "modernbert", "albert", "mpnet"])
-def test_encoders_without_entry_prune_unstructured_end_to_end(model_type, tiny_classifier, tiny_csv, tmp_path):
+def test_encoders_prune_unstructured_end_to_end(model_type, tiny_classifier, tiny_csv, tmp_path):
     from transformers import AutoTokenizer
 
     from prunekit.config import DataOptions, PruneSettings

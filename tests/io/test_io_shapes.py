@@ -1,6 +1,7 @@
 """Saving and reloading structurally pruned models: prunekit's loader always, vanilla transformers when it can."""
 
 import copy
+import dataclasses
 import json
 
 import _structured_zoo as zoo  # tests/ is on pytest's pythonpath
@@ -24,7 +25,10 @@ UNEVEN = {
 
 
 def _uneven(family: str) -> StructuredPlan:
-    return UNEVEN["gqa" if family == "llama" else "mha"]
+    plan = UNEVEN["gqa" if family == "llama" else "mha"]
+    if family in zoo.SHARED_LAYERS:  # ALBERT keeps every (shared) layer
+        plan = dataclasses.replace(plan, layers=list(range(zoo.LAYERS)))
+    return plan
 
 
 @pytest.mark.parametrize("family", zoo.FAMILIES)
@@ -61,6 +65,8 @@ SINGLE = {  # one granularity at a time, so a loader bug in one cannot hide behi
 def test_each_granularity_reloads_to_the_masked_outputs(family, granularity, tmp_path):
     model = zoo.build(family)
     plan = SINGLE[granularity](family)
+    if family in zoo.SHARED_LAYERS and plan.layers is not None:
+        pytest.skip("ALBERT refuses layer removal (tests/prune/test_prune_structured.py)")
     pruned = apply_plan(copy.deepcopy(model), plan)
     save_pruned(pruned, None, tmp_path / "out")
     loaded = load(tmp_path / "out")
@@ -100,6 +106,16 @@ VANILLA = [
     ("distilbert", StructuredPlan(hidden=list(range(24))), False),  # 4 heads of 8 no longer make up 24
     # ... unless the hidden width shrinks in proportion (16 / 2 heads = the original 8 per head)
     ("roberta", StructuredPlan(heads={i: [0, 1] for i in range(3)}, hidden=list(range(16))), True),
+    # the encoders of issue 22: uniform FFN widths and layer removal fit their configs (ModernBERT's
+    # layer_types follow the kept layers; its fused [up | gate] width is intermediate_size twice) ...
+    ("modernbert", StructuredPlan(ffn={i: list(range(20)) for i in range(3)}, layers=[0, 2]), True),  # both global
+    ("deberta-v2", StructuredPlan(ffn={i: list(range(20)) for i in range(3)}, layers=[0, 2]), True),
+    ("albert", StructuredPlan(ffn={0: list(range(20)), 1: list(range(20, 40)), 2: list(range(20))}), True),
+    ("mpnet", StructuredPlan(ffn={i: list(range(20)) for i in range(3)}, layers=[1]), True),
+    # ... head pruning does not: MPNet's layers pick their own heads of the one shared bias table
+    ("mpnet", StructuredPlan(heads={i: [0, 1] for i in range(3)}, hidden=list(range(16))), False),
+    ("modernbert", StructuredPlan(heads={i: [0, 1] for i in range(3)}), False),
+    ("deberta-v2", StructuredPlan(hidden=list(range(16))), False),  # its o stays heads x head size wide
 ]
 
 

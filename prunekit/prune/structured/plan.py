@@ -8,11 +8,17 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from prunekit.arch.sites import attn_site, check_hidden_covered, ffn_site, hidden_sites, num_layers
+from prunekit.arch.sites import (
+    attn_site,
+    check_hidden_covered,
+    ffn_site,
+    hidden_sites,
+    num_layers,
+)
 from prunekit.errors import PrunekitError
 from prunekit.prune.structured.remove import check_heads, remove_ffn, remove_heads, remove_hidden
 from prunekit.prune.structured.shapes import sync_config
-from prunekit.prune.surgery import as_index, remove_layers
+from prunekit.prune.surgery import as_index, check_layers_kept, remove_layers
 
 
 @dataclass
@@ -47,6 +53,8 @@ class CheckedPlan:
 def checked_plan(model: nn.Module, plan: StructuredPlan) -> CheckedPlan:
     """Validate the whole plan before anything changes, so a bad plan leaves the model untouched."""
     n = num_layers(model)
+    if plan.layers is not None:
+        check_layers_kept(model, plan.layers, n)
     layers = as_index(plan.layers, n, "layers") if plan.layers is not None else None
     kept = set(layers.tolist()) if layers is not None else set(range(n))
     heads, ffn = {}, {}

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from prunekit.arch.sites import attn_site, block_indices, ffn_site, hidden_sites, num_layers
+from prunekit.arch.sites import attn_site, block_indices, check_layers_removable, ffn_site, hidden_sites, num_layers
 from prunekit.errors import PrunekitError
 from prunekit.importance.base import GroupScores  # what criteria return; importable here as it always was
 from prunekit.prune.structured.plan import StructuredPlan
@@ -106,6 +106,7 @@ def plan_from_ratios(
     plan = StructuredPlan()
     kept_layers = list(range(n))
     if layers > 0:
+        check_layers_removable(model)
         if scores.layers is None or scores.layers.numel() != n:
             raise PrunekitError("a layers ratio needs one score per layer (prunekit.importance.groups.layer_scores)")
         n_keep = n - int(round(layers * n))

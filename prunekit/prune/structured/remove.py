@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from prunekit.arch.attributes import FFN_WIDTH, HIDDEN_WIDTH, set_head_counts, set_int_attrs
+from prunekit.arch.headbias import select_bias_heads
 from prunekit.arch.sites import (
     AttnSite,
     FfnSite,
@@ -68,7 +69,11 @@ def remove_heads(site: AttnSite, keep: Tensor, kv: Tensor) -> None:
         keep_out_features(site.q, q_idx)
         keep_out_features(site.k, kv_idx)
         keep_out_features(site.v, kv_idx)
+    for module in site.extra.values():
+        keep_out_features(module, q_idx)
     keep_in_features(site.o, q_idx)
+    if site.bias_arg:
+        select_bias_heads(site.attn, keep, site.bias_arg)
     set_head_counts(site.attn, keep.numel(), kv.numel(), d)
 
 
@@ -82,7 +87,7 @@ def prune_ffn(model: nn.Module, layer_idx: int, keep_neurons: Index) -> nn.Modul
 
 
 def remove_ffn(site: FfnSite, keep: Tensor) -> None:
-    keep_out_features(site.up, keep)
+    keep_out_features(site.up, torch.cat([keep, site.width + keep]) if site.fused else keep)
     if site.gate is not None:
         keep_out_features(site.gate, keep)
     keep_in_features(site.down, keep)

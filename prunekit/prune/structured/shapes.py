@@ -10,18 +10,26 @@ from torch import nn
 
 from prunekit.arch import family_for
 from prunekit.arch.attributes import SCALING
-from prunekit.arch.sites import attn_site, ffn_site, hidden_sites, num_layers
+from prunekit.arch.headbias import bias_heads
+from prunekit.arch.modules import is_norm, layer_list
+from prunekit.arch.sites import attn_site, ffn_site, hidden_sites
 
 
 def model_shapes(model: nn.Module) -> dict[str, Any]:
     """The true per-layer widths: what a loader needs to rebuild an unevenly pruned model."""
     fam = family_for(model)
-    layers = []
-    for i in range(num_layers(model)):
+    layers, blocks = [], layer_list(model)[2]
+    for i in range(len(blocks)):
         a, f = attn_site(model, i), ffn_site(model, i)
         scaling = getattr(a.attn, SCALING, None)
         layers.append({"q_heads": a.n_q, "kv_heads": a.n_kv, "head_dim": a.head_dim, "ffn": f.width,
                        "scaling": float(scaling) if isinstance(scaling, (int, float)) else None})
+        block = blocks[i]
+        plain = [p for p in (fam.attn_norm, fam.ffn_norm) if p and not is_norm(block.get_submodule(p))]
+        if plain:  # ModernBERT's first block has no attention norm (a kept later block moved there has one)
+            layers[-1]["no_norm"] = plain
+        if bias_heads(a.attn) is not None:  # MPNet: which heads of the shared bias table this layer adds
+            layers[-1]["bias_heads"] = bias_heads(a.attn)
     return {"family": fam.name, "model_type": model.config.model_type,
             "hidden_size": hidden_sites(model).size, "num_layers": len(layers), "layers": layers}
 
@@ -44,8 +52,10 @@ def sync_config(model: nn.Module) -> None:
     shapes = model_shapes(model)
     layers = shapes["layers"]
     config.hidden_size = shapes["hidden_size"]
-    if config.num_hidden_layers != shapes["num_layers"]:
-        config.num_hidden_layers = shapes["num_layers"]
+    for key in fam.hidden_config_extra:
+        setattr(config, key, shapes["hidden_size"])
+    if getattr(config, fam.num_layers_attr) != shapes["num_layers"]:
+        setattr(config, fam.num_layers_attr, shapes["num_layers"])
     setattr(config, fam.ffn_config_attr, max(x["ffn"] for x in layers))
     if getattr(config, "head_dim", None) is not None:
         config.head_dim = layers[0]["head_dim"]
