@@ -164,6 +164,8 @@ def check_hidden_covered(model: nn.Module, sites: HiddenSites) -> None:
     not); anywhere else, any parameter with a hidden-sized dimension must be covered.
     """
     fam = family_for(model)
+    if fam.no_hidden:
+        raise PrunekitError(f"hidden-width pruning is not supported for {fam.name} models: {fam.no_hidden}")
     covered = {id(m) for bucket in (sites.embeddings, sites.norms, sites.reads, sites.writes) for _, m in bucket}
     layers_prefix = transformer_layers(model)[0] + "."
     skip = []
