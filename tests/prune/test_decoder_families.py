@@ -67,3 +67,23 @@ def test_decoders_without_a_layout_are_refused_in_one_line(model_type, missing):
     with pytest.raises(PrunekitError, match=f"structured pruning of {model_type} models is not supported yet") as err:
         apply_plan(model, StructuredPlan(ffn={0: [0, 1]}))
     assert missing in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("model_type", ["gemma2", "gemma3_text"])
+def test_lm_pipeline_prunes_heads_and_ffn_of_gemma_and_reloads(model_type, tiny_lm, tiny_text, tmp_path):
+    """The LM loop (sequential calibration, reconstruction) runs through sliding-window, soft-capped blocks."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from prunekit.pipeline_lm import StructuredLM, prune_lm
+
+    folder, out = tmp_path / model_type, tmp_path / "out"
+    cfg = AutoConfig.for_model(model_type, vocab_size=64, hidden_size=64, num_hidden_layers=2, num_attention_heads=8,
+                               num_key_value_heads=2, head_dim=8, intermediate_size=48, sliding_window=8,
+                               max_position_embeddings=128, pad_token_id=0, bos_token_id=2, eos_token_id=3)
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(cfg).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_lm).save_pretrained(folder)
+    report = prune_lm(str(folder), str(tiny_text), out, None, calib_samples=8, seq_len=32, eval_samples=4,
+                      structured=StructuredLM(heads=0.5, ffn=0.5, latency=False))
+    assert report["reload_check"]["max_abs_logit_diff"] <= 1e-4
+    assert prunekit.load(out).model.layers[0].self_attn.q_proj.out_features == 4 * 8
