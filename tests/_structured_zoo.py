@@ -11,6 +11,7 @@ import torch
 from _threads import one_thread  # noqa: F401 - autouse fixture, shared
 from transformers import (
     AutoConfig,
+    AutoModelForCausalLM,
     AutoModelForSequenceClassification,
     BertConfig,
     BertForSequenceClassification,
@@ -48,6 +49,22 @@ ENCODER_EXTRA = {
 }
 
 
+# --- decoder families beyond LLaMA's (issue 22): LLaMA's tiny shapes, head_dim 8 where the config takes it ---
+DECODERS = ("mistral", "qwen2", "qwen3", "smollm3", "gemma", "gemma2", "gemma3_text")
+_DECODER_EXTRA = {"qwen3": {"head_dim": 8}, "gemma": {"head_dim": 8}, "mistral": {"head_dim": 8},
+                  "gemma2": {"head_dim": 8, "sliding_window": 4}, "gemma3_text": {"head_dim": 8, "sliding_window": 4}}
+
+
+def _decoder(model_type: str, overrides: dict) -> torch.nn.Module:
+    """A tiny causal LM of one of :data:`DECODERS` (4 query heads sharing 2 kv heads)."""
+    cfg = AutoConfig.for_model(model_type, vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=LAYERS,
+                               num_attention_heads=HEADS, num_key_value_heads=2, intermediate_size=FFN,
+                               bos_token_id=0, eos_token_id=0, pad_token_id=0, **_DECODER_EXTRA.get(model_type, {}))
+    model = AutoModelForCausalLM.from_config(_apply(cfg, overrides))
+    model.config.architectures = [type(model).__name__]  # as from_pretrained leaves it, so the folder reloads
+    return model
+
+
 def build(name: str, seed: int = 0, **overrides) -> torch.nn.Module:
     """A tiny model of family ``name`` in eval mode (LLaMA: 4 query heads sharing 2 kv heads, tied head;
     ELECTRA: embedding_size 16 with a projection into the hidden width)."""
@@ -72,6 +89,8 @@ def build(name: str, seed: int = 0, **overrides) -> torch.nn.Module:
         cfg = GPT2Config(vocab_size=VOCAB, n_embd=HIDDEN, n_layer=LAYERS, n_head=HEADS, n_inner=FFN, n_positions=40,
                          bos_token_id=0, eos_token_id=0)
         model = GPT2LMHeadModel(_apply(cfg, overrides))
+    elif name in DECODERS:
+        model = _decoder(name, overrides)
     elif name == "llama":
         cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
                           num_key_value_heads=2, intermediate_size=FFN, tie_word_embeddings=True,
@@ -109,7 +128,7 @@ def inputs(seed: int = 1) -> dict[str, torch.Tensor]:
 def labelled(name: str, seed: int = 1) -> dict[str, torch.Tensor]:
     """:func:`inputs` with labels: classes for classifiers, the tokens themselves for LMs."""
     batch = inputs(seed)
-    batch["labels"] = batch["input_ids"].clone() if name in ("gpt2", "llama") else torch.tensor([0, 2])
+    batch["labels"] = batch["input_ids"].clone() if name in ("gpt2", "llama", *DECODERS) else torch.tensor([0, 2])
     return batch
 
 

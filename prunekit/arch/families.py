@@ -67,6 +67,8 @@ class Family:
     hidden_config_extra: tuple[str, ...] = ()  # config keys besides hidden_size that follow hidden pruning
     num_layers_attr: str = "num_hidden_layers"  # config key counting the blocks in ``layers``
     shared_layers: str | None = None  # config key of the number of layer groups, when blocks are reused
+    # Why the hidden width cannot be cut, when something outside the modules depends on it (None: it can):
+    no_hidden: str | None = None
 
 
 FAMILIES: tuple[Family, ...] = (
@@ -240,7 +242,39 @@ FAMILIES: tuple[Family, ...] = (
         head_inout=("classifier.dense", "lm_head.dense"),
         head_norms=("lm_head.layer_norm",),
     ),
+    # --- decoder families beyond LLaMA's layout (issue 22) ---
+    Family(
+        name="gemma",  # LLaMA's layout; Gemma-2/3 add norms around the attention and the FFN outputs
+        model_types=("gemma", "gemma2", "gemma3_text"),
+        layers="layers",
+        q="self_attn.q_proj",
+        k="self_attn.k_proj",
+        v="self_attn.v_proj",
+        o="self_attn.o_proj",
+        ffn_up="mlp.up_proj",
+        ffn_gate="mlp.gate_proj",
+        ffn_down="mlp.down_proj",
+        attn_norm="input_layernorm",
+        ffn_norm="post_attention_layernorm",
+        embeddings="embed_tokens",
+        num_kv_heads_attr="num_key_value_heads",
+        attn="self_attn",
+        head_dim_attr="head_dim",
+        final_norm="norm",
+        head_in=("lm_head", "score", "qa_outputs"),
+        no_hidden="Gemma scales the embeddings by sqrt(hidden_size) and Gemma-2/3 add pre/post-FFN norms",
+    ),
 )
+
+
+# Decoder families whose layout no entry can describe yet: what structured pruning would need first.
+UNSUPPORTED: dict[str, str] = {
+    "phi3": "cutting the fused qkv_proj and gate_up_proj row blocks",
+    "gpt_neox": "cutting the fused query_key_value, interleaved per head",
+    "falcon": "cutting the fused query_key_value (multi-query / grouped layouts)",
+    "opt": "an entry for fc1/fc2, the learned positions and project_in/out",
+    "olmo2": "cutting the q/k norms that span the full width together with the heads",
+}
 
 
 def family_for(model: nn.Module) -> Family:
@@ -259,6 +293,10 @@ def family_for_config(config: object) -> Family:
     fam = find_family(config)
     if fam is not None:
         return fam
+    model_type = getattr(config, "model_type", None)
+    if model_type in UNSUPPORTED:
+        raise PrunekitError(f"structured pruning of {model_type} models is not supported yet: it needs "
+                            f"{UNSUPPORTED[model_type]}; unstructured and one-shot pruning work")
     known = ", ".join(t for f in FAMILIES for t in f.model_types)
     raise PrunekitError(
         f"structured pruning (heads, FFN neurons, layers, hidden width) needs an entry for model_type "

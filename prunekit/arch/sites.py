@@ -195,6 +195,8 @@ def check_hidden_covered(model: nn.Module, sites: HiddenSites) -> None:
     not); anywhere else, any parameter with a hidden-sized dimension must be covered.
     """
     fam = family_for(model)
+    if fam.no_hidden:
+        raise PrunekitError(f"hidden-width pruning is not supported for {fam.name} models: {fam.no_hidden}")
     covered = {id(m) for bucket in (sites.embeddings, sites.norms, sites.reads, sites.writes) for _, m in bucket}
     bias = find_module(model, fam.head_bias)  # (buckets, heads): a bucket count may equal the hidden width
     if bias is not None:

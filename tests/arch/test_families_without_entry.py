@@ -16,8 +16,8 @@ def test_cli_prunes_a_family_without_entry_one_shot_and_refuses_structured_in_on
 
     from prunekit.cli import app
 
-    folder = tmp_path / "gemma"
-    build("gemma").save_pretrained(folder)
+    folder = tmp_path / "phi3"
+    build("phi3").save_pretrained(folder)
     AutoTokenizer.from_pretrained(tiny_lm).save_pretrained(folder)
     common = ["prune", "--task", "lm", "-m", str(folder), "-d", str(tiny_text), "--seq-len", "32",
               "--calib-samples", "8", "--eval-samples", "4"]
@@ -27,7 +27,8 @@ def test_cli_prunes_a_family_without_entry_one_shot_and_refuses_structured_in_on
     refused = CliRunner().invoke(app, [*common, "--out", str(tmp_path / "heads"), "--heads", "0.5"])
     assert refused.exit_code != 0 and "Traceback" not in refused.output
     line = next(x for x in refused.output.splitlines() if "error" in x.lower())
-    assert "needs an entry for model_type 'gemma'" in line and "unstructured and one-shot pruning work" in line
+    assert "structured pruning of phi3 models is not supported yet" in line and "fused qkv_proj" in line
+    assert "unstructured and one-shot pruning work" in line
     assert not (tmp_path / "heads").exists()
 
 
