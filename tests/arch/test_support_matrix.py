@@ -30,13 +30,17 @@ def _model_types() -> list[str]:
 
 
 def _row(model_type: str) -> str:
-    fam = find_family(AutoConfig.for_model(model_type))
+    config = AutoConfig.for_model(model_type)
+    fam = find_family(config)
     if fam is None:
         why = UNSUPPORTED.get(model_type, "no entry")
         cells = [f"no: needs {why}" if model_type in UNSUPPORTED else "no entry"] + ["—"] * 3
     else:
-        cells = ["yes"] * 3 + ["no: " + fam.no_hidden if fam.no_hidden else "yes"]
-    return f"| {model_type} | yes | " + " | ".join(cells) + " |"
+        layers = "no: the blocks are one shared layer (removal refused)" if fam.shared_layers else "yes"
+        cells = ["yes", "yes", layers, "no: " + fam.no_hidden if fam.no_hidden else "yes"]
+    # fused expert weights are reached by the one-shot methods (Wanda, SparseGPT), not by the mask loop
+    moe = getattr(config, "num_local_experts", 0) or getattr(config, "num_experts", 0)
+    return f"| {model_type} | {'yes (experts: one-shot methods only)' if moe else 'yes'} | " + " | ".join(cells) + " |"
 
 
 def render() -> str:
