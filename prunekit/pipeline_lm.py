@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from prunekit.config import changed, refuse
+from prunekit.config import changed, lora_options, refuse
 from prunekit.errors import PrunekitError
 from prunekit.io.atomic import atomic_output_dir, check_output_dir, check_outside_inputs
 from prunekit.io.hf import load_causal_lm
@@ -228,7 +228,8 @@ LM_ONLY_OPTIONS = ("pattern", "calib_samples", "seq_len", "eval_samples", "strid
                    "calibration", "refit", "reconstruct", "save", "finetune_tokens", "eval_every")
 #: options --task lm shares with classifiers, whose CLI defaults are the classifier's: passed on only when
 #: given (an LM prune without them does not train)
-LM_SHARED_OPTIONS = ("finetune_epochs", "lr", "batch_size", "distill", "distill_alpha", "temperature", "schedule")
+LM_SHARED_OPTIONS = ("finetune_epochs", "lr", "batch_size", "distill", "distill_alpha", "temperature", "schedule",
+                     "lora", "lora_alpha", "lora_dropout")
 
 
 def prune_lm_from_options(
@@ -240,7 +241,8 @@ def prune_lm_from_options(
     calib_data: str | None = None, save: str = "packed", seed: int = 0, force: bool = False,
     trust_remote_code: bool = False, finetune_tokens: int | None = None, finetune_epochs: float | None = None,
     lr: float | None = None, batch_size: int = 4, distill: bool = False, distill_alpha: float = 0.5,
-    temperature: float = 2.0, eval_every: int = 0, schedule: str = "oneshot",
+    temperature: float = 2.0, eval_every: int = 0, schedule: str = "oneshot", lora: int | None = None,
+    lora_alpha: float | None = None, lora_dropout: float = 0.05,
 ) -> dict[str, Any]:
     """`prunekit prune --task lm` from its flat options (defaults as the CLI's): :class:`StructuredLM` with
     --heads/--ffn/--layers, else :class:`OneShotSettings` (with a --plan's per-block sparsity), then
@@ -254,9 +256,10 @@ def prune_lm_from_options(
     if finetune_tokens is not None or finetune_epochs is not None:
         recovery = LMRecovery(tokens=finetune_tokens, epochs=finetune_epochs, lr=5e-5 if lr is None else lr,
                               batch_size=batch_size, distill=distill, alpha=distill_alpha, temperature=temperature,
-                              eval_every=eval_every)
+                              eval_every=eval_every, lora=lora, lora_alpha=lora_alpha, lora_dropout=lora_dropout)
     else:
-        refuse(_pick(options, "lr", "batch_size", "distill", "distill_alpha", "temperature", "eval_every"),
+        refuse(_pick(options, "lr", "batch_size", "distill", "distill_alpha", "temperature", "eval_every", "lora",
+                     "lora_alpha", "lora_dropout"),
                "{}: recovery options, read only with --finetune-tokens or --finetune-epochs")
     structured = None
     if heads or ffn or layers:
@@ -346,6 +349,9 @@ class LMRecovery:
     alpha: float = 0.5
     temperature: float = 2.0
     eval_every: int = 0
+    lora: int | None = None  # LoRA rank: adapters merged back with the masks applied, so sparsity stays exact
+    lora_alpha: float | None = None
+    lora_dropout: float = 0.05
 
     def check(self) -> None:
         if (self.tokens is None) == (self.epochs is None):
@@ -359,6 +365,7 @@ class LMRecovery:
         if self.eval_every < 0:
             raise PrunekitError(f"--eval-every must be ≥ 0 steps, got {self.eval_every}")
         DistillConfig(alpha=self.alpha, temperature=self.temperature).validate()
+        lora_options(self)
 
 
 def _masks_of(lm: torch.nn.Module, pruned: dict[str, float]) -> MaskSet:
@@ -367,7 +374,7 @@ def _masks_of(lm: torch.nn.Module, pruned: dict[str, float]) -> MaskSet:
     params = {}
     for name in pruned:
         try:
-            params[f"{name}.weight"] = lm.get_submodule(name).weight
+            params[name] = lm.get_submodule(name).weight  # by module name, as the classifier loop's masks
         except AttributeError:
             continue
     masks = MaskSet(params)
@@ -396,14 +403,15 @@ def _recover(lm: torch.nn.Module, tokenizer, text: LMText, eval_ids: torch.Tenso
     distill = DistillConfig(alpha=r.alpha, temperature=r.temperature) if teacher is not None else None
     _log(f"recovery: {epochs:.3g} epochs of {len(windows)} training windows × {seq_len} tokens"
          + (f", distilling from the unpruned model (alpha {r.alpha}, T {r.temperature})" if distill else ""))
-    result = train(lm, windows, tokenizer, TrainConfig(epochs=epochs, lr=r.lr, batch_size=r.batch_size, seed=seed),
-                   masks=masks, teacher=teacher, distill=distill, on_step=checkpoints, desc="recover", task=task)
+    cfg = TrainConfig(epochs=epochs, lr=r.lr, batch_size=r.batch_size, seed=seed, lora=lora_options(r))
+    result = train(lm, windows, tokenizer, cfg, masks=masks, teacher=teacher, distill=distill, on_step=checkpoints,
+                   desc="recover", task=task)
     metrics = perplexity(lm, eval_ids, stride)
     checkpoints.finish(result.steps, metrics)
     return {"metrics": metrics, "tokens": tokens_seen(result.steps, windows, r.batch_size), "steps": result.steps,
             "epochs": epochs, "seconds": result.seconds, "train_loss": result.loss,
             "training_windows": len(windows), "distill": distill is not None, "note": note,
-            "checkpoints": checkpoints.records}
+            "checkpoints": checkpoints.records, **({"lora": result.lora} if result.lora else {})}
 
 
 def _lm_timer(lm: torch.nn.Module) -> Timer:

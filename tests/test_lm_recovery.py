@@ -173,3 +173,22 @@ def test_a_recipe_refuses_the_lm_task_in_one_line() -> None:
 
     with pytest.raises(PrunekitError, match="recipes do not run --task lm yet"):
         parse_recipe({"model": "smollm2-135m", "task": "lm", "stages": [{"prune": {"sparsity": 0.5}}]})
+
+
+def test_lora_recovery_of_a_two_four_lm_keeps_the_pattern_exact(tiny_lm, tiny_text, tmp_path) -> None:
+    """`prune --task lm --pattern 2:4 --finetune-tokens N --lora R`: the adapters train, merge with the masks
+    applied, and every 4-group keeps at most 2 weights; the report says what LoRA did."""
+    out = tmp_path / "lora24"
+    res = runner.invoke(app, ["prune", "--task", "lm", "-m", str(tiny_lm), "-d", str(tiny_text), "--out", str(out),
+                              "--method", "wanda", "--pattern", "2:4", "--calib-samples", "8", "--seq-len", "32",
+                              "--eval-samples", "4", "--finetune-tokens", "2000", "--lora", "4", "--lr", "3e-3"])
+    assert res.exit_code == 0, res.output
+    lora = json.loads((out / "report.json").read_text())["recovery"]["lora"]
+    assert lora["rank"] == 4 and lora["trainable_params"] > 0
+    model = prunekit.load(out)
+    for name, module in model.named_modules():
+        if name.startswith("model.layers") and isinstance(module, torch.nn.Linear):
+            assert ((module.weight != 0).reshape(-1, 4).sum(-1) <= 2).all(), name
+    bad = runner.invoke(app, ["prune", "--task", "lm", "-m", str(tiny_lm), "-d", str(tiny_text), "--out",
+                              str(tmp_path / "bad"), "--sparsity", "0.5", "--lora", "4"])
+    assert bad.exit_code == 2 and "does not read --lora" in bad.output  # nothing trains without a budget
