@@ -121,6 +121,11 @@ def _lora_flags(panel: str) -> tuple[Any, Any, Any]:
 
 LoraRank, LoraAlpha, LoraDropout = _lora_flags(RECOVERY)
 TrainLoraRank, TrainLoraAlpha, TrainLoraDropout = _lora_flags(TRAINING)
+ZeroShotTasks = Annotated[str | None, _opt(LM, "Comma-separated lm-eval tasks to score zero-shot, e.g. "
+                                         "hellaswag,piqa,arc_easy,lambada_openai (offline: local copies).")]
+ZeroShotLimit = Annotated[int | None, _opt(LM, "Examples per zero-shot task (default: all).")]
+LmEvalInclude = Annotated[list[str] | None, _opt(LM, "A folder of your own lm-eval task YAML files (repeatable).")]
+ZeroShotOnline = Annotated[bool, _opt(LM, "Let lm-eval fetch tasks without a local copy from the hub.")]
 
 
 def _check_task(task: str, known: tuple[str, ...] | None = None) -> None:
@@ -289,12 +294,8 @@ def evaluate(
     doc_stride: DocStride = 128, max_answer_length: MaxAnswer = 30,
     module: UserModule = None, module_kwargs: UserKwargs = None, trust_remote_code: Remote = False,
     seed: Seed = 0,
-    zero_shot: Annotated[str | None, _opt(LM, "Comma-separated lm-eval tasks to score zero-shot, e.g. "
-                                          "hellaswag,piqa,arc_easy,lambada_openai (offline: local copies).")] = None,
-    zero_shot_limit: Annotated[int | None, _opt(LM, "Examples per zero-shot task (default: all).")] = None,
-    lm_eval_include: Annotated[list[str] | None, _opt(LM, "A folder of your own lm-eval task YAML files "
-                                                      "(repeatable).")] = None,
-    zero_shot_online: Annotated[bool, _opt(LM, "Let lm-eval fetch tasks without a local copy from the hub.")] = False,
+    zero_shot: ZeroShotTasks = None, zero_shot_limit: ZeroShotLimit = None, lm_eval_include: LmEvalInclude = None,
+    zero_shot_online: ZeroShotOnline = False,
     out: Annotated[Path | None, _opt(LM, "lm: write report.json, report.md and plots here.")] = None,
 ) -> None:
     """Accuracy, macro-F1, precision, recall and loss of a classifier on one split; with --task lm,
@@ -404,6 +405,8 @@ def prune(
     = None,
     batch_size: Annotated[int, _opt(RECOVERY, "Batch size per process.")] = 32,
     lora: LoraRank = None, lora_alpha: LoraAlpha = None, lora_dropout: LoraDropout = 0.05,
+    zero_shot: ZeroShotTasks = None, zero_shot_limit: ZeroShotLimit = None, lm_eval_include: LmEvalInclude = None,
+    zero_shot_online: ZeroShotOnline = False,
     distill: Annotated[bool, _opt(DISTILL, "Distil from the unpruned model during recovery.")] = False,
     distill_alpha: Annotated[float, _opt(DISTILL, "Weight of the hard-label loss (1 − alpha: soft targets).")]
     = 0.5,

@@ -100,7 +100,7 @@ def prune_lm(
     calib_samples: int = 128, seq_len: int = 512, eval_samples: int | None = 32, stride: int | None = None,
     calib_data: str | None = None, save: str = "packed", seed: int = 0, force: bool = False,
     trust_remote_code: bool = False, structured: StructuredLM | None = None, baseline: dict[str, Any] | None = None,
-    plan: dict[str, Any] | None = None, recovery: LMRecovery | None = None,
+    plan: dict[str, Any] | None = None, recovery: LMRecovery | None = None, zero_shot: ZeroShot | None = None,
 ) -> dict[str, Any]:
     """Evaluate → prune once (calibrated) → evaluate → save, with a report; never touches ``model``.
 
@@ -112,6 +112,7 @@ def prune_lm(
     the model's architecture before any work. ``recovery``: train the pruned model on the training text
     (disjoint from the evaluation text, measured) for a number of tokens or epochs, optionally distilling
     from the unpruned model; the report then gains a ``final`` stage and the recovery's record.
+    ``zero_shot``: lm-eval tasks scored on the dense and the final model (report key ``zero_shot_stages``).
     """
     settings = settings or OneShotSettings()
     settings.check()
@@ -140,6 +141,7 @@ def prune_lm(
     _log(f"dense: perplexity on {len(eval_ids)} × {seq_len} evaluation tokens")
     dense_ppl = dict(baseline) if baseline is not None else perplexity(lm, eval_ids, stride)
     _log(f"dense: perplexity {dense_ppl['perplexity']:.2f}")
+    scored = {"dense": zero_shot.score(lm, tokenizer)} if zero_shot is not None else None
     stages = [stage_record("dense", metrics=dense_ppl, model=lm, seconds=0.0, latency=None,
                            extra={"macs_per_token": macs_per_token(lm)})]
 
@@ -181,6 +183,10 @@ def prune_lm(
             extra={**extra, "note": "after recovery training", "macs_per_token": macs_per_token(lm),
                    "recovery_tokens": recovered["tokens"], "recovery_steps": recovered["steps"]}))
         recovered["overlap"] = overlap
+    if scored is not None:
+        scored["final"] = zero_shot.score(lm, tokenizer)
+        for stage, key in ((stages[0], "dense"), (stages[-1], "final")):
+            stage["zero_shot_mean_acc"] = scored[key]["mean_acc"]
     if structured is not None and structured.latency:
         _time_dense_and_pruned(model, trust_remote_code, lm, stages)
     report: dict[str, Any] = {
@@ -207,6 +213,7 @@ def prune_lm(
         "recovery": recovered,
         "prune_seconds": seconds,
         "peak_memory": {**memory.record(), "model_fp32_bytes": 4 * stages[0]["params_total"]},
+        **({"zero_shot_stages": scored} if scored is not None else {}),
     }
     if structured is None:
         report["settings"]["oneshot"] = asdict(settings)
@@ -225,7 +232,8 @@ def prune_lm(
 
 #: `prunekit prune` options that only --task lm reads: a classifier run refuses them
 LM_ONLY_OPTIONS = ("pattern", "calib_samples", "seq_len", "eval_samples", "stride", "calib_data", "layer_ratios",
-                   "calibration", "refit", "reconstruct", "save", "finetune_tokens", "eval_every")
+                   "calibration", "refit", "reconstruct", "save", "finetune_tokens", "eval_every", "zero_shot",
+                   "zero_shot_limit", "lm_eval_include", "zero_shot_online")
 #: options --task lm shares with classifiers, whose CLI defaults are the classifier's: passed on only when
 #: given (an LM prune without them does not train)
 LM_SHARED_OPTIONS = ("finetune_epochs", "lr", "batch_size", "distill", "distill_alpha", "temperature", "schedule",
@@ -242,7 +250,8 @@ def prune_lm_from_options(
     trust_remote_code: bool = False, finetune_tokens: int | None = None, finetune_epochs: float | None = None,
     lr: float | None = None, batch_size: int = 4, distill: bool = False, distill_alpha: float = 0.5,
     temperature: float = 2.0, eval_every: int = 0, schedule: str = "oneshot", lora: int | None = None,
-    lora_alpha: float | None = None, lora_dropout: float = 0.05,
+    lora_alpha: float | None = None, lora_dropout: float = 0.05, zero_shot: str | None = None,
+    zero_shot_limit: int | None = None, lm_eval_include: list[str] | None = None, zero_shot_online: bool = False,
 ) -> dict[str, Any]:
     """`prunekit prune --task lm` from its flat options (defaults as the CLI's): :class:`StructuredLM` with
     --heads/--ffn/--layers, else :class:`OneShotSettings` (with a --plan's per-block sparsity), then
@@ -287,7 +296,9 @@ def prune_lm_from_options(
         settings.sparsity = mean_sparsity(plan_dict)
     return prune_lm(model, data, out, settings, calib_samples=calib_samples, seq_len=seq_len,
                     eval_samples=eval_samples, stride=stride, calib_data=calib_data, save=save, seed=seed, force=force,
-                    trust_remote_code=trust_remote_code, structured=structured, plan=plan_dict, recovery=recovery)
+                    trust_remote_code=trust_remote_code, structured=structured, plan=plan_dict, recovery=recovery,
+                    zero_shot=ZeroShot(zero_shot, zero_shot_limit, lm_eval_include, zero_shot_online) if zero_shot
+                    else None)
 
 
 def _pick(values: dict[str, Any], *names: str) -> dict[str, Any]:
@@ -334,6 +345,21 @@ def _prune_structured_lm(lm: torch.nn.Module, calib_ids: torch.Tensor, s: Struct
     apply_plan(lm, plan)
     lm.to(device)
     return time.perf_counter() - start, plan, scores
+
+
+@dataclass
+class ZeroShot:
+    """lm-eval tasks to score a pruned LM's dense and final model on (see :func:`zero_shot_scores`)."""
+
+    tasks: str | list[str]
+    limit: int | None = None
+    include: list[str] | None = None
+    online: bool = False
+    batch_size: int = 8
+
+    def score(self, lm: torch.nn.Module, tokenizer) -> dict[str, Any]:
+        return zero_shot_scores(lm, tokenizer, self.tasks, self.limit, log=_log, batch_size=self.batch_size,
+                                include=self.include or (), online=self.online)
 
 
 @dataclass

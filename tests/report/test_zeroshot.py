@@ -132,3 +132,25 @@ def test_zero_shot_refused_on_a_classifier(tmp_path):
     result = runner.invoke(app, ["evaluate", "-m", str(tmp_path), "-d", "movie-reviews", "--zero-shot", "piqa"])
     assert result.exit_code != 0
     assert "--zero-shot" in result.output and "--task lm" in result.output and "Traceback" not in result.output
+
+
+def test_prune_task_lm_scores_dense_and_pruned_zero_shot(tmp_path, no_network):
+    """`prune --task lm --zero-shot T`: the same lm-eval tasks on the dense model and the pruned one, side by side."""
+    model = tmp_path / "tiny"
+    _tiny_llama(model)
+    text = tmp_path / "text.txt"
+    text.write_text(" ".join(f"Sentence number {i} says something about the weather today." for i in range(300)))
+    out = tmp_path / "pruned"
+    result = runner.invoke(app, ["prune", "--task", "lm", "-m", str(model), "-d", str(text), "--seq-len", "32",
+                                 "--eval-samples", "2", "--calib-samples", "4", "--method", "magnitude",
+                                 "--sparsity", "0.5", "--zero-shot", "copa", "--zero-shot-limit", "4",
+                                 "--out", str(out)], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    scored = report["zero_shot_stages"]
+    assert set(scored) == {"dense", "final"}
+    assert all(scored[k]["tasks"]["copa"]["examples"] == 4 for k in scored)
+    assert report["stages"][0]["zero_shot_mean_acc"] == scored["dense"]["mean_acc"]
+    refused = runner.invoke(app, ["prune", "-m", str(model), "-d", str(text), "--out", str(tmp_path / "c"),
+                                  "--zero-shot", "copa"])
+    assert refused.exit_code == 2 and "--zero-shot" in refused.output
