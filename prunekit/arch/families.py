@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from torch import nn
 
@@ -242,29 +242,14 @@ FAMILIES: tuple[Family, ...] = (
         head_inout=("classifier.dense", "lm_head.dense"),
         head_norms=("lm_head.layer_norm",),
     ),
-    # --- decoder families beyond LLaMA's layout (issue 22) ---
-    Family(
-        name="gemma",  # LLaMA's layout; Gemma-2/3 add norms around the attention and the FFN outputs
-        model_types=("gemma", "gemma2", "gemma3_text"),
-        layers="layers",
-        q="self_attn.q_proj",
-        k="self_attn.k_proj",
-        v="self_attn.v_proj",
-        o="self_attn.o_proj",
-        ffn_up="mlp.up_proj",
-        ffn_gate="mlp.gate_proj",
-        ffn_down="mlp.down_proj",
-        attn_norm="input_layernorm",
-        ffn_norm="post_attention_layernorm",
-        embeddings="embed_tokens",
-        num_kv_heads_attr="num_key_value_heads",
-        attn="self_attn",
-        head_dim_attr="head_dim",
-        final_norm="norm",
-        head_in=("lm_head", "score", "qa_outputs"),
-        no_hidden="Gemma scales the embeddings by sqrt(hidden_size) and Gemma-2/3 add pre/post-FFN norms",
-    ),
 )
+
+# --- decoder families beyond LLaMA's layout (issue 22) ---
+# Gemma, Gemma-2, Gemma-3: LLaMA's layout (Gemma-2/3 add norms around the attention and FFN outputs)
+FAMILIES += (replace(next(f for f in FAMILIES if f.name == "llama"), name="gemma",
+                     model_types=("gemma", "gemma2", "gemma3_text"),
+                     no_hidden="Gemma scales the embeddings by sqrt(hidden_size) and Gemma-2/3 add "
+                               "pre/post-FFN norms"),)
 
 
 # Decoder families whose layout no entry can describe yet: what structured pruning would need first.

@@ -97,6 +97,15 @@ def head_of(config: PretrainedConfig) -> tuple[str, str | None]:
     return (archs[0] if archs else config.model_type), None
 
 
+#: What a task's model must be, for the one-line refusal of a model with another task's head.
+TASK_NEEDS: dict[str, str] = {
+    "regression": "an encoder: a bare model or a *ForSequenceClassification with one regression output",
+    "token-classification": "an encoder: a bare model or a *ForTokenClassification",
+    "question-answering": "an encoder: a bare model or a *ForQuestionAnswering",
+    "embedding": "a sentence encoder: a sentence-transformers folder or a bare encoder (BertModel, ...)",
+}
+
+
 def check_task(spec: str, config: PretrainedConfig, task: str) -> None:
     """Refuse, before any weights load, a model whose head is for a task other than ``task``
     (a key of :data:`TASK_HEADS`): a token classifier must not quietly become a sequence classifier."""
@@ -106,18 +115,8 @@ def check_task(spec: str, config: PretrainedConfig, task: str) -> None:
     if task == "lm":
         raise PrunekitError(f"model {spec!r} is not a causal language model: it is a {arch} ({head or 'no LM head'})"
                             "; --task lm needs a decoder LM (*ForCausalLM) such as GPT-2, LLaMA, Qwen or SmolLM2")
-    if task == "regression":
-        raise PrunekitError(f"model {spec!r} is a {arch} ({head}); --task regression needs an encoder: a bare model "
-                            "or a *ForSequenceClassification with one regression output")
-    if task == "token-classification":
-        raise PrunekitError(f"model {spec!r} is a {arch} ({head}); --task token-classification needs an encoder: a "
-                            "bare model or a *ForTokenClassification")
-    if task == "question-answering":
-        raise PrunekitError(f"model {spec!r} is a {arch} ({head}); --task question-answering needs an encoder: a "
-                            "bare model or a *ForQuestionAnswering")
-    if task == "embedding":
-        raise PrunekitError(f"model {spec!r} is a {arch} ({head}); --task embedding needs a sentence encoder: a "
-                            "sentence-transformers folder or a bare encoder (BertModel, ...)")
+    if task in TASK_NEEDS:
+        raise PrunekitError(f"model {spec!r} is a {arch} ({head}); --task {task} needs {TASK_NEEDS[task]}")
     raise PrunekitError(f"model {spec!r} is a {arch} ({head}); prunekit supports sequence classification and "
                         "causal LMs (--task lm) for now")
 
