@@ -121,11 +121,10 @@ def _lora_flags(panel: str) -> tuple[Any, Any, Any]:
 
 LoraRank, LoraAlpha, LoraDropout = _lora_flags(RECOVERY)
 TrainLoraRank, TrainLoraAlpha, TrainLoraDropout = _lora_flags(TRAINING)
-ZeroShotTasks = Annotated[str | None, _opt(LM, "Comma-separated lm-eval tasks to score zero-shot, e.g. "
-                                         "hellaswag,piqa,arc_easy,lambada_openai (offline: local copies).")]
-ZeroShotLimit = Annotated[int | None, _opt(LM, "Examples per zero-shot task (default: all).")]
-LmEvalInclude = Annotated[list[str] | None, _opt(LM, "A folder of your own lm-eval task YAML files (repeatable).")]
-ZeroShotOnline = Annotated[bool, _opt(LM, "Let lm-eval fetch tasks without a local copy from the hub.")]
+ZeroShotTasks = Annotated[str | None, _opt(LM, "lm-eval tasks, e.g. hellaswag,piqa,arc_easy,lambada_openai.")]
+ZeroShotLimit = Annotated[int | None, _opt(LM, "Examples per zero-shot task (default all).")]
+LmEvalInclude = Annotated[list[str] | None, _opt(LM, "Your lm-eval task YAML folder (repeatable).")]
+ZeroShotOnline = Annotated[bool, _opt(LM, "Let lm-eval fetch tasks with no local copy.")]
 
 
 def _check_task(task: str, known: tuple[str, ...] | None = None) -> None:
@@ -405,8 +404,6 @@ def prune(
     = None,
     batch_size: Annotated[int, _opt(RECOVERY, "Batch size per process.")] = 32,
     lora: LoraRank = None, lora_alpha: LoraAlpha = None, lora_dropout: LoraDropout = 0.05,
-    zero_shot: ZeroShotTasks = None, zero_shot_limit: ZeroShotLimit = None, lm_eval_include: LmEvalInclude = None,
-    zero_shot_online: ZeroShotOnline = False,
     distill: Annotated[bool, _opt(DISTILL, "Distil from the unpruned model during recovery.")] = False,
     distill_alpha: Annotated[float, _opt(DISTILL, "Weight of the hard-label loss (1 − alpha: soft targets).")]
     = 0.5,
@@ -442,6 +439,8 @@ def prune(
     = True,
     save: Annotated[str, _opt(LM, "packed (non-zeros + bitmask; reload with prunekit.load) | dense.")] = "packed",
     finetune_tokens: FinetuneTokens = None, eval_every: EvalEvery = 0,
+    zero_shot: ZeroShotTasks = None, zero_shot_limit: ZeroShotLimit = None, lm_eval_include: LmEvalInclude = None,
+    zero_shot_online: ZeroShotOnline = False,
     text_column: TextCol = None, label_column: LabelCol = None,
     max_train_samples: MaxTrain = None, max_eval_samples: MaxEval = None, max_length: MaxLen = 128,
     doc_stride: DocStride = 128, max_answer_length: MaxAnswer = 30,

@@ -242,7 +242,8 @@ def test_prune_help_is_grouped_by_concern_with_the_common_options_first():
     first = out[out.index("╭─ Options"):out.index("╭─ What to prune")]
     for flag in ["--model", "--data", "--out", "--sparsity", "--heads", "--ffn"]:
         assert flag in first
-    assert len(out.splitlines()) < 300
+    # 271 lines when this test was written; LoRA, QA windows, LM recovery and zero-shot options added ~70
+    assert len(out.splitlines()) < 360
 
 
 @pytest.mark.parametrize(("args", "says"), [
