@@ -82,9 +82,8 @@ def evaluate_lm(
     result = perplexity(lm.to(default_device()), windows, stride)
     result = {**result, "seq_len": seq_len, "stride": stride or seq_len, "split_rule": text.split_rule}
     if zero_shot:
-        result["zero_shot"] = zero_shot_scores(lm, tokenizer, zero_shot, zero_shot_limit, log=_log,
-                                               batch_size=zero_shot_batch_size, include=lm_eval_include or (),
-                                               online=zero_shot_online)
+        result["zero_shot"] = ZeroShot(zero_shot, zero_shot_limit, lm_eval_include, zero_shot_online,
+                                       zero_shot_batch_size).score(lm, tokenizer)
     if out is not None:
         write_report(out, {"command": "evaluate", "model": model, "data": data, **result,
                            "versions": package_versions()})

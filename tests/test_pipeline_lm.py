@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _threads import one_thread  # noqa: F401 - autouse fixture, shared
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from typer.testing import CliRunner
 
@@ -20,14 +21,6 @@ from prunekit.prune.oneshot import OneShotSettings
 from prunekit.tasks.lm import evaluation_windows, load_lm_text
 
 runner = CliRunner()
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _digest(folder: Path) -> str:
